@@ -1,0 +1,31 @@
+"""distkeras: Spark-native distributed training for Keras 3 (successor of CERN's Distributed Keras)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="distkeras",
+    version="0.1.0",
+    description="Distributed Keras training, HEP ingestion and feature engineering on Apache Spark",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["distkeras", "distkeras.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "pyspark>=3.5,<5",
+        "pyarrow>=14",
+        "numpy>=1.24",
+        "pandas>=1.5",
+        "keras>=3.0",
+        "tqdm>=4.60",
+        "matplotlib>=3.6",
+    ],
+    extras_require={
+        # Exactly one TensorFlow build: both provide the same `tensorflow` module.
+        "cpu": ["tensorflow-cpu>=2.16"],
+        "gpu": ["tensorflow[and-cuda]>=2.16"],
+        "hep": ["uproot>=5.3", "awkward>=2.6", "vector>=1.4", "lz4", "zstandard", "xxhash"],
+        "petastorm": ["petastorm==0.13.1"],
+        "test": ["pytest>=7", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6", "scikit-learn>=1.3"],
+    },
+    entry_points={"console_scripts": ["distkeras-generate=distkeras.datasets.delphes:main"]},
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Physics"],
+)
