@@ -1,0 +1,32 @@
+"""Shared fixtures: one local SparkSession per test run (TensorFlow costs ~0.6 GB per Python
+worker, so workers are reused), and a real standalone cluster on loopback for the tests that
+need executors in separate JVMs."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """local[2,2]: two slots, and a failed task is retried once (needed by the fault tests)."""
+    from distkeras.spark import session
+
+    s = session("local[2,2]", app_name="distkeras-tests")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def standalone_cluster(tmp_path_factory):
+    """A real standalone Spark master + 2 workers on 127.0.0.1; yields the master URL."""
+    from tests.cluster import StandaloneCluster
+
+    with StandaloneCluster(tmp_path_factory.mktemp("cluster"), workers=2) as url:
+        yield url
