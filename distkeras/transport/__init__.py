@@ -1,0 +1,28 @@
+"""Transport layer of the parameter server: authenticated binary frames over TCP (optional TLS).
+
+Generic on purpose: the training algorithm is a handler plugged into :class:`FrameServer`;
+application ops are integers >= :data:`OP_FIRST_APP` (0-15 are reserved for the transport).
+
+Example::
+
+    import secrets, numpy as np
+    from distkeras.transport import Client, FrameServer, Reply, OP_FIRST_APP
+
+    secret = secrets.token_bytes(32)
+    with FrameServer(lambda conn, f: Reply(f.op, payload=f.payload * 2), secret) as srv:
+        with Client(*srv.address, secret, worker_id=0) as c:
+            c.request(OP_FIRST_APP, np.ones(4, np.float32)).payload   # -> [2. 2. 2. 2.]
+"""
+from .client import Client
+from .protocol import (DEFAULT_MAX_PAYLOAD, HEADER_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE,
+                       OP_CHALLENGE, OP_ERROR, OP_FIRST_APP, OP_PING, VERSION, Frame, FrameIO,
+                       PSAuthError, PSBindError, PSConnectionError, PSError, PSProtocolError,
+                       PSRemoteError, PSTimeoutError, Reply)
+from .server import Connection, FrameServer
+
+__all__ = [
+    "Client", "Connection", "DEFAULT_MAX_PAYLOAD", "Frame", "FrameIO", "FrameServer",
+    "HEADER_SIZE", "OP_AUTH", "OP_AUTH_OK", "OP_BYE", "OP_CHALLENGE", "OP_ERROR", "OP_FIRST_APP",
+    "OP_PING", "PSAuthError", "PSBindError", "PSConnectionError", "PSError", "PSProtocolError",
+    "PSRemoteError", "PSTimeoutError", "Reply", "VERSION",
+]

@@ -1,0 +1,302 @@
+"""Wire format of the parameter-server transport: a fixed binary header plus a raw payload.
+
+Why a custom frame and not pickle/HTTP/gRPC: the hot path moves one flat float32 vector (the
+model) per commit, so the frame is a 36-byte ``struct`` header followed by the raw bytes of the
+array, sent straight from the array's memory (``sendmsg``/``sendall`` of a ``memoryview``) and
+received straight into a reusable buffer (``recv_into``). Nothing in this package can execute
+code from the network: payloads are float32 arrays, UTF-8 JSON (parsed with :mod:`json`) or
+opaque bytes.
+
+Header (network byte order, ``!4sBBBBIQqQ``)::
+
+    magic b"DKPS" | version u8 | op u8 | flags u8 | dtype u8 | worker_id u32 | seq u64 | aux i64 | length u64
+
+Float32 payloads are little-endian on the wire (native on every platform we run on; a
+big-endian host would byte-swap with one copy).
+
+Example::
+
+    io = FrameIO(sock)
+    io.send(OP_FIRST_APP, worker_id=3, seq=1, payload=np.zeros(10, np.float32))
+    frame, nbytes = io.recv()      # frame.payload is a view valid until the next io.recv()
+"""
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import numpy as np
+
+MAGIC = b"DKPS"
+VERSION = 1
+HEADER = struct.Struct("!4sBBBBIQqQ")
+HEADER_SIZE = HEADER.size  # 36
+
+# Transport ops (0-15 reserved). Application ops are >= OP_FIRST_APP and opaque to the transport.
+OP_CHALLENGE = 1
+OP_AUTH = 2
+OP_AUTH_OK = 3
+OP_ERROR = 4
+OP_BYE = 5
+OP_PING = 6
+OP_FIRST_APP = 16
+OP_NAMES = {OP_CHALLENGE: "CHALLENGE", OP_AUTH: "AUTH", OP_AUTH_OK: "AUTH_OK",
+            OP_ERROR: "ERROR", OP_BYE: "BYE", OP_PING: "PING"}
+
+# Payload dtypes.
+DT_NONE = 0
+DT_F32 = 1
+DT_JSON = 2
+DT_BYTES = 3
+_DTYPES = (DT_NONE, DT_F32, DT_JSON, DT_BYTES)
+
+# ``aux`` codes carried by ERROR frames sent by the transport itself.
+ERR_HANDLER = 0
+ERR_AUTH = 1
+ERR_FULL = 2
+
+NONCE_SIZE = 32
+MAC_SIZE = 32
+DEFAULT_MAX_PAYLOAD = 2 * 1024 ** 3
+MAX_JSON = 16 * 1024 ** 2
+SOCKET_BUFFER = 4 * 1024 ** 2
+
+_WIRE_F32 = np.dtype("<f4")
+_U64_MAX = 2 ** 64 - 1
+
+Payload = Union[np.ndarray, dict, list, bytes, bytearray, memoryview, None]
+
+
+class PSError(Exception):
+    """Base class of every transport error."""
+
+
+class PSConnectionError(PSError, ConnectionError):
+    """The parameter server cannot be reached, or the connection broke."""
+
+
+class PSTimeoutError(PSConnectionError, TimeoutError):
+    """No reply within ``io_timeout``; the connection is no longer usable."""
+
+
+class PSAuthError(PSError):
+    """Mutual HMAC authentication (or the TLS handshake) failed."""
+
+
+class PSRemoteError(PSError):
+    """The server-side handler raised; the message is the remote exception text."""
+
+
+class PSBindError(PSError, OSError):
+    """The server could not bind its listening socket."""
+
+
+class PSProtocolError(PSError):
+    """Malformed frame; ``reason`` is the key counted in the server's ``stats["dropped"]``."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+class PeerClosed(PSConnectionError):
+    """The peer closed the stream; ``at_boundary`` is True when no frame was half-received."""
+
+    def __init__(self, message: str, at_boundary: bool):
+        super().__init__(message)
+        self.at_boundary = at_boundary
+
+
+@dataclass
+class Frame:
+    """A decoded frame. A float32 ``payload`` is a view into the receiver's reusable buffer."""
+
+    op: int
+    flags: int = 0
+    worker_id: int = 0
+    seq: int = 0
+    aux: int = 0
+    payload: Any = None
+
+
+@dataclass
+class Reply:
+    """What a server handler returns: float32 ndarray (sent zero-copy), dict (JSON), bytes or None."""
+
+    op: int
+    aux: int = 0
+    flags: int = 0
+    payload: Payload = None
+
+
+def encode_payload(payload: Payload) -> tuple[int, Optional[memoryview | bytes]]:
+    """Map a payload to (dtype, buffer) without copying float32 arrays or bytes."""
+    if payload is None:
+        return DT_NONE, None
+    if isinstance(payload, np.ndarray):
+        if payload.dtype != np.float32:
+            raise TypeError(f"array payloads must be float32, got {payload.dtype} "
+                            "(convert once with arr.astype(np.float32))")
+        arr = np.ascontiguousarray(payload)  # no copy when already contiguous
+        if sys.byteorder != "little" or arr.dtype.byteorder == ">":
+            arr = arr.astype(_WIRE_F32)
+        return DT_F32, memoryview(arr.reshape(-1)).cast("B")
+    if isinstance(payload, (dict, list)):
+        return DT_JSON, json.dumps(payload, separators=(",", ":")).encode("utf-8")
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return DT_BYTES, memoryview(payload).cast("B")
+    raise TypeError(f"unsupported payload type {type(payload).__name__}: "
+                    "use a float32 ndarray, a dict (JSON), bytes or None")
+
+
+def _set_deadline(sock: socket.socket, deadline: Optional[float]) -> None:
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("deadline passed")
+        sock.settimeout(left)
+
+
+class FrameIO:
+    """Sends and receives frames on one connected socket, reusing one receive buffer.
+
+    The float32 array returned by :meth:`recv` is a view of that buffer and stays valid only
+    until the next :meth:`recv` on the same ``FrameIO``; copy it if you keep it. Not thread-safe:
+    one thread reads and writes a connection at a time.
+    """
+
+    def __init__(self, sock: socket.socket, max_payload: int = DEFAULT_MAX_PAYLOAD):
+        self.sock = sock
+        self.max_payload = int(max_payload)
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._hdr = bytearray(HEADER_SIZE)
+        self._hdr_view = memoryview(self._hdr)
+        self._buf = np.empty(0, dtype=np.uint8)
+
+    # ------------------------------------------------------------------ send
+    def send(self, op: int, *, worker_id: int = 0, seq: int = 0, aux: int = 0, flags: int = 0,
+             payload: Payload = None) -> int:
+        """Send one frame; returns the number of bytes written (header + payload)."""
+        dtype, body = encode_payload(payload)
+        n = 0 if body is None else len(body)
+        header = HEADER.pack(MAGIC, VERSION, op, flags, dtype, worker_id, seq, aux, n)
+        if n == 0:
+            self.sock.sendall(header)
+        elif self._tls:
+            if n <= 65536:
+                self.sock.sendall(header + bytes(body))
+            else:
+                self.sock.sendall(header)
+                self.sock.sendall(body)
+        else:
+            self._sendmsg_all([memoryview(header), body])
+        return HEADER_SIZE + n
+
+    def _sendmsg_all(self, bufs: list) -> None:
+        """``sendmsg`` of several buffers in one syscall, resuming after partial writes."""
+        while bufs:
+            sent = self.sock.sendmsg(bufs)
+            while bufs and sent >= len(bufs[0]):
+                sent -= len(bufs[0])
+                bufs.pop(0)
+            if bufs and sent:
+                bufs[0] = bufs[0][sent:]
+
+    # ------------------------------------------------------------------ recv
+    def _recv_exact(self, view: memoryview, deadline: Optional[float], started: bool) -> None:
+        got, n = 0, len(view)
+        flags = 0 if self._tls else socket.MSG_WAITALL
+        while got < n:
+            _set_deadline(self.sock, deadline)
+            k = self.sock.recv_into(view[got:], n - got, flags) if flags else \
+                self.sock.recv_into(view[got:], n - got)
+            if k == 0:
+                at_boundary = not started and got == 0
+                raise PeerClosed(f"connection closed by peer after {got} of {n} bytes",
+                                 at_boundary=at_boundary)
+            got += k
+
+    def _payload_view(self, n: int) -> memoryview:
+        if self._buf.nbytes < n:
+            self._buf = np.empty(max(n, min(2 * self._buf.nbytes, self.max_payload)), np.uint8)
+        return memoryview(self._buf)[:n]
+
+    def recv_header(self, deadline: Optional[float] = None) -> tuple[int, int, int, int, int, int, int]:
+        """Read and validate a header; returns (op, flags, dtype, worker_id, seq, aux, length)."""
+        self._recv_exact(self._hdr_view, deadline, started=False)
+        magic, version, op, flags, dtype, wid, seq, aux, length = HEADER.unpack(self._hdr)
+        if magic != MAGIC:
+            raise PSProtocolError("bad_magic", f"expected {MAGIC!r}, got {bytes(magic)!r}")
+        if version != VERSION:
+            raise PSProtocolError("bad_version", f"protocol version {version}, expected {VERSION}")
+        if dtype not in _DTYPES:
+            raise PSProtocolError("bad_dtype", f"unknown payload dtype {dtype}")
+        if length > self.max_payload:
+            raise PSProtocolError("oversized", f"declared payload {length} bytes > max_payload "
+                                               f"{self.max_payload}")
+        if dtype == DT_F32 and length % 4:
+            raise PSProtocolError("bad_length", f"float32 payload of {length} bytes")
+        if dtype == DT_JSON and length > MAX_JSON:
+            raise PSProtocolError("oversized", f"JSON payload of {length} bytes > {MAX_JSON}")
+        if dtype == DT_NONE and length:
+            raise PSProtocolError("bad_length", f"dtype none with {length} payload bytes")
+        return op, flags, dtype, wid, seq, aux, length
+
+    def recv_payload(self, dtype: int, length: int, deadline: Optional[float] = None,
+                     out: Optional[np.ndarray] = None) -> Any:
+        """Read a payload whose header was just read; decode it (float32 as a buffer view)."""
+        if dtype == DT_NONE:
+            return None
+        if dtype == DT_F32 and out is not None and _fits(out, length):
+            self._recv_exact(memoryview(out.reshape(-1)).cast("B"), deadline, started=True)
+            return out
+        view = self._payload_view(length)
+        self._recv_exact(view, deadline, started=True)
+        if dtype == DT_F32:
+            if out is not None:
+                raise ValueError(f"out= has {out.size} float32 values ({out.dtype}), the reply "
+                                 f"carries {length // 4}; the reply was received and dropped")
+            return self._buf[:length].view(_WIRE_F32)
+        if dtype == DT_BYTES:
+            return view.tobytes()
+        try:
+            return json.loads(str(view, "utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise PSProtocolError("bad_json", str(exc)[:200]) from None
+
+    def recv(self, deadline: Optional[float] = None, out: Optional[np.ndarray] = None
+             ) -> tuple[Frame, int]:
+        """Receive one frame; returns it and its size on the wire in bytes."""
+        op, flags, dtype, wid, seq, aux, length = self.recv_header(deadline)
+        payload = self.recv_payload(dtype, length, deadline, out)
+        return Frame(op, flags, wid, seq, aux, payload), HEADER_SIZE + length
+
+
+def _fits(out: np.ndarray, length: int) -> bool:
+    return (isinstance(out, np.ndarray) and out.dtype == _WIRE_F32 and out.nbytes == length
+            and out.flags.c_contiguous and out.flags.writeable)
+
+
+def tune_socket(sock: socket.socket, buffer_size: int = SOCKET_BUFFER) -> None:
+    """TCP_NODELAY (small frames go out at once) and large kernel buffers for big models."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # not a TCP socket (e.g. a test socketpair)
+        pass
+    if buffer_size:
+        for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, buffer_size)
+            except OSError:
+                pass
+
+
+def op_name(op: int) -> str:
+    """Human-readable op for logs."""
+    return OP_NAMES.get(op, f"op{op}")

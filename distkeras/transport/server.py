@@ -1,0 +1,410 @@
+"""Threaded frame server: authenticates workers and hands their frames to an application handler.
+
+The transport knows nothing about training: an algorithm (e.g. the ADAG centre-variable rule)
+is a *handler* ``handler(conn, frame) -> Reply | None`` called for every application frame
+(op >= 16). Each connection is served by its own daemon thread, so a handler may block (a
+synchronous round waits for the other workers) without stalling anyone else.
+
+Malformed or unauthenticated input never reaches the handler: the frame is dropped, counted
+in ``stats["dropped"][reason]``, and that connection is closed (a byte stream cannot resync).
+
+Example::
+
+    centre = np.zeros(n, np.float32); lock = threading.Lock()
+    def handler(conn, frame):
+        with lock:
+            centre += frame.payload
+            out = conn.state.setdefault("reply", np.empty_like(centre)); out[:] = centre
+        return Reply(op=frame.op, payload=out)          # sent outside the lock, zero-copy
+
+    with FrameServer(handler, secret) as server:
+        host, port = server.address                     # ship (host, port, secret) to executors
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import hmac
+import logging
+import secrets
+import selectors
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable, Optional
+
+from .protocol import (DEFAULT_MAX_PAYLOAD, ERR_AUTH, ERR_FULL, ERR_HANDLER, MAC_SIZE,
+                       NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE, OP_CHALLENGE, OP_ERROR,
+                       OP_FIRST_APP, OP_PING, SOCKET_BUFFER, Frame, FrameIO, PeerClosed, PSBindError,
+                       PSProtocolError, Reply, op_name, tune_socket)
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["Connection", Frame], Optional[Reply]]
+_MAX_AUTH_PAYLOAD = 1024
+
+
+def auth_mac(secret: bytes, server_nonce: bytes, worker_id: int, client_nonce: bytes) -> bytes:
+    """Client proof: HMAC-SHA256(secret, server_nonce || worker_id (u32 BE) || client_nonce)."""
+    msg = server_nonce + int(worker_id).to_bytes(4, "big") + client_nonce
+    return hmac.new(secret, msg, hashlib.sha256).digest()
+
+
+def server_mac(secret: bytes, client_nonce: bytes) -> bytes:
+    """Server proof: HMAC-SHA256(secret, client_nonce || b"server")."""
+    return hmac.new(secret, client_nonce + b"server", hashlib.sha256).digest()
+
+
+class Connection:
+    """One client connection as seen by the handler.
+
+    ``state`` is a private dict for the handler (e.g. a reply buffer, the worker's last clock).
+    Counters: ``frames``, ``bytes_in``, ``bytes_out``, ``handler_seconds``.
+    """
+
+    def __init__(self, sock: socket.socket, peer: Any):
+        self.sock = sock
+        self.peer = peer
+        self.worker_id: Optional[int] = None
+        self.authenticated = False
+        self.state: dict = {}
+        self.frames = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.handler_seconds = 0.0
+        self.connected_at = time.time()
+        self.thread: Optional[threading.Thread] = None
+
+    def __repr__(self) -> str:
+        return f"Connection(worker_id={self.worker_id}, peer={self.peer})"
+
+
+class FrameServer:
+    """Authenticated, thread-per-connection frame server; a context manager.
+
+    Args:
+        handler: called as ``handler(conn, frame)`` for every application frame (op >= 16);
+            returns a :class:`Reply` or None (None sends an empty reply echoing the op).
+            ``frame.payload`` (float32) is a view valid until the handler returns.
+        secret: the per-run shared secret (e.g. ``secrets.token_bytes(32)``).
+        host, port: where to listen; ``port=0`` picks a free ephemeral port (see ``address``).
+        ssl_context: optional server-side :class:`ssl.SSLContext` (TLS on every connection).
+        max_payload: larger declared payloads are rejected before any allocation.
+        handshake_timeout: seconds a new connection has to finish TLS + authentication.
+        on_disconnect: ``on_disconnect(conn, clean)`` after an authenticated connection ends;
+            ``clean`` is True when the client said BYE.
+        max_connections: further connections are refused with an ERROR frame.
+    """
+
+    def __init__(self, handler: Handler, secret: bytes, host: str = "127.0.0.1", port: int = 0,
+                 ssl_context: Optional[ssl.SSLContext] = None,
+                 max_payload: int = DEFAULT_MAX_PAYLOAD, handshake_timeout: float = 10.0,
+                 on_disconnect: Optional[Callable[[Connection, bool], None]] = None,
+                 max_connections: int = 256, socket_buffer: int = SOCKET_BUFFER):
+        if not isinstance(secret, (bytes, bytearray)) or len(secret) < 16:
+            raise ValueError("secret must be at least 16 bytes (use secrets.token_bytes(32))")
+        self.handler = handler
+        self.secret = bytes(secret)
+        self.host, self.port = host, int(port)
+        self.ssl_context = ssl_context
+        self.max_payload = int(max_payload)
+        self.handshake_timeout = float(handshake_timeout)
+        self.on_disconnect = on_disconnect
+        self.max_connections = int(max_connections)
+        self.socket_buffer = int(socket_buffer)
+        self._lock = threading.Lock()
+        self._conns: set[Connection] = set()
+        self._dropped: Counter = Counter()
+        self._workers: dict[int, Counter] = {}
+        self._n_connections = 0
+        self._auth_failures = 0
+        self._listener: Optional[socket.socket] = None
+        self._accept_thread: Optional[threading.Thread] = None
+        self._wake_r: Optional[socket.socket] = None
+        self._wake_w: Optional[socket.socket] = None
+        self._closing = threading.Event()
+        self._address: Optional[tuple[str, int]] = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> "FrameServer":
+        """Bind, listen and start accepting; raises :class:`PSBindError` if the port is taken."""
+        if self._listener is not None:
+            return self
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tune_socket(sock, self.socket_buffer)  # inherited by accepted sockets
+            sock.bind((self.host, self.port))
+            sock.listen(min(self.max_connections, socket.SOMAXCONN))
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            where = f"{self.host}:{self.port}"
+            if exc.errno == errno.EADDRINUSE:
+                msg = (f"cannot bind the parameter server to {where}: port {self.port} is already "
+                       "in use. Use port=0 (an ephemeral port) or pick another ps_port=.")
+            elif exc.errno == errno.EADDRNOTAVAIL:
+                msg = (f"cannot bind the parameter server to {where}: {self.host} is not an "
+                       "address of this machine. Set spark.driver.host (or ps_host=) to one.")
+            else:
+                msg = f"cannot bind the parameter server to {where}: {exc.strerror or exc}"
+            raise PSBindError(exc.errno, msg) from exc
+        self._listener = sock
+        self._address = sock.getsockname()[:2]
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._closing.clear()
+        self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True,
+                                               name=f"distkeras-ps-accept-{self._address[1]}")
+        self._accept_thread.start()
+        log.info("parameter server listening on %s:%d%s", *self._address,
+                 " (TLS)" if self.ssl_context else "")
+        return self
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close every connection, join threads (bounded by ``timeout``)."""
+        if self._listener is None:
+            return
+        self._closing.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        deadline = time.monotonic() + timeout
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout)
+        self._listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            _shutdown(conn.sock)
+        for conn in conns:
+            if conn.thread is not None:
+                conn.thread.join(max(0.0, deadline - time.monotonic()))
+        for conn in conns:  # threads stuck in a blocking handler: close their sockets anyway
+            conn.sock.close()
+        for s in (self._wake_r, self._wake_w):
+            s.close()
+        self._listener = None
+        log.info("parameter server on %s:%d closed", *self._address)
+
+    def __enter__(self) -> "FrameServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) actually bound; the port is the ephemeral one when ``port=0``."""
+        if self._address is None:
+            raise RuntimeError("server not started (use `with FrameServer(...)` or start())")
+        return self._address
+
+    @property
+    def stats(self) -> dict:
+        """Counters: connections (total), active, auth_failures, dropped by reason, per worker."""
+        with self._lock:
+            return {"connections": self._n_connections, "active": len(self._conns),
+                    "auth_failures": self._auth_failures, "dropped": dict(self._dropped),
+                    "workers": {w: dict(c) for w, c in self._workers.items()}}
+
+    # ------------------------------------------------------------------ accept
+    def _accept_loop(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._listener, selectors.EVENT_READ)
+        sel.register(self._wake_r, selectors.EVENT_READ)
+        try:
+            while not self._closing.is_set():
+                for key, _ in sel.select(timeout=1.0):
+                    if key.fileobj is self._wake_r or self._closing.is_set():
+                        return
+                    try:
+                        sock, peer = self._listener.accept()
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError as exc:
+                        log.warning("accept failed: %s", exc)
+                        continue
+                    self._start_connection(sock, peer)
+        finally:
+            sel.close()
+
+    def _start_connection(self, sock: socket.socket, peer: Any) -> None:
+        sock.setblocking(True)
+        tune_socket(sock, 0)
+        conn = Connection(sock, peer)
+        with self._lock:
+            self._n_connections += 1
+            full = len(self._conns) >= self.max_connections
+            if not full:
+                self._conns.add(conn)
+        if full:
+            self._drop(conn, "too_many_connections", f"limit {self.max_connections}")
+            try:
+                sock.settimeout(1.0)
+                FrameIO(sock).send(OP_ERROR, aux=ERR_FULL, payload={"error": "server full"})
+            except OSError:
+                pass
+            _shutdown(sock)
+            sock.close()
+            return
+        conn.thread = threading.Thread(target=self._serve, args=(conn,), daemon=True,
+                                       name=f"distkeras-ps-conn-{peer}")
+        conn.thread.start()
+
+    # ------------------------------------------------------------------ per connection
+    def _serve(self, conn: Connection) -> None:
+        clean = False
+        try:
+            io = self._handshake(conn)
+            if io is not None:
+                clean = self._frame_loop(conn, io)
+        except Exception:  # never let a connection thread die silently
+            log.exception("unexpected error on connection %s", conn)
+        finally:
+            _shutdown(conn.sock)
+            conn.sock.close()
+            with self._lock:
+                self._conns.discard(conn)
+            if conn.authenticated and self.on_disconnect is not None:
+                try:
+                    self.on_disconnect(conn, clean)
+                except Exception:
+                    log.exception("on_disconnect raised for %s", conn)
+
+    def _handshake(self, conn: Connection) -> Optional[FrameIO]:
+        """TLS (optional) + mutual HMAC under one deadline; returns the FrameIO or None."""
+        deadline = time.monotonic() + self.handshake_timeout
+        try:
+            if self.ssl_context is not None:
+                conn.sock.settimeout(self.handshake_timeout)
+                conn.sock = self.ssl_context.wrap_socket(conn.sock, server_side=True)
+            io = FrameIO(conn.sock, self.max_payload)
+            nonce = secrets.token_bytes(NONCE_SIZE)
+            conn.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            io.send(OP_CHALLENGE, payload=nonce)
+            op, _f, dtype, wid, _s, _a, length = io.recv_header(deadline)
+            if op != OP_AUTH:
+                self._drop(conn, "before_auth", f"{op_name(op)} frame before authentication")
+                return None
+            if length > _MAX_AUTH_PAYLOAD:
+                self._drop(conn, "oversized", f"{length}-byte AUTH frame")
+                return None
+            body = io.recv_payload(dtype, length, deadline)
+            if not isinstance(body, bytes) or len(body) != MAC_SIZE + NONCE_SIZE:
+                self._drop(conn, "bad_auth", "malformed AUTH payload")
+                return None
+            mac, client_nonce = body[:MAC_SIZE], body[MAC_SIZE:]
+            if not hmac.compare_digest(mac, auth_mac(self.secret, nonce, wid, client_nonce)):
+                with self._lock:
+                    self._auth_failures += 1
+                self._drop(conn, "bad_hmac", f"authentication failed for worker {wid}")
+                io.send(OP_ERROR, aux=ERR_AUTH, payload={"error": "authentication failed"})
+                return None
+            io.send(OP_AUTH_OK, worker_id=wid, payload=server_mac(self.secret, client_nonce))
+            conn.sock.settimeout(None)  # handlers and training steps may take arbitrarily long
+        except PSProtocolError as exc:
+            self._drop(conn, exc.reason, str(exc))
+            return None
+        except PeerClosed as exc:
+            self._drop(conn, "truncated", f"closed during handshake: {exc}")
+            return None
+        except (socket.timeout, TimeoutError):
+            self._drop(conn, "handshake_timeout", f"no authentication within "
+                                                  f"{self.handshake_timeout:g} s")
+            return None
+        except ssl.SSLError as exc:
+            self._drop(conn, "tls", str(exc))
+            return None
+        except OSError as exc:
+            self._drop(conn, "handshake_io", str(exc))
+            return None
+        conn.worker_id, conn.authenticated = wid, True
+        with self._lock:
+            self._workers.setdefault(wid, Counter())["connections"] += 1
+        log.debug("worker %d authenticated from %s", wid, conn.peer)
+        return io
+
+    def _frame_loop(self, conn: Connection, io: FrameIO) -> bool:
+        """Serve frames until BYE (returns True), EOF or garbage (returns False)."""
+        wc = self._workers[conn.worker_id]
+        while not self._closing.is_set():
+            try:
+                frame, nin = io.recv()
+            except PSProtocolError as exc:
+                self._drop(conn, exc.reason, str(exc))
+                return False
+            except PeerClosed as exc:
+                if not exc.at_boundary:
+                    self._drop(conn, "truncated", str(exc))
+                return False
+            except OSError:
+                return False
+            if frame.worker_id != conn.worker_id:
+                self._drop(conn, "worker_id_mismatch", f"frame claims worker {frame.worker_id}")
+                return False
+            if frame.op == OP_BYE:
+                return True
+            if frame.op < OP_FIRST_APP and frame.op != OP_PING:
+                self._drop(conn, "bad_op", f"transport op {op_name(frame.op)} after auth")
+                return False
+            t0 = time.perf_counter()
+            if frame.op == OP_PING:
+                reply, err = Reply(OP_PING, aux=frame.aux), None
+            else:
+                reply, err = self._call_handler(conn, frame)
+            dt = time.perf_counter() - t0
+            try:
+                if err is None:
+                    try:
+                        nout = io.send(reply.op, worker_id=conn.worker_id, seq=frame.seq,
+                                       aux=reply.aux, flags=reply.flags, payload=reply.payload)
+                    except (TypeError, ValueError, struct.error) as exc:  # nothing sent yet
+                        log.error("handler returned an unsendable reply: %s", exc)
+                        err = f"{type(exc).__name__}: invalid reply from handler: {exc}"
+                if err is not None:
+                    nout = io.send(OP_ERROR, worker_id=conn.worker_id, seq=frame.seq,
+                                   aux=ERR_HANDLER, payload={"error": err})
+            except OSError:
+                return False
+            conn.frames += 1
+            conn.bytes_in += nin
+            conn.bytes_out += nout
+            conn.handler_seconds += dt
+            with self._lock:
+                wc["frames"] += 1
+                wc["bytes_in"] += nin
+                wc["bytes_out"] += nout
+                wc["handler_seconds"] += dt
+                if err is not None:
+                    wc["errors"] += 1
+        return False
+
+    def _call_handler(self, conn: Connection, frame: Frame) -> tuple[Optional[Reply], Optional[str]]:
+        try:
+            reply = self.handler(conn, frame)
+            if reply is None:
+                reply = Reply(frame.op)
+            elif not isinstance(reply, Reply):
+                raise TypeError(f"handler returned {type(reply).__name__}, expected Reply or None")
+            return reply, None
+        except Exception as exc:
+            log.exception("handler failed on %s from worker %s", op_name(frame.op), conn.worker_id)
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def _drop(self, conn: Connection, reason: str, detail: str) -> None:
+        with self._lock:
+            self._dropped[reason] += 1
+        log.warning("dropped connection from %s (worker %s): %s (%s)", conn.peer, conn.worker_id,
+                    reason, detail)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
