@@ -1,0 +1,35 @@
+"""distkeras: Spark-native distributed training for Keras 3 (successor of CERN's Distributed Keras).
+
+Public names are exported lazily (PEP 562 ``__getattr__``), so ``import distkeras`` imports
+neither Spark nor TensorFlow; the first use of a name imports its module.
+
+Example::
+
+    import distkeras as dk
+    events = dk.read_root(spark, "data/*.root", tree="Delphes", branches=["Jet.*"])
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# name -> module that defines it. Add entries here; keep the module imports lazy.
+_LAZY = {
+    "read_root": "distkeras.io.root",
+    "register_root_source": "distkeras.io.root",
+    "RootReadError": "distkeras.io.errors",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'distkeras' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
