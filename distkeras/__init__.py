@@ -7,6 +7,9 @@ Example::
 
     import distkeras as dk
     events = dk.read_root(spark, "data/*.root", tree="Delphes", branches=["Jet.*"])
+    trainer = dk.trainers.ADAG(model, loss="categorical_crossentropy", num_workers=2,
+                               features_col="hlf", label_col="label")
+    fitted = trainer.fit(train_df)
 """
 from __future__ import annotations
 
@@ -14,8 +17,15 @@ import importlib
 
 __version__ = "0.1.0"
 
-# name -> module that defines it. Add entries here; keep the module imports lazy.
+# name -> module that defines it (None: the name is a submodule). Add entries here; keep the
+# module imports lazy.
 _LAZY = {
+    "algorithms": None,
+    "spark": None,
+    "trainers": None,
+    "transport": None,
+    "KerasModel": "distkeras.model",
+    "load_model": "distkeras.model",
     "read_root": "distkeras.io.root",
     "register_root_source": "distkeras.io.root",
     "RootReadError": "distkeras.io.errors",
@@ -23,10 +33,13 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in _LAZY:
         raise AttributeError(f"module 'distkeras' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module = _LAZY[name]
+    if module is None:
+        value = importlib.import_module(f"distkeras.{name}")
+    else:
+        value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

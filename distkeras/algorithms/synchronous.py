@@ -1,0 +1,68 @@
+"""The synchronous rules: model averaging / LocalSGD and EASGD. Every worker sends, the server
+waits for the whole round, and every worker gets the same reply."""
+from __future__ import annotations
+
+import numpy as np
+
+from distkeras.algorithms.base import Algorithm
+
+
+class Averaging(Algorithm):
+    """Model averaging: θ̃ ← mean θᵢ, every worker adopts θ̃.
+
+    ``communication_window=None`` averages once per epoch; an integer λ averages every λ local
+    steps, which is LocalSGD (Lin et al. 2018).
+    """
+
+    name = "averaging"
+    synchronous = True
+    default_window = None
+
+    def worker_send(self, theta, anchor):
+        return theta
+
+    def server_round(self, centre, payloads):
+        np.mean(payloads, axis=0, out=centre)
+        return centre
+
+
+class EASGD(Algorithm):
+    """Synchronous elastic averaging (Zhang et al. 2015).
+
+    Server: θ̃ ← θ̃ + α Σᵢ(θᵢ − θ̃), reply the old θ̃; worker: θᵢ ← θᵢ − α(θᵢ − θ̃_old).
+    α defaults to β/p with β = 0.9 (the paper's choice), p the number of workers.
+    """
+
+    name = "easgd"
+    synchronous = True
+    default_window = 12
+
+    def __init__(self, communication_window=None, learning_rate=0.01, num_workers=1,
+                 alpha: float | None = None, **params):
+        super().__init__(communication_window, learning_rate, num_workers, **params)
+        self.alpha = np.float32(0.9 / self.num_workers if alpha is None else alpha)
+
+    def worker_send(self, theta, anchor):
+        return theta
+
+    def worker_receive(self, theta, anchor, reply):
+        return theta - self.alpha * (theta - reply)
+
+    def server_round(self, centre, payloads):
+        old = centre.copy()
+        centre += self.alpha * (np.sum(payloads, axis=0) - len(payloads) * old)
+        return old
+
+
+class Ensemble(Algorithm):
+    """No communication while training: every worker returns its own model."""
+
+    name = "ensemble"
+    default_window = None
+    independent = True
+
+    def worker_send(self, theta, anchor):
+        return theta
+
+    def worker_receive(self, theta, anchor, reply):
+        return theta

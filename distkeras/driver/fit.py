@@ -1,0 +1,223 @@
+"""``Trainer.fit`` on the driver: check the data, start the parameter server, launch one Spark task
+per worker, and while they train show progress, collect epoch logs, evaluate the centre variable
+on the validation data and run the Keras callbacks. Always closes the server and cancels the job.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from distkeras.driver import preflight
+from distkeras.driver.job import SparkJob
+from distkeras.driver.parameter_server import ParameterServer
+from distkeras.executor import remote
+from distkeras.executor.feed import FeedSpec, InputSpec
+
+log = logging.getLogger(__name__)
+
+
+class TrainingHistory(dict):
+    """Keras-style history: ``history["loss"][epoch]``; plus ``ps_stats`` and ``workers``."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch: list[int] = []
+        self.ps_stats: dict = {}
+        self.workers: list[dict] = []
+
+    def record(self, epoch: int, logs: dict) -> None:
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.setdefault(key, []).append(float(value))
+
+    @property
+    def history(self) -> dict:
+        return dict(self)
+
+
+def feed_spec_for(model, features_col, label_col, loss, input_shapes=None) -> FeedSpec:
+    """How the DataFrame's columns map onto ``model``'s inputs and output."""
+    if not model.built or not getattr(model, "inputs", None):
+        raise ValueError("the Keras model is not built: give it an Input layer (or call "
+                         "model.build(input_shape)) before training")
+    columns = [features_col] if isinstance(features_col, str) else list(features_col)
+    shapes = [tuple(int(d) for d in t.shape[1:]) for t in model.inputs]
+    if input_shapes is not None:
+        shapes = [tuple(s) for s in (input_shapes if isinstance(input_shapes[0], (list, tuple))
+                                     else [input_shapes])]
+    if None in [d for s in shapes for d in s]:
+        raise ValueError(f"model input shapes {shapes} have unknown dimensions; pass input_shapes=")
+    if len(shapes) > 1:
+        if len(columns) != len(shapes):
+            raise ValueError(f"the model has {len(shapes)} inputs but features_col names "
+                             f"{len(columns)} columns; give one column per input")
+        inputs = [InputSpec([c], s) for c, s in zip(columns, shapes)]
+    else:
+        inputs = [InputSpec(columns, shapes[0])]
+    num_classes = int(model.outputs[0].shape[-1]) if model.outputs else None
+    name = loss if isinstance(loss, str) else type(loss).__name__
+    one_hot = name.lower().replace("_", "") in ("categoricalcrossentropy", "categoricalfocalcrossentropy",
+                                                "kldivergence", "categoricalhinge")
+    return FeedSpec(inputs=inputs, label_col=label_col, num_classes=num_classes, one_hot=one_hot)
+
+
+def _compile_settings(trainer):
+    """(loss, optimizer config, learning rate) as JSON-able values for the executors."""
+    import keras
+
+    model = trainer.keras_model
+    loss = trainer.loss if trainer.loss is not None else getattr(model, "loss", None)
+    if loss is None:
+        raise ValueError("no loss: pass loss= to the trainer or compile the model first")
+    if not isinstance(loss, str):
+        loss = keras.losses.serialize(loss)
+    opt = trainer.worker_optimizer
+    if isinstance(opt, dict):
+        opt = keras.optimizers.deserialize(opt)
+    opt = keras.optimizers.get(opt) if isinstance(opt, str) else opt
+    config = keras.optimizers.serialize(opt)
+    if trainer.learning_rate is not None:
+        config["config"]["learning_rate"] = float(trainer.learning_rate)
+    lr = config["config"].get("learning_rate")
+    lr = float(lr) if isinstance(lr, (int, float)) else 0.01
+    return loss, config, lr
+
+
+def collect_arrays(data, feed: FeedSpec, what: str = "validation data"):
+    """Validation data as numpy: a DataFrame is checked and collected through Arrow."""
+    if isinstance(data, (tuple, list)):
+        return data[0], data[1]
+    selected, kinds = preflight.select_feed_columns(data, feed)
+    preflight.check_data(selected, feed, kinds, what)
+    return feed.arrays(to_arrow(selected))
+
+
+def to_arrow(df):
+    """Collect a DataFrame as a pyarrow Table (pyspark 4 ``toArrow``, 3.5 ``_collect_as_arrow``)."""
+    import pyarrow as pa
+
+    if hasattr(df, "toArrow"):
+        return df.toArrow()
+    batches = df._collect_as_arrow()  # noqa: SLF001 - pyspark 3.5 has no public Arrow collect
+    if not batches:
+        return pa.Table.from_pandas(df.limit(0).toPandas())
+    return pa.Table.from_batches(batches)
+
+
+def run_training(trainer, df, validation_data, callbacks):
+    import keras
+
+    from distkeras.executor.replica import FlatWeights, build_model, setup_tensorflow
+    from distkeras.model import KerasModel
+
+    setup_tensorflow()
+    loss, optimizer, lr = _compile_settings(trainer)
+    algorithm = trainer.make_algorithm(lr)
+    model = trainer.keras_model
+    feed = feed_spec_for(model, trainer.features_col, trainer.label_col, loss, trainer.input_shapes)
+    barrier = algorithm.synchronous and trainer.num_workers > 1
+    prepared, rows = preflight.prepare_training_data(df, feed, trainer.num_workers,
+                                                     trainer.batch_size, barrier)
+    try:
+        val = collect_arrays(validation_data, feed) if validation_data is not None else None
+        steps = rows // trainer.batch_size
+        if algorithm.communication_window is not None and algorithm.communication_window > steps:
+            log.warning("communication window %d > %d steps per epoch: workers exchange once "
+                        "per epoch", algorithm.communication_window, steps)
+        # the driver's copy: evaluates θ̃ and is what callbacks see
+        driver_model = build_model(model.to_json(), loss, optimizer, trainer.metrics,
+                                   weights=model.get_weights())
+        flat = FlatWeights(driver_model)
+        spark = df.sparkSession
+        host = trainer.ps_host or spark.sparkContext.getConf().get("spark.driver.host", "127.0.0.1")
+        with ParameterServer(algorithm, flat.get(), trainer.num_workers, host=host,
+                             port=trainer.ps_port, ssl_context=trainer.ssl_context,
+                             round_timeout=trainer.round_timeout) as ps:
+            spec = {
+                "model_json": model.to_json(), "loss": loss, "optimizer": optimizer,
+                "metrics": trainer.metrics, "feed": feed.to_dict(), "seed": trainer.seed,
+                "batch_size": trainer.batch_size, "steps_per_epoch": steps,
+                "epochs": trainer.num_epoch, "algorithm": algorithm.name,
+                "algorithm_params": {"communication_window": algorithm.communication_window,
+                                     "learning_rate": lr, "num_workers": trainer.num_workers,
+                                     **trainer.algorithm_params},
+                "ps": {"host": ps.address[0], "port": ps.address[1], "secret": ps.secret,
+                       "connect_timeout": trainer.connect_timeout},
+            }
+            job = SparkJob(prepared, remote.train_task(spec), remote.STATUS_DDL, barrier=barrier,
+                           description=f"distkeras {type(trainer).__name__}").start()
+            try:
+                history = _monitor(trainer, ps, job, driver_model, flat,
+                                   None if algorithm.independent else val, callbacks, steps)
+            except BaseException:
+                ps.request_stop()
+                job.cancel()
+                raise
+            history.workers = [r.asDict() for r in job.result()]
+            history.ps_stats = ps.stats()
+            members = [ps.final_models[w] for w in sorted(ps.final_models)]
+    finally:
+        prepared.unpersist()
+    keras_models = []
+    for vector in members:
+        member = keras.models.clone_model(driver_model)
+        FlatWeights(member).set(vector)
+        keras_models.append(member)
+    return KerasModel(driver_model, history=history, feed=feed,
+                      prediction_col=trainer.prediction_col, members=keras_models)
+
+
+def _monitor(trainer, ps, job, driver_model, flat, val, callbacks, steps):
+    """Driver loop while the workers train: progress, epoch ends, validation, callbacks."""
+    import keras
+    from tqdm.auto import tqdm
+
+    history = TrainingHistory()
+    cbs = keras.callbacks.CallbackList(callbacks, model=driver_model, epochs=trainer.num_epoch,
+                                       steps=steps, verbose=0)
+    driver_model.stop_training = False
+    total = trainer.num_epoch * steps * trainer.batch_size * trainer.num_workers
+    bar = tqdm(total=total, unit="samples", disable=not trainer.verbose, leave=True,
+               desc=f"{type(trainer).__name__} x{trainer.num_workers}")
+    cbs.on_train_begin()
+    reported, epoch_start = 0, time.perf_counter()
+    cbs.on_epoch_begin(0)
+    try:
+        while True:
+            job.join(timeout=0.2)
+            bar.update(min(ps.samples_seen, total) - bar.n)
+            alive = job.is_alive()
+            while reported < trainer.num_epoch and (ps.completed_epochs() > reported):
+                logs = _epoch_logs(ps.epoch_logs[reported])
+                flat.set(ps.centre)
+                if val is not None:
+                    scores = driver_model.evaluate(val[0], val[1], verbose=0, return_dict=True,
+                                                   batch_size=max(256, trainer.batch_size))
+                    logs.update({f"val_{k}": float(v) for k, v in scores.items()})
+                logs["epoch_seconds"] = time.perf_counter() - epoch_start
+                history.record(reported, logs)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k != "epoch_seconds"})
+                cbs.on_epoch_end(reported, logs)
+                reported += 1
+                epoch_start = time.perf_counter()
+                if driver_model.stop_training:
+                    log.info("a callback stopped training after epoch %d", reported)
+                    ps.request_stop()
+                elif reported < trainer.num_epoch:
+                    cbs.on_epoch_begin(reported)
+            if not alive:
+                break
+    finally:
+        bar.close()
+    job.result()   # raises the executor-side error, if any
+    flat.set(ps.centre)
+    cbs.on_train_end()   # EarlyStopping(restore_best_weights=True) may reset the weights here
+    return history
+
+
+def _epoch_logs(per_worker: dict[int, dict]) -> dict:
+    """Mean of the workers' training metrics for one epoch."""
+    keys = set().union(*(d.keys() for d in per_worker.values())) if per_worker else set()
+    return {k: float(np.mean([d[k] for d in per_worker.values() if k in d])) for k in sorted(keys)}

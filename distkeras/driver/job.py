@@ -1,0 +1,72 @@
+"""Running a Spark job in a background thread so the driver can serve, report and steer meanwhile.
+
+The job gets its own job group so an interrupt (Ctrl-C in a notebook, an exception on the driver)
+cancels exactly its tasks. Errors raised in executors are unwrapped from the Py4J/JVM stack into
+a one-line cause the user can act on.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+log = logging.getLogger(__name__)
+
+_CAUSE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$", re.MULTILINE)
+
+
+class TrainingError(RuntimeError):
+    """Training failed inside Spark; the message carries the executor-side cause."""
+
+
+def executor_cause(exc: BaseException) -> str:
+    """The most specific error line of a Python exception raised inside an executor."""
+    text = str(exc)
+    found = [m for m in _CAUSE.finditer(text) if not m.group(1).startswith(("Py4J", "Spark"))]
+    preferred = [m for m in found if "distkeras" in m.group(0) or m.group(1).startswith("PS")]
+    match = (preferred or found or [None])[-1]
+    if match is None:
+        return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"{match.group(1)}: {match.group(2).strip()}"
+
+
+class SparkJob:
+    """``df.mapInArrow(func, schema, barrier).collect()`` in a thread; ``result()`` re-raises."""
+
+    def __init__(self, df, func, schema: str, barrier: bool = False, description: str = ""):
+        from pyspark import InheritableThread
+
+        self.group = f"distkeras-{uuid.uuid4().hex[:12]}"
+        self._sc = df.sparkSession.sparkContext
+        self._rows = None
+        self._error: BaseException | None = None
+
+        def target():
+            self._sc.setJobGroup(self.group, description or self.group, interruptOnCancel=True)
+            try:
+                self._rows = df.mapInArrow(func, schema, barrier=barrier).collect()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in result()
+                self._error = exc
+
+        self._thread = InheritableThread(target=target, daemon=True)
+
+    def start(self) -> "SparkJob":
+        self._thread.start()
+        return self
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def cancel(self) -> None:
+        log.warning("cancelling Spark job group %s", self.group)
+        self._sc.cancelJobGroup(self.group)
+        self._thread.join(30)
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise TrainingError(executor_cause(self._error)) from self._error
+        return self._rows

@@ -1,0 +1,148 @@
+"""Checks before launch: everything that would otherwise fail deep inside an executor (or, worse,
+train on garbage) is found on the driver in one aggregation pass and reported with the fix.
+
+``prepare_training_data`` selects the needed columns (vectors → arrays), checks types, shapes,
+NaN/inf, nulls and label ranges, repartitions into one partition per worker, caches it, and
+returns the rows of the smallest partition (every worker runs the same number of steps).
+"""
+from __future__ import annotations
+
+import logging
+
+from distkeras.executor.feed import FeedSpec
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """The DataFrame cannot train this model; the message says what and how to fix it."""
+
+
+def _check_columns(df, feed: FeedSpec) -> dict:
+    from pyspark.sql import types as T
+
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    kinds = {}
+    for name in feed.columns:
+        if name not in fields:
+            raise DataError(f"column {name!r} not found; the DataFrame has {sorted(fields)}")
+        dtype = fields[name]
+        if isinstance(dtype, T.NumericType):
+            kinds[name] = "scalar"
+        elif isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, T.NumericType):
+            kinds[name] = "array"
+        elif type(dtype).__name__ == "VectorUDT":
+            kinds[name] = "vector"
+        else:
+            raise DataError(f"column {name!r} has type {dtype.simpleString()}; distkeras needs a "
+                            "number, an array of numbers or a Spark ML vector")
+    return kinds
+
+
+def select_feed_columns(df, feed: FeedSpec):
+    """Only the columns the model needs: vectors become array<float>, arrays become float32."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    kinds = _check_columns(df, feed)
+    cols = []
+    for name in feed.columns:
+        col = F.col(name)
+        if kinds[name] == "vector":
+            col = vector_to_array(col, "float32")
+        elif kinds[name] == "array" and name != feed.label_col:
+            col = col.cast("array<float>")
+        cols.append(col.alias(name))
+    return df.select(*cols), kinds
+
+
+def _bad_values(name: str, kind: str):
+    """Count of NaN/±inf values in a column (elements, for arrays)."""
+    from pyspark.sql import functions as F
+
+    def bad(x):
+        return F.isnan(x) | (F.abs(x) == float("inf"))
+
+    if kind == "scalar":
+        return F.sum(F.when(bad(F.col(name).cast("double")), 1).otherwise(0))
+    return F.sum(F.size(F.filter(F.col(name), lambda x: bad(x.cast("double")))))
+
+
+def check_data(df, feed: FeedSpec, kinds: dict, what: str = "training data") -> int:
+    """One aggregation job over ``df``: rows, nulls, NaN/inf, array lengths, label range."""
+    from pyspark.sql import functions as F
+
+    aggs = [F.count(F.lit(1)).alias("rows")]
+    for i, name in enumerate(feed.columns):
+        aggs.append(F.sum(F.col(name).isNull().cast("int")).alias(f"null{i}"))
+        aggs.append(_bad_values(name, "scalar" if kinds[name] == "scalar" else "array")
+                    .alias(f"bad{i}"))
+        if kinds[name] != "scalar":
+            aggs += [F.min(F.size(name)).alias(f"minlen{i}"), F.max(F.size(name)).alias(f"maxlen{i}")]
+    if feed.label_col and kinds[feed.label_col] == "scalar":
+        aggs += [F.min(feed.label_col).alias("ymin"), F.max(feed.label_col).alias("ymax")]
+    row = df.agg(*aggs).collect()[0].asDict()
+    if not row["rows"]:
+        raise DataError(f"the {what} is empty (0 rows); check the filters and paths upstream")
+    for i, name in enumerate(feed.columns):
+        if row[f"null{i}"]:
+            raise DataError(f"{what}: column {name!r} has {row[f'null{i}']} null rows; drop them "
+                            "(df.dropna(subset=[...])) or fill them before training")
+        if row[f"bad{i}"]:
+            raise DataError(f"{what}: column {name!r} has {row[f'bad{i}']} NaN/inf values; clean "
+                            "or impute them (e.g. F.nanvl / df.fillna) before training")
+        if f"minlen{i}" in row and row[f"minlen{i}"] != row[f"maxlen{i}"]:
+            raise DataError(f"{what}: column {name!r} has arrays of length {row[f'minlen{i}']} to "
+                            f"{row[f'maxlen{i}']}; every row needs the same length")
+    lengths = {name: (1 if kinds[name] == "scalar" else row[f"minlen{i}"])
+               for i, name in enumerate(feed.columns)}
+    for spec in feed.inputs:
+        got = sum(lengths[c] for c in spec.columns)
+        if got != spec.size:
+            raise DataError(f"{what}: columns {spec.columns} hold {got} values per row but the "
+                            f"model input has shape {spec.shape} = {spec.size} values; fix the "
+                            "feature column or pass input_shapes=")
+    if feed.label_col:
+        if kinds[feed.label_col] == "scalar" and feed.one_hot:
+            ymin, ymax = row["ymin"], row["ymax"]
+            if ymin < 0 or ymax >= feed.num_classes or float(ymin) != int(ymin):
+                raise DataError(f"{what}: labels in {feed.label_col!r} range over [{ymin}, {ymax}] "
+                                f"but the model has {feed.num_classes} classes (0.."
+                                f"{feed.num_classes - 1}); remap the labels or widen the output")
+        elif kinds[feed.label_col] != "scalar":
+            width = lengths[feed.label_col]
+            if feed.num_classes and width != feed.num_classes:
+                raise DataError(f"{what}: label arrays in {feed.label_col!r} have {width} values, "
+                                f"the model outputs {feed.num_classes}")
+    return int(row["rows"])
+
+
+def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
+                          barrier: bool):
+    """Checked, repartitioned, cached training data and the row count of its smallest partition."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from distkeras.spark import total_slots
+
+    selected, kinds = select_feed_columns(df, feed)
+    rows = check_data(selected, feed, kinds)
+    if num_workers > rows:
+        raise DataError(f"num_workers={num_workers} but the data has only {rows} rows; use fewer "
+                        "workers")
+    if barrier:
+        slots = total_slots(df.sparkSession)
+        if num_workers > slots:
+            raise DataError(f"num_workers={num_workers} synchronous workers need as many free task "
+                            f"slots, Spark has {slots}; lower num_workers or add executors/cores "
+                            "(spark.executor.cores, spark.task.cpus)")
+    prepared = selected.repartition(num_workers).persist(StorageLevel.MEMORY_AND_DISK)
+    counts = [r["n"] for r in prepared.groupBy(F.spark_partition_id().alias("p"))
+              .agg(F.count(F.lit(1)).alias("n")).collect()]
+    smallest = min(counts) if len(counts) == num_workers else 0
+    if smallest < batch_size:
+        prepared.unpersist()
+        raise DataError(f"the smallest of the {num_workers} worker partitions has {smallest} rows, "
+                        f"fewer than batch_size={batch_size}; lower batch_size or num_workers")
+    log.info("training data: %d rows in %d partitions (smallest %d)", rows, num_workers, smallest)
+    return prepared, smallest

@@ -1,0 +1,1 @@
+"""Executor side: the code that runs inside Spark tasks (data feed, model replica, training loop)."""

@@ -1,0 +1,203 @@
+"""Trainers: pyspark.ml Estimators that train a Keras model on a DataFrame with Spark workers.
+
+Every trainer is the same machinery (``distkeras.driver.fit``) with a different algorithm
+(``distkeras.algorithms``): a worker rule and a server rule. ``fit`` returns a
+:class:`distkeras.model.KerasModel` (a Spark ML Model) with ``.keras_model`` and ``.history``.
+
+Example::
+
+    trainer = ADAG(model, loss="categorical_crossentropy", worker_optimizer="adam",
+                   num_workers=2, batch_size=128, communication_window=12, num_epoch=5,
+                   features_col="features", label_col="label")
+    fitted = trainer.fit(train_df, validation_data=test_df)
+    scored = fitted.transform(test_df)
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from pyspark.ml import Estimator
+
+from distkeras import algorithms
+
+
+class Trainer(Estimator):
+    """Base of all trainers. Hyperparameters are plain constructor arguments.
+
+    Args:
+        keras_model: a built Keras 3 model (functional, Sequential with an input, or subclass).
+        loss: Keras loss (name or object); defaults to the model's compiled loss.
+        worker_optimizer: optimizer of each replica (name, instance or config dict).
+        learning_rate: sets the worker optimizer's learning rate (η in the update rules).
+        metrics: Keras metrics reported per epoch.
+        num_workers: Spark tasks = model replicas = partitions.
+        batch_size: per-worker mini-batch size.
+        num_epoch: passes over each worker's partition.
+        communication_window: λ, local steps between exchanges (None: the algorithm default).
+        features_col: a column, or a list of columns (one per model input, or concatenated into
+            the single input); columns are numbers, arrays of numbers or Spark ML vectors.
+        label_col: integer class index (one-hot made when the loss needs it) or an array column.
+        input_shapes: per-input target shape overriding the model's, e.g. ``[(801, 19)]``.
+        ps_host / ps_port: where executors reach the driver (default ``spark.driver.host``, an
+            ephemeral port).
+        callbacks: Keras callbacks run on the driver at epoch ends (EarlyStopping, ModelCheckpoint).
+        verbose: show a progress bar on the driver.
+        algorithm_params: extra parameters of the update rule (``rho``, ``alpha``, ...).
+    """
+
+    algorithm: type[algorithms.Algorithm] = algorithms.Averaging
+    synchronous_barrier = True
+
+    def __init__(self, keras_model, loss: Any = None, worker_optimizer: Any = "adam",
+                 learning_rate: float | None = None, metrics: Sequence[str] = ("accuracy",),
+                 num_workers: int = 2, batch_size: int = 32, num_epoch: int = 1,
+                 communication_window: int | None = None,
+                 features_col: str | Sequence[str] = "features", label_col: str = "label",
+                 prediction_col: str = "prediction", input_shapes=None, seed: int = 42,
+                 ps_host: str | None = None, ps_port: int = 0, ssl_context=None,
+                 connect_timeout: float = 30.0, round_timeout: float = 600.0,
+                 callbacks: Sequence = (), verbose: bool = True, **algorithm_params):
+        super().__init__()
+        self.keras_model = keras_model
+        self.loss = loss
+        self.worker_optimizer = worker_optimizer
+        self.learning_rate = learning_rate
+        self.metrics = list(metrics or [])
+        self.num_workers = int(num_workers)
+        self.batch_size = int(batch_size)
+        self.num_epoch = int(num_epoch)
+        self.communication_window = communication_window
+        self.features_col = features_col
+        self.label_col = label_col
+        self.prediction_col = prediction_col
+        self.input_shapes = input_shapes
+        self.seed = int(seed)
+        self.ps_host = ps_host
+        self.ps_port = int(ps_port)
+        self.ssl_context = ssl_context
+        self.connect_timeout = float(connect_timeout)
+        self.round_timeout = float(round_timeout)
+        self.callbacks = list(callbacks or [])
+        self.verbose = verbose
+        self.algorithm_params = algorithm_params
+        if self.num_workers < 1 or self.batch_size < 1 or self.num_epoch < 1:
+            raise ValueError("num_workers, batch_size and num_epoch must be positive")
+
+    def make_algorithm(self, learning_rate: float) -> algorithms.Algorithm:
+        return self.algorithm(communication_window=self.communication_window,
+                              learning_rate=learning_rate, num_workers=self.num_workers,
+                              **self.algorithm_params)
+
+    def default_optimizer(self):
+        return self.worker_optimizer
+
+    def fit(self, dataset, params=None, *, validation_data=None, callbacks=None):
+        """Train on ``dataset``; ``validation_data`` (DataFrame or ``(x, y)``) is evaluated on
+        the centre variable after every epoch. Returns a :class:`~distkeras.model.KerasModel`."""
+        trainer = self.copy(params) if params else self
+        return trainer._fit(dataset, validation_data=validation_data, callbacks=callbacks)
+
+    def _fit(self, dataset, validation_data=None, callbacks=None):
+        from distkeras.driver.fit import run_training
+
+        return run_training(self, dataset, validation_data,
+                            list(self.callbacks) + list(callbacks or []))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(num_workers={self.num_workers}, batch_size="
+                f"{self.batch_size}, num_epoch={self.num_epoch}, communication_window="
+                f"{self.communication_window})")
+
+
+class SingleTrainer(Trainer):
+    """One worker on all the data: the baseline every distributed trainer is measured against."""
+
+    algorithm = algorithms.Averaging
+
+    def __init__(self, keras_model, **kwargs):
+        kwargs["num_workers"] = 1
+        super().__init__(keras_model, **kwargs)
+
+
+class AveragingTrainer(Trainer):
+    """Model averaging once per epoch, or every λ steps when ``communication_window`` is set."""
+
+    algorithm = algorithms.Averaging
+
+
+class LocalSGD(AveragingTrainer):
+    """LocalSGD (Lin et al. 2018): average the replicas every λ local steps (default 12)."""
+
+    def __init__(self, keras_model, communication_window: int = 12, **kwargs):
+        super().__init__(keras_model, communication_window=communication_window, **kwargs)
+
+
+class EnsembleTrainer(Trainer):
+    """``num_workers`` independent models, one per partition; predictions are averaged."""
+
+    algorithm = algorithms.Ensemble
+
+
+class DOWNPOUR(Trainer):
+    """Asynchronous DOWNPOUR SGD (Dean et al. 2012): commit Δ every λ=5 steps, pull θ̃."""
+
+    algorithm = algorithms.DOWNPOUR
+
+
+class Hogwild(Trainer):
+    """DOWNPOUR with lock-free commits on the server."""
+
+    algorithm = algorithms.Hogwild
+
+
+class AGN(Trainer):
+    """Accumulated gradient normalisation (Hermans 2017): commit Δ/λ, λ=12 by default."""
+
+    algorithm = algorithms.AGN
+
+
+class ADAG(Trainer):
+    """Asynchronous distributed adaptive gradients (Hermans 2017): AGN with per-weight
+    staleness-scaled server updates; the recommended asynchronous default."""
+
+    algorithm = algorithms.ADAG
+
+
+class DynSGD(Trainer):
+    """Staleness-aware DynSGD (Jiang et al. 2017): commits scaled by 1/(τ+1)."""
+
+    algorithm = algorithms.DynSGD
+
+
+class EASGD(Trainer):
+    """Synchronous elastic averaging SGD (Zhang et al. 2015), λ=12; ``alpha`` optional."""
+
+    algorithm = algorithms.EASGD
+
+
+class AEASGD(Trainer):
+    """Asynchronous EASGD, λ=32, α=ρη with ``rho=5``; workers use plain SGD (η=0.1) by default."""
+
+    algorithm = algorithms.AEASGD
+
+    def __init__(self, keras_model, worker_optimizer="sgd", learning_rate=0.1, **kwargs):
+        super().__init__(keras_model, worker_optimizer=worker_optimizer,
+                         learning_rate=learning_rate, **kwargs)
+
+
+class EAMSGD(AEASGD):
+    """AEASGD with Nesterov momentum (``momentum=0.9``) in the workers' SGD."""
+
+    algorithm = algorithms.EAMSGD
+
+    def __init__(self, keras_model, momentum: float = 0.9, learning_rate=0.05, **kwargs):
+        import keras
+
+        kwargs.setdefault("worker_optimizer",
+                          keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
+                                               nesterov=True))
+        super().__init__(keras_model, learning_rate=learning_rate, **kwargs)
+
+
+__all__ = ["Trainer", "SingleTrainer", "AveragingTrainer", "LocalSGD", "EnsembleTrainer",
+           "DOWNPOUR", "Hogwild", "AGN", "ADAG", "DynSGD", "EASGD", "AEASGD", "EAMSGD"]
