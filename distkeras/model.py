@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 from pyspark.ml import Model
 
-from distkeras.executor.feed import FeedSpec
+from distkeras.executor.feed import FeedSpec, model_inputs
 
 log = logging.getLogger(__name__)
 _FORMAT = 1
@@ -149,6 +149,6 @@ def load_model(path: str) -> KerasModel:
 
 
 def _predict(models: list, xs: list[np.ndarray], batch_size: int) -> np.ndarray:
-    inputs = xs if len(xs) > 1 else xs[0]
+    inputs = model_inputs(xs)
     outs = [np.asarray(m.predict(inputs, batch_size=batch_size, verbose=0)) for m in models]
     return outs[0] if len(outs) == 1 else np.mean(outs, axis=0)

@@ -13,7 +13,7 @@ from distkeras.driver import preflight
 from distkeras.driver.job import SparkJob
 from distkeras.driver.parameter_server import ParameterServer
 from distkeras.executor import remote
-from distkeras.executor.feed import FeedSpec, InputSpec
+from distkeras.executor.feed import FeedSpec, InputSpec, model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ def _compile_settings(trainer):
 def collect_arrays(data, feed: FeedSpec, what: str = "validation data"):
     """Validation data as numpy: a DataFrame is checked and collected through Arrow."""
     if isinstance(data, (tuple, list)):
-        return data[0], data[1]
+        x = data[0]
+        return (list(x) if isinstance(x, (list, tuple)) else [x]), data[1]
     selected, kinds = preflight.select_feed_columns(data, feed)
     preflight.check_data(selected, feed, kinds, what)
     return feed.arrays(to_arrow(selected))
@@ -179,7 +180,7 @@ def _monitor(trainer, ps, job, driver_model, flat, val, callbacks, steps):
                                        steps=steps, verbose=0)
     driver_model.stop_training = False
     total = trainer.num_epoch * steps * trainer.batch_size * trainer.num_workers
-    bar = tqdm(total=total, unit="samples", disable=not trainer.verbose, leave=True,
+    bar = tqdm(total=total, unit="samples", disable=not trainer.verbose, mininterval=1.0,
                desc=f"{type(trainer).__name__} x{trainer.num_workers}")
     cbs.on_train_begin()
     reported, epoch_start = 0, time.perf_counter()
@@ -193,7 +194,8 @@ def _monitor(trainer, ps, job, driver_model, flat, val, callbacks, steps):
                 logs = _epoch_logs(ps.epoch_logs[reported])
                 flat.set(ps.centre)
                 if val is not None:
-                    scores = driver_model.evaluate(val[0], val[1], verbose=0, return_dict=True,
+                    scores = driver_model.evaluate(model_inputs(val[0]), val[1], verbose=0,
+                                                   return_dict=True,
                                                    batch_size=max(256, trainer.batch_size))
                     logs.update({f"val_{k}": float(v) for k, v in scores.items()})
                 logs["epoch_seconds"] = time.perf_counter() - epoch_start

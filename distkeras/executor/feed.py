@@ -106,3 +106,8 @@ def column_matrix(table: pa.Table, name: str) -> np.ndarray:
         return arr.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, 1)
     flat = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     return flat.reshape(n, width)
+
+
+def model_inputs(xs: list[np.ndarray]):
+    """What Keras expects for ``x``: the array itself for one input, the list for several."""
+    return xs[0] if len(xs) == 1 else list(xs)

@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from distkeras.executor.feed import model_inputs
+
 log = logging.getLogger(__name__)
 _TF_THREADS: int | None = None
 
@@ -123,7 +125,7 @@ class Replica:
     def train(self, xs: list[np.ndarray], y: np.ndarray) -> None:
         """Run ``len(y)`` local steps; ``xs[j]`` has shape ``(steps, batch, *input_shape)``."""
         if not self._built:
-            batch = ([x[0] for x in xs] if len(xs) > 1 else xs[0][0], y[0])
+            batch = (model_inputs([x[0] for x in xs]), y[0])
             self.model._symbolic_build(data_batch=batch)  # builds optimizer + metric variables
             self._built = True
         self._run_steps(xs, y)

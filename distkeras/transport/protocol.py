@@ -283,14 +283,36 @@ def _fits(out: np.ndarray, length: int) -> bool:
             and out.flags.c_contiguous and out.flags.writeable)
 
 
+def _autotune_max() -> dict[int, int]:
+    """Linux TCP autotuning ceilings (bytes) per buffer option; empty elsewhere."""
+    found = {}
+    for opt, name in ((socket.SO_SNDBUF, "tcp_wmem"), (socket.SO_RCVBUF, "tcp_rmem")):
+        try:
+            with open(f"/proc/sys/net/ipv4/{name}", encoding="ascii") as fh:
+                found[opt] = int(fh.read().split()[2])
+        except (OSError, ValueError, IndexError):
+            pass
+    return found
+
+
+_AUTOTUNE = _autotune_max()
+
+
 def tune_socket(sock: socket.socket, buffer_size: int = SOCKET_BUFFER) -> None:
-    """TCP_NODELAY (small frames go out at once) and large kernel buffers for big models."""
+    """TCP_NODELAY (small frames go out at once) and kernel buffers of at least ``buffer_size``.
+
+    A buffer is only set explicitly when the kernel's autotuning ceiling is smaller: setting
+    SO_RCVBUF/SO_SNDBUF switches autotuning off, which measured slower on loopback whenever
+    the ceiling was already large (Linux defaults: 4 MiB send, 6-32 MiB receive).
+    """
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:  # not a TCP socket (e.g. a test socketpair)
         pass
     if buffer_size:
         for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            if _AUTOTUNE.get(opt, 0) >= buffer_size:
+                continue
             try:
                 sock.setsockopt(socket.SOL_SOCKET, opt, buffer_size)
             except OSError:

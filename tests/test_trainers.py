@@ -1,0 +1,69 @@
+"""Convergence of every trainer against the single-worker baseline, on a real local Spark.
+
+Each distributed trainer must reach the accuracy of SingleTrainer (same model, data, epochs)
+within a few points; an algorithm that silently does not train fails here.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import distkeras as dk
+from tests.data import blobs, blobs_df, mlp
+
+TOLERANCE = 0.05
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def data(spark):
+    return blobs_df(spark, 4000, seed=0), blobs(1500, seed=1)
+
+
+def accuracy(fitted, test) -> float:
+    x, y = test
+    return float((fitted.predict([x]).argmax(axis=1) == y).mean())
+
+
+@pytest.fixture(scope="module")
+def baseline(data):
+    train, test = data
+    fitted = dk.trainers.SingleTrainer(mlp(), loss="categorical_crossentropy",
+                                       worker_optimizer="adam", learning_rate=0.01,
+                                       batch_size=32, num_epoch=EPOCHS, verbose=False).fit(train)
+    acc = accuracy(fitted, test)
+    assert acc > 0.8, f"the baseline itself did not learn ({acc:.3f})"
+    return acc
+
+
+CASES = {
+    "AveragingTrainer": dict(learning_rate=0.01),
+    "LocalSGD": dict(learning_rate=0.01, communication_window=12),
+    "EnsembleTrainer": dict(learning_rate=0.01),
+    "DOWNPOUR": dict(learning_rate=0.01),
+    "Hogwild": dict(learning_rate=0.01),
+    "AGN": dict(learning_rate=0.01),
+    "ADAG": dict(learning_rate=0.01),
+    "DynSGD": dict(learning_rate=0.01),
+    "EASGD": dict(learning_rate=0.01),
+    "AEASGD": dict(),
+    "EAMSGD": dict(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_trainer_converges_like_single_worker(name, data, baseline):
+    train, test = data
+    trainer = getattr(dk.trainers, name)(mlp(), loss="categorical_crossentropy", num_workers=2,
+                                         batch_size=32, num_epoch=EPOCHS, verbose=False,
+                                         **CASES[name])
+    fitted = trainer.fit(train)
+    acc = accuracy(fitted, test)
+    print(f"{name}: accuracy {acc:.3f} baseline {baseline:.3f}")
+    assert acc >= baseline - TOLERANCE, f"{name}: accuracy {acc:.3f} vs baseline {baseline:.3f}"
+    assert len(fitted.history["loss"]) == EPOCHS
+    assert np.isfinite(fitted.history["loss"]).all()
+    workers = fitted.history.ps_stats["workers"]
+    assert set(workers) == {0, 1} and all(w["done"] for w in workers.values())
+    if name != "EnsembleTrainer":
+        assert all(w["commits"] >= EPOCHS for w in workers.values())
