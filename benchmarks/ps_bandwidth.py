@@ -1,0 +1,201 @@
+"""Parameter-server transport bandwidth vs a raw loopback socket, and commit rate under load.
+
+1. Commit+pull MB/s for 1, 10 and 100 MB float32 models: a client sends the vector, the handler
+   does ``centre += payload``, copies the centre into a per-connection reply buffer under a lock
+   and replies with it (sent outside the lock). Baseline in the same run: a raw loopback socket
+   pair where one side sends N bytes and the peer echoes N bytes back (``sendall``/``recv_into``).
+   In both cases the sending side is a separate process (as an executor is) and the serving
+   side a thread of this process. MB/s counts both directions (2 x model bytes per round
+   trip), 1 MB = 1e6 bytes.
+2. Commits/s with 2, 8 and 32 concurrent clients (separate processes, like executors) on a
+   10k-float model.
+
+Usage::
+
+    python benchmarks/ps_bandwidth.py [--rounds 5] [--seconds 2]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from distkeras.transport import OP_FIRST_APP, Client, FrameServer, Reply  # noqa: E402
+
+OP_COMMIT = OP_FIRST_APP
+SIZES_MB = (1, 10, 100)
+
+
+class AddHandler:
+    """centre += payload; reply with a copy of the centre made under the lock."""
+
+    def __init__(self, n: int):
+        self.centre = np.zeros(n, np.float32)
+        self.lock = threading.Lock()
+
+    def __call__(self, conn, frame):
+        buf = conn.state.get("reply")
+        if buf is None or buf.size != self.centre.size:
+            buf = conn.state["reply"] = np.empty_like(self.centre)
+        with self.lock:
+            np.add(self.centre, frame.payload, out=self.centre)
+            np.copyto(buf, self.centre)
+        return Reply(frame.op, payload=buf)
+
+
+def _recv_exact(sock: socket.socket, view: memoryview) -> None:
+    got, n = 0, len(view)
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise ConnectionError("peer closed")
+        got += k
+
+
+def raw_echo_server(nbytes: int) -> tuple[socket.socket, threading.Thread]:
+    """Plain loopback peer: receive nbytes, echo them back, until the client hangs up."""
+    lst = socket.create_server(("127.0.0.1", 0))
+
+    def echo():
+        s, _ = lst.accept()
+        buf = memoryview(bytearray(nbytes))
+        with s:
+            try:
+                while True:
+                    _recv_exact(s, buf)
+                    s.sendall(buf)
+            except ConnectionError:
+                pass
+
+    t = threading.Thread(target=echo, daemon=True)
+    t.start()
+    return lst, t
+
+
+def bandwidth_child(argv: list[str]) -> None:
+    """Child process (an 'executor'): time ``iters`` round trips, print the seconds."""
+    kind, host, port, secret_hex, nbytes, iters = argv
+    nbytes, iters = int(nbytes), int(iters)
+    x = np.random.default_rng(1).standard_normal(nbytes // 4).astype(np.float32)
+    if kind == "raw":
+        with socket.create_connection((host, int(port))) as c:
+            back = memoryview(bytearray(nbytes))
+            for i in range(iters + 1):  # the first one warms up
+                if i == 1:
+                    t0 = time.perf_counter()
+                c.sendall(x)
+                _recv_exact(c, back)
+    else:
+        with Client(host, int(port), bytes.fromhex(secret_hex), worker_id=0) as c:
+            for i in range(iters + 1):
+                if i == 1:
+                    t0 = time.perf_counter()
+                c.request(OP_COMMIT, x)
+    print(time.perf_counter() - t0, flush=True)
+
+
+def _run_child(*args: object) -> float:
+    out = subprocess.run([sys.executable, __file__, "--bandwidth-child", *map(str, args)],
+                         check=True, capture_output=True, text=True, timeout=300).stdout
+    return float(out.strip())
+
+
+def bandwidth(rounds: int) -> list[tuple[int, float, float, float]]:
+    """Median MB/s (raw, distkeras) and handler ms/commit per model size; runs interleaved."""
+    rows = []
+    secret = secrets.token_bytes(32)
+    for mb in SIZES_MB:
+        nbytes = mb * 1_000_000
+        iters = max(5, 300 // mb)
+        raw, ps = [], []
+        with FrameServer(AddHandler(nbytes // 4), secret) as srv:
+            for _ in range(rounds):  # interleave so both see the same machine load
+                lst, t = raw_echo_server(nbytes)
+                with lst:
+                    secs = _run_child("raw", *lst.getsockname()[:2], "-", nbytes, iters)
+                t.join(5)
+                raw.append(2 * nbytes * iters / secs / 1e6)
+                secs = _run_child("ps", *srv.address, secret.hex(), nbytes, iters)
+                ps.append(2 * nbytes * iters / secs / 1e6)
+            w = srv.stats["workers"][0]
+        rows.append((mb, statistics.median(raw), statistics.median(ps),
+                     1e3 * w["handler_seconds"] / w["frames"]))
+    return rows
+
+
+def client_main(argv: list[str]) -> None:
+    """Child process: connect, say ready, wait for the start time, commit for ``seconds``."""
+    host, port, secret_hex, wid, seconds, n = argv
+    x = np.ones(int(n), np.float32)
+    count = 0
+    with Client(host, int(port), bytes.fromhex(secret_hex), worker_id=int(wid)) as c:
+        c.request(OP_COMMIT, x)
+        print("ready", flush=True)
+        start_at = float(sys.stdin.readline())
+        time.sleep(max(0.0, start_at - time.time()))
+        end = start_at + float(seconds)
+        while time.time() < end:
+            c.request(OP_COMMIT, x)
+            count += 1
+    print(count, flush=True)
+
+
+def commit_rate(clients: int, seconds: float, n: int = 10_000) -> float:
+    """Total commits/s of ``clients`` processes committing concurrently (started together)."""
+    secret = secrets.token_bytes(32)
+    with FrameServer(AddHandler(n), secret) as srv:
+        procs = [subprocess.Popen([sys.executable, __file__, "--client", srv.address[0],
+                                   str(srv.address[1]), secret.hex(), str(w), str(seconds),
+                                   str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True) for w in range(clients)]
+        for p in procs:  # barrier: everyone connected and warmed up
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError("a client failed to start")
+        start_at = time.time() + 0.2
+        total = 0
+        for p in procs:
+            p.stdin.write(f"{start_at}\n")
+            p.stdin.flush()
+        for p in procs:
+            out, _ = p.communicate(timeout=120)
+            if p.returncode != 0:
+                raise RuntimeError(f"client exited with {p.returncode}")
+            total += int(out.strip())
+    return total / seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved raw/PS rounds per size")
+    ap.add_argument("--seconds", type=float, default=2.0, help="duration of each commit-rate run")
+    args = ap.parse_args()
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} cpus")
+    print("\ncommit+pull bandwidth (MB/s, both directions, median of "
+          f"{args.rounds} interleaved rounds)")
+    print(f"{'model':>8} | {'raw socket':>11} | {'distkeras':>10} | {'ratio':>6} | "
+          f"{'handler ms/commit':>17}")
+    for mb, raw, ps, hms in bandwidth(args.rounds):
+        print(f"{mb:>5} MB | {raw:>11.0f} | {ps:>10.0f} | {ps / raw:>6.2f} | {hms:>17.2f}")
+    print("\ncommits/s, 10k-float model, clients in separate processes")
+    print(f"{'clients':>8} | {'commits/s':>10}")
+    for k in (2, 8, 32):
+        print(f"{k:>8} | {commit_rate(k, args.seconds):>10.0f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client_main(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--bandwidth-child":
+        bandwidth_child(sys.argv[2:])
+    else:
+        main()
