@@ -1,0 +1,168 @@
+"""The driver's parameter server over the real transport: each algorithm's server rule, the
+synchronous round, worker loss, the stop flag and garbage on the port."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from distkeras import algorithms, messages
+from distkeras.driver.parameter_server import ParameterServer
+from distkeras.transport import Client, PSRemoteError
+
+N = 1000
+
+
+def serve(name, num_workers=2, initial=None, **params):
+    algorithm = algorithms.get(name, num_workers=num_workers, learning_rate=0.1, **params)
+    start = np.zeros(N, np.float32) if initial is None else initial
+    return ParameterServer(algorithm, start, num_workers)
+
+
+def client(ps, worker):
+    c = Client(*ps.address, ps.secret, worker, connect_timeout=5)
+    c.request(messages.HELLO, payload={"pid": 1, "host": "test"})
+    return c
+
+
+def test_downpour_adds_commits_and_replies_the_centre():
+    with serve("downpour") as ps, client(ps, 0) as c:
+        assert np.array_equal(c.request(messages.PULL).payload, np.zeros(N, np.float32))
+        delta = np.arange(N, dtype=np.float32)
+        reply = c.request(messages.COMMIT, payload=delta, aux=32).payload.copy()
+        reply2 = c.request(messages.COMMIT, payload=delta, aux=32).payload
+        assert np.array_equal(reply, delta) and np.array_equal(reply2, 2 * delta)
+        assert np.array_equal(ps.centre, 2 * delta)
+        assert ps.samples_seen == 64 and ps.updates == 2
+
+
+def test_adag_scales_each_weight_by_its_drift_since_the_pull():
+    eta = 0.1
+    with serve("adag") as ps, client(ps, 0) as c0, client(ps, 1) as c1:
+        c0.request(messages.PULL)
+        c1.request(messages.PULL)
+        other = np.zeros(N, np.float32)
+        other[:10] = 1.0                      # worker 1 moves the first ten weights
+        c1.request(messages.COMMIT, payload=other)
+        mine = np.full(N, 0.5, np.float32)
+        c0.request(messages.COMMIT, payload=mine)
+        expected = other + mine / (1.0 + other ** 2 / eta)
+        np.testing.assert_allclose(ps.centre, expected, rtol=1e-6)
+        assert ps.centre[0] < 1.0 + 0.5 and ps.centre[-1] == pytest.approx(0.5)
+
+
+def test_dynsgd_divides_by_staleness_plus_one():
+    with serve("dynsgd") as ps, client(ps, 0) as c0, client(ps, 1) as c1:
+        c0.request(messages.PULL)
+        for _ in range(3):                    # three updates by worker 1 since worker 0 pulled
+            c1.request(messages.COMMIT, payload=np.zeros(N, np.float32))
+        c0.request(messages.COMMIT, payload=np.full(N, 4.0, np.float32))
+        np.testing.assert_allclose(ps.centre, 1.0)
+        assert ps.stats()["workers"][0]["staleness_histogram"] == {3: 1}
+
+
+def test_aeasgd_replies_the_elastic_difference():
+    start = np.ones(N, np.float32)
+    with serve("aeasgd", initial=start, rho=5.0) as ps, client(ps, 0) as c:   # α = 5 × 0.1
+        theta = np.full(N, 3.0, np.float32)
+        elastic = c.request(messages.COMMIT, payload=theta).payload
+        np.testing.assert_allclose(elastic, 0.5 * (3.0 - 1.0))
+        np.testing.assert_allclose(ps.centre, 2.0)
+
+
+def _round(ps, payloads):
+    replies = {}
+
+    def run(w):
+        with client(ps, w) as c:
+            replies[w] = c.request(messages.COMMIT, payload=payloads[w]).payload.copy()
+            c.request(messages.DONE)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    return replies
+
+
+def test_averaging_round_gives_every_worker_the_mean():
+    with serve("averaging") as ps:
+        replies = _round(ps, {0: np.full(N, 1.0, np.float32), 1: np.full(N, 3.0, np.float32)})
+        assert all(np.allclose(r, 2.0) for r in replies.values())
+        np.testing.assert_allclose(ps.centre, 2.0)
+
+
+def test_easgd_round_is_the_elastic_symmetric_update():
+    with serve("easgd", alpha=0.25) as ps:
+        replies = _round(ps, {0: np.full(N, 1.0, np.float32), 1: np.full(N, 3.0, np.float32)})
+        np.testing.assert_allclose(replies[0], 0.0)          # workers get the old centre
+        np.testing.assert_allclose(ps.centre, 0.25 * (1 + 3))
+
+
+def test_lost_synchronous_worker_fails_the_round_quickly():
+    with serve("averaging") as ps:
+        gone = client(ps, 1)
+        gone._sock.close()                    # vanishes without DONE
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        with pytest.raises(PSRemoteError, match="worker 1 was lost"):
+            with client(ps, 0) as c:   # refused at HELLO, or at the latest at the round
+                c.request(messages.COMMIT, payload=np.zeros(N, np.float32))
+        assert time.monotonic() - t0 < 5
+
+
+def test_stop_flag_reaches_workers_and_epochs_are_tracked():
+    with serve("downpour") as ps, client(ps, 0) as c0, client(ps, 1) as c1:
+        for c in (c0, c1):
+            c.request(messages.EPOCH_END, payload={"epoch": 0, "logs": {"loss": 1.0}}, aux=5)
+        assert ps.completed_epochs() == 1 and ps.epoch_logs[0][1] == {"loss": 1.0}
+        assert not c0.request(messages.COMMIT, payload=np.zeros(N, np.float32)).flags
+        ps.request_stop()
+        assert c0.request(messages.COMMIT, payload=np.zeros(N, np.float32)).flags & messages.FLAG_STOP
+
+
+def test_garbage_on_the_port_leaves_the_centre_untouched():
+    start = np.arange(N, dtype=np.float32)
+    with serve("downpour", initial=start) as ps:
+        rng = np.random.default_rng(0)
+        for _ in range(5):
+            with socket.create_connection(ps.address, timeout=5) as s:
+                s.sendall(rng.bytes(4096))
+        with client(ps, 0) as c:
+            c.request(messages.PULL)
+        time.sleep(0.3)
+        assert np.array_equal(ps.centre, start)
+        assert sum(ps.stats()["transport"]["dropped"].values()) >= 5
+
+
+def test_wrong_worker_id_is_an_error_not_a_crash():
+    with serve("downpour", num_workers=1) as ps:
+        with pytest.raises(PSRemoteError, match="worker id 5"):
+            client(ps, 5)
+        with client(ps, 0) as c:
+            assert c.request(messages.PULL).payload.shape == (N,)
+
+
+def test_worker_lost_while_another_waits_in_the_round():
+    with serve("easgd") as ps:
+        waiting = client(ps, 0)
+        leaving = client(ps, 1)
+        errors = []
+
+        def commit():
+            try:
+                waiting.request(messages.COMMIT, payload=np.zeros(N, np.float32))
+            except PSRemoteError as exc:
+                errors.append(str(exc))
+
+        t = threading.Thread(target=commit)
+        t.start()
+        time.sleep(0.3)
+        leaving._sock.close()
+        t.join(5)
+        assert not t.is_alive() and errors and "worker 1 was lost" in errors[0]
+        waiting.close()
