@@ -460,7 +460,49 @@ def test_tls_round_trip(app, tmp_path):
             assert c.request(OP_ECHO, np.ones(3, np.float32)).payload.tolist() == [1, 1, 1]
         with pytest.raises(PSAuthError):  # plain client against a TLS server
             Client(*srv.address, SECRET, worker_id=2, handshake_timeout=0.5)
+        wait_for(lambda: sum(srv.stats["dropped"].values()) == 1, what="plain client dropped")
+        assert set(srv.stats["dropped"]) <= {"handshake_timeout", "tls"}, srv.stats
+        with socket.create_connection(srv.address) as silent:  # TLS deadline is total
+            t0 = time.monotonic()
+            silent.sendall(b"\x16\x03\x01")  # start of a ClientHello, then nothing
+            assert_closed_by_server(silent)
+            assert time.monotonic() - t0 < 2.5
+        wait_for(lambda: sum(srv.stats["dropped"].values()) == 2, what="silent TLS dropped")
     assert app.calls == [1, 1, 1]
+
+
+def test_close_returns_promptly_while_a_handler_blocks(app):
+    """A synchronous round waiting for workers that never come must not hang close()."""
+    release, entered, outcome = threading.Event(), threading.Event(), []
+
+    def blocking(conn, frame):
+        entered.set()
+        release.wait(30)
+        return None
+
+    srv = FrameServer(blocking, SECRET).start()
+    c = Client(*srv.address, SECRET, worker_id=1)
+    quiet = Client(*srv.address, SECRET, worker_id=2)  # idle, blocked in recv on the server
+
+    def call():
+        try:
+            c.request(OP_ADD)
+        except PSConnectionError as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=call)
+    t.start()
+    assert entered.wait(5)
+    t0 = time.monotonic()
+    srv.close(timeout=1.0)
+    assert time.monotonic() - t0 < 2.0
+    t.join(5)
+    assert len(outcome) == 1  # the waiting client learns promptly that the server is gone
+    with pytest.raises(PSConnectionError):
+        quiet.request(OP_ADD)
+    release.set()
+    c.close()
+    quiet.close()
 
 
 # ---------------------------------------------------------------------------- no pickle

@@ -281,8 +281,7 @@ class FrameServer:
         deadline = time.monotonic() + self.handshake_timeout
         try:
             if self.ssl_context is not None:
-                conn.sock.settimeout(self.handshake_timeout)
-                conn.sock = self.ssl_context.wrap_socket(conn.sock, server_side=True)
+                conn.sock = _tls_accept(self.ssl_context, conn.sock, deadline)
             io = FrameIO(conn.sock, self.max_payload)
             nonce = secrets.token_bytes(NONCE_SIZE)
             conn.sock.settimeout(max(0.01, deadline - time.monotonic()))
@@ -401,6 +400,30 @@ class FrameServer:
             self._dropped[reason] += 1
         log.warning("dropped connection from %s (worker %s): %s (%s)", conn.peer, conn.worker_id,
                     reason, detail)
+
+
+def _tls_accept(ctx: ssl.SSLContext, sock: socket.socket, deadline: float) -> ssl.SSLSocket:
+    """Server-side TLS handshake bounded by ``deadline`` in total (a client trickling bytes
+    cannot stretch it, unlike a per-read timeout)."""
+    sock.setblocking(False)
+    tls = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                return tls
+            except ssl.SSLWantReadError:
+                events = selectors.EVENT_READ
+            except ssl.SSLWantWriteError:
+                events = selectors.EVENT_WRITE
+            left = deadline - time.monotonic()
+            with selectors.DefaultSelector() as sel:
+                sel.register(tls, events)
+                if left <= 0 or not sel.select(left):
+                    raise socket.timeout("TLS handshake deadline passed")
+    except BaseException:
+        tls.close()
+        raise
 
 
 def _shutdown(sock: socket.socket) -> None:
