@@ -24,8 +24,8 @@ import pytest
 from distkeras.transport import (OP_FIRST_APP, Client, FrameServer, PSAuthError, PSBindError,
                                  PSConnectionError, PSRemoteError, Reply)
 from distkeras.transport.protocol import (DT_BYTES, DT_F32, DT_JSON, DT_NONE, HEADER, MAGIC,
-                                          OP_AUTH, OP_AUTH_OK, OP_CHALLENGE, VERSION)
-from distkeras.transport.server import auth_mac, server_mac
+                                          OP_AUTH, OP_AUTH_OK, OP_CHALLENGE, VERSION, auth_mac,
+                                          server_mac)
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "distkeras" / "transport"

@@ -25,8 +25,7 @@ import numpy as np
 from .protocol import (ERR_AUTH, ERR_FULL, MAC_SIZE, NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE,
                        OP_CHALLENGE, OP_ERROR, SOCKET_BUFFER, Frame, FrameIO, PeerClosed,
                        PSAuthError, PSConnectionError, PSError, PSProtocolError, PSRemoteError,
-                       PSTimeoutError, Payload, tune_socket)
-from .server import auth_mac, server_mac
+                       PSTimeoutError, Payload, auth_mac, server_mac, tune_socket)
 
 log = logging.getLogger(__name__)
 

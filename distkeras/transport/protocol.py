@@ -22,7 +22,10 @@ Example::
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import selectors
 import socket
 import ssl
 import struct
@@ -133,6 +136,17 @@ class Reply:
     aux: int = 0
     flags: int = 0
     payload: Payload = None
+
+
+def auth_mac(secret: bytes, server_nonce: bytes, worker_id: int, client_nonce: bytes) -> bytes:
+    """Client proof: HMAC-SHA256(secret, server_nonce || worker_id (u32 BE) || client_nonce)."""
+    msg = server_nonce + int(worker_id).to_bytes(4, "big") + client_nonce
+    return hmac.new(secret, msg, hashlib.sha256).digest()
+
+
+def server_mac(secret: bytes, client_nonce: bytes) -> bytes:
+    """Server proof: HMAC-SHA256(secret, client_nonce || b"server")."""
+    return hmac.new(secret, client_nonce + b"server", hashlib.sha256).digest()
 
 
 def encode_payload(payload: Payload) -> tuple[int, Optional[memoryview | bytes]]:
@@ -317,6 +331,38 @@ def tune_socket(sock: socket.socket, buffer_size: int = SOCKET_BUFFER) -> None:
                 sock.setsockopt(socket.SOL_SOCKET, opt, buffer_size)
             except OSError:
                 pass
+
+
+def tls_accept(ctx: ssl.SSLContext, sock: socket.socket, deadline: float) -> ssl.SSLSocket:
+    """Server-side TLS handshake bounded by ``deadline`` in total (a client trickling bytes
+    cannot stretch it, unlike a per-read timeout)."""
+    sock.setblocking(False)
+    tls = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                return tls
+            except ssl.SSLWantReadError:
+                events = selectors.EVENT_READ
+            except ssl.SSLWantWriteError:
+                events = selectors.EVENT_WRITE
+            left = deadline - time.monotonic()
+            with selectors.DefaultSelector() as sel:
+                sel.register(tls, events)
+                if left <= 0 or not sel.select(left):
+                    raise socket.timeout("TLS handshake deadline passed")
+    except BaseException:
+        tls.close()
+        raise
+
+
+def shutdown_quietly(sock: socket.socket) -> None:
+    """shutdown(SHUT_RDWR) wakes a thread blocked in recv on this socket; errors ignored."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def op_name(op: int) -> str:

@@ -23,7 +23,6 @@ Example::
 from __future__ import annotations
 
 import errno
-import hashlib
 import hmac
 import logging
 import secrets
@@ -39,23 +38,13 @@ from typing import Any, Callable, Optional
 from .protocol import (DEFAULT_MAX_PAYLOAD, ERR_AUTH, ERR_FULL, ERR_HANDLER, MAC_SIZE,
                        NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE, OP_CHALLENGE, OP_ERROR,
                        OP_FIRST_APP, OP_PING, SOCKET_BUFFER, Frame, FrameIO, PeerClosed, PSBindError,
-                       PSProtocolError, Reply, op_name, tune_socket)
+                       PSProtocolError, Reply, auth_mac, op_name, server_mac,
+                       shutdown_quietly, tls_accept, tune_socket)
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[["Connection", Frame], Optional[Reply]]
 _MAX_AUTH_PAYLOAD = 1024
-
-
-def auth_mac(secret: bytes, server_nonce: bytes, worker_id: int, client_nonce: bytes) -> bytes:
-    """Client proof: HMAC-SHA256(secret, server_nonce || worker_id (u32 BE) || client_nonce)."""
-    msg = server_nonce + int(worker_id).to_bytes(4, "big") + client_nonce
-    return hmac.new(secret, msg, hashlib.sha256).digest()
-
-
-def server_mac(secret: bytes, client_nonce: bytes) -> bytes:
-    """Server proof: HMAC-SHA256(secret, client_nonce || b"server")."""
-    return hmac.new(secret, client_nonce + b"server", hashlib.sha256).digest()
 
 
 class Connection:
@@ -180,7 +169,7 @@ class FrameServer:
         with self._lock:
             conns = list(self._conns)
         for conn in conns:
-            _shutdown(conn.sock)
+            shutdown_quietly(conn.sock)
         for conn in conns:
             if conn.thread is not None:
                 conn.thread.join(max(0.0, deadline - time.monotonic()))
@@ -249,7 +238,7 @@ class FrameServer:
                 FrameIO(sock).send(OP_ERROR, aux=ERR_FULL, payload={"error": "server full"})
             except OSError:
                 pass
-            _shutdown(sock)
+            shutdown_quietly(sock)
             sock.close()
             return
         conn.thread = threading.Thread(target=self._serve, args=(conn,), daemon=True,
@@ -266,7 +255,7 @@ class FrameServer:
         except Exception:  # never let a connection thread die silently
             log.exception("unexpected error on connection %s", conn)
         finally:
-            _shutdown(conn.sock)
+            shutdown_quietly(conn.sock)
             conn.sock.close()
             with self._lock:
                 self._conns.discard(conn)
@@ -281,7 +270,7 @@ class FrameServer:
         deadline = time.monotonic() + self.handshake_timeout
         try:
             if self.ssl_context is not None:
-                conn.sock = _tls_accept(self.ssl_context, conn.sock, deadline)
+                conn.sock = tls_accept(self.ssl_context, conn.sock, deadline)
             io = FrameIO(conn.sock, self.max_payload)
             nonce = secrets.token_bytes(NONCE_SIZE)
             conn.sock.settimeout(max(0.01, deadline - time.monotonic()))
@@ -400,34 +389,3 @@ class FrameServer:
             self._dropped[reason] += 1
         log.warning("dropped connection from %s (worker %s): %s (%s)", conn.peer, conn.worker_id,
                     reason, detail)
-
-
-def _tls_accept(ctx: ssl.SSLContext, sock: socket.socket, deadline: float) -> ssl.SSLSocket:
-    """Server-side TLS handshake bounded by ``deadline`` in total (a client trickling bytes
-    cannot stretch it, unlike a per-read timeout)."""
-    sock.setblocking(False)
-    tls = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-    try:
-        while True:
-            try:
-                tls.do_handshake()
-                return tls
-            except ssl.SSLWantReadError:
-                events = selectors.EVENT_READ
-            except ssl.SSLWantWriteError:
-                events = selectors.EVENT_WRITE
-            left = deadline - time.monotonic()
-            with selectors.DefaultSelector() as sel:
-                sel.register(tls, events)
-                if left <= 0 or not sel.select(left):
-                    raise socket.timeout("TLS handshake deadline passed")
-    except BaseException:
-        tls.close()
-        raise
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
