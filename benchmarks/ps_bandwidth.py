@@ -12,7 +12,7 @@
 
 Usage::
 
-    python benchmarks/ps_bandwidth.py [--rounds 5] [--seconds 2]
+    python benchmarks/ps_bandwidth.py [--rounds 9] [--seconds 2]
 """
 from __future__ import annotations
 
@@ -110,26 +110,38 @@ def _run_child(*args: object) -> float:
     return float(out.strip())
 
 
-def bandwidth(rounds: int) -> list[tuple[int, float, float, float]]:
-    """Median MB/s (raw, distkeras) and handler ms/commit per model size; runs interleaved."""
+def echo_handler(conn, frame):
+    """Transport-only reference: reply with the received vector itself (no arithmetic)."""
+    return Reply(frame.op, payload=frame.payload)
+
+
+def bandwidth(rounds: int) -> list[dict]:
+    """Per model size: MB/s of raw echo, PS (add handler) and PS (echo handler) over
+    ``rounds`` interleaved bursts (order rotated each round so no variant always runs first),
+    and the add handler's ms/commit."""
     rows = []
     secret = secrets.token_bytes(32)
     for mb in SIZES_MB:
         nbytes = mb * 1_000_000
-        iters = max(5, 300 // mb)
-        raw, ps = [], []
-        with FrameServer(AddHandler(nbytes // 4), secret) as srv:
-            for _ in range(rounds):  # interleave so both see the same machine load
-                lst, t = raw_echo_server(nbytes)
-                with lst:
-                    secs = _run_child("raw", *lst.getsockname()[:2], "-", nbytes, iters)
-                t.join(5)
-                raw.append(2 * nbytes * iters / secs / 1e6)
-                secs = _run_child("ps", *srv.address, secret.hex(), nbytes, iters)
-                ps.append(2 * nbytes * iters / secs / 1e6)
-            w = srv.stats["workers"][0]
-        rows.append((mb, statistics.median(raw), statistics.median(ps),
-                     1e3 * w["handler_seconds"] / w["frames"]))
+        iters = max(3, 100 // mb)
+        runs: dict[str, list[float]] = {"raw": [], "add": [], "echo": []}
+        with FrameServer(AddHandler(nbytes // 4), secret) as add_srv, \
+                FrameServer(echo_handler, secret) as echo_srv:
+            for r in range(rounds):
+                for kind in np.roll(["raw", "add", "echo"], r):
+                    if kind == "raw":
+                        lst, t = raw_echo_server(nbytes)
+                        with lst:
+                            secs = _run_child("raw", *lst.getsockname()[:2], "-", nbytes, iters)
+                        t.join(5)
+                    else:
+                        srv = add_srv if kind == "add" else echo_srv
+                        secs = _run_child("ps", *srv.address, secret.hex(), nbytes, iters)
+                    runs[str(kind)].append(2 * nbytes * iters / secs / 1e6)
+            w = add_srv.stats["workers"][0]
+        row = {k: (statistics.median(v), max(v)) for k, v in runs.items()}
+        row["mb"], row["handler_ms"] = mb, 1e3 * w["handler_seconds"] / w["frames"]
+        rows.append(row)
     return rows
 
 
@@ -176,16 +188,21 @@ def commit_rate(clients: int, seconds: float, n: int = 10_000) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved raw/PS rounds per size")
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved bursts per variant and size")
     ap.add_argument("--seconds", type=float, default=2.0, help="duration of each commit-rate run")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} cpus")
-    print("\ncommit+pull bandwidth (MB/s, both directions, median of "
-          f"{args.rounds} interleaved rounds)")
-    print(f"{'model':>8} | {'raw socket':>11} | {'distkeras':>10} | {'ratio':>6} | "
-          f"{'handler ms/commit':>17}")
-    for mb, raw, ps, hms in bandwidth(args.rounds):
-        print(f"{mb:>5} MB | {raw:>11.0f} | {ps:>10.0f} | {ps / raw:>6.2f} | {hms:>17.2f}")
+    print(f"\ncommit+pull bandwidth, MB/s counting both directions; median (best) of "
+          f"{args.rounds} interleaved bursts")
+    print(f"{'model':>6} | {'raw socket':>13} | {'distkeras':>13} | {'ratio':>11} | "
+          f"{'echo handler':>12} | {'add handler':>11}")
+    print(f"{'':>6} | {'':>13} | {'add handler':>13} | {'med (best)':>11} | "
+          f"{'ratio (med)':>12} | {'ms/commit':>11}")
+    for row in bandwidth(args.rounds):
+        (raw, raw_b), (ps, ps_b), (echo, _) = row["raw"], row["add"], row["echo"]
+        print(f"{row['mb']:>3} MB | {raw:>5.0f} ({raw_b:>5.0f}) | {ps:>5.0f} ({ps_b:>5.0f}) | "
+              f"{ps / raw:>4.2f} ({ps_b / raw_b:>4.2f}) | {echo / raw:>12.2f} | "
+              f"{row['handler_ms']:>11.2f}")
     print("\ncommits/s, 10k-float model, clients in separate processes")
     print(f"{'clients':>8} | {'commits/s':>10}")
     for k in (2, 8, 32):

@@ -168,6 +168,9 @@ def test_out_mismatch_and_noncontiguous_payload(server):
         with pytest.raises(TypeError, match="float32"):
             c.request(OP_ECHO, np.ones(3))
         assert c.request(OP_ECHO, None).payload is None
+        with pytest.raises(ValueError, match="out of range"):
+            c.request(256)
+        assert c.request(OP_ECHO, b"ok", aux=2 ** 63 - 1).aux == 2 ** 63 - 1
 
 
 def test_json_and_bytes_payloads(server, app):
@@ -219,18 +222,27 @@ def test_client_verifies_server(app):
 
 
 # ---------------------------------------------------------------------------- garbage
-ATTACKS = {
-    "bad_magic": lambda a: _pre(a, header(OP_AUTH, DT_BYTES, 64, magic=b"HTTP") + b"x" * 64),
-    "bad_version": lambda a: _pre(a, header(OP_AUTH, DT_BYTES, 64, version=2) + b"x" * 64),
-    "bad_dtype": lambda a: _post(a, HEADER.pack(MAGIC, VERSION, OP_ADD, 0, 9, 99, 1, 0, 4) + b"abcd"),
-    "before_auth": lambda a: _pre(a, header(OP_ADD, DT_F32, 4 * N) + np.ones(N, np.float32).tobytes()),
-    "oversized": lambda a: _post(a, header(OP_ADD, DT_F32, 1 << 40, wid=99)),
-    "truncated": lambda a: _post(a, header(OP_ADD, DT_F32, 4 * N, wid=99) + b"\0" * 100, close=True),
-    "bad_length": lambda a: _post(a, header(OP_ADD, DT_F32, 4 * N + 1, wid=99) + b"\0" * (4 * N + 1)),
-    "worker_id_mismatch": lambda a: _post(a, header(OP_ADD, DT_F32, 4 * N, wid=GOOD)
-                                          + np.ones(N, np.float32).tobytes()),
-    "bad_json": lambda a: _post(a, header(OP_ADD, DT_JSON, 5, wid=99) + b"{'a':"),
-    "bad_op": lambda a: _post(a, header(OP_AUTH_OK, wid=99)),
+F32_ONES = np.ones(N, np.float32).tobytes()
+ATTACKS = {  # test id: (reason counted in stats["dropped"], attack)
+    "bad_magic": ("bad_magic",
+                  lambda a: _pre(a, header(OP_AUTH, DT_BYTES, 64, magic=b"HTTP") + b"x" * 64)),
+    "bad_version": ("bad_version",
+                    lambda a: _pre(a, header(OP_AUTH, DT_BYTES, 64, version=2) + b"x" * 64)),
+    "bad_dtype": ("bad_dtype",
+                  lambda a: _post(a, HEADER.pack(MAGIC, VERSION, OP_ADD, 0, 9, 99, 1, 0, 4) + b"abcd")),
+    "before_auth": ("before_auth", lambda a: _pre(a, header(OP_ADD, DT_F32, 4 * N) + F32_ONES)),
+    "oversized_auth": ("oversized", lambda a: _pre(a, header(OP_AUTH, DT_BYTES, 1 << 30))),
+    "oversized": ("oversized", lambda a: _post(a, header(OP_ADD, DT_F32, 1 << 40, wid=99))),
+    "truncated": ("truncated",
+                  lambda a: _post(a, header(OP_ADD, DT_F32, 4 * N, wid=99) + b"\0" * 100, close=True)),
+    "truncated_auth": ("truncated",
+                       lambda a: _pre(a, header(OP_AUTH, DT_BYTES, 64) + b"\0" * 10, close=True)),
+    "bad_length": ("bad_length",
+                   lambda a: _post(a, header(OP_ADD, DT_F32, 4 * N + 1, wid=99) + b"\0" * (4 * N + 1))),
+    "worker_id_mismatch": ("worker_id_mismatch",
+                           lambda a: _post(a, header(OP_ADD, DT_F32, 4 * N, wid=GOOD) + F32_ONES)),
+    "bad_json": ("bad_json", lambda a: _post(a, header(OP_ADD, DT_JSON, 5, wid=99) + b"{'a':")),
+    "bad_op": ("bad_op", lambda a: _post(a, header(OP_AUTH_OK, wid=99))),
 }
 
 
@@ -238,6 +250,8 @@ def _pre(addr, data, close=False):
     s = socket.create_connection(addr, timeout=5)
     read_frame(s)  # the challenge
     s.sendall(data)
+    if close:
+        s.shutdown(socket.SHUT_WR)
     return s
 
 
@@ -249,10 +263,11 @@ def _post(addr, data, close=False):
     return s
 
 
-@pytest.mark.parametrize("reason", sorted(ATTACKS))
-def test_malformed_frame_dropped(server, app, reason):
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_malformed_frame_dropped(server, app, attack):
     commits = check_good_client(server, app, 0)
-    s = ATTACKS[reason](server.address)
+    reason, send = ATTACKS[attack]
+    s = send(server.address)
     with s:
         assert_closed_by_server(s)
     wait_for(lambda: server.stats["dropped"].get(reason) == 1, what=f"dropped[{reason}]")

@@ -199,7 +199,11 @@ class FrameIO:
         """Send one frame; returns the number of bytes written (header + payload)."""
         dtype, body = encode_payload(payload)
         n = 0 if body is None else len(body)
-        header = HEADER.pack(MAGIC, VERSION, op, flags, dtype, worker_id, seq, aux, n)
+        try:
+            header = HEADER.pack(MAGIC, VERSION, op, flags, dtype, worker_id, seq, aux, n)
+        except struct.error as exc:
+            raise ValueError(f"header field out of range (op/flags u8, worker_id u32, seq u64, "
+                             f"aux i64): {exc}") from None
         if n == 0:
             self.sock.sendall(header)
         elif self._tls:

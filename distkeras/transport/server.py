@@ -29,7 +29,6 @@ import secrets
 import selectors
 import socket
 import ssl
-import struct
 import threading
 import time
 from collections import Counter
@@ -351,7 +350,7 @@ class FrameServer:
                     try:
                         nout = io.send(reply.op, worker_id=conn.worker_id, seq=frame.seq,
                                        aux=reply.aux, flags=reply.flags, payload=reply.payload)
-                    except (TypeError, ValueError, struct.error) as exc:  # nothing sent yet
+                    except (TypeError, ValueError) as exc:  # nothing sent yet
                         log.error("handler returned an unsendable reply: %s", exc)
                         err = f"{type(exc).__name__}: invalid reply from handler: {exc}"
                 if err is not None:
