@@ -24,6 +24,7 @@ _LAZY = {
     "spark": None,
     "trainers": None,
     "transport": None,
+    "tuning": None,
     "KerasModel": "distkeras.model",
     "load_model": "distkeras.model",
     "read_root": "distkeras.io.root",

@@ -60,7 +60,7 @@ def total_slots(spark) -> int:
     if master.startswith("local"):
         inner = master[master.find("[") + 1 : master.find("]")] if "[" in master else "1"
         cores = inner.split(",")[0].strip()
-        n = os.cpu_count() or 1 if cores == "*" else int(cores)
+        n = (os.cpu_count() or 1) if cores == "*" else int(cores)
         return max(1, n // task_cpus)
     # Cluster: ask the tracker for live executors (driver excluded).
     status = sc._jsc.sc().getExecutorMemoryStatus()  # noqa: SLF001 - no public API for this
