@@ -64,7 +64,7 @@ class KerasModel(Model):
         missing = [c for c in feed.feature_columns if c not in types]
         if missing:
             raise ValueError(f"columns {missing} not found; the DataFrame has {sorted(types)}")
-        # Spark ML vectors cannot cross Arrow: feed array copies, drop them afterwards
+        # Spark ML vectors reach Arrow as structs: feed array copies, drop them afterwards
         temp = {c: f"__distkeras_{i}" for i, c in enumerate(feed.feature_columns)
                 if types[c] == "VectorUDT"}
         if temp:
@@ -72,10 +72,6 @@ class KerasModel(Model):
                                             for c, t in temp.items()])
             for spec in feed.inputs:
                 spec.columns = [temp.get(c, c) for c in spec.columns]
-            vectors = dataset.select(*temp).columns
-            dataset_in = dataset.drop(*vectors)
-        else:
-            dataset_in = dataset
         sc = dataset.sparkSession.sparkContext
         payload = sc.broadcast({"json": [m.to_json() for m in self._models()],
                                 "weights": [m.get_weights() for m in self._models()]})
@@ -105,12 +101,9 @@ class KerasModel(Model):
 
         from pyspark.sql.types import ArrayType, FloatType, StructField, StructType
 
-        schema = StructType(dataset_in.schema.fields + [StructField(out_col, ArrayType(FloatType()))])
-        scored = dataset_in.mapInArrow(predict_batches, schema)
-        if temp:
-            log.debug("vector feature columns %s converted for prediction", list(temp))
-            scored = scored.drop(*temp.values())
-        return scored
+        schema = StructType(dataset.schema.fields + [StructField(out_col, ArrayType(FloatType()))])
+        scored = dataset.mapInArrow(predict_batches, schema)
+        return scored.drop(*temp.values()) if temp else scored
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, path: str) -> None:

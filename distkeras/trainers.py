@@ -39,22 +39,24 @@ class Trainer(Estimator):
         label_col: integer class index (one-hot made when the loss needs it) or an array column.
         input_shapes: per-input target shape overriding the model's, e.g. ``[(801, 19)]``.
         ps_host / ps_port: where executors reach the driver (default ``spark.driver.host``, an
-            ephemeral port).
+            ephemeral port); ``ps_bind_host`` the address the server listens on (default
+            ``ps_host``; e.g. ``"0.0.0.0"`` behind NAT).
+        tls_cert / tls_key: PEM files on the driver; when given, all parameter-server traffic is
+            TLS and executors pin this certificate.
         callbacks: Keras callbacks run on the driver at epoch ends (EarlyStopping, ModelCheckpoint).
         verbose: show a progress bar on the driver.
         algorithm_params: extra parameters of the update rule (``rho``, ``alpha``, ...).
     """
 
     algorithm: type[algorithms.Algorithm] = algorithms.Averaging
-    synchronous_barrier = True
-
     def __init__(self, keras_model, loss: Any = None, worker_optimizer: Any = "adam",
                  learning_rate: float | None = None, metrics: Sequence[str] = ("accuracy",),
                  num_workers: int = 2, batch_size: int = 32, num_epoch: int = 1,
                  communication_window: int | None = None,
                  features_col: str | Sequence[str] = "features", label_col: str = "label",
                  prediction_col: str = "prediction", input_shapes=None, seed: int = 42,
-                 ps_host: str | None = None, ps_port: int = 0, ssl_context=None,
+                 ps_host: str | None = None, ps_port: int = 0, ps_bind_host: str | None = None,
+                 tls_cert: str | None = None, tls_key: str | None = None,
                  connect_timeout: float = 30.0, round_timeout: float = 600.0,
                  callbacks: Sequence = (), verbose: bool = True, **algorithm_params):
         super().__init__()
@@ -74,12 +76,14 @@ class Trainer(Estimator):
         self.seed = int(seed)
         self.ps_host = ps_host
         self.ps_port = int(ps_port)
-        self.ssl_context = ssl_context
+        self.ps_bind_host = ps_bind_host
+        self.tls_cert, self.tls_key = tls_cert, tls_key
         self.connect_timeout = float(connect_timeout)
         self.round_timeout = float(round_timeout)
         self.callbacks = list(callbacks or [])
         self.verbose = verbose
         self.algorithm_params = algorithm_params
+        self.parameter_server = None   # the live server while fit() runs (stats for notebooks)
         if self.num_workers < 1 or self.batch_size < 1 or self.num_epoch < 1:
             raise ValueError("num_workers, batch_size and num_epoch must be positive")
 
@@ -87,9 +91,6 @@ class Trainer(Estimator):
         return self.algorithm(communication_window=self.communication_window,
                               learning_rate=learning_rate, num_workers=self.num_workers,
                               **self.algorithm_params)
-
-    def default_optimizer(self):
-        return self.worker_optimizer
 
     def fit(self, dataset, params=None, *, validation_data=None, callbacks=None):
         """Train on ``dataset``; ``validation_data`` (DataFrame or ``(x, y)``) is evaluated on

@@ -107,6 +107,17 @@ def to_arrow(df):
     return pa.Table.from_batches(batches)
 
 
+def server_tls(cert: str | None, key: str | None):
+    """Server-side TLS context from PEM files, or None."""
+    if not cert:
+        return None
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 def run_training(trainer, df, validation_data, callbacks):
     import keras
 
@@ -133,9 +144,12 @@ def run_training(trainer, df, validation_data, callbacks):
         flat = FlatWeights(driver_model)
         spark = df.sparkSession
         host = trainer.ps_host or spark.sparkContext.getConf().get("spark.driver.host", "127.0.0.1")
-        with ParameterServer(algorithm, flat.get(), trainer.num_workers, host=host,
-                             port=trainer.ps_port, ssl_context=trainer.ssl_context,
-                             round_timeout=trainer.round_timeout) as ps:
+        with ParameterServer(algorithm, flat.get(), trainer.num_workers,
+                             host=trainer.ps_bind_host or host, port=trainer.ps_port,
+                             ssl_context=server_tls(trainer.tls_cert, trainer.tls_key),
+                             round_timeout=trainer.round_timeout,
+                             epoch_barrier=bool(callbacks)) as ps:
+            trainer.parameter_server = ps
             spec = {
                 "model_json": model.to_json(), "loss": loss, "optimizer": optimizer,
                 "metrics": trainer.metrics, "feed": feed.to_dict(), "seed": trainer.seed,
@@ -144,8 +158,9 @@ def run_training(trainer, df, validation_data, callbacks):
                 "algorithm_params": {"communication_window": algorithm.communication_window,
                                      "learning_rate": lr, "num_workers": trainer.num_workers,
                                      **trainer.algorithm_params},
-                "ps": {"host": ps.address[0], "port": ps.address[1], "secret": ps.secret,
-                       "connect_timeout": trainer.connect_timeout},
+                "ps": {"host": host, "port": ps.address[1], "secret": ps.secret,
+                       "connect_timeout": trainer.connect_timeout,
+                       "tls_cert": open(trainer.tls_cert).read() if trainer.tls_cert else None},
             }
             job = SparkJob(prepared, remote.train_task(spec), remote.STATUS_DDL, barrier=barrier,
                            description=f"distkeras {type(trainer).__name__}").start()
@@ -160,6 +175,7 @@ def run_training(trainer, df, validation_data, callbacks):
             history.ps_stats = ps.stats()
             members = [ps.final_models[w] for w in sorted(ps.final_models)]
     finally:
+        trainer.parameter_server = None
         prepared.unpersist()
     keras_models = []
     for vector in members:
@@ -190,7 +206,8 @@ def _monitor(trainer, ps, job, driver_model, flat, val, callbacks, steps):
             job.join(timeout=0.2)
             bar.update(min(ps.samples_seen, total) - bar.n)
             alive = job.is_alive()
-            while reported < trainer.num_epoch and (ps.completed_epochs() > reported):
+            while (reported < trainer.num_epoch and ps.completed_epochs() > reported
+                   and not driver_model.stop_training):
                 logs = _epoch_logs(ps.epoch_logs[reported])
                 flat.set(ps.centre)
                 if val is not None:
@@ -202,12 +219,13 @@ def _monitor(trainer, ps, job, driver_model, flat, val, callbacks, steps):
                 history.record(reported, logs)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k != "epoch_seconds"})
                 cbs.on_epoch_end(reported, logs)
-                reported += 1
-                epoch_start = time.perf_counter()
                 if driver_model.stop_training:
                     log.info("a callback stopped training after epoch %d", reported)
                     ps.request_stop()
-                elif reported < trainer.num_epoch:
+                ps.epoch_processed(reported)
+                reported += 1
+                epoch_start = time.perf_counter()
+                if not driver_model.stop_training and reported < trainer.num_epoch:
                     cbs.on_epoch_begin(reported)
             if not alive:
                 break

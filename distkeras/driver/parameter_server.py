@@ -59,11 +59,15 @@ class ParameterServer:
 
     def __init__(self, algorithm: Algorithm, initial: np.ndarray, num_workers: int,
                  host: str = "127.0.0.1", port: int = 0, secret: bytes | None = None,
-                 ssl_context=None, round_timeout: float = 600.0):
+                 ssl_context=None, round_timeout: float = 600.0, epoch_barrier: bool = False):
         self.algorithm = algorithm
         self.num_workers = int(num_workers)
         self.secret = secret or secrets.token_bytes(32)
         self.round_timeout = float(round_timeout)
+        # with an epoch barrier, a worker's EPOCH_END waits for the driver's verdict on that
+        # epoch (validation, callbacks), so EarlyStopping stops workers where Keras would
+        self.epoch_barrier = epoch_barrier
+        self._epochs_processed = 0
         self._centre = np.array(initial, dtype=np.float32, copy=True).ravel()
         self._version = 0
         self._lock = threading.Lock()
@@ -119,6 +123,14 @@ class ParameterServer:
     def request_stop(self) -> None:
         """Ask every worker to stop at its next exchange (EarlyStopping, interrupts)."""
         self._stop = True
+        with self._cond:
+            self._cond.notify_all()
+
+    def epoch_processed(self, epoch: int) -> None:
+        """The driver has evaluated ``epoch``: release workers waiting at the epoch barrier."""
+        with self._cond:
+            self._epochs_processed = max(self._epochs_processed, epoch + 1)
+            self._cond.notify_all()
 
     def stats(self) -> dict:
         return {"updates": self._version, "samples": self.samples_seen,
@@ -157,7 +169,15 @@ class ParameterServer:
             epoch = int(body["epoch"])
             self.epoch_logs[epoch][worker] = dict(body.get("logs", {}))
             self._completed_epochs[worker] = max(self._completed_epochs[worker], epoch + 1)
-            return Reply(op, flags=flags)
+            if self.epoch_barrier:
+                with self._cond:
+                    if not self._cond.wait_for(lambda: self._epochs_processed > epoch or self._stop
+                                               or self.failure, timeout=self.round_timeout):
+                        raise WorkerLostError(f"no verdict on epoch {epoch} from the driver after "
+                                              f"{self.round_timeout:.0f}s")
+            elif self.algorithm.synchronous:
+                flags = 0   # synchronous workers must all stop at the same round
+            return Reply(op, flags=messages.FLAG_STOP if self._stop else flags)
         if op == messages.FINAL:
             self.final_models[worker] = frame.payload.copy()
             return Reply(op, flags=flags)

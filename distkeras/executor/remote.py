@@ -51,6 +51,19 @@ def _task_resources(ctx) -> tuple[int, list[str] | None]:
     return cpus, gpus
 
 
+def client_tls(cert_pem: str | None):
+    """Client-side TLS pinned to the driver's certificate (no hostname check: the pin is the
+    identity, and executors often reach the driver by IP)."""
+    if not cert_pem:
+        return None
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(cadata=cert_pem)
+    return context
+
+
 def train_task(spec: dict) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function that trains one worker on its partition."""
 
@@ -91,8 +104,8 @@ def _train_worker(spec: dict, table: pa.Table, worker: int, attempt: int, ctx) -
     window = algorithm.communication_window or steps
     ps = spec["ps"]
     samples, epochs_run = 0, 0
-    with Client(ps["host"], ps["port"], ps["secret"], worker,
-                connect_timeout=ps["connect_timeout"]) as client:
+    with Client(ps["host"], ps["port"], ps["secret"], worker, connect_timeout=ps["connect_timeout"],
+                ssl_context=client_tls(ps.get("tls_cert"))) as client:
         hello = client.request(messages.HELLO, payload={
             "pid": os.getpid(), "host": socket.gethostname(), "attempt": attempt})
         start_epoch = int(hello.payload["start_epoch"])
@@ -132,8 +145,7 @@ def _train_worker(spec: dict, table: pa.Table, worker: int, attempt: int, ctx) -
             samples += pending
             pending = 0
             epochs_run += 1
-            # synchronous workers stop only on a round's reply, so that all stop together
-            if stop or (reply.flags & messages.FLAG_STOP and not algorithm.synchronous):
+            if stop or reply.flags & messages.FLAG_STOP:
                 break
         if algorithm.independent:
             client.request(messages.FINAL, payload=replica.weights.get())

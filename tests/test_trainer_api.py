@@ -1,0 +1,189 @@
+"""What a Keras/Spark user does with a trainer: validation + callbacks, save/load, transform,
+Pipelines with vector columns, multi-input models, and the clear errors before launch."""
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+import distkeras as dk
+from distkeras.driver.job import TrainingError
+from distkeras.driver.preflight import DataError
+from tests.data import blobs, blobs_df, mlp
+
+
+@pytest.fixture(scope="module")
+def train(spark):
+    return blobs_df(spark, 2000, seed=3).cache()
+
+
+def adag(model=None, **kw):
+    kw = {"loss": "categorical_crossentropy", "num_workers": 2, "batch_size": 32, "num_epoch": 1,
+          "learning_rate": 0.01, "verbose": False, **kw}
+    return dk.trainers.ADAG(model or mlp(), **kw)
+
+
+@pytest.fixture(scope="module")
+def fitted(train):
+    return adag(num_epoch=2).fit(train, validation_data=train)
+
+
+def test_history_has_training_validation_and_server_statistics(fitted):
+    h = fitted.history
+    assert set(h) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert len(h["val_accuracy"]) == 2 and h["val_accuracy"][1] > 0.6
+    assert h.ps_stats["updates"] > 0 and len(h.workers) == 2
+    assert all(w["bytes_in"] > 0 for w in h.ps_stats["workers"].values())
+
+
+def test_transform_equals_keras_predict(fitted, spark):
+    x, y = blobs(300, seed=9)
+    import pandas as pd
+
+    df = spark.createDataFrame(pd.DataFrame({"features": list(x), "label": y}),
+                               schema="features array<float>, label bigint")
+    scored = fitted.transform(df).toPandas()
+    assert list(scored.columns) == ["features", "label", "prediction"]
+    expected = fitted.keras_model.predict(np.stack(scored["features"]), verbose=0)
+    np.testing.assert_allclose(np.stack(scored["prediction"]), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_save_load_round_trip(fitted, tmp_path, spark):
+    fitted.save(str(tmp_path / "m"))
+    again = dk.load_model(str(tmp_path / "m"))
+    x, _ = blobs(50, seed=4)
+    np.testing.assert_allclose(again.predict([x]), fitted.predict([x]), rtol=1e-6)
+    assert again.history["val_accuracy"] == fitted.history["val_accuracy"]
+    with pytest.raises(FileNotFoundError, match="not a saved distkeras model"):
+        dk.load_model(str(tmp_path))
+
+
+def test_pipeline_with_vector_assembler_and_scalar_columns(spark):
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import VectorAssembler
+    import pandas as pd
+
+    x, y = blobs(1200, seed=5)
+    pdf = pd.DataFrame({f"f{i}": x[:, i] for i in range(8)} | {"label": y})
+    df = spark.createDataFrame(pdf)
+    assembler = VectorAssembler(inputCols=[f"f{i}" for i in range(8)], outputCol="vec")
+    model = Pipeline(stages=[assembler, adag(features_col="vec", num_epoch=5)]).fit(df)
+    scored = model.transform(df)
+    assert "vec" in scored.columns and "prediction" in scored.columns
+    pred = scored.select("label", "prediction").toPandas()
+    acc = (np.stack(pred["prediction"]).argmax(1) == pred["label"]).mean()
+    assert acc > 0.7
+
+
+def test_multi_input_model_with_reshape(spark):
+    import keras
+    import pandas as pd
+
+    x, y = blobs(1500, seed=6)
+    df = spark.createDataFrame(pd.DataFrame({"a": list(x[:, :6]), "b": list(x[:, 6:]),
+                                             "label": y}),
+                               schema="a array<float>, b array<float>, label bigint")
+    ia, ib = keras.Input((3, 2), name="a"), keras.Input((2,), name="b")
+    h = keras.layers.Concatenate()([keras.layers.Flatten()(ia), ib])
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.Dense(16, activation="relu")(h))
+    fitted = adag(keras.Model([ia, ib], out), features_col=["a", "b"], num_epoch=5).fit(df)
+    scored = fitted.transform(df).toPandas()
+    acc = (np.stack(scored["prediction"]).argmax(1) == scored["label"]).mean()
+    assert acc > 0.7
+
+
+def test_early_stopping_and_checkpoint_run_on_the_driver(train, tmp_path):
+    import keras
+
+    path = tmp_path / "best.keras"
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=10.0, patience=0),
+                 keras.callbacks.ModelCheckpoint(str(path), monitor="val_loss")]
+    fitted = adag(num_epoch=30).fit(train, validation_data=train, callbacks=callbacks)
+    assert 2 <= len(fitted.history["loss"]) < 30
+    assert path.exists() and keras.models.load_model(str(path)).count_params() == 195
+
+
+def test_second_fit_in_the_same_session_works(train):
+    one, two = adag().fit(train), adag().fit(train)
+    assert len(one.history["loss"]) == len(two.history["loss"]) == 1
+
+
+# -- clear errors before launch --------------------------------------------------------------------
+
+def bad_frame(spark, features, labels, schema="features array<float>, label bigint"):
+    import pandas as pd
+
+    return spark.createDataFrame(pd.DataFrame({"features": features, "label": labels}),
+                                 schema=schema)
+
+
+def test_missing_column(train):
+    with pytest.raises(DataError, match="column 'feats' not found"):
+        adag(features_col="feats").fit(train)
+
+
+def test_wrong_feature_length(spark):
+    df = bad_frame(spark, [np.ones(5, np.float32)] * 64, [0] * 64)
+    with pytest.raises(DataError, match=r"hold 5 values per row but the model input has shape \(8,\)"):
+        adag().fit(df)
+
+
+def test_nan_features_are_counted(spark):
+    rows = [np.ones(8, np.float32) for _ in range(64)]
+    rows[3][2] = np.nan
+    rows[7][0] = np.inf
+    with pytest.raises(DataError, match="2 NaN/inf values"):
+        adag().fit(bad_frame(spark, rows, [0] * 64))
+
+
+def test_labels_outside_the_classes(spark):
+    df = bad_frame(spark, [np.ones(8, np.float32)] * 64, [0] * 63 + [7])
+    with pytest.raises(DataError, match=r"range over \[0, 7\] but the model has 3 classes"):
+        adag().fit(df)
+
+
+def test_empty_dataframe(train):
+    with pytest.raises(DataError, match="empty"):
+        adag().fit(train.limit(0))
+
+
+def test_more_workers_than_rows(spark):
+    df = bad_frame(spark, [np.ones(8, np.float32)] * 3, [0, 1, 2])
+    with pytest.raises(DataError, match="num_workers=4 but the data has only 3 rows"):
+        adag(num_workers=4).fit(df)
+
+
+def test_synchronous_workers_need_free_slots(train):
+    with pytest.raises(DataError, match="need as many free task slots, Spark has 2"):
+        dk.trainers.EASGD(mlp(), loss="categorical_crossentropy", num_workers=3,
+                          verbose=False).fit(train)
+
+
+def test_model_not_built_or_without_loss(train):
+    import keras
+
+    unbuilt = keras.Sequential([keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match="not built"):
+        adag(unbuilt).fit(train)
+    with pytest.raises(ValueError, match="no loss"):
+        dk.trainers.ADAG(mlp(), verbose=False).fit(train)
+
+
+def test_unreachable_driver_fails_fast_naming_host_and_setting(train):
+    t0 = time.monotonic()
+    # the server listens on 127.0.0.1, executors are told 127.0.0.2: nothing answers there
+    with pytest.raises(TrainingError, match=r"127\.0\.0\.2:\d+.*spark\.driver\.host"):
+        adag(ps_host="127.0.0.2", ps_bind_host="127.0.0.1", connect_timeout=2).fit(train)
+    assert time.monotonic() - t0 < 90
+
+
+def test_port_in_use(train):
+    from distkeras.transport import PSBindError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(PSBindError, match=str(taken.getsockname()[1])):
+            adag(ps_port=taken.getsockname()[1]).fit(train)
