@@ -12,7 +12,8 @@
 
 Usage::
 
-    python benchmarks/ps_bandwidth.py [--rounds 9] [--seconds 2]
+    python benchmarks/ps_bandwidth.py [--rounds 9] [--seconds 2] [--sizes 1 10 100]
+                                      [--clients 2 8 32]
 """
 from __future__ import annotations
 
@@ -115,13 +116,13 @@ def echo_handler(conn, frame):
     return Reply(frame.op, payload=frame.payload)
 
 
-def bandwidth(rounds: int) -> list[dict]:
+def bandwidth(rounds: int, sizes_mb: tuple[int, ...] = SIZES_MB) -> list[dict]:
     """Per model size: MB/s of raw echo, PS (add handler) and PS (echo handler) over
     ``rounds`` interleaved bursts (order rotated each round so no variant always runs first),
     and the add handler's ms/commit."""
     rows = []
     secret = secrets.token_bytes(32)
-    for mb in SIZES_MB:
+    for mb in sizes_mb:
         nbytes = mb * 1_000_000
         iters = max(3, 100 // mb)
         runs: dict[str, list[float]] = {"raw": [], "add": [], "echo": []}
@@ -190,22 +191,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=9, help="interleaved bursts per variant and size")
     ap.add_argument("--seconds", type=float, default=2.0, help="duration of each commit-rate run")
+    ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES_MB), help="model MB")
+    ap.add_argument("--clients", type=int, nargs="*", default=[2, 8, 32],
+                    help="concurrent clients for the commit-rate table (none to skip)")
     args = ap.parse_args()
-    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} cpus")
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} cpus, "
+          f"load average {os.getloadavg()[0]:.1f} (noisy if well above 0)")
     print(f"\ncommit+pull bandwidth, MB/s counting both directions; median (best) of "
           f"{args.rounds} interleaved bursts")
     print(f"{'model':>6} | {'raw socket':>13} | {'distkeras':>13} | {'ratio':>11} | "
           f"{'echo handler':>12} | {'add handler':>11}")
     print(f"{'':>6} | {'':>13} | {'add handler':>13} | {'med (best)':>11} | "
           f"{'ratio (med)':>12} | {'ms/commit':>11}")
-    for row in bandwidth(args.rounds):
+    for row in bandwidth(args.rounds, tuple(args.sizes)):
         (raw, raw_b), (ps, ps_b), (echo, _) = row["raw"], row["add"], row["echo"]
         print(f"{row['mb']:>3} MB | {raw:>5.0f} ({raw_b:>5.0f}) | {ps:>5.0f} ({ps_b:>5.0f}) | "
               f"{ps / raw:>4.2f} ({ps_b / raw_b:>4.2f}) | {echo / raw:>12.2f} | "
               f"{row['handler_ms']:>11.2f}")
     print("\ncommits/s, 10k-float model, clients in separate processes")
     print(f"{'clients':>8} | {'commits/s':>10}")
-    for k in (2, 8, 32):
+    for k in args.clients:
         print(f"{k:>8} | {commit_rate(k, args.seconds):>10.0f}")
 
 
