@@ -39,10 +39,10 @@ def _with_prediction(df, label_col: str, probability_col: str):
     """Adds ``__pred`` (argmax, first on ties like numpy) and ``__label`` as doubles."""
     from pyspark.sql import functions as F
 
-    p = F.col(probability_col)
+    q = f"`{probability_col}`"    # SQL form: pyspark 3.5's array_position takes no Column value
     return df.select(
-        F.col(label_col).cast("double").alias("__label"), p.alias("__prob"),
-        (F.array_position(p, F.array_max(p)) - 1).cast("double").alias("__pred"))
+        F.col(label_col).cast("double").alias("__label"),
+        F.expr(f"array_position({q}, array_max({q})) - 1").cast("double").alias("__pred"))
 
 
 def accuracy(df, label_col: str = "label", probability_col: str = "prediction") -> float:

@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 
 from distkeras import evaluation as E
+from tests.topology_events import to_spark
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def scored(spark):
     offsets = pa.array(np.arange(0, 3 * n + 1, 3, dtype=np.int32))
     table = pa.table({"label": pa.array(label.astype(np.int32)),
                       "prediction": pa.ListArray.from_arrays(offsets, pa.array(prob.ravel()))})
-    return spark.createDataFrame(table).repartition(3), label, prob
+    return to_spark(spark, table).repartition(3), label, prob
 
 
 def test_metrics_equal_sklearn(scored):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 
-import awkward as ak
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from distkeras.features.arrow import events_from_arrow
 from distkeras.features.topology import TopologyConfig, compute_topology_features
-from tests.topology_events import FIELDS, make_events
+from tests.topology_events import FIELDS, make_events, to_spark
 
 
 # ----------------------------------------------------------------- independent reference (loops)
@@ -146,7 +146,7 @@ def table_from_events(events: list[dict], muon: str = "MuonTight") -> pa.Table:
 
 
 def check_against_reference(table: pa.Table, cfg: TopologyConfig):
-    llf, hlf, mask = compute_topology_features(ak.from_arrow(table), cfg)
+    llf, hlf, mask = compute_topology_features(events_from_arrow(table), cfg)
     refs = [reference_event(ev, cfg) for ev in events_as_dicts(table, cfg.muon)]
     expected_mask = np.array([r is not None for r in refs])
     np.testing.assert_array_equal(mask, expected_mask)
@@ -176,7 +176,7 @@ def test_category_layout_and_caps_match_reference_loop():
 
 def test_full_multiplicity_shapes_padding_and_order():
     table = make_events(30, seed=3)
-    llf, hlf, mask = compute_topology_features(ak.from_arrow(table))
+    llf, hlf, mask = compute_topology_features(events_from_arrow(table))
     assert llf.shape == (mask.sum(), 801, 19) and llf.dtype == np.float32
     assert hlf.shape == (mask.sum(), 14) and hlf.dtype == np.float32
     for ev in llf:
@@ -252,21 +252,26 @@ def test_lepton_choice_isolation_and_threshold():
     assert hlf[2, 6] == pytest.approx(26.0) and hlf[2, 12] == 1
 
 
+def test_events_from_arrow_slices_and_nulls():
+    col = pa.array([[1.0, 2.0], None, [], [3.0, None, 5.0]], pa.list_(pa.float32()))
+    batch = pa.RecordBatch.from_arrays([col, pa.array([1, 2, 3, 4], pa.int32())], names=["x", "n"])
+    ev = events_from_arrow(batch)
+    assert ev.fields == ["x", "n"]
+    assert ev["x"].tolist() == [[1.0, 2.0], [], [], [3.0, 0.0, 5.0]] and ev["n"].tolist() == [1, 2, 3, 4]
+    assert events_from_arrow(batch.slice(2, 2), ["x"])["x"].tolist() == [[], [3.0, 0.0, 5.0]]
+
+
 def test_hlf_only_and_collection_names():
     table = make_events(20, seed=8, scale=0.2, muon="Muon")
     cfg = TopologyConfig(muon="Muon")
-    llf, hlf, mask = compute_topology_features(ak.from_arrow(table), cfg)
-    none, hlf2, mask2 = compute_topology_features(ak.from_arrow(table), TopologyConfig(muon="Muon", hlf_only=True))
+    llf, hlf, mask = compute_topology_features(events_from_arrow(table), cfg)
+    none, hlf2, mask2 = compute_topology_features(events_from_arrow(table), TopologyConfig(muon="Muon", hlf_only=True))
     assert none is None and np.array_equal(hlf, hlf2) and np.array_equal(mask, mask2)
     with pytest.raises(KeyError, match="MuonTight_PT"):
-        compute_topology_features(ak.from_arrow(table), TopologyConfig())
+        compute_topology_features(events_from_arrow(table), TopologyConfig())
 
 
 # ----------------------------------------------------------------------------------- Spark tests
-def to_spark(spark, table: pa.Table):
-    return spark.createDataFrame(table)
-
-
 def _arrow(df) -> pa.Table:
     return df.toArrow() if hasattr(df, "toArrow") else pa.Table.from_pandas(df.toPandas())
 
@@ -294,7 +299,7 @@ def test_transformer_matches_pure_function_and_counts(spark, sample):
     assert feats.schema == T.StructType([
         T.StructField("hlf", T.ArrayType(T.FloatType())), T.StructField("llf", T.ArrayType(T.FloatType())),
         T.StructField("label", T.IntegerType()), T.StructField("event_id", T.LongType())])
-    llf, hlf, mask = compute_topology_features(ak.from_arrow(table))
+    llf, hlf, mask = compute_topology_features(events_from_arrow(table))
     expected = {"events_in": 90, "events_selected": int(mask.sum()), "events_dropped": int((~mask).sum())}
     assert feats.count() == mask.sum()
     assert tf.counters.as_dict() == expected and expected["events_dropped"] > 0
@@ -320,19 +325,21 @@ def test_transformer_hlf_only_params_and_errors(spark, sample, tmp_path):
     assert loaded.config() == tf.config()
     out = _arrow(loaded.transform(df))
     assert out.column_names == ["hlf", "label"]
-    _, hlf, mask = compute_topology_features(ak.from_arrow(table), tf.config())
+    _, hlf, mask = compute_topology_features(events_from_arrow(table), tf.config())
     got = _fixed(out, "hlf", (14,))
     np.testing.assert_array_equal(got[np.lexsort(got.T[::-1])], hlf[np.lexsort(hlf.T[::-1])])
     with pytest.raises(ValueError, match="Muon_PT"):
         TopologyFeatures(muon="Muon").transform(df)
 
 
-def test_preprocessing_standardises_keeps_padding_and_round_trips(spark, sample, tmp_path):
+def test_preprocessing_standardises_keeps_padding_and_round_trips(spark, tmp_path):
     from pyspark.ml import PipelineModel
 
     from distkeras.features import TopologyFeatures, preprocessing_pipeline
 
-    _, df = sample
+    table = make_events(150, seed=9, scale=0.06)           # few particles: padding in every block
+    table = table.append_column("event_id", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    df = to_spark(spark, table)
     small = dict(maxTracks=40, maxPhotons=10, maxNeutralHadrons=10)      # 61 rows: faster
     feats = TopologyFeatures(passthroughCols=["event_id"], **small).transform(df).cache()
     train, test = feats.randomSplit([0.7, 0.3], seed=3)
@@ -382,7 +389,7 @@ def test_generated_delphes_root_files_end_to_end(spark, tmp_path):
     tf = TopologyFeatures()
     out = _arrow(tf.transform(events))
     raw = _arrow(events)
-    llf, hlf, mask = compute_topology_features(ak.from_arrow(raw), cfg)
+    llf, hlf, mask = compute_topology_features(events_from_arrow(raw), cfg)
     got = _fixed(out, "hlf", (14,))
     order_a, order_b = np.lexsort(got.T[::-1]), np.lexsort(hlf.T[::-1])
     np.testing.assert_array_equal(got[order_a], hlf[order_b])

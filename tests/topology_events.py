@@ -92,3 +92,13 @@ def make_events(n: int, seed: int = 0, scale: float = 1.0, muon: str = "MuonTigh
     names.append("label")
     arrays.append(pa.array(label))
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def to_spark(spark, table: pa.Table):
+    """Arrow table → Spark DataFrame on pyspark 4 (Arrow directly) and 3.5 (via pandas + schema)."""
+    try:
+        return spark.createDataFrame(table)
+    except (TypeError, ValueError):
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return spark.createDataFrame(table.to_pandas(), schema=from_arrow_schema(table.schema))

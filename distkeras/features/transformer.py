@@ -162,7 +162,7 @@ class TopologyFeatures(Transformer, DefaultParamsReadable, DefaultParamsWritable
         fn = _batch_function(self.config(), schema.fieldNames(), self.getOrDefault(self.labelCol),
                              self.getOrDefault(self.batchSize), self.counters.seen,
                              self.counters.selected)
-        log.info("TopologyFeatures: events without an isolated lepton are dropped; read "
+        log.debug("TopologyFeatures: events without an isolated lepton are dropped; read "
                  "transformer.counters after an action, or transformer.cutflow(events)")
         return data.mapInArrow(fn, schema)
 
@@ -172,14 +172,15 @@ class TopologyFeatures(Transformer, DefaultParamsReadable, DefaultParamsWritable
                                 "hlf_only": True})
         data = self._input(dataset)
         size = self.getOrDefault(self.batchSize)
+        columns = cfg.required_columns()
 
         def count(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            import awkward as ak
+            from distkeras.features.arrow import events_from_arrow
             from distkeras.features.topology import compute_topology_features
             for batch in batches:
                 for start in range(0, batch.num_rows, size):
                     sub = batch.slice(start, size)
-                    _, _, mask = compute_topology_features(ak.from_arrow(sub), cfg)
+                    _, _, mask = compute_topology_features(events_from_arrow(sub, columns), cfg)
                     yield pa.RecordBatch.from_arrays(
                         [pa.array([sub.num_rows], pa.int64()), pa.array([int(mask.sum())], pa.int64())],
                         names=["n_in", "n_sel"])
@@ -201,16 +202,17 @@ for _name, _field in _PARAMS.items():  # one Param per TopologyConfig field
 def _batch_function(cfg: TopologyConfig, names: list[str], label: str, size: int, seen, selected):
     """The per-partition function shipped to the executors (closes over config only)."""
     n_rows = cfg.n_particles
+    columns = cfg.required_columns()
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import awkward as ak
+        from distkeras.features.arrow import events_from_arrow
         from distkeras.features.topology import compute_topology_features
 
         wlog = logging.getLogger(__name__)
         for batch in batches:
             for start in range(0, batch.num_rows, size):
                 sub = batch.slice(start, size)
-                llf, hlf, mask = compute_topology_features(ak.from_arrow(sub), cfg)
+                llf, hlf, mask = compute_topology_features(events_from_arrow(sub, columns), cfg)
                 n_sel = int(mask.sum())
                 seen.add(sub.num_rows)
                 selected.add(n_sel)
