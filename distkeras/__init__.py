@@ -21,6 +21,9 @@ __version__ = "0.1.0"
 # module imports lazy.
 _LAZY = {
     "algorithms": None,
+    "evaluation": None,
+    "features": None,
+    "models": None,
     "spark": None,
     "trainers": None,
     "transport": None,
