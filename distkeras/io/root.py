@@ -27,8 +27,9 @@ __all__ = ["read_root", "plan_root", "register_root_source", "ReadReport", "Root
 
 def read_root(spark, paths: PathsLike | None, tree: str, branches: Sequence[str] | str | None = None,
               *, labels: Mapping[str, int] | None = None, label_column: str = "label",
-              source_column: str | None = None, partition_bytes: int | None = None,
-              partition_entries: int | None = None, on_bad_file: str = "raise",
+              source_column: str | None = None, entry_column: str | None = None,
+              partition_bytes: int | None = None, partition_entries: int | None = None,
+              on_bad_file: str = "raise",
               open_options: Mapping | None = None, report: ReadReport | None = None):
     """Read a TTree from ROOT files into a Spark DataFrame; uproot reads the baskets in executors.
 
@@ -44,7 +45,8 @@ def read_root(spark, paths: PathsLike | None, tree: str, branches: Sequence[str]
       Types keep the branch's width (``Float_t[]`` -> ``array<float>``, ``Int_t`` -> ``int``;
       unsigned types widen: ``UInt_t`` -> ``bigint``).
     - ``labels``: ``{"qcd/*.root": 0, "ttbar/*.root": 1}`` adds an ``int`` column
-      ``label_column`` per input file; ``source_column="file"`` adds the file path.
+      ``label_column`` per input file; ``source_column="file"`` adds the file path and
+      ``entry_column="entry"`` the entry number in that file (``bigint``).
     - Partitions: entry ranges cut at cluster boundaries (``common_entry_offsets``), about
       ``partition_bytes`` uncompressed (default: Spark's rule, min(128 MiB, max(4 MiB,
       total / defaultParallelism))) or ``partition_entries`` entries each.
@@ -61,7 +63,8 @@ def read_root(spark, paths: PathsLike | None, tree: str, branches: Sequence[str]
         events.select("Jet_PT", "MissingET_MET", "label").show()
     """
     plan = plan_root(paths, tree, branches, labels=labels, label_column=label_column,
-                     source_column=source_column, partition_bytes=partition_bytes,
+                     source_column=source_column, entry_column=entry_column,
+                     partition_bytes=partition_bytes,
                      partition_entries=partition_entries,
                      parallelism=spark.sparkContext.defaultParallelism, on_bad_file=on_bad_file,
                      open_options=open_options)
@@ -86,6 +89,9 @@ def plan_to_dataframe(spark, plan: RootPlan):
     """Run a :class:`RootPlan` as ``spark.range(n)`` + ``mapInArrow``: partition ``i`` of the
     DataFrame reads the chunks of plan partition ``i`` (works on pyspark 3.5 and 4.x)."""
     schema = plan.spark_schema()
+    parallelism = spark.sparkContext.defaultParallelism
+    if plan.auto_sized and plan.parallelism != parallelism:
+        plan.cut(parallelism)
     n = len(plan.partitions)
     if n == 0:
         return spark.createDataFrame([], schema)
@@ -135,6 +141,7 @@ def _options_to_kwargs(options: Mapping[str, str]) -> dict:
     return dict(paths=paths, tree=opts["tree"], branches=branches,
                 labels=json.loads(opts["labels"]) if "labels" in opts else None,
                 label_column=opts.get("labelcolumn", "label"), source_column=opts.get("sourcecolumn"),
+                entry_column=opts.get("entrycolumn"),
                 partition_bytes=num("partitionbytes"), partition_entries=num("partitionentries"),
                 parallelism=num("minpartitions") or 1, on_bad_file=opts.get("onbadfile", "raise"))
 
@@ -160,7 +167,7 @@ if DataSource is not None:
     class RootDataSource(DataSource):
         """``spark.read.format("root")``: options ``tree`` (required), ``branches`` (comma list
         or JSON list), ``labels`` (JSON ``{"glob": label}``), ``labelColumn``, ``sourceColumn``,
-        ``partitionBytes``, ``partitionEntries``, ``minPartitions``, ``onBadFile``.
+        ``entryColumn``, ``partitionBytes``, ``partitionEntries``, ``minPartitions``, ``onBadFile``.
 
         Example::
 

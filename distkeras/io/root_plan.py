@@ -128,8 +128,22 @@ def _classify_open_error(path: str, exc: Exception) -> RootReadError:
                             "copy or regenerate the file, or pass on_bad_file='skip'")
 
 
+def _check_magic(path: str) -> None:
+    """Local files: catch empty and non-ROOT files before uproot reads a header chunk."""
+    local = path[len("file://"):] if path.startswith("file://") else path
+    if "://" in local:
+        return
+    with open(local, "rb") as fh:
+        head = fh.read(4)
+    if head != b"root":
+        raise BadRootFileError(path, "empty file (0 bytes)" if not head else
+                               f"not a ROOT file (it starts with {head!r}, not b'root')",
+                               "pass only ROOT files; check that the copy or download completed")
+
+
 def _open_tree(path: str, tree_name: str, options: dict):
     try:
+        _check_magic(path)
         f = open_file(path, options)
     except Exception as exc:  # noqa: BLE001 - classified
         raise _classify_open_error(path, exc) from exc
@@ -225,8 +239,9 @@ def inspect_file(path: str, tree_name: str, branches: Sequence[str], options: di
             if reference is not None and interp[name] != reference.interpretations[name]:
                 t = branch_arrow_type(b)
                 if t != ref_types[name]:
-                    raise RootSchemaError(path, f"branch {name!r} has type {t or b.typename} here "
-                                          f"but {ref_types[name]} in {reference.path}",
+                    here = spark_type(t).simpleString() if t is not None else b.typename
+                    raise RootSchemaError(path, f"branch {name!r} has type {here} here but "
+                                          f"{spark_type(ref_types[name]).simpleString()} in {reference.path}",
                                           "read the two layouts separately and union them after a cast")
         selected = [every[n] for n in branches]
         _check_baskets(path, f, selected)
@@ -279,12 +294,37 @@ class RootPlan:
     report: ReadReport
 
     def spark_schema(self):
-        """The output StructType (branch columns, then label, then source file)."""
+        """The output StructType (branch columns, then label, source file, entry number)."""
         import json
 
         from pyspark.sql.types import StructType
 
         return StructType.fromJson(json.loads(self.spec.schema_json))
+
+    labels: dict | None = None
+    partition_bytes: int | None = None
+    partition_entries: int | None = None
+    parallelism: int = 1
+
+    @property
+    def auto_sized(self) -> bool:
+        """True when the partition size follows the cluster's parallelism."""
+        return self.partition_bytes is None and self.partition_entries is None
+
+    def cut(self, parallelism: int = 1) -> "RootPlan":
+        """(Re)cut the partitions, without reopening files. Auto size: min(128 MiB, max(4 MiB,
+        total / parallelism)), like Spark's file sources."""
+        self.parallelism = max(1, int(parallelism))
+        if self.partition_entries is not None:
+            target, by_entries = float(max(1, self.partition_entries)), True
+            chunk_target = target
+        else:
+            target = float(self.partition_bytes or min(DEFAULT_PARTITION_BYTES, max(
+                MIN_PARTITION_BYTES, self.report.bytes_estimate / self.parallelism)))
+            by_entries, chunk_target = False, min(target, DEFAULT_CHUNK_BYTES)
+        self.partitions = _cut(self.files, self.labels, target, by_entries, chunk_target)
+        self.report.partitions = len(self.partitions)
+        return self
 
     def to_dataframe(self, spark):
         """Spark DataFrame reading this plan in executors (see :func:`distkeras.io.root.read_root`)."""
@@ -293,7 +333,7 @@ class RootPlan:
         return plan_to_dataframe(spark, self)
 
 
-def _schema_json(columns, types, label_column, source_column) -> str:
+def _schema_json(columns, types, label_column, source_column, entry_column) -> str:
     from pyspark.sql import types as T
 
     fields = [T.StructField(c, spark_type(t), True) for c, t in zip(columns, types)]
@@ -301,6 +341,8 @@ def _schema_json(columns, types, label_column, source_column) -> str:
         fields.append(T.StructField(label_column, T.IntegerType(), True))
     if source_column:
         fields.append(T.StructField(source_column, T.StringType(), True))
+    if entry_column:
+        fields.append(T.StructField(entry_column, T.LongType(), True))
     return T.StructType(fields).json()
 
 
@@ -346,8 +388,9 @@ def _cut(files: list[FileInfo], labels: Mapping[str, int] | None, target: float,
 
 def plan_root(paths: PathsLike | None, tree: str, branches: Sequence[str] | str | None = None, *,
               labels: Mapping[str, int] | None = None, label_column: str = "label",
-              source_column: str | None = None, partition_bytes: int | None = None,
-              partition_entries: int | None = None, parallelism: int = 1,
+              source_column: str | None = None, entry_column: str | None = None,
+              partition_bytes: int | None = None, partition_entries: int | None = None,
+              parallelism: int = 1,
               on_bad_file: str = "raise", open_options: Mapping | None = None,
               max_threads: int = 8) -> RootPlan:
     """Plan a ROOT read on the driver (no Spark needed); see :func:`distkeras.io.root.read_root`.
@@ -395,7 +438,7 @@ def plan_root(paths: PathsLike | None, tree: str, branches: Sequence[str] | str 
     names = [n for n, _ in selection]
     ref_types = dict(selection)
     columns = [column_name(n) for n in names]
-    extra = [c for c in (label_column if labels else None, source_column) if c]
+    extra = [c for c in (label_column if labels else None, source_column, entry_column) if c]
     _check_columns(names, columns, extra)
 
     def check(path: str) -> FileInfo | RootReadError:
@@ -413,28 +456,23 @@ def plan_root(paths: PathsLike | None, tree: str, branches: Sequence[str] | str 
         else:
             infos.append(res)
 
-    total_entries = sum(i.entries for i in infos)
-    total_bytes = sum(i.entries * i.bytes_per_entry for i in infos)
-    if partition_entries is not None:
-        target, by_entries = float(max(1, partition_entries)), True
-        chunk_target = target
-    else:
-        target = float(partition_bytes or min(DEFAULT_PARTITION_BYTES,
-                                              max(MIN_PARTITION_BYTES, total_bytes / max(1, parallelism))))
-        by_entries, chunk_target = False, min(target, DEFAULT_CHUNK_BYTES)
-    parts = _cut(infos, file_labels, target, by_entries, chunk_target)
-
     report.files = [i.path for i in infos]
-    report.entries, report.bytes_estimate, report.partitions = total_entries, int(total_bytes), len(parts)
+    report.entries = sum(i.entries for i in infos)
+    report.bytes_estimate = int(sum(i.entries * i.bytes_per_entry for i in infos))
     spec = ReadSpec(tree=tree, branches=tuple(names),
                     schema_json=_schema_json(columns, [ref_types[n] for n in names],
-                                             label_column if labels else None, source_column),
+                                             label_column if labels else None, source_column,
+                                             entry_column),
                     label_column=label_column if labels else None, source_column=source_column,
+                    entry_column=entry_column,
                     on_bad_file=on_bad_file, open_options=options)
+    plan = RootPlan(spec, columns, [ref_types[n] for n in names], infos, [], report,
+                    file_labels, partition_bytes, partition_entries)
+    plan.cut(parallelism)
     log.info("planned %d file(s), %d entries, ~%.1f MiB in %d partition(s)", len(infos),
-             total_entries, total_bytes / MiB, len(parts))
+             report.entries, report.bytes_estimate / MiB, len(plan.partitions))
     report.log_skipped()
-    return RootPlan(spec, columns, [ref_types[n] for n in names], infos, parts, report)
+    return plan
 
 
 def _entries_or_none(path: str, tree: str, options: dict) -> int | None:

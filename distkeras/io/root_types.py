@@ -147,6 +147,7 @@ class ReadSpec:
     schema_json: str                   # Spark StructType JSON of the output
     label_column: str | None = None
     source_column: str | None = None
+    entry_column: str | None = None
     on_bad_file: str = "raise"
     open_options: dict = field(default_factory=dict)
 
@@ -188,6 +189,8 @@ def chunk_to_batch(tree, chunk: Chunk, spec: ReadSpec, schema: pa.Schema) -> pa.
         arrays.append(pa.array(np.full(n, chunk.label, dtype=np.int32)))
     if spec.source_column is not None:
         arrays.append(_string_column(chunk.path, n))
+    if spec.entry_column is not None:
+        arrays.append(pa.array(np.arange(chunk.start, chunk.stop, dtype=np.int64)))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
