@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from distkeras.driver import preflight
-from distkeras.driver.job import SparkJob
+from distkeras.driver.job import SparkJob, TrainingError
 from distkeras.driver.parameter_server import ParameterServer
 from distkeras.executor import remote
 from distkeras.executor.feed import FeedSpec, InputSpec, model_inputs
@@ -231,7 +231,11 @@ def _monitor(trainer, ps, job, driver_model, flat, val, callbacks, steps):
                 break
     finally:
         bar.close()
-    job.result()   # raises the executor-side error, if any
+    try:
+        job.result()   # raises the executor-side error, if any
+    except TrainingError as exc:
+        # the server often knows better (a lost synchronous worker) than the JVM stack
+        raise TrainingError(f"{ps.failure} (Spark: {exc})" if ps.failure else str(exc)) from exc
     flat.set(ps.centre)
     cbs.on_train_end()   # EarlyStopping(restore_best_weights=True) may reset the weights here
     return history

@@ -21,10 +21,11 @@ class TrainingError(RuntimeError):
 
 def executor_cause(exc: BaseException) -> str:
     """The most specific error line of a Python exception raised inside an executor."""
-    text = str(exc)
-    found = [m for m in _CAUSE.finditer(text) if not m.group(1).startswith(("Py4J", "Spark"))]
-    preferred = [m for m in found if "distkeras" in m.group(0) or m.group(1).startswith("PS")]
-    match = (preferred or found or [None])[-1]
+    text = "\n".join([str(exc)] + [str(a) for a in getattr(exc, "args", ())[1:]])
+    found = [m for m in _CAUSE.finditer(text) if not m.group(1).startswith("Py4J")]
+    python = [m for m in found if not m.group(0).lstrip().startswith(("org.", "java.", "scala."))]
+    preferred = [m for m in python if "distkeras" in m.group(0) or m.group(1).startswith("PS")]
+    match = (preferred or python or found or [None])[-1]
     if match is None:
         return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return f"{match.group(1)}: {match.group(2).strip()}"
