@@ -68,8 +68,11 @@ def _bad_values(name: str, kind: str):
     return F.sum(F.size(F.filter(F.col(name), lambda x: bad(x.cast("double")))))
 
 
-def check_data(df, feed: FeedSpec, kinds: dict, what: str = "training data") -> int:
-    """One aggregation job over ``df``: rows, nulls, NaN/inf, array lengths, label range."""
+def check_data(df, feed: FeedSpec, kinds: dict, what: str = "training data") -> list[int]:
+    """One aggregation job over ``df``: rows, nulls, NaN/inf, array lengths, label range.
+
+    Returns the row count of every non-empty partition (the aggregation runs per partition, so
+    the same pass that fills a cache also sizes the workers' shares)."""
     from pyspark.sql import functions as F
 
     aggs = [F.count(F.lit(1)).alias("rows")]
@@ -81,7 +84,8 @@ def check_data(df, feed: FeedSpec, kinds: dict, what: str = "training data") -> 
             aggs += [F.min(F.size(name)).alias(f"minlen{i}"), F.max(F.size(name)).alias(f"maxlen{i}")]
     if feed.label_col and kinds[feed.label_col] == "scalar":
         aggs += [F.min(feed.label_col).alias("ymin"), F.max(feed.label_col).alias("ymax")]
-    row = df.agg(*aggs).collect()[0].asDict()
+    parts = [r.asDict() for r in df.groupBy(F.spark_partition_id().alias("partition")).agg(*aggs).collect()]
+    row = _combine(parts)
     if not row["rows"]:
         raise DataError(f"the {what} is empty (0 rows); check the filters and paths upstream")
     for i, name in enumerate(feed.columns):
@@ -114,22 +118,35 @@ def check_data(df, feed: FeedSpec, kinds: dict, what: str = "training data") -> 
             if feed.num_classes and width != feed.num_classes:
                 raise DataError(f"{what}: label arrays in {feed.label_col!r} have {width} values, "
                                 f"the model outputs {feed.num_classes}")
-    return int(row["rows"])
+    return [int(p["rows"]) for p in parts]
+
+
+def _combine(parts: list[dict]) -> dict:
+    """Merge per-partition aggregates (sums, minima, maxima) into whole-DataFrame ones."""
+    if not parts:
+        return {"rows": 0}
+    out = {}
+    for key in parts[0]:
+        if key == "partition":
+            continue
+        values = [p[key] for p in parts if p[key] is not None]
+        if key.startswith(("min", "ymin")):
+            out[key] = min(values) if values else None
+        elif key.startswith(("max", "ymax")):
+            out[key] = max(values) if values else None
+        else:
+            out[key] = sum(values)
+    return out
 
 
 def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
                           barrier: bool):
     """Checked, repartitioned, cached training data and the row count of its smallest partition."""
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
 
     from distkeras.spark import total_slots
 
     selected, kinds = select_feed_columns(df, feed)
-    rows = check_data(selected, feed, kinds)
-    if num_workers > rows:
-        raise DataError(f"num_workers={num_workers} but the data has only {rows} rows; use fewer "
-                        "workers")
     if barrier:
         slots = total_slots(df.sparkSession)
         if num_workers > slots:
@@ -137,8 +154,16 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
                             f"slots, Spark has {slots}; lower num_workers or add executors/cores "
                             "(spark.executor.cores, spark.task.cpus)")
     prepared = selected.repartition(num_workers).persist(StorageLevel.MEMORY_AND_DISK)
-    counts = [r["n"] for r in prepared.groupBy(F.spark_partition_id().alias("p"))
-              .agg(F.count(F.lit(1)).alias("n")).collect()]
+    try:
+        counts = check_data(prepared, feed, kinds)   # also fills the cache
+    except DataError:
+        prepared.unpersist()
+        raise
+    rows = sum(counts)
+    if num_workers > rows:
+        prepared.unpersist()
+        raise DataError(f"num_workers={num_workers} but the data has only {rows} rows; use fewer "
+                        "workers")
     smallest = min(counts) if len(counts) == num_workers else 0
     if smallest < batch_size:
         prepared.unpersist()
