@@ -39,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--partitions", type=int, help="at most this many output files (coalesce, no shuffle)")
     ap.add_argument("--rows-per-file", type=int, help="at most this many rows per Parquet file")
     ap.add_argument("--compression", default="zstd", help="Parquet codec (default: %(default)s)")
+    ap.add_argument("--engine", choices=("arrow", "spark"), default="arrow",
+                    help="'arrow': executors write Parquet with pyarrow from the Arrow batches (fast); "
+                    "'spark': DataFrame.write.parquet (default: %(default)s)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     ap.add_argument("--master", help="Spark master (default: what spark-submit set, else local[*])")
     ap.add_argument("--generate", type=int, metavar="N", help="first write a Delphes-like sample of N events "
@@ -101,7 +104,7 @@ def main(argv=None) -> int:
         return 2
     spark = session(spark_master(args.master), app_name="distkeras-ingest")
     try:
-        summary = write_parquet(spark, plan, args.output, num_files=args.partitions,
+        summary = write_parquet(spark, plan, args.output, engine=args.engine, num_files=args.partitions,
                                 rows_per_file=args.rows_per_file, compression=args.compression,
                                 mode="overwrite" if args.overwrite else "errorifexists",
                                 progress_interval=args.progress_interval)

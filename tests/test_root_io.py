@@ -404,3 +404,26 @@ def test_ingest_job_help():
                 "--partition-mb", "--partition-entries", "--rows-per-file", "--master", "--generate",
                 "--source-column", "--compression", "--overwrite", "--seed"):
         assert opt in res.stdout, opt
+
+
+@pytest.mark.parametrize("engine", ["arrow", "spark"])
+def test_write_parquet_engines(spark, sample, tmp_path, engine):
+    from distkeras.io.ingest import write_parquet
+
+    _, paths = sample
+    plan = plan_root(paths[:2], "Delphes", ["Jet.PT", "Jet.BTag", "Jet_size"], entry_column="entry",
+                     source_column="file", partition_entries=60)
+    out = str(tmp_path / "pq")
+    summary = write_parquet(spark, plan, out, engine=engine, rows_per_file=25)
+    assert summary.events == 120 and summary.files == 2 and summary.output_bytes > 0
+    files = sorted(f for f in os.listdir(out) if f.endswith(".parquet"))
+    assert len(files) == 6 and os.path.exists(os.path.join(out, "_SUCCESS"))   # 25+25+10 per file
+    assert not os.path.exists(os.path.join(out, "_temporary"))
+    back = spark.read.parquet(out)
+    direct = read_root(spark, paths[:2], "Delphes", ["Jet.PT", "Jet.BTag", "Jet_size"],
+                       entry_column="entry", source_column="file")
+    assert back.schema.simpleString() == direct.schema.simpleString()
+    assert collect(back.orderBy("file", "entry")) == collect(direct)
+    with pytest.raises(Exception, match="exists|already exists"):
+        write_parquet(spark, plan, out, engine=engine)
+    assert write_parquet(spark, plan, out, engine=engine, mode="overwrite").events == 120

@@ -85,6 +85,20 @@ class _ListParam(AccumulatorParam):
         return a
 
 
+def skip_recorder(spark, plan: RootPlan):
+    """With on_bad_file="skip": a callback for executors that records failed entry ranges in a
+    Spark accumulator read by ``plan.report.runtime_skipped``; None otherwise."""
+    if plan.spec.on_bad_file != "skip":
+        return None
+    acc = spark.sparkContext.accumulator([], _ListParam())
+    plan.report._runtime = acc
+
+    def on_skip(chunk, reason):
+        acc.add([(chunk.path, chunk.start, chunk.stop, reason)])
+
+    return on_skip
+
+
 def plan_to_dataframe(spark, plan: RootPlan):
     """Run a :class:`RootPlan` as ``spark.range(n)`` + ``mapInArrow``: partition ``i`` of the
     DataFrame reads the chunks of plan partition ``i`` (works on pyspark 3.5 and 4.x)."""
@@ -97,13 +111,7 @@ def plan_to_dataframe(spark, plan: RootPlan):
         return spark.createDataFrame([], schema)
     spec = plan.spec
     groups = [[(c.path, c.start, c.stop, c.label) for c in part] for part in plan.partitions]
-    on_skip = None
-    if spec.on_bad_file == "skip":
-        acc = spark.sparkContext.accumulator([], _ListParam())
-        plan.report._runtime = acc
-
-        def on_skip(chunk, reason):
-            acc.add([(chunk.path, chunk.start, chunk.stop, reason)])
+    on_skip = skip_recorder(spark, plan)
 
     def read_partitions(batches):
         for batch in batches:
