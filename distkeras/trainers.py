@@ -43,6 +43,12 @@ class Trainer(Estimator):
             ``ps_host``; e.g. ``"0.0.0.0"`` behind NAT).
         tls_cert / tls_key: PEM files on the driver; when given, all parameter-server traffic is
             TLS and executors pin this certificate.
+        data_feed: ``"memory"`` (each worker keeps its partition in numpy), ``"stream"`` (the
+            data is staged as Parquet and every epoch streams it row group by row group with
+            pyarrow: for data larger than executor memory) or ``"petastorm"`` (the same with
+            petastorm's reader; pyspark 3.5 stack).
+        staging_dir: where ``stream``/``petastorm`` stage the Parquet files; every executor must
+            read it (HDFS, EOS, NFS; a local temp dir is fine for local masters).
         callbacks: Keras callbacks run on the driver at epoch ends (EarlyStopping, ModelCheckpoint).
         verbose: show a progress bar on the driver.
         algorithm_params: extra parameters of the update rule (``rho``, ``alpha``, ...).
@@ -58,6 +64,7 @@ class Trainer(Estimator):
                  ps_host: str | None = None, ps_port: int = 0, ps_bind_host: str | None = None,
                  tls_cert: str | None = None, tls_key: str | None = None,
                  connect_timeout: float = 30.0, round_timeout: float = 600.0,
+                 data_feed: str = "memory", staging_dir: str | None = None,
                  callbacks: Sequence = (), verbose: bool = True, **algorithm_params):
         super().__init__()
         self.keras_model = keras_model
@@ -80,6 +87,9 @@ class Trainer(Estimator):
         self.tls_cert, self.tls_key = tls_cert, tls_key
         self.connect_timeout = float(connect_timeout)
         self.round_timeout = float(round_timeout)
+        if data_feed not in ("memory", "stream", "petastorm"):
+            raise ValueError(f"data_feed={data_feed!r}: use 'memory', 'stream' or 'petastorm'")
+        self.data_feed, self.staging_dir = data_feed, staging_dir
         self.callbacks = list(callbacks or [])
         self.verbose = verbose
         self.algorithm_params = algorithm_params

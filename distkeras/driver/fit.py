@@ -107,6 +107,37 @@ def to_arrow(df):
     return pa.Table.from_batches(batches)
 
 
+def stage_parquet(prepared, trainer) -> tuple[str, list[str]]:
+    """Write the prepared partitions as Parquet (file i = worker i) for the streaming feeds."""
+    import tempfile
+    import uuid
+
+    spark = prepared.sparkSession
+    base = trainer.staging_dir
+    if base is None:
+        if not spark.sparkContext.master.startswith("local"):
+            raise ValueError(f"data_feed={trainer.data_feed!r} on a cluster needs staging_dir= "
+                             "pointing at storage every executor can read (HDFS, EOS, NFS)")
+        base = tempfile.gettempdir()
+    if trainer.data_feed == "petastorm":
+        from distkeras.executor.sources import _require_petastorm
+
+        _require_petastorm()
+    path = f"{base.rstrip('/')}/distkeras-stage-{uuid.uuid4().hex[:12]}"
+    (prepared.write.option("parquet.block.size", 8 * 1024 * 1024)
+     .option("compression", "snappy").parquet(path))
+    files = sorted(spark.read.parquet(path).inputFiles())
+    log.info("staged %d Parquet files for streaming under %s", len(files), path)
+    return path, files
+
+
+def remove_path(spark, path: str) -> None:
+    """Delete a directory through Hadoop's FileSystem (local, HDFS, ...)."""
+    jvm = spark.sparkContext._jvm  # noqa: SLF001 - no Python API for Hadoop filesystems
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(hpath, True)
+
+
 def server_tls(cert: str | None, key: str | None):
     """Server-side TLS context from PEM files, or None."""
     if not cert:
@@ -132,8 +163,15 @@ def run_training(trainer, df, validation_data, callbacks):
     barrier = algorithm.synchronous and trainer.num_workers > 1
     prepared, rows = preflight.prepare_training_data(df, feed, trainer.num_workers,
                                                      trainer.batch_size, barrier)
+    staged = None
     try:
         val = collect_arrays(validation_data, feed) if validation_data is not None else None
+        job_df, stream = prepared, None
+        if trainer.data_feed != "memory":
+            staged, files = stage_parquet(prepared, trainer)
+            stream = {"files": files, "reader": "pyarrow" if trainer.data_feed == "stream"
+                      else "petastorm"}
+            job_df = df.sparkSession.range(0, trainer.num_workers, 1, trainer.num_workers)
         steps = rows // trainer.batch_size
         if algorithm.communication_window is not None and algorithm.communication_window > steps:
             log.warning("communication window %d > %d steps per epoch: workers exchange once "
@@ -148,13 +186,16 @@ def run_training(trainer, df, validation_data, callbacks):
                              host=trainer.ps_bind_host or host, port=trainer.ps_port,
                              ssl_context=server_tls(trainer.tls_cert, trainer.tls_key),
                              round_timeout=trainer.round_timeout,
-                             epoch_barrier=bool(callbacks)) as ps:
+                             # workers wait at epoch ends while the driver validates θ̃ and
+                             # runs callbacks: otherwise a fast epoch's val_* are measured on
+                             # whatever θ̃ is current when the driver gets to it
+                             epoch_barrier=bool(callbacks) or val is not None) as ps:
             trainer.parameter_server = ps
             spec = {
                 "model_json": model.to_json(), "loss": loss, "optimizer": optimizer,
                 "metrics": trainer.metrics, "feed": feed.to_dict(), "seed": trainer.seed,
                 "batch_size": trainer.batch_size, "steps_per_epoch": steps,
-                "epochs": trainer.num_epoch, "algorithm": algorithm.name,
+                "epochs": trainer.num_epoch, "algorithm": algorithm.name, "stream": stream,
                 "algorithm_params": {"communication_window": algorithm.communication_window,
                                      "learning_rate": lr, "num_workers": trainer.num_workers,
                                      **trainer.algorithm_params},
@@ -162,7 +203,7 @@ def run_training(trainer, df, validation_data, callbacks):
                        "connect_timeout": trainer.connect_timeout,
                        "tls_cert": open(trainer.tls_cert).read() if trainer.tls_cert else None},
             }
-            job = SparkJob(prepared, remote.train_task(spec), remote.STATUS_DDL, barrier=barrier,
+            job = SparkJob(job_df, remote.train_task(spec), remote.STATUS_DDL, barrier=barrier,
                            description=f"distkeras {type(trainer).__name__}").start()
             try:
                 history = _monitor(trainer, ps, job, driver_model, flat,
@@ -177,6 +218,8 @@ def run_training(trainer, df, validation_data, callbacks):
     finally:
         trainer.parameter_server = None
         prepared.unpersist()
+        if staged:
+            remove_path(df.sparkSession, staged)
     keras_models = []
     for vector in members:
         member = keras.models.clone_model(driver_model)

@@ -71,26 +71,37 @@ def train_task(spec: dict) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.R
         ctx = _task_context()
         worker = ctx.partitionId() if ctx else 0
         attempt = ctx.attemptNumber() if ctx else 0
-        batches = list(batches)
-        if not batches or sum(b.num_rows for b in batches) == 0:
-            raise ValueError(f"worker {worker}: empty partition (more workers than rows?)")
-        table = pa.Table.from_batches(batches)
-        del batches
-        stats = _train_worker(spec, table, worker, attempt, ctx)
+        stats = _train_worker(spec, _source(spec, batches, worker), worker, attempt, ctx)
         yield pa.RecordBatch.from_pylist([stats], schema=STATUS_SCHEMA)
 
     return run
 
 
-def _train_worker(spec: dict, table: pa.Table, worker: int, attempt: int, ctx) -> dict:
+def _source(spec: dict, batches: Iterator[pa.RecordBatch], worker: int):
+    """The worker's data: its partition in memory, or its staged Parquet files streamed."""
+    from distkeras.executor.sources import MemorySource, StreamSource
+
+    feed = FeedSpec.from_dict(spec["feed"])
+    stream = spec.get("stream")
+    if stream:
+        for _ in batches:   # one placeholder row per worker
+            pass
+        prefix = f"part-{worker:05d}"
+        files = [f for f in stream["files"] if f.rsplit("/", 1)[-1].startswith(prefix)]
+        return StreamSource(files, feed, int(spec["seed"]), worker, stream["reader"])
+    batches = list(batches)
+    if not batches or sum(b.num_rows for b in batches) == 0:
+        raise ValueError(f"worker {worker}: empty partition (more workers than rows?)")
+    xs, y = feed.arrays(pa.Table.from_batches(batches))
+    return MemorySource(xs, y, int(spec["seed"]), worker)
+
+
+def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
     from distkeras import algorithms
     from distkeras.executor.replica import Replica, build_model, setup_tensorflow
     from distkeras.transport import Client
 
     started = time.perf_counter()
-    feed = FeedSpec.from_dict(spec["feed"])
-    xs, y = feed.arrays(table)
-    del table
     threads, gpus = _task_resources(ctx)
     setup_tensorflow(threads, gpus)
     import keras
@@ -115,14 +126,14 @@ def _train_worker(spec: dict, table: pa.Table, worker: int, attempt: int, ctx) -
         pending = 0          # samples not yet reported to the server
         stop = False
         for epoch in range(start_epoch, epochs):
-            order = np.random.default_rng([int(spec["seed"]), worker, epoch]).permutation(len(y))
+            source.start_epoch(epoch)
             replica.reset_metrics()
             step = since_exchange = 0
             while step < steps and not stop:
                 k = min(window - since_exchange, steps - step)
-                idx = order[step * batch:(step + k) * batch]
-                replica.train([x[idx].reshape((k, batch) + x.shape[1:]) for x in xs],
-                              y[idx].reshape((k, batch) + y.shape[1:]))
+                xs, y = source.take(k * batch)
+                replica.train([x.reshape((k, batch) + x.shape[1:]) for x in xs],
+                              y.reshape((k, batch) + y.shape[1:]))
                 step += k
                 since_exchange += k
                 pending += k * batch

@@ -1,0 +1,118 @@
+"""Where a worker's mini-batches come from, epoch after epoch.
+
+``MemorySource`` keeps the partition in numpy (read once, reshuffled every epoch): the default,
+fastest when the partition fits in executor memory. ``StreamSource`` streams the worker's Parquet
+files row group by row group every epoch, for data larger than executor memory; it reads with
+pyarrow, or with petastorm's ``make_batch_reader`` where petastorm is installed (the pyspark 3.5
+stack). Row groups are visited in a new order each epoch and rows are shuffled within each one.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+
+from distkeras.executor.feed import FeedSpec
+
+log = logging.getLogger(__name__)
+
+
+class MemorySource:
+    """A partition held as numpy arrays; a fresh permutation per (seed, worker, epoch)."""
+
+    def __init__(self, xs: list[np.ndarray], y: np.ndarray, seed: int, worker: int):
+        self.xs, self.y, self.seed, self.worker = xs, y, seed, worker
+        self.rows = len(y)
+
+    def start_epoch(self, epoch: int) -> None:
+        self._order = np.random.default_rng([self.seed, self.worker, epoch]).permutation(self.rows)
+        self._pos = 0
+
+    def take(self, n: int) -> tuple[list[np.ndarray], np.ndarray]:
+        idx = self._order[self._pos:self._pos + n]
+        self._pos += n
+        return [x[idx] for x in self.xs], self.y[idx]
+
+
+class StreamSource:
+    """A worker's Parquet files, streamed every epoch (pyarrow or petastorm reader)."""
+
+    def __init__(self, files: list[str], feed: FeedSpec, seed: int, worker: int,
+                 reader: str = "pyarrow"):
+        if not files:
+            raise FileNotFoundError(f"worker {worker}: no staged Parquet files to stream")
+        if reader == "petastorm":
+            _require_petastorm()
+        self.files, self.feed, self.seed, self.worker, self.reader = files, feed, seed, worker, reader
+
+    def start_epoch(self, epoch: int) -> None:
+        self._rng = np.random.default_rng([self.seed, self.worker, epoch])
+        self._make_blocks = (self._petastorm_blocks if self.reader == "petastorm"
+                             else self._arrow_blocks)
+        self._blocks = self._make_blocks()
+        self._buffer: list[tuple[list[np.ndarray], np.ndarray]] = []
+        self._buffered = 0
+
+    def take(self, n: int) -> tuple[list[np.ndarray], np.ndarray]:
+        while self._buffered < n:
+            try:
+                table = next(self._blocks)
+            except StopIteration:   # fewer rows than asked: wrap around (a new pass)
+                self._blocks = self._make_blocks()
+                continue
+            xs, y = self.feed.arrays(table)
+            order = self._rng.permutation(len(y))
+            self._buffer.append(([x[order] for x in xs], y[order]))
+            self._buffered += len(y)
+        xs = [np.concatenate([b[0][i] for b in self._buffer]) for i in range(len(self.feed.inputs))]
+        y = np.concatenate([b[1] for b in self._buffer])
+        self._buffer = [([x[n:] for x in xs], y[n:])] if len(y) > n else []
+        self._buffered = len(y) - n
+        return [x[:n] for x in xs], y[:n]
+
+    def _arrow_blocks(self):
+        import pyarrow.parquet as pq
+
+        files = [pq.ParquetFile(_open(f)) for f in self.files]
+        groups = [(f, g) for f in files for g in range(f.num_row_groups)]
+        for i in self._rng.permutation(len(groups)):
+            file, group = groups[i]
+            yield file.read_row_group(group, columns=self.feed.columns)
+
+    def _petastorm_blocks(self):
+        from petastorm import make_batch_reader
+
+        urls = [f if "://" in f else f"file://{f}" for f in self.files]
+        with make_batch_reader(urls, num_epochs=1, shuffle_row_groups=True,
+                               seed=int(self._rng.integers(2 ** 31)), workers_count=1,
+                               schema_fields=self.feed.columns) as reader:
+            for batch in reader:
+                yield pa.table({c: _to_arrow(getattr(batch, c)) for c in self.feed.columns})
+
+
+def _open(uri: str):
+    """A local path or any URI pyarrow has a filesystem for (file://, hdfs://, s3://, ...)."""
+    if "://" not in uri:
+        return uri
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    return filesystem.open_input_file(path)
+
+
+def _to_arrow(values: np.ndarray) -> pa.Array:
+    """petastorm's numpy column → Arrow (fixed-size lists for 2-D arrays)."""
+    if values.ndim == 2:
+        flat = pa.array(np.ascontiguousarray(values).ravel())
+        return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+    return pa.array(values)
+
+
+def _require_petastorm() -> None:
+    try:
+        import petastorm  # noqa: F401
+    except ImportError:
+        raise ImportError("data_feed='petastorm' needs petastorm, which runs on the pyspark 3.5 / "
+                          "pyarrow 14 / numpy<2 stack (pip install -c constraints/spark35.txt "
+                          "-e '.[petastorm]'); use data_feed='stream' for the pyarrow reader")
