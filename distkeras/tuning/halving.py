@@ -21,7 +21,6 @@ import logging
 import math
 
 from distkeras.tuning import space as spaces
-from distkeras.tuning.scheduler import better
 from distkeras.tuning.search import Search
 
 log = logging.getLogger(__name__)

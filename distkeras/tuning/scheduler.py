@@ -59,6 +59,7 @@ class TrialRunner:
         self.bar = bar
         self.poll = poll
         self.best: float | None = None
+        self.failed = 0
 
     def _submit(self, spec: dict) -> SparkJob:
         df = self.spark.range(0, 1, 1, 1)
@@ -77,13 +78,12 @@ class TrialRunner:
         result["score"] = score if result["status"] == "ok" else float("nan")
         if better(result["score"], self.best, self.mode):
             self.best = result["score"]
+        self.failed += result["status"] != "ok"
         if self.bar is not None:
             self.bar.update(1)
-            failed = getattr(self.bar, "_failed", 0) + (result["status"] != "ok")
-            self.bar._failed = failed
             post = {f"best {self.metric}": "-" if self.best is None else f"{self.best:.4f}"}
-            if failed:
-                post["failed"] = failed
+            if self.failed:
+                post["failed"] = self.failed
             self.bar.set_postfix(post)
         log.debug("trial %s: %s %s", spec["trial"], result["status"], result.get("error") or "")
         return result
