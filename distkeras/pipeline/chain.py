@@ -103,10 +103,10 @@ def run_pipeline(spark, cfg: PipelineConfig) -> dict[str, Any]:
                   validation_df=test_df)
     runs = []
     for name in (cfg.trainer, *cfg.baselines):
-        kwargs = dict(common, verbose=cfg.verbose)
-        if name == cfg.trainer:
-            kwargs.update(workers=cfg.workers, optimizer=cfg.optimizer,
-                          communication_window=cfg.communication_window, **cfg.algorithm_params)
+        kwargs = dict(common, workers=cfg.workers, verbose=cfg.verbose)
+        if name == cfg.trainer:     # algorithm settings only for the trainer they were given for
+            kwargs.update(optimizer=cfg.optimizer, communication_window=cfg.communication_window,
+                          **cfg.algorithm_params)
         run = training.train(train_df, cfg.model, name, **kwargs)
         training.save_run(run, os.path.join(out, "models", report.slug(run.name)),
                           history_png=os.path.join(out, f"history_{report.slug(run.name)}.png"))
