@@ -120,9 +120,8 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
         hello = client.request(messages.HELLO, payload={
             "pid": os.getpid(), "host": socket.gethostname(), "attempt": attempt})
         start_epoch = int(hello.payload["start_epoch"])
-        theta = client.request(messages.PULL).payload.copy()
-        replica.weights.set(theta)
-        anchor = theta
+        anchor = client.request(messages.PULL).payload.copy()
+        start = anchor        # weights to load at the next graph call
         pending = 0          # samples not yet reported to the server
         stop = False
         for epoch in range(start_epoch, epochs):
@@ -131,21 +130,22 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
             step = since_exchange = 0
             while step < steps and not stop:
                 k = min(window - since_exchange, steps - step)
+                exchange = not algorithm.independent and (since_exchange + k == window
+                                                          or step + k == steps)
                 xs, y = source.take(k * batch)
-                replica.train([x.reshape((k, batch) + x.shape[1:]) for x in xs],
-                              y.reshape((k, batch) + y.shape[1:]))
+                theta = replica.train([x.reshape((k, batch) + x.shape[1:]) for x in xs],
+                                      y.reshape((k, batch) + y.shape[1:]), start=start,
+                                      fetch=exchange)
+                start = None
                 step += k
                 since_exchange += k
                 pending += k * batch
-                if algorithm.independent or (since_exchange < window and step < steps):
+                if not exchange:
                     continue
-                theta = replica.weights.get()
                 reply = client.request(messages.COMMIT, payload=algorithm.worker_send(theta, anchor),
                                        aux=pending)
-                theta = np.ascontiguousarray(algorithm.worker_receive(theta, anchor, reply.payload),
-                                             dtype=np.float32).copy()
-                replica.weights.set(theta)
-                anchor = theta
+                anchor = start = np.ascontiguousarray(
+                    algorithm.worker_receive(theta, anchor, reply.payload), dtype=np.float32).copy()
                 samples += pending
                 pending = since_exchange = 0
                 stop = bool(reply.flags & messages.FLAG_STOP)
@@ -159,6 +159,8 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
             if stop or reply.flags & messages.FLAG_STOP:
                 break
         if algorithm.independent:
+            if start is not None:     # no local step ran after the pull (a resumed, done worker)
+                replica.weights.set(start)
             client.request(messages.FINAL, payload=replica.weights.get())
         client.request(messages.DONE)
     return {"worker": worker, "attempt": attempt, "epochs": epochs_run, "samples": samples,
