@@ -24,6 +24,7 @@ _LAZY = {
     "evaluation": None,
     "features": None,
     "models": None,
+    "pipeline": None,
     "spark": None,
     "trainers": None,
     "transport": None,
