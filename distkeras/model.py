@@ -118,9 +118,6 @@ class KerasModel(Model):
         with open(os.path.join(path, "distkeras.json"), "w", encoding="utf-8") as fh:
             json.dump(meta, fh, indent=1, default=str)
 
-    def write(self):  # pyspark's MLWritable API name
-        raise NotImplementedError("use KerasModel.save(path) / distkeras.load_model(path)")
-
 
 def load_model(path: str) -> KerasModel:
     """Load a :class:`KerasModel` written by ``KerasModel.save``."""

@@ -191,18 +191,8 @@ def run_training(trainer, df, validation_data, callbacks):
                              # whatever θ̃ is current when the driver gets to it
                              epoch_barrier=bool(callbacks) or val is not None) as ps:
             trainer.parameter_server = ps
-            spec = {
-                "model_json": model.to_json(), "loss": loss, "optimizer": optimizer,
-                "metrics": trainer.metrics, "feed": feed.to_dict(), "seed": trainer.seed,
-                "batch_size": trainer.batch_size, "steps_per_epoch": steps,
-                "epochs": trainer.num_epoch, "algorithm": algorithm.name, "stream": stream,
-                "algorithm_params": {"communication_window": algorithm.communication_window,
-                                     "learning_rate": lr, "num_workers": trainer.num_workers,
-                                     **trainer.algorithm_params},
-                "ps": {"host": host, "port": ps.address[1], "secret": ps.secret,
-                       "connect_timeout": trainer.connect_timeout,
-                       "tls_cert": open(trainer.tls_cert).read() if trainer.tls_cert else None},
-            }
+            spec = _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, lr,
+                              stream, host, ps)
             job = SparkJob(job_df, remote.train_task(spec), remote.STATUS_DDL, barrier=barrier,
                            description=f"distkeras {type(trainer).__name__}").start()
             try:
@@ -227,6 +217,23 @@ def run_training(trainer, df, validation_data, callbacks):
         keras_models.append(member)
     return KerasModel(driver_model, history=history, feed=feed,
                       prediction_col=trainer.prediction_col, members=keras_models)
+
+
+def _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, lr, stream, host,
+               ps) -> dict:
+    """Everything a worker task needs, as plain JSON-able values (+ the per-run secret)."""
+    return {
+        "model_json": model.to_json(), "loss": loss, "optimizer": optimizer,
+        "metrics": trainer.metrics, "feed": feed.to_dict(), "seed": trainer.seed,
+        "batch_size": trainer.batch_size, "steps_per_epoch": steps,
+        "epochs": trainer.num_epoch, "algorithm": algorithm.name, "stream": stream,
+        "algorithm_params": {"communication_window": algorithm.communication_window,
+                             "learning_rate": lr, "num_workers": trainer.num_workers,
+                             **trainer.algorithm_params},
+        "ps": {"host": host, "port": ps.address[1], "secret": ps.secret,
+               "connect_timeout": trainer.connect_timeout,
+               "tls_cert": open(trainer.tls_cert).read() if trainer.tls_cert else None},
+    }
 
 
 def _monitor(trainer, ps, job, driver_model, flat, val, callbacks, steps):
