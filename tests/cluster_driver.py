@@ -14,7 +14,7 @@ spark = session(sys.argv[1], app_name="distkeras-cluster-test",
                       "spark.executor.memory": "1g", "spark.task.maxFailures": "2"})
 train = blobs_df(spark, 3000, seed=0)
 fitted = dk.trainers.ADAG(mlp(), loss="categorical_crossentropy", num_workers=2, batch_size=32,
-                          num_epoch=3, learning_rate=0.01, verbose=False).fit(train)
+                          num_epoch=3, learning_rate=0.03, verbose=False).fit(train)
 x, y = blobs(1000, seed=1)
 scored = fitted.transform(blobs_df(spark, 500, seed=2)).select("prediction").count()
 print("RESULT " + json.dumps({

@@ -19,7 +19,7 @@ def train(spark):
 
 def fit(train, feed, staging_dir):
     trainer = dk.trainers.ADAG(mlp(), loss="categorical_crossentropy", num_workers=2,
-                               batch_size=32, num_epoch=3, learning_rate=0.01, verbose=False,
+                               batch_size=32, num_epoch=3, learning_rate=0.03, verbose=False,
                                data_feed=feed, staging_dir=staging_dir)
     fitted = trainer.fit(train)
     x, y = blobs(1500, seed=1)

@@ -21,7 +21,7 @@ def train(spark):
 
 def adag(model=None, **kw):
     kw = {"loss": "categorical_crossentropy", "num_workers": 2, "batch_size": 32, "num_epoch": 1,
-          "learning_rate": 0.01, "verbose": False, **kw}
+          "learning_rate": 0.03, "verbose": False, **kw}
     return dk.trainers.ADAG(model or mlp(), **kw)
 
 
