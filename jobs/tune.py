@@ -101,6 +101,8 @@ def parser() -> argparse.ArgumentParser:
                    help="max or min (default: min for losses, else max)")
     p.add_argument("--cores-per-trial", type=int, default=1,
                    help="TensorFlow threads per trial; trials at once = task slots // this")
+    p.add_argument("--steps-per-execution", type=int, default=16,
+                   help="batches per compiled TensorFlow call in a trial's fit (speed only)")
     p.add_argument("--seed", type=int, default=42, help="seeds sampling, splits and trials")
     p.add_argument("--master", default=None,
                    help="Spark master URL (default: what spark-submit set, else local[*])")
@@ -120,7 +122,7 @@ def make_search(args):
                   loss="categorical_crossentropy", metric=args.metric, mode=args.mode,
                   folds=args.folds, validation_fraction=args.validation_fraction,
                   sample_fraction=args.sample_fraction, cores_per_trial=args.cores_per_trial,
-                  seed=args.seed, verbose=not args.quiet)
+                  steps_per_execution=args.steps_per_execution, seed=args.seed, verbose=not args.quiet)
     if args.search == "grid":
         return tuning.GridSearch(build_hlf, space, epochs=args.epochs, **common)
     if args.search == "random":

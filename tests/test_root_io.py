@@ -427,3 +427,23 @@ def test_write_parquet_engines(spark, sample, tmp_path, engine):
     with pytest.raises(Exception, match="exists|already exists"):
         write_parquet(spark, plan, out, engine=engine)
     assert write_parquet(spark, plan, out, engine=engine, mode="overwrite").events == 120
+
+
+def test_arrow_engine_dictionary_only_for_integer_columns(spark, sample, tmp_path):
+    """Float branches are written plain (a dictionary of near-unique floats only costs time and
+    bytes); integer branches and the file name keep their dictionary."""
+    import pyarrow.parquet as pq
+
+    from distkeras.io.ingest import write_parquet
+
+    _, paths = sample
+    plan = plan_root(paths[:1], "Delphes", ["Jet.PT", "Jet.BTag", "Jet_size"], source_column="file")
+    out = str(tmp_path / "pq")
+    write_parquet(spark, plan, out)
+    meta = pq.ParquetFile(next(os.path.join(out, f) for f in os.listdir(out)
+                               if f.endswith(".parquet"))).metadata
+    chunks = {meta.schema.column(i).path: meta.row_group(0).column(i)
+              for i in range(meta.num_columns)}
+    dictionary = {path: any("DICTIONARY" in e for e in c.encodings) for path, c in chunks.items()}
+    assert dictionary == {"Jet_PT.list.element": False, "Jet_BTag.list.element": True,
+                          "Jet_size": True, "file": True}, dictionary

@@ -45,6 +45,9 @@ class Search:
             ``validation_fraction``.
         sample_fraction: tune on a seeded sample of the DataFrame.
         cores_per_trial: TensorFlow threads per trial; trials at once = slots // cores_per_trial.
+        steps_per_execution: batches per compiled TensorFlow call in each trial's ``fit``
+            (Keras' compile option; the same training, fewer Python round trips: small models
+            train several times faster with 16 than with 1).
         max_concurrent: cap on trials at once.
         seed: seeds sampling, splits and every trial (trial seed = seed + trial id).
         verbose: tqdm progress bar on the driver.
@@ -57,7 +60,8 @@ class Search:
                  metric: str = "val_accuracy", mode: str | None = None, folds: int | None = None,
                  validation_fraction: float = 0.2, sample_fraction: float | None = None,
                  cores_per_trial: int = 1, max_concurrent: int | None = None,
-                 input_shapes=None, seed: int = 42, verbose: bool = True):
+                 steps_per_execution: int = 16, input_shapes=None, seed: int = 42,
+                 verbose: bool = True):
         if not callable(build_fn):
             raise spaces.SpaceError(f"build_fn must be callable, got {build_fn!r}")
         self.build_fn = build_fn
@@ -81,11 +85,14 @@ class Search:
                                     f"{validation_fraction}")
         if sample_fraction is not None and not 0 < sample_fraction <= 1:
             raise spaces.SpaceError(f"sample_fraction must be in (0, 1], got {sample_fraction}")
-        if int(cores_per_trial) < 1 or (max_concurrent is not None and int(max_concurrent) < 1):
-            raise spaces.SpaceError("cores_per_trial and max_concurrent must be positive")
+        if (int(cores_per_trial) < 1 or int(steps_per_execution) < 1
+                or (max_concurrent is not None and int(max_concurrent) < 1)):
+            raise spaces.SpaceError("cores_per_trial, steps_per_execution and max_concurrent "
+                                    "must be positive")
         self.folds, self.validation_fraction = folds, float(validation_fraction)
         self.sample_fraction = sample_fraction
         self.cores_per_trial, self.max_concurrent = int(cores_per_trial), max_concurrent
+        self.steps_per_execution = int(steps_per_execution)
         self.input_shapes = input_shapes
         self.seed, self.verbose = int(seed), verbose
 
@@ -111,6 +118,7 @@ class Search:
                 "metrics": self.metrics, "features_col": self.features_col,
                 "label_col": self.label_col, "input_shapes": self.input_shapes,
                 "folds": self.folds, "validation_fraction": self.validation_fraction,
+                "steps_per_execution": self.steps_per_execution,
                 "split_seed": self.seed, "seed": self.seed + trial}
         spec.update(overrides)
         return spec

@@ -41,7 +41,8 @@ def compile_model(model, spec: dict):
                          "compile the model in build_fn")
     optimizer = spec.get("optimizer") or (model.optimizer if compiled else "adam")
     model.compile(optimizer=make_optimizer(optimizer, spec.get("learning_rate")), loss=loss,
-                  metrics=list(spec.get("metrics") or []))
+                  metrics=list(spec.get("metrics") or []),
+                  steps_per_execution=int(spec.get("steps_per_execution") or 1))
     return loss
 
 
