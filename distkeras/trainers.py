@@ -50,6 +50,9 @@ class Trainer(Estimator):
         staging_dir: where ``stream``/``petastorm`` stage the Parquet files; every executor must
             read it (HDFS, EOS, NFS; a local temp dir is fine for local masters).
         callbacks: Keras callbacks run on the driver at epoch ends (EarlyStopping, ModelCheckpoint).
+        jit_compile: compile each communication window with XLA: ``"auto"`` (where the model
+            supports it, on CPU and GPU alike; falls back without XLA if compilation fails),
+            ``True`` or ``False``.
         verbose: show a progress bar on the driver.
         algorithm_params: extra parameters of the update rule (``rho``, ``alpha``, ...).
     """
@@ -65,7 +68,8 @@ class Trainer(Estimator):
                  tls_cert: str | None = None, tls_key: str | None = None,
                  connect_timeout: float = 30.0, round_timeout: float = 600.0,
                  data_feed: str = "memory", staging_dir: str | None = None,
-                 callbacks: Sequence = (), verbose: bool = True, **algorithm_params):
+                 callbacks: Sequence = (), jit_compile: bool | str = "auto",
+                 verbose: bool = True, **algorithm_params):
         super().__init__()
         self.keras_model = keras_model
         self.loss = loss
@@ -91,6 +95,9 @@ class Trainer(Estimator):
             raise ValueError(f"data_feed={data_feed!r}: use 'memory', 'stream' or 'petastorm'")
         self.data_feed, self.staging_dir = data_feed, staging_dir
         self.callbacks = list(callbacks or [])
+        if jit_compile not in ("auto", True, False):
+            raise ValueError(f"jit_compile={jit_compile!r}: use 'auto', True or False")
+        self.jit_compile = jit_compile
         self.verbose = verbose
         self.algorithm_params = algorithm_params
         self.parameter_server = None   # the live server while fit() runs (stats for notebooks)

@@ -227,6 +227,7 @@ def _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, lr, stre
         "metrics": trainer.metrics, "feed": feed.to_dict(), "seed": trainer.seed,
         "batch_size": trainer.batch_size, "steps_per_epoch": steps,
         "epochs": trainer.num_epoch, "algorithm": algorithm.name, "stream": stream,
+        "jit_compile": trainer.jit_compile,
         "algorithm_params": {"communication_window": algorithm.communication_window,
                              "learning_rate": lr, "num_workers": trainer.num_workers,
                              **trainer.algorithm_params},
@@ -265,7 +266,8 @@ def _monitor(trainer, ps, job, driver_model, flat, val, callbacks, steps):
                                                    return_dict=True,
                                                    batch_size=max(256, trainer.batch_size))
                     logs.update({f"val_{k}": float(v) for k, v in scores.items()})
-                logs["epoch_seconds"] = time.perf_counter() - epoch_start
+                ended = ps.epoch_finished_at.get(reported, time.perf_counter())
+                logs["epoch_seconds"] = ended - epoch_start
                 history.record(reported, logs)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k != "epoch_seconds"})
                 cbs.on_epoch_end(reported, logs)
@@ -274,7 +276,7 @@ def _monitor(trainer, ps, job, driver_model, flat, val, callbacks, steps):
                     ps.request_stop()
                 ps.epoch_processed(reported)
                 reported += 1
-                epoch_start = time.perf_counter()
+                epoch_start = ended
                 if not driver_model.stop_training and reported < trainer.num_epoch:
                     cbs.on_epoch_begin(reported)
             if not alive:

@@ -75,6 +75,7 @@ class ParameterServer:
         self._stats = {w: _WorkerStats() for w in range(self.num_workers)}
         self._completed_epochs = [0] * self.num_workers
         self.epoch_logs: dict[int, dict[int, dict]] = collections.defaultdict(dict)
+        self.epoch_finished_at: dict[int, float] = {}   # perf_counter when the last worker ended it
         self.final_models: dict[int, np.ndarray] = {}
         self.samples_seen = 0
         self.failure: str | None = None
@@ -169,6 +170,8 @@ class ParameterServer:
             epoch = int(body["epoch"])
             self.epoch_logs[epoch][worker] = dict(body.get("logs", {}))
             self._completed_epochs[worker] = max(self._completed_epochs[worker], epoch + 1)
+            if self.completed_epochs() > epoch:
+                self.epoch_finished_at.setdefault(epoch, time.perf_counter())
             if self.epoch_barrier:
                 with self._cond:
                     if not self._cond.wait_for(lambda: self._epochs_processed > epoch or self._stop

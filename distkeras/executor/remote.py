@@ -24,9 +24,11 @@ log = logging.getLogger(__name__)
 
 STATUS_SCHEMA = pa.schema([("worker", pa.int32()), ("attempt", pa.int32()),
                            ("epochs", pa.int32()), ("samples", pa.int64()),
-                           ("seconds", pa.float64()), ("host", pa.string()), ("pid", pa.int64())])
-STATUS_DDL = ("worker int, attempt int, epochs int, samples bigint, seconds double, host string, "
-              "pid bigint")
+                           ("seconds", pa.float64()), ("compute_seconds", pa.float64()),
+                           ("exchange_seconds", pa.float64()), ("host", pa.string()),
+                           ("pid", pa.int64())])
+STATUS_DDL = ("worker int, attempt int, epochs int, samples bigint, seconds double, "
+              "compute_seconds double, exchange_seconds double, host string, pid bigint")
 
 
 def _task_context():
@@ -108,20 +110,21 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
 
     keras.utils.set_random_seed(int(spec["seed"]) + worker)
     model = build_model(spec["model_json"], spec["loss"], spec["optimizer"], spec["metrics"])
-    replica = Replica(model)
+    replica = Replica(model, spec.get("jit_compile", "auto"))
     algorithm = algorithms.get(spec["algorithm"], **spec["algorithm_params"])
 
     batch, steps, epochs = int(spec["batch_size"]), int(spec["steps_per_epoch"]), int(spec["epochs"])
     window = algorithm.communication_window or steps
     ps = spec["ps"]
     samples, epochs_run = 0, 0
+    compute = exchange_seconds = 0.0     # local steps (data + graph call) / commit + reply
     with Client(ps["host"], ps["port"], ps["secret"], worker, connect_timeout=ps["connect_timeout"],
                 ssl_context=client_tls(ps.get("tls_cert"))) as client:
         hello = client.request(messages.HELLO, payload={
             "pid": os.getpid(), "host": socket.gethostname(), "attempt": attempt})
         start_epoch = int(hello.payload["start_epoch"])
         anchor = client.request(messages.PULL).payload.copy()
-        start = anchor        # weights to load at the next graph call
+        start = anchor        # weights to load at the next graph call (None: keep the replica's)
         pending = 0          # samples not yet reported to the server
         stop = False
         for epoch in range(start_epoch, epochs):
@@ -132,10 +135,12 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
                 k = min(window - since_exchange, steps - step)
                 exchange = not algorithm.independent and (since_exchange + k == window
                                                           or step + k == steps)
+                t0 = time.perf_counter()
                 xs, y = source.take(k * batch)
                 theta = replica.train([x.reshape((k, batch) + x.shape[1:]) for x in xs],
-                                      y.reshape((k, batch) + y.shape[1:]), start=start,
-                                      fetch=exchange)
+                                      y.reshape((k, batch) + y.shape[1:]), start=start)
+                t1 = time.perf_counter()
+                compute += t1 - t0
                 start = None
                 step += k
                 since_exchange += k
@@ -146,6 +151,7 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
                                        aux=pending)
                 anchor = start = np.ascontiguousarray(
                     algorithm.worker_receive(theta, anchor, reply.payload), dtype=np.float32).copy()
+                exchange_seconds += time.perf_counter() - t1
                 samples += pending
                 pending = since_exchange = 0
                 stop = bool(reply.flags & messages.FLAG_STOP)
@@ -159,10 +165,10 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
             if stop or reply.flags & messages.FLAG_STOP:
                 break
         if algorithm.independent:
-            if start is not None:     # no local step ran after the pull (a resumed, done worker)
-                replica.weights.set(start)
-            client.request(messages.FINAL, payload=replica.weights.get())
+            # start: no local step ran after the pull (a resumed worker that was already done)
+            client.request(messages.FINAL, payload=replica.theta if start is None else start)
         client.request(messages.DONE)
     return {"worker": worker, "attempt": attempt, "epochs": epochs_run, "samples": samples,
-            "seconds": time.perf_counter() - started, "host": socket.gethostname(),
+            "seconds": time.perf_counter() - started, "compute_seconds": compute,
+            "exchange_seconds": exchange_seconds, "host": socket.gethostname(),
             "pid": os.getpid()}

@@ -102,47 +102,77 @@ class FlatWeights:
         self._set(np.ascontiguousarray(vector, dtype=np.float32))
 
 
+def supports_xla(model) -> bool:
+    """Whether XLA can compile ``model``'s training step: Keras' own test (every layer
+    ``supports_jit``, op determinism off)."""
+    try:
+        from keras.src.trainers.trainer import model_supports_jit
+    except ImportError:  # a Keras without the helper: ask the layers
+        return all(getattr(layer, "supports_jit", True) for layer in model._flatten_layers())
+    return bool(model_supports_jit(model))
+
+
 class Replica:
     """A compiled model whose local steps run ``k`` batches per graph call.
 
-    Setting the replica's weights before the steps and reading them after are fused into the
-    same graph call, so an exchange every λ steps costs no extra TensorFlow dispatch.
+    Loading the replica's weights before the steps and reading them after are fused into the
+    same graph call, so an exchange every λ steps costs no extra TensorFlow dispatch (and one
+    compiled program serves every window of the same length).
+
+    ``jit_compile``: compile the window with XLA. ``"auto"`` uses it whenever the model supports
+    it, on CPU too (Keras' own "auto" skips XLA on CPU-only machines; for a window of steps it
+    measured 2.6x faster per step for the HLF classifier and 3x for the GRU sequence model on
+    CPU, for about one second of compilation). If XLA cannot compile the model, the replica
+    logs a warning and trains without it.
     """
 
-    def __init__(self, model):
-        import tensorflow as tf
-
+    def __init__(self, model, jit_compile: bool | str = "auto"):
         self.model = model
         self.weights = FlatWeights(model)
+        self.theta = self.weights.get()      # the replica's weights after its last window
         self._built = False
-        multi = len(model.inputs) > 1
-        weights = self.weights
+        self._called = False
+        self.jit_compile = supports_xla(model) if jit_compile == "auto" else bool(jit_compile)
+        self._run_steps = self._compile(self.jit_compile)
 
-        @tf.function(reduce_retracing=True)
-        def run_steps(xs, y, start, assign: bool, fetch: bool):
-            if assign:
-                weights._set.python_function(start)
+    def _compile(self, jit_compile: bool):
+        import tensorflow as tf
+
+        model, weights, multi = self.model, self.weights, len(self.model.inputs) > 1
+
+        def run_steps(xs, y, start):
+            weights._set.python_function(start)
             for i in tf.range(tf.shape(y)[0]):
                 x = [t[i] for t in xs] if multi else xs[0][i]
                 model.train_step((x, y[i]))
-            return weights._get.python_function() if fetch else tf.constant(0.0)
+            return weights._get.python_function()
 
-        self._run_steps = run_steps
+        return tf.function(run_steps, reduce_retracing=True, jit_compile=jit_compile)
 
-    def train(self, xs: list[np.ndarray], y: np.ndarray, start: np.ndarray | None = None,
-              fetch: bool = False) -> np.ndarray | None:
-        """Run ``len(y)`` local steps; ``xs[j]`` has shape ``(steps, batch, *input_shape)``.
-
-        ``start``: flat weights to load first; ``fetch``: return the flat weights afterwards.
+    def train(self, xs: list[np.ndarray], y: np.ndarray,
+              start: np.ndarray | None = None) -> np.ndarray:
+        """Run ``len(y)`` local steps from ``start`` (default: where the last window ended) and
+        return the flat weights after them; ``xs[j]`` has shape ``(steps, batch, *input_shape)``.
         """
         if not self._built:
             batch = (model_inputs([x[0] for x in xs]), y[0])
             self.model._symbolic_build(data_batch=batch)  # builds optimizer + metric variables
             self._built = True
-        assign = start is not None
-        vector = np.ascontiguousarray(start, dtype=np.float32) if assign else np.zeros(1, np.float32)
-        out = self._run_steps(xs, y, vector, assign, fetch)
-        return out.numpy() if fetch else None
+        vector = np.ascontiguousarray(self.theta if start is None else start, dtype=np.float32)
+        try:
+            out = self._run_steps(xs, y, vector)
+        except Exception as exc:  # noqa: BLE001 - only XLA's compile errors, on the first call
+            if not self.jit_compile or self._called:
+                raise
+            log.warning("XLA could not compile the training step (%s: %s); training without "
+                        "XLA (pass jit_compile=False to skip the attempt)", type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "")
+            self.jit_compile = False
+            self._run_steps = self._compile(False)
+            out = self._run_steps(xs, y, vector)
+        self._called = True
+        self.theta = out.numpy()
+        return self.theta
 
     def metrics(self) -> dict[str, float]:
         result = self.model.get_metrics_result()
