@@ -68,3 +68,6 @@ def test_trainer_converges_like_single_worker(name, data, baseline):
     assert set(workers) == {0, 1} and all(w["done"] for w in workers.values())
     if name != "EnsembleTrainer":
         assert all(w["commits"] >= EPOCHS for w in workers.values())
+    for w in fitted.history.workers:     # where each worker's time went
+        assert 0 < w["compute_seconds"] + w["exchange_seconds"] <= w["seconds"], w
+        assert (w["exchange_seconds"] > 0) == (name != "EnsembleTrainer"), w

@@ -117,7 +117,7 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
     window = algorithm.communication_window or steps
     ps = spec["ps"]
     samples, epochs_run = 0, 0
-    compute = exchange_seconds = 0.0     # local steps (data + graph call) / commit + reply
+    compute_seconds = exchange_seconds = 0.0   # local steps (data + graph call) / commit + reply
     with Client(ps["host"], ps["port"], ps["secret"], worker, connect_timeout=ps["connect_timeout"],
                 ssl_context=client_tls(ps.get("tls_cert"))) as client:
         hello = client.request(messages.HELLO, payload={
@@ -140,7 +140,7 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
                 theta = replica.train([x.reshape((k, batch) + x.shape[1:]) for x in xs],
                                       y.reshape((k, batch) + y.shape[1:]), start=start)
                 t1 = time.perf_counter()
-                compute += t1 - t0
+                compute_seconds += t1 - t0
                 start = None
                 step += k
                 since_exchange += k
@@ -169,6 +169,6 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
             client.request(messages.FINAL, payload=replica.theta if start is None else start)
         client.request(messages.DONE)
     return {"worker": worker, "attempt": attempt, "epochs": epochs_run, "samples": samples,
-            "seconds": time.perf_counter() - started, "compute_seconds": compute,
+            "seconds": time.perf_counter() - started, "compute_seconds": compute_seconds,
             "exchange_seconds": exchange_seconds, "host": socket.gethostname(),
             "pid": os.getpid()}
