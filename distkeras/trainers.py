@@ -54,6 +54,13 @@ class Trainer(Estimator):
             supports it, on CPU and GPU alike; falls back without XLA if compilation fails),
             ``True`` or ``False``.
         verbose: show a progress bar on the driver.
+        peer_host / peer_ports: for the algorithms whose workers talk to each other (AR-SGD,
+            D-PSGD, AD-PSGD, SwarmSGD, SlowMo, LocalSGD over the ring): the address each worker's
+            endpoint advertises (default ``SPARK_LOCAL_IP``, else the executor's address toward
+            the driver) and an inclusive ``(first, last)`` port range to bind (default:
+            ephemeral ports).
+        algorithm: an :class:`~distkeras.algorithms.Algorithm` class or instance overriding the
+            trainer's own (e.g. a rule subclassed in user code).
         algorithm_params: extra parameters of the update rule (``rho``, ``alpha``, ...).
     """
 
@@ -69,8 +76,15 @@ class Trainer(Estimator):
                  connect_timeout: float = 30.0, round_timeout: float = 600.0,
                  data_feed: str = "memory", staging_dir: str | None = None,
                  callbacks: Sequence = (), jit_compile: bool | str = "auto",
-                 verbose: bool = True, **algorithm_params):
+                 verbose: bool = True, peer_host: str | None = None,
+                 peer_ports: tuple[int, int] | None = None,
+                 algorithm: type[algorithms.Algorithm] | algorithms.Algorithm | None = None,
+                 **algorithm_params):
         super().__init__()
+        if algorithm is not None:
+            self.algorithm = algorithm
+        self.peer_host = peer_host
+        self.peer_ports = tuple(peer_ports) if peer_ports else None
         self.keras_model = keras_model
         self.loss = loss
         self.worker_optimizer = worker_optimizer
@@ -100,11 +114,21 @@ class Trainer(Estimator):
         self.jit_compile = jit_compile
         self.verbose = verbose
         self.algorithm_params = algorithm_params
-        self.parameter_server = None   # the live server while fit() runs (stats for notebooks)
+        self.coordinator = None   # the run's live coordinator while fit() runs (stats, tests)
         if self.num_workers < 1 or self.batch_size < 1 or self.num_epoch < 1:
             raise ValueError("num_workers, batch_size and num_epoch must be positive")
 
     def make_algorithm(self, learning_rate: float) -> algorithms.Algorithm:
+        """The run's algorithm: the trainer's class with its settings, or a copy of the
+        instance given as ``algorithm=`` with the trainer's workers and learning rate."""
+        if isinstance(self.algorithm, algorithms.Algorithm):
+            import copy
+
+            rule = copy.deepcopy(self.algorithm)
+            rule.num_workers, rule.learning_rate = self.num_workers, float(learning_rate)
+            if self.communication_window is not None:
+                rule.communication_window = self.communication_window
+            return rule
         return self.algorithm(communication_window=self.communication_window,
                               learning_rate=learning_rate, num_workers=self.num_workers,
                               **self.algorithm_params)
@@ -217,5 +241,67 @@ class EAMSGD(AEASGD):
         super().__init__(keras_model, learning_rate=learning_rate, **kwargs)
 
 
+class ARSGD(Trainer):
+    """All-reduce SGD: every step the workers' gradients are averaged with a ring all-reduce
+    and every replica takes the same optimizer step (the synchronous large-batch baseline).
+
+    Example::
+
+        ARSGD(model, loss="categorical_crossentropy", num_workers=4, batch_size=128).fit(df)
+    """
+
+    algorithm = algorithms.ARSGD
+
+
+class DPSGD(Trainer):
+    """D-PSGD (Lian et al. 2017): after every λ=1 local steps, average with the neighbours of a
+    ``topology`` (``ring`` default, ``torus``, ``exponential``, ``complete``); synchronous.
+
+    Example::
+
+        DPSGD(model, topology="ring", num_workers=4).fit(df)
+    """
+
+    algorithm = algorithms.DPSGD
+
+
+class ADPSGD(Trainer):
+    """AD-PSGD (Lian et al. 2018): asynchronous, wait-free pairwise averaging with a random
+    neighbour after every λ=1 local steps, overlapped with the next steps.
+
+    Example::
+
+        ADPSGD(model, num_workers=4).fit(df)
+    """
+
+    algorithm = algorithms.ADPSGD
+
+
+class SwarmSGD(Trainer):
+    """SwarmSGD (Nadiradze et al. 2019): ``local_steps`` H (fixed, or geometric with mean H when
+    ``geometric=True``) between averagings with one random neighbour.
+
+    Example::
+
+        SwarmSGD(model, local_steps=3, num_workers=4).fit(df)
+    """
+
+    algorithm = algorithms.SwarmSGD
+
+
+class SlowMo(Trainer):
+    """SlowMo (Wang et al. 2019) on a ``base`` (``localsgd``, ``dpsgd``, ``adpsgd``,
+    ``swarmsgd``): every ``slow_period`` τ=12 steps, u ← βu + (x_start − x)/γ and
+    x ← x_start − αγu, after an exact average (``average=True``) or without (``False``).
+
+    Example::
+
+        SlowMo(model, base="adpsgd", slow_momentum=0.7, slow_period=12, average=False).fit(df)
+    """
+
+    algorithm = algorithms.SlowMo
+
+
 __all__ = ["Trainer", "SingleTrainer", "AveragingTrainer", "LocalSGD", "EnsembleTrainer",
-           "DOWNPOUR", "Hogwild", "AGN", "ADAG", "DynSGD", "EASGD", "AEASGD", "EAMSGD"]
+           "DOWNPOUR", "Hogwild", "AGN", "ADAG", "DynSGD", "EASGD", "AEASGD", "EAMSGD",
+           "ARSGD", "DPSGD", "ADPSGD", "SwarmSGD", "SlowMo"]

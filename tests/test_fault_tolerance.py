@@ -25,7 +25,7 @@ def kill_worker_when_training(trainer, worker=1, min_commits=5, timeout=120):
     def run():
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ps = trainer.parameter_server
+            ps = trainer.coordinator
             if ps is not None:
                 stats = ps.stats()["workers"][worker]
                 if stats["pid"] and stats["commits"] >= min_commits:

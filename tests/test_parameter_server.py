@@ -1,5 +1,6 @@
 """The driver's parameter server over the real transport: each algorithm's server rule, the
-synchronous round, worker loss, the stop flag and garbage on the port."""
+synchronous round, worker loss and garbage on the port (control, the stop flag and epochs are the
+coordinator's: ``test_coordinator``)."""
 from __future__ import annotations
 
 import socket
@@ -23,9 +24,7 @@ def serve(name, num_workers=2, initial=None, **params):
 
 
 def client(ps, worker):
-    c = Client(*ps.address, ps.secret, worker, connect_timeout=5)
-    c.request(messages.HELLO, payload={"pid": 1, "host": "test"})
-    return c
+    return Client(*ps.address, ps.secret, worker, connect_timeout=5)
 
 
 def test_downpour_adds_commits_and_replies_the_centre():
@@ -36,7 +35,7 @@ def test_downpour_adds_commits_and_replies_the_centre():
         reply2 = c.request(messages.COMMIT, payload=delta, aux=32).payload
         assert np.array_equal(reply, delta) and np.array_equal(reply2, 2 * delta)
         assert np.array_equal(ps.centre, 2 * delta)
-        assert ps.samples_seen == 64 and ps.updates == 2
+        assert ps.updates == 2 and ps.stats()["workers"][0]["commits"] == 2
 
 
 def test_adag_scales_each_weight_by_its_drift_since_the_pull():
@@ -79,7 +78,6 @@ def _round(ps, payloads):
     def run(w):
         with client(ps, w) as c:
             replies[w] = c.request(messages.COMMIT, payload=payloads[w]).payload.copy()
-            c.request(messages.DONE)
 
     threads = [threading.Thread(target=run, args=(w,)) for w in payloads]
     for t in threads:
@@ -106,23 +104,13 @@ def test_easgd_round_is_the_elastic_symmetric_update():
 def test_lost_synchronous_worker_fails_the_round_quickly():
     with serve("averaging") as ps:
         gone = client(ps, 1)
-        gone._sock.close()                    # vanishes without DONE
+        gone._sock.close()                    # vanishes without BYE
         time.sleep(0.3)
         t0 = time.monotonic()
         with pytest.raises(PSRemoteError, match="worker 1 was lost"):
-            with client(ps, 0) as c:   # refused at HELLO, or at the latest at the round
+            with client(ps, 0) as c:   # the round is refused at once
                 c.request(messages.COMMIT, payload=np.zeros(N, np.float32))
         assert time.monotonic() - t0 < 5
-
-
-def test_stop_flag_reaches_workers_and_epochs_are_tracked():
-    with serve("downpour") as ps, client(ps, 0) as c0, client(ps, 1) as c1:
-        for c in (c0, c1):
-            c.request(messages.EPOCH_END, payload={"epoch": 0, "logs": {"loss": 1.0}}, aux=5)
-        assert ps.completed_epochs() == 1 and ps.epoch_logs[0][1] == {"loss": 1.0}
-        assert not c0.request(messages.COMMIT, payload=np.zeros(N, np.float32)).flags
-        ps.request_stop()
-        assert c0.request(messages.COMMIT, payload=np.zeros(N, np.float32)).flags & messages.FLAG_STOP
 
 
 def test_garbage_on_the_port_leaves_the_centre_untouched():
@@ -141,8 +129,8 @@ def test_garbage_on_the_port_leaves_the_centre_untouched():
 
 def test_wrong_worker_id_is_an_error_not_a_crash():
     with serve("downpour", num_workers=1) as ps:
-        with pytest.raises(PSRemoteError, match="worker id 5"):
-            client(ps, 5)
+        with pytest.raises(PSRemoteError, match="worker id 5"), client(ps, 5) as bad:
+            bad.request(messages.PULL)
         with client(ps, 0) as c:
             assert c.request(messages.PULL).payload.shape == (N,)
 

@@ -9,12 +9,29 @@ into its replica, and how the server folds a commit into θ̃.
 Asynchronous algorithms implement :meth:`Algorithm.server_commit` (one worker at a time);
 synchronous ones set ``synchronous = True`` and implement :meth:`Algorithm.server_round`
 (called once all workers of a round have sent).
+
+How the workers communicate is the algorithm's **exchange** (``distkeras.exchange``): the
+parameter server by default; a ring all-reduce, neighbour or pairwise gossip for the
+decentralised algorithms (``allreduce``, ``decentralised``, ``slowmo``); nothing for ensembles.
+An algorithm object travels to the executors in the Spark task closure, so a rule subclassed in
+user code trains like the built-in ones::
+
+    class HalfStep(algorithms.DOWNPOUR):
+        # θ̃ ← θ̃ + Δ/2
+        name = "halfstep"
+        def server_commit(self, centre, payload, worker, version):
+            centre += payload * np.float32(0.5)
+            return centre
+
+    dk.trainers.Trainer(model, algorithm=HalfStep(), num_workers=2).fit(df)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from distkeras.exchange import Exchange, ParameterServerExchange
 
 
 @dataclass
@@ -37,8 +54,8 @@ class Algorithm:
     synchronous = False
     lock = True
     keeps_pulled_centre = False   # the server keeps a copy of θ̃ per worker (memory: workers × model)
-    independent = False           # workers never exchange; each returns its own model (ensembles)
     default_window: int | None = 5
+    exchange_type: type[Exchange] = ParameterServerExchange   # how its workers communicate
 
     def __init__(self, communication_window: int | None = None, learning_rate: float = 0.01,
                  num_workers: int = 1, **params):
@@ -49,6 +66,20 @@ class Algorithm:
         self.params = params
 
     # -- executor side --------------------------------------------------------------------------
+    def exchange(self, worker) -> Exchange:
+        """This worker's exchange (``worker`` is a :class:`distkeras.exchange.WorkerContext`)."""
+        return self.exchange_type(self, worker)
+
+    def window_length(self, rng: np.random.Generator, steps: int) -> int:
+        """Local steps before the next exchange (λ; an epoch when λ is None)."""
+        return self.communication_window or steps
+
+    def local_steps(self, replica, exchange: Exchange, xs: list[np.ndarray], y: np.ndarray,
+                    start: np.ndarray | None) -> np.ndarray:
+        """Run one window of ``len(y)`` local steps on ``replica`` from ``start`` (None: where
+        the last window ended); return the weights after it. Default: one compiled call."""
+        return replica.train(xs, y, start=start)
+
     def worker_send(self, theta: np.ndarray, anchor: np.ndarray) -> np.ndarray:
         """The payload a worker commits after λ local steps (default: its update Δ = θ − θ₀)."""
         return theta - anchor

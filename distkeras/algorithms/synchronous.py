@@ -5,18 +5,29 @@ from __future__ import annotations
 import numpy as np
 
 from distkeras.algorithms.base import Algorithm
+from distkeras.exchange import Exchange, ParameterServerExchange, RingExchange
 
 
 class Averaging(Algorithm):
     """Model averaging: θ̃ ← mean θᵢ, every worker adopts θ̃.
 
     ``communication_window=None`` averages once per epoch; an integer λ averages every λ local
-    steps, which is LocalSGD (Lin et al. 2018).
+    steps, which is LocalSGD (Lin et al. 2018). ``via="server"`` averages on the driver's
+    parameter server, ``via="ring"`` with a ring all-reduce between the workers (no driver on
+    the data path; the same mean).
     """
 
     name = "averaging"
     synchronous = True
     default_window = None
+
+    def __init__(self, communication_window=None, learning_rate=0.01, num_workers=1,
+                 via: str = "server", **params):
+        super().__init__(communication_window, learning_rate, num_workers, **params)
+        if via not in ("server", "ring"):
+            raise ValueError(f"via={via!r}: use 'server' (parameter server) or 'ring'")
+        self.via = via
+        self.exchange_type = RingExchange if via == "ring" else ParameterServerExchange
 
     def worker_send(self, theta, anchor):
         return theta
@@ -59,7 +70,7 @@ class Ensemble(Algorithm):
 
     name = "ensemble"
     default_window = None
-    independent = True
+    exchange_type = Exchange      # none
 
     def worker_send(self, theta, anchor):
         return theta

@@ -1,15 +1,18 @@
-"""``Trainer.fit`` on the driver: check the data, start the parameter server, launch one Spark task
-per worker, and while they train show progress, collect epoch logs, evaluate the centre variable
-on the validation data and run the Keras callbacks. Always closes the server and cancels the job.
+"""``Trainer.fit`` on the driver: check the data, start the coordinator (and the parameter server,
+for the algorithms that have one), launch one Spark task per worker, and while they train show
+progress, collect epoch logs, evaluate the run's model (θ̃, or the mean of the replicas) on the
+validation data and run the Keras callbacks. Always closes the services and cancels the job.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
 import numpy as np
 
 from distkeras.driver import preflight
+from distkeras.driver.coordinator import Coordinator
 from distkeras.driver.job import SparkJob, TrainingError
 from distkeras.driver.parameter_server import ParameterServer
 from distkeras.executor import remote
@@ -149,6 +152,26 @@ def server_tls(cert: str | None, key: str | None):
     return context
 
 
+def _ship_by_value(algorithm) -> None:
+    """A rule defined outside distkeras (a notebook, a test module, a user package the executors
+    lack) travels by value in the task closure, not as an import the executors may fail."""
+    import sys
+
+    from pyspark import cloudpickle
+
+    seen = {type(algorithm)} | ({type(algorithm.base)} if hasattr(algorithm, "base") else set())
+    for cls in seen:
+        for klass in cls.__mro__:
+            module = sys.modules.get(klass.__module__)
+            if module is None or klass.__module__ in ("__main__", "builtins") \
+                    or klass.__module__.split(".")[0] == "distkeras":
+                continue
+            try:
+                cloudpickle.register_pickle_by_value(module)
+            except ValueError:   # a package already registered, or not a Python module
+                pass
+
+
 def run_training(trainer, df, validation_data, callbacks):
     import keras
 
@@ -158,6 +181,7 @@ def run_training(trainer, df, validation_data, callbacks):
     setup_tensorflow()
     loss, optimizer, lr = _compile_settings(trainer)
     algorithm = trainer.make_algorithm(lr)
+    exchange = algorithm.exchange_type
     model = trainer.keras_model
     feed = feed_spec_for(model, trainer.features_col, trainer.label_col, loss, trainer.input_shapes)
     barrier = algorithm.synchronous and trainer.num_workers > 1
@@ -176,37 +200,48 @@ def run_training(trainer, df, validation_data, callbacks):
         if algorithm.communication_window is not None and algorithm.communication_window > steps:
             log.warning("communication window %d > %d steps per epoch: workers exchange once "
                         "per epoch", algorithm.communication_window, steps)
-        # the driver's copy: evaluates θ̃ and is what callbacks see
+        # the driver's copy: evaluates the run's model and is what callbacks see
         driver_model = build_model(model.to_json(), loss, optimizer, trainer.metrics,
                                    weights=model.get_weights())
         flat = FlatWeights(driver_model)
         spark = df.sparkSession
         host = trainer.ps_host or spark.sparkContext.getConf().get("spark.driver.host", "127.0.0.1")
-        with ParameterServer(algorithm, flat.get(), trainer.num_workers,
-                             host=trainer.ps_bind_host or host, port=trainer.ps_port,
-                             ssl_context=server_tls(trainer.tls_cert, trainer.tls_key),
-                             round_timeout=trainer.round_timeout,
-                             # workers wait at epoch ends while the driver validates θ̃ and
-                             # runs callbacks: otherwise a fast epoch's val_* are measured on
-                             # whatever θ̃ is current when the driver gets to it
-                             epoch_barrier=bool(callbacks) or val is not None) as ps:
-            trainer.parameter_server = ps
-            spec = _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, lr,
-                              stream, host, ps)
+        bind = trainer.ps_bind_host or host
+        tls = server_tls(trainer.tls_cert, trainer.tls_key)
+        initial = flat.get()
+        with contextlib.ExitStack() as services:
+            ps = None
+            if exchange.needs_parameter_server:
+                ps = services.enter_context(ParameterServer(
+                    algorithm, initial, trainer.num_workers, host=bind, port=trainer.ps_port,
+                    ssl_context=tls, round_timeout=trainer.round_timeout))
+            coordinator = services.enter_context(Coordinator(
+                trainer.num_workers, initial, synchronous=algorithm.synchronous,
+                name=algorithm.name, host=bind, port=0, secret=ps.secret if ps else None,
+                ssl_context=tls, round_timeout=trainer.round_timeout, data_service=ps,
+                # workers wait at epoch ends while the driver validates the model and runs
+                # callbacks: otherwise a fast epoch's val_* are measured on whatever model is
+                # current when the driver gets to it
+                epoch_barrier=bool(callbacks) or val is not None))
+            trainer.coordinator = coordinator
+            _ship_by_value(algorithm)
+            spec = _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream,
+                              host, coordinator, ps)
             job = SparkJob(job_df, remote.train_task(spec), remote.STATUS_DDL, barrier=barrier,
                            description=f"distkeras {type(trainer).__name__}").start()
             try:
-                history = _monitor(trainer, ps, job, driver_model, flat,
-                                   None if algorithm.independent else val, callbacks, steps)
+                history = _monitor(trainer, coordinator, job, driver_model, flat,
+                                   None if exchange.model == "members" else val, callbacks, steps)
             except BaseException:
-                ps.request_stop()
+                coordinator.request_stop()
                 job.cancel()
                 raise
             history.workers = [r.asDict() for r in job.result()]
-            history.ps_stats = ps.stats()
-            members = [ps.final_models[w] for w in sorted(ps.final_models)]
+            history.ps_stats = coordinator.stats()
+            members = ([coordinator.final_models[w] for w in sorted(coordinator.final_models)]
+                       if exchange.model == "members" else [])
     finally:
-        trainer.parameter_server = None
+        trainer.coordinator = None
         prepared.unpersist()
         if staged:
             remove_path(df.sparkSession, staged)
@@ -219,25 +254,26 @@ def run_training(trainer, df, validation_data, callbacks):
                       prediction_col=trainer.prediction_col, members=keras_models)
 
 
-def _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, lr, stream, host,
-               ps) -> dict:
-    """Everything a worker task needs, as plain JSON-able values (+ the per-run secret)."""
+def _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream, host,
+               coordinator, ps) -> dict:
+    """Everything a worker task needs: JSON-able values, the per-run secret and the algorithm
+    object (all travel in Spark's task closure)."""
     return {
         "model_json": model.to_json(), "loss": loss, "optimizer": optimizer,
         "metrics": trainer.metrics, "feed": feed.to_dict(), "seed": trainer.seed,
         "batch_size": trainer.batch_size, "steps_per_epoch": steps,
-        "epochs": trainer.num_epoch, "algorithm": algorithm.name, "stream": stream,
-        "jit_compile": trainer.jit_compile,
-        "algorithm_params": {"communication_window": algorithm.communication_window,
-                             "learning_rate": lr, "num_workers": trainer.num_workers,
-                             **trainer.algorithm_params},
-        "ps": {"host": host, "port": ps.address[1], "secret": ps.secret,
-               "connect_timeout": trainer.connect_timeout,
-               "tls_cert": open(trainer.tls_cert).read() if trainer.tls_cert else None},
+        "epochs": trainer.num_epoch, "num_workers": trainer.num_workers,
+        "algorithm": algorithm, "stream": stream, "jit_compile": trainer.jit_compile,
+        "run": {"coordinator": [host, coordinator.address[1]],
+                "ps": [host, ps.address[1]] if ps is not None else None,
+                "secret": coordinator.secret, "connect_timeout": trainer.connect_timeout,
+                "round_timeout": trainer.round_timeout,
+                "tls_cert": open(trainer.tls_cert).read() if trainer.tls_cert else None,
+                "peer_host": trainer.peer_host, "peer_ports": trainer.peer_ports},
     }
 
 
-def _monitor(trainer, ps, job, driver_model, flat, val, callbacks, steps):
+def _monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, steps):
     """Driver loop while the workers train: progress, epoch ends, validation, callbacks."""
     import keras
     from tqdm.auto import tqdm
@@ -255,26 +291,28 @@ def _monitor(trainer, ps, job, driver_model, flat, val, callbacks, steps):
     try:
         while True:
             job.join(timeout=0.2)
-            bar.update(min(ps.samples_seen, total) - bar.n)
+            bar.update(min(coordinator.samples_seen, total) - bar.n)
             alive = job.is_alive()
-            while (reported < trainer.num_epoch and ps.completed_epochs() > reported
+            while (reported < trainer.num_epoch and coordinator.completed_epochs() > reported
                    and not driver_model.stop_training):
-                logs = _epoch_logs(ps.epoch_logs[reported])
-                flat.set(ps.centre)
+                logs = _epoch_logs(coordinator.epoch_logs[reported])
+                if reported in coordinator.consensus_distance:
+                    logs["consensus_distance"] = coordinator.consensus_distance[reported]
+                flat.set(coordinator.model(epoch=reported))
                 if val is not None:
                     scores = driver_model.evaluate(model_inputs(val[0]), val[1], verbose=0,
                                                    return_dict=True,
                                                    batch_size=max(256, trainer.batch_size))
                     logs.update({f"val_{k}": float(v) for k, v in scores.items()})
-                ended = ps.epoch_finished_at.get(reported, time.perf_counter())
+                ended = coordinator.epoch_finished_at.get(reported, time.perf_counter())
                 logs["epoch_seconds"] = ended - epoch_start
                 history.record(reported, logs)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k != "epoch_seconds"})
                 cbs.on_epoch_end(reported, logs)
                 if driver_model.stop_training:
                     log.info("a callback stopped training after epoch %d", reported)
-                    ps.request_stop()
-                ps.epoch_processed(reported)
+                    coordinator.request_stop()
+                coordinator.epoch_processed(reported)
                 reported += 1
                 epoch_start = ended
                 if not driver_model.stop_training and reported < trainer.num_epoch:
@@ -286,9 +324,11 @@ def _monitor(trainer, ps, job, driver_model, flat, val, callbacks, steps):
     try:
         job.result()   # raises the executor-side error, if any
     except TrainingError as exc:
-        # the server often knows better (a lost synchronous worker) than the JVM stack
-        raise TrainingError(f"{ps.failure} (Spark: {exc})" if ps.failure else str(exc)) from exc
-    flat.set(ps.centre)
+        # the driver often knows better (a lost synchronous worker) than the JVM stack
+        failure = coordinator.failure or (coordinator.data_service.failure
+                                          if coordinator.data_service is not None else None)
+        raise TrainingError(f"{failure} (Spark: {exc})" if failure else str(exc)) from exc
+    flat.set(coordinator.model())
     cbs.on_train_end()   # EarlyStopping(restore_best_weights=True) may reset the weights here
     return history
 

@@ -1,9 +1,11 @@
-"""The parameter server hosted on the driver: the centre variable and the algorithm's server rule,
-served over the authenticated binary transport (``distkeras.transport``).
+"""The parameter server hosted on the driver: the centre variable θ̃ and the algorithm's server
+rule, served over the authenticated binary transport (``distkeras.transport``).
 
-It also keeps what the driver needs to report and steer training: samples seen (progress bar),
-per-epoch logs from every worker (history, callbacks), per-worker statistics (commits, bytes,
-staleness histogram, time waiting) and a stop flag that workers see in their next reply.
+It is one data service among others (ring all-reduce and gossip run between the workers' own
+peer endpoints): control (progress, epoch logs, the stop flag) is the coordinator's
+(``distkeras.driver.coordinator``). It keeps what its rule needs (update count, each worker's
+pulled version or centre) and per-worker statistics (commits, bytes, staleness histogram, time
+waiting for the lock or the round).
 
 Example::
 
@@ -24,13 +26,10 @@ import numpy as np
 
 from distkeras import messages
 from distkeras.algorithms import Algorithm, WorkerRecord
+from distkeras.driver.coordinator import WorkerLostError
 from distkeras.transport import FrameServer, Reply
 
 log = logging.getLogger(__name__)
-
-
-class WorkerLostError(RuntimeError):
-    """A worker of a synchronous algorithm disappeared: the round can never complete."""
 
 
 class _WorkerStats:
@@ -40,52 +39,34 @@ class _WorkerStats:
         self.bytes_out = 0
         self.wait_seconds = 0.0
         self.staleness = collections.Counter()
-        self.connections = 0
-        self.lost = 0
-        self.pid = None
-        self.host = None
-        self.done = False
 
     def as_dict(self) -> dict:
         return {"commits": self.commits, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
                 "wait_seconds": round(self.wait_seconds, 4),
-                "staleness_histogram": dict(sorted(self.staleness.items())),
-                "connections": self.connections, "lost_connections": self.lost,
-                "pid": self.pid, "host": self.host, "done": self.done}
+                "staleness_histogram": dict(sorted(self.staleness.items()))}
 
 
 class ParameterServer:
-    """Centre variable + server rule + bookkeeping, behind a ``FrameServer``."""
+    """Centre variable + server rule + statistics, behind a ``FrameServer``."""
 
     def __init__(self, algorithm: Algorithm, initial: np.ndarray, num_workers: int,
                  host: str = "127.0.0.1", port: int = 0, secret: bytes | None = None,
-                 ssl_context=None, round_timeout: float = 600.0, epoch_barrier: bool = False):
+                 ssl_context=None, round_timeout: float = 600.0):
         self.algorithm = algorithm
         self.num_workers = int(num_workers)
         self.secret = secret or secrets.token_bytes(32)
         self.round_timeout = float(round_timeout)
-        # with an epoch barrier, a worker's EPOCH_END waits for the driver's verdict on that
-        # epoch (validation, callbacks), so EarlyStopping stops workers where Keras would
-        self.epoch_barrier = epoch_barrier
-        self._epochs_processed = 0
         self._centre = np.array(initial, dtype=np.float32, copy=True).ravel()
         self._version = 0
         self._lock = threading.Lock()
         self._records = {w: WorkerRecord() for w in range(self.num_workers)}
         self._stats = {w: _WorkerStats() for w in range(self.num_workers)}
-        self._completed_epochs = [0] * self.num_workers
-        self.epoch_logs: dict[int, dict[int, dict]] = collections.defaultdict(dict)
-        self.epoch_finished_at: dict[int, float] = {}   # perf_counter when the last worker ended it
-        self.final_models: dict[int, np.ndarray] = {}
-        self.samples_seen = 0
         self.failure: str | None = None
-        self._stop = False
         # synchronous rounds
         self._cond = threading.Condition()
         self._round = 0
         self._round_payloads: dict[int, np.ndarray] = {}
         self._round_reply: np.ndarray | None = None
-        self._round_stop = False
         self._server = FrameServer(self._handle, self.secret, host=host, port=port,
                                    ssl_context=ssl_context, on_disconnect=self._on_disconnect)
 
@@ -96,15 +77,18 @@ class ParameterServer:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.request_stop()
-        with self._cond:
-            self.failure = self.failure or "the parameter server was closed"
-            self._cond.notify_all()
+        self.fail("the parameter server was closed")
         self._server.__exit__(*exc)
 
     @property
     def address(self) -> tuple[str, int]:
         return self._server.address
+
+    def fail(self, reason: str) -> None:
+        """Release every worker waiting in a synchronous round with ``reason`` (a lost worker)."""
+        with self._cond:
+            self.failure = self.failure or reason
+            self._cond.notify_all()
 
     # -- what the driver reads --------------------------------------------------------------------
     @property
@@ -117,25 +101,8 @@ class ParameterServer:
     def updates(self) -> int:
         return self._version
 
-    def completed_epochs(self) -> int:
-        """Epochs that every worker has finished."""
-        return min(self._completed_epochs)
-
-    def request_stop(self) -> None:
-        """Ask every worker to stop at its next exchange (EarlyStopping, interrupts)."""
-        self._stop = True
-        with self._cond:
-            self._cond.notify_all()
-
-    def epoch_processed(self, epoch: int) -> None:
-        """The driver has evaluated ``epoch``: release workers waiting at the epoch barrier."""
-        with self._cond:
-            self._epochs_processed = max(self._epochs_processed, epoch + 1)
-            self._cond.notify_all()
-
     def stats(self) -> dict:
-        return {"updates": self._version, "samples": self.samples_seen,
-                "transport": self._server.stats,
+        return {"updates": self._version, "transport": self._server.stats,
                 "workers": {w: s.as_dict() for w, s in self._stats.items()}}
 
     # -- request handling -------------------------------------------------------------------------
@@ -144,64 +111,22 @@ class ParameterServer:
         if worker not in self._records:
             raise ValueError(f"worker id {worker} outside 0..{self.num_workers - 1}")
         stats = self._stats[worker]
-        flags = messages.FLAG_STOP if self._stop else 0
         op = frame.op
-        if op == messages.HELLO:
-            return self._hello(conn, worker, frame.payload or {})
         if op == messages.PULL:
             with self._lock:
                 reply = self._reply_buffer(conn)
                 np.copyto(reply, self._centre)
                 self._note_pull(worker)
             stats.bytes_out += reply.nbytes
-            return Reply(op, payload=reply, flags=flags)
+            return Reply(op, payload=reply)
         if op == messages.COMMIT:
-            self.samples_seen += frame.aux
             stats.commits += 1
             stats.bytes_in += frame.payload.nbytes
-            reply, flags = (self._sync_commit(conn, worker, frame.payload)
-                            if self.algorithm.synchronous
-                            else self._async_commit(conn, worker, frame.payload))
+            reply = (self._sync_commit(conn, worker, frame.payload) if self.algorithm.synchronous
+                     else self._async_commit(conn, worker, frame.payload))
             stats.bytes_out += reply.nbytes
-            return Reply(op, payload=reply, flags=flags)
-        if op == messages.EPOCH_END:
-            self.samples_seen += frame.aux
-            body = frame.payload or {}
-            epoch = int(body["epoch"])
-            self.epoch_logs[epoch][worker] = dict(body.get("logs", {}))
-            self._completed_epochs[worker] = max(self._completed_epochs[worker], epoch + 1)
-            if self.completed_epochs() > epoch:
-                self.epoch_finished_at.setdefault(epoch, time.perf_counter())
-            if self.epoch_barrier:
-                with self._cond:
-                    if not self._cond.wait_for(lambda: self._epochs_processed > epoch or self._stop
-                                               or self.failure, timeout=self.round_timeout):
-                        raise WorkerLostError(f"no verdict on epoch {epoch} from the driver after "
-                                              f"{self.round_timeout:.0f}s")
-            elif self.algorithm.synchronous:
-                flags = 0   # synchronous workers must all stop at the same round
-            return Reply(op, flags=messages.FLAG_STOP if self._stop else flags)
-        if op == messages.FINAL:
-            self.final_models[worker] = frame.payload.copy()
-            return Reply(op, flags=flags)
-        if op == messages.DONE:
-            stats.done = True
-            conn.state["done"] = True
-            return Reply(op, flags=flags)
+            return Reply(op, payload=reply)
         raise ValueError(f"unknown op {op}")
-
-    def _hello(self, conn, worker, info):
-        if self.failure:
-            raise WorkerLostError(self.failure)
-        conn.state["worker"] = worker
-        stats = self._stats[worker]
-        stats.connections += 1
-        stats.pid, stats.host = info.get("pid"), info.get("host")
-        if stats.connections > 1:
-            log.warning("worker %d rejoined (attempt %s) from %s, resuming at epoch %d",
-                        worker, info.get("attempt"), stats.host, self._completed_epochs[worker])
-        return Reply(messages.HELLO, payload={"start_epoch": self._completed_epochs[worker],
-                                              "updates": self._version})
 
     def _reply_buffer(self, conn) -> np.ndarray:
         buf = conn.state.get("reply")
@@ -238,7 +163,7 @@ class ParameterServer:
         finally:
             if self.algorithm.lock:
                 self._lock.release()
-        return reply, (messages.FLAG_STOP if self._stop else 0)
+        return reply
 
     def _sync_commit(self, conn, worker, payload):
         stats = self._stats[worker]
@@ -255,7 +180,6 @@ class ParameterServer:
                     self._round_reply = self.algorithm.server_round(self._centre, payloads).copy()
                     self._version += 1
                 self._round_payloads.clear()
-                self._round_stop = self._stop
                 self._round += 1
                 self._cond.notify_all()
             else:
@@ -271,23 +195,15 @@ class ParameterServer:
                     raise WorkerLostError(self.failure)
             reply = self._reply_buffer(conn)
             np.copyto(reply, self._round_reply)
-            stop = self._round_stop
         stats.wait_seconds += time.perf_counter() - t0
         stats.staleness[0] += 1
-        return reply, (messages.FLAG_STOP if stop else 0)
+        return reply
 
     def _on_disconnect(self, conn, clean: bool) -> None:
-        worker = conn.state.get("worker")
-        if worker is None or conn.state.get("done"):
+        worker = conn.worker_id
+        if worker is None or clean:
             return
-        self._stats[worker].lost += 1
-        if self.algorithm.synchronous and not self._stop:
-            with self._cond:
-                self.failure = self.failure or (
-                    f"worker {worker} was lost during training; {self.algorithm.name} is "
-                    "synchronous and cannot continue without it (use an asynchronous algorithm, "
-                    "e.g. ADAG or DOWNPOUR, for fault-tolerant training)")
-                self._cond.notify_all()
-        else:
-            log.warning("worker %d disconnected mid-training; Spark retries the task and it "
-                        "rejoins from the current centre variable", worker)
+        if self.algorithm.synchronous:
+            self.fail(f"worker {worker} was lost during training; {self.algorithm.name} is "
+                      "synchronous and cannot continue without it (use an asynchronous "
+                      "algorithm, e.g. ADAG or DOWNPOUR, for fault-tolerant training)")

@@ -1,10 +1,13 @@
 """The code that runs inside Spark executors: one task = one worker = one model replica.
 
 ``train_task(spec)`` returns the function given to ``DataFrame.mapInArrow``. The task reads its
-partition once (Arrow batches → numpy), rebuilds the model from JSON, pulls θ̃ from the driver's
-parameter server, and then runs the shared training loop: λ local steps in one graph call, an
-exchange shaped by the algorithm's worker rule, an ``EPOCH_END`` report per epoch. The spec is a
-plain dict of JSON-able values (+ the per-run secret); no model object is ever pickled.
+partition once (Arrow batches → numpy), rebuilds the model from JSON, registers with the
+driver's coordinator, and runs the training loop shared by every algorithm: a window of local
+steps in one compiled call (``algorithm.local_steps``), then the algorithm's exchange
+(``algorithm.exchange``: the parameter server, a ring all-reduce, gossip with peers, or none),
+progress reports to the coordinator a few times a second, an ``EPOCH_END`` per epoch. The spec is
+plain JSON-able values, the per-run secret and the algorithm object, all in Spark's task
+closure; no model object is ever pickled, and nothing is pickled on distkeras' own sockets.
 """
 from __future__ import annotations
 
@@ -25,10 +28,15 @@ log = logging.getLogger(__name__)
 STATUS_SCHEMA = pa.schema([("worker", pa.int32()), ("attempt", pa.int32()),
                            ("epochs", pa.int32()), ("samples", pa.int64()),
                            ("seconds", pa.float64()), ("compute_seconds", pa.float64()),
-                           ("exchange_seconds", pa.float64()), ("host", pa.string()),
-                           ("pid", pa.int64())])
+                           ("exchange_seconds", pa.float64()), ("wait_seconds", pa.float64()),
+                           ("bytes_sent", pa.int64()), ("bytes_received", pa.int64()),
+                           ("exchanges", pa.int64()), ("peers", pa.string()),
+                           ("host", pa.string()), ("pid", pa.int64())])
 STATUS_DDL = ("worker int, attempt int, epochs int, samples bigint, seconds double, "
-              "compute_seconds double, exchange_seconds double, host string, pid bigint")
+              "compute_seconds double, exchange_seconds double, wait_seconds double, "
+              "bytes_sent bigint, bytes_received bigint, exchanges bigint, peers string, "
+              "host string, pid bigint")
+PROGRESS_INTERVAL = 0.25   # seconds between progress reports to the coordinator
 
 
 def _task_context():
@@ -51,19 +59,6 @@ def _task_resources(ctx) -> tuple[int, list[str] | None]:
         if "gpu" in resources:
             gpus = list(resources["gpu"].addresses)
     return cpus, gpus
-
-
-def client_tls(cert_pem: str | None):
-    """Client-side TLS pinned to the driver's certificate (no hostname check: the pin is the
-    identity, and executors often reach the driver by IP)."""
-    if not cert_pem:
-        return None
-    import ssl
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.load_verify_locations(cadata=cert_pem)
-    return context
 
 
 def train_task(spec: dict) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
@@ -99,9 +94,11 @@ def _source(spec: dict, batches: Iterator[pa.RecordBatch], worker: int):
 
 
 def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
-    from distkeras import algorithms
+    from pyspark import BarrierTaskContext
+
+    from distkeras.exchange import WorkerContext
     from distkeras.executor.replica import Replica, build_model, setup_tensorflow
-    from distkeras.transport import Client
+    from distkeras.transport import Client, pinned_tls
 
     started = time.perf_counter()
     threads, gpus = _task_resources(ctx)
@@ -111,64 +108,79 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
     keras.utils.set_random_seed(int(spec["seed"]) + worker)
     model = build_model(spec["model_json"], spec["loss"], spec["optimizer"], spec["metrics"])
     replica = Replica(model, spec.get("jit_compile", "auto"))
-    algorithm = algorithms.get(spec["algorithm"], **spec["algorithm_params"])
-
+    algorithm = spec["algorithm"]
+    rng = np.random.default_rng([int(spec["seed"]), worker, 1])
     batch, steps, epochs = int(spec["batch_size"]), int(spec["steps_per_epoch"]), int(spec["epochs"])
-    window = algorithm.communication_window or steps
-    ps = spec["ps"]
-    samples, epochs_run = 0, 0
-    compute_seconds = exchange_seconds = 0.0   # local steps (data + graph call) / commit + reply
-    with Client(ps["host"], ps["port"], ps["secret"], worker, connect_timeout=ps["connect_timeout"],
-                ssl_context=client_tls(ps.get("tls_cert"))) as client:
-        hello = client.request(messages.HELLO, payload={
-            "pid": os.getpid(), "host": socket.gethostname(), "attempt": attempt})
-        start_epoch = int(hello.payload["start_epoch"])
-        anchor = client.request(messages.PULL).payload.copy()
-        start = anchor        # weights to load at the next graph call (None: keep the replica's)
-        pending = 0          # samples not yet reported to the server
-        stop = False
-        for epoch in range(start_epoch, epochs):
-            source.start_epoch(epoch)
-            replica.reset_metrics()
-            step = since_exchange = 0
-            while step < steps and not stop:
-                k = min(window - since_exchange, steps - step)
-                exchange = not algorithm.independent and (since_exchange + k == window
-                                                          or step + k == steps)
-                t0 = time.perf_counter()
-                xs, y = source.take(k * batch)
-                theta = replica.train([x.reshape((k, batch) + x.shape[1:]) for x in xs],
-                                      y.reshape((k, batch) + y.shape[1:]), start=start)
-                t1 = time.perf_counter()
-                compute_seconds += t1 - t0
-                start = None
-                step += k
-                since_exchange += k
-                pending += k * batch
-                if not exchange:
-                    continue
-                reply = client.request(messages.COMMIT, payload=algorithm.worker_send(theta, anchor),
-                                       aux=pending)
-                anchor = start = np.ascontiguousarray(
-                    algorithm.worker_receive(theta, anchor, reply.payload), dtype=np.float32).copy()
-                exchange_seconds += time.perf_counter() - t1
-                samples += pending
-                pending = since_exchange = 0
-                stop = bool(reply.flags & messages.FLAG_STOP)
-            if step < steps:
-                break           # stopped mid-epoch: this epoch is not complete
-            reply = client.request(messages.EPOCH_END, aux=pending,
-                                   payload={"epoch": epoch, "logs": replica.metrics()})
-            samples += pending
-            pending = 0
-            epochs_run += 1
-            if stop or reply.flags & messages.FLAG_STOP:
-                break
-        if algorithm.independent:
-            # start: no local step ran after the pull (a resumed worker that was already done)
-            client.request(messages.FINAL, payload=replica.theta if start is None else start)
-        client.request(messages.DONE)
+    run = spec["run"]
+    samples, epochs_run, compute_seconds = 0, 0, 0.0
+    with Client(*run["coordinator"], run["secret"], worker, connect_timeout=run["connect_timeout"],
+                ssl_context=pinned_tls(run.get("tls_cert")),
+                role="the driver's coordinator") as control:
+        context = WorkerContext(
+            worker=worker, num_workers=int(spec["num_workers"]), secret=run["secret"],
+            coordinator=tuple(run["coordinator"]),
+            parameter_server=tuple(run["ps"]) if run.get("ps") else None,
+            connect_timeout=run["connect_timeout"], round_timeout=run["round_timeout"],
+            tls_cert=run.get("tls_cert"), seed=int(spec["seed"]), peer_host=run.get("peer_host"),
+            peer_ports=tuple(run["peer_ports"]) if run.get("peer_ports") else None,
+            barrier=ctx if isinstance(ctx, BarrierTaskContext) else None, control=control)
+        with algorithm.exchange(context) as exchange:
+            hello = control.request(messages.HELLO, payload={
+                "pid": os.getpid(), "host": socket.gethostname(), "attempt": attempt,
+                "endpoint": exchange.endpoint})
+            start_epoch = int(hello.payload["start_epoch"])
+            initial = (None if exchange.needs_parameter_server
+                       else control.request(messages.PULL).payload.copy())
+            start = exchange.start(initial)
+            theta = start          # the replica's weights after the last window (or exchange)
+            pending = 0            # samples not yet reported to the coordinator
+            reported_at = time.perf_counter()
+            stop = False
+            for epoch in range(start_epoch, epochs):
+                source.start_epoch(epoch)
+                replica.reset_metrics()
+                step = since_exchange = 0
+                window = algorithm.window_length(rng, steps)
+                while step < steps and not stop:
+                    k = min(window - since_exchange, steps - step)
+                    t0, inside = time.perf_counter(), exchange.stats.exchange_seconds
+                    xs, y = source.take(k * batch)
+                    theta = algorithm.local_steps(
+                        replica, exchange, [x.reshape((k, batch) + x.shape[1:]) for x in xs],
+                        y.reshape((k, batch) + y.shape[1:]), start)
+                    # exchanges inside the window (AR-SGD's gradients) are not compute
+                    compute_seconds += (time.perf_counter() - t0
+                                        - (exchange.stats.exchange_seconds - inside))
+                    step += k
+                    since_exchange += k
+                    pending += k * batch
+                    start = None
+                    if since_exchange == window or step == steps:
+                        start = exchange.after_window(theta, since_exchange)
+                        if start is not None:
+                            theta = start = np.ascontiguousarray(start, dtype=np.float32)
+                        since_exchange = 0
+                        window = algorithm.window_length(rng, steps)
+                    if time.perf_counter() - reported_at >= PROGRESS_INTERVAL:
+                        reply = control.request(messages.PROGRESS, aux=pending, payload={
+                            "exchanges": exchange.stats.exchanges})
+                        samples, pending = samples + pending, 0
+                        reported_at = time.perf_counter()
+                        stop = bool(reply.flags & messages.FLAG_STOP)
+                if step < steps:
+                    break           # stopped mid-epoch: this epoch is not complete
+                if exchange.model == "mean":
+                    control.request(messages.REPLICA, payload=theta, aux=epoch)
+                reply = control.request(messages.EPOCH_END, aux=pending,
+                                        payload={"epoch": epoch, "logs": replica.metrics()})
+                samples, pending = samples + pending, 0
+                epochs_run += 1
+                if stop or reply.flags & messages.FLAG_STOP:
+                    break
+            theta = exchange.finish(theta)
+            if exchange.model in ("mean", "members"):
+                control.request(messages.FINAL, payload=theta)
+            control.request(messages.DONE)
     return {"worker": worker, "attempt": attempt, "epochs": epochs_run, "samples": samples,
             "seconds": time.perf_counter() - started, "compute_seconds": compute_seconds,
-            "exchange_seconds": exchange_seconds, "host": socket.gethostname(),
-            "pid": os.getpid()}
+            **exchange.stats.as_row(), "host": socket.gethostname(), "pid": os.getpid()}

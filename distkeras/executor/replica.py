@@ -174,6 +174,64 @@ class Replica:
         self.theta = out.numpy()
         return self.theta
 
+    # -- gradient steps (AR-SGD: the gradient is exchanged between computing and applying it) --
+    def _compile_gradient_steps(self):
+        import tensorflow as tf
+        from keras.src.losses import loss as loss_module
+
+        model, weights, multi = self.model, self.weights, len(self.model.inputs) > 1
+        trainable = model.trainable_weights
+        sizes = [int(np.prod(v.shape)) for v in trainable]
+        shapes = [tuple(v.shape) for v in trainable]
+
+        def gradient(x, y, start, load):
+            if load:
+                weights._set.python_function(start)
+            x = list(x) if multi else x[0]
+            with tf.GradientTape() as tape:
+                y_pred = model(x, training=True)
+                loss = model._compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+                model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
+                                                 sample_weight=tf.shape(y)[0])
+                loss = model.optimizer.scale_loss(loss)
+            grads = tape.gradient(loss, trainable)
+            model.compute_metrics(x, y, y_pred, sample_weight=None)
+            return tf.concat([tf.reshape(tf.cast(g, tf.float32), [-1]) for g in grads], 0)
+
+        def apply(flat):
+            parts = tf.split(flat, sizes)
+            grads = [tf.cast(tf.reshape(p, s), v.dtype) for p, s, v in zip(parts, shapes, trainable)]
+            model.optimizer.apply_gradients(zip(grads, trainable))
+            return tf.constant(0)
+
+        jit = self.jit_compile
+        self._gradient = {load: tf.function(lambda x, y, s, load=load: gradient(x, y, s, load),
+                                            jit_compile=jit, reduce_retracing=True)
+                          for load in (False, True)}
+        self._apply = tf.function(apply, jit_compile=jit)
+
+    def gradient(self, xs: list[np.ndarray], y: np.ndarray,
+                 start: np.ndarray | None = None) -> np.ndarray:
+        """The flat gradient (trainable weights, float32) of one batch at ``start`` (default:
+        the current weights); updates the loss and metrics like a training step."""
+        if not self._built:
+            self.model._symbolic_build(data_batch=(model_inputs(xs), y))
+            self._built = True
+        if getattr(self, "_gradient", None) is None:
+            self._compile_gradient_steps()
+        load = start is not None
+        vector = np.ascontiguousarray(start if load else self.theta, dtype=np.float32)
+        return self._gradient[load](list(xs), y, vector).numpy()
+
+    def apply_gradient(self, gradient: np.ndarray) -> None:
+        """One optimizer step with ``gradient`` (as returned by :meth:`gradient`)."""
+        self._apply(np.ascontiguousarray(gradient, dtype=np.float32))
+
+    def read(self) -> np.ndarray:
+        """The replica's current flat weights (after gradient steps)."""
+        self.theta = self.weights.get()
+        return self.theta
+
     def metrics(self) -> dict[str, float]:
         result = self.model.get_metrics_result()
         return {k: float(np.asarray(v)) for k, v in result.items() if np.asarray(v).ndim == 0}

@@ -13,7 +13,7 @@ Example::
         with Client(*srv.address, secret, worker_id=0) as c:
             c.request(OP_FIRST_APP, np.ones(4, np.float32)).payload   # -> [2. 2. 2. 2.]
 """
-from .client import Client
+from .client import Client, pinned_tls
 from .protocol import (DEFAULT_MAX_PAYLOAD, HEADER_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE,
                        OP_CHALLENGE, OP_ERROR, OP_FIRST_APP, OP_PING, VERSION, Frame, FrameIO,
                        PSAuthError, PSBindError, PSConnectionError, PSError, PSProtocolError,
@@ -24,5 +24,5 @@ __all__ = [
     "Client", "Connection", "DEFAULT_MAX_PAYLOAD", "Frame", "FrameIO", "FrameServer",
     "HEADER_SIZE", "OP_AUTH", "OP_AUTH_OK", "OP_BYE", "OP_CHALLENGE", "OP_ERROR", "OP_FIRST_APP",
     "OP_PING", "PSAuthError", "PSBindError", "PSConnectionError", "PSError", "PSProtocolError",
-    "PSRemoteError", "PSTimeoutError", "Reply", "VERSION",
+    "PSRemoteError", "PSTimeoutError", "Reply", "VERSION", "pinned_tls",
 ]

@@ -30,6 +30,17 @@ from .protocol import (ERR_AUTH, ERR_FULL, MAC_SIZE, NONCE_SIZE, OP_AUTH, OP_AUT
 log = logging.getLogger(__name__)
 
 
+def pinned_tls(cert_pem: Optional[str]) -> Optional[ssl.SSLContext]:
+    """Client-side TLS pinned to one server certificate (no hostname check: the pin is the
+    identity, and executors often reach the driver by IP); None without a certificate."""
+    if not cert_pem:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(cadata=cert_pem)
+    return context
+
+
 class Client:
     """One authenticated connection to a :class:`~distkeras.transport.server.FrameServer`.
 
@@ -42,6 +53,7 @@ class Client:
         io_timeout: seconds to wait for a reply (None = forever, e.g. synchronous rounds).
         ssl_context: client-side :class:`ssl.SSLContext` when the server uses TLS.
         handshake_timeout: seconds allowed for TLS + authentication once connected.
+        role, hint: what the server is and how to fix an unreachable one, for error messages.
 
     A float32 reply payload is a view of this client's receive buffer, valid until the next
     :meth:`request`; pass ``out=`` to receive straight into your own float32 array instead.
@@ -51,7 +63,8 @@ class Client:
     def __init__(self, host: str, port: int, secret: bytes, worker_id: int,
                  connect_timeout: float = 30.0, io_timeout: Optional[float] = None,
                  ssl_context: Optional[ssl.SSLContext] = None, handshake_timeout: float = 10.0,
-                 max_payload: Optional[int] = None, socket_buffer: int = SOCKET_BUFFER):
+                 max_payload: Optional[int] = None, socket_buffer: int = SOCKET_BUFFER,
+                 role: str = "the parameter server", hint: Optional[str] = None):
         if not 0 <= int(worker_id) < 2 ** 32:
             raise ValueError(f"worker_id must fit in a u32, got {worker_id}")
         self.host, self.port = host, int(port)
@@ -59,6 +72,10 @@ class Client:
         self.worker_id = int(worker_id)
         self.io_timeout = io_timeout
         self.ssl_context = ssl_context
+        self.role = role
+        self.hint = hint or (f"Set spark.driver.host (or the trainer's ps_host=) to an address "
+                             f"the executors can reach, and make sure port {self.port} is open "
+                             f"(ps_port=).")
         self._seq = 0
         self._broken = False
         self._sock = self._connect(connect_timeout, socket_buffer)
@@ -95,11 +112,9 @@ class Client:
             time.sleep(min(delay, left))
             delay = min(delay * 2, 1.0)
         raise PSConnectionError(
-            f"cannot reach the parameter server at {self.where} from executor host "
+            f"cannot reach {self.role} at {self.where} from executor host "
             f"{socket.gethostname()!r}: tried {attempts} times for {time.monotonic() - t0:.1f} s "
-            f"(last error: {last}). Set spark.driver.host (or the trainer's ps_host=) to an "
-            f"address the executors can reach, and make sure port {self.port} is open "
-            f"(ps_port=).")
+            f"(last error: {last}). {self.hint}")
 
     def _authenticate(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -113,8 +128,9 @@ class Client:
                 self._raise_error(frame)
             if frame.op != OP_CHALLENGE or not isinstance(frame.payload, bytes) \
                     or len(frame.payload) != NONCE_SIZE:
+                what = self.role.removeprefix("the ")
                 raise PSAuthError(f"{self.where} did not send a valid challenge: it is not a "
-                                  "distkeras parameter server (or a different version)")
+                                  f"distkeras {what} (or a different version)")
             client_nonce = secrets.token_bytes(NONCE_SIZE)
             mac = auth_mac(self.secret, frame.payload, self.worker_id, client_nonce)
             self._sock.settimeout(max(0.01, deadline - time.monotonic()))
@@ -130,7 +146,7 @@ class Client:
         except PSAuthError:
             raise
         except PSRemoteError as exc:
-            raise PSConnectionError(f"parameter server at {self.where} refused the "
+            raise PSConnectionError(f"{self.role} at {self.where} refused the "
                                     f"connection: {exc}") from None
         except PeerClosed:
             raise PSAuthError(f"authentication with {self.where} failed (connection closed "
@@ -178,7 +194,7 @@ class Client:
             raise
         except PeerClosed as exc:
             self._broken = True
-            raise PSConnectionError(f"parameter server {self.where} closed the connection "
+            raise PSConnectionError(f"{self.role} {self.where} closed the connection "
                                     f"({exc})") from None
         except (socket.timeout, TimeoutError):
             self._broken = True

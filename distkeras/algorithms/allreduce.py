@@ -1,0 +1,40 @@
+"""AR-SGD: synchronous data parallelism with gradients all-reduced every step.
+
+Every step each worker computes the gradient gᵢ of its own mini-batch, the workers average
+them with a ring all-reduce, ḡ = (1/n) Σᵢ gᵢ, and every worker applies the same optimizer step
+x ← x − η·opt(ḡ), so the replicas stay identical. With plain SGD this is single-worker SGD on
+the concatenated batch of n·B examples (the test checks it to float tolerance). It cannot be
+fused into a λ-step XLA window: each step is a gradient call, an all-reduce and an apply call.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from distkeras.algorithms.base import Algorithm
+from distkeras.exchange import RingExchange
+
+
+class GradientRing(RingExchange):
+    """The ring, used on gradients inside the window; nothing to do after it."""
+
+    def after_window(self, theta, steps):
+        return None
+
+
+class ARSGD(Algorithm):
+    """All-reduce SGD: per step, ḡ = mean of the workers' gradients (ring), x ← x − η·opt(ḡ)."""
+
+    name = "arsgd"
+    synchronous = True
+    default_window = 32          # steps per data read; the gradients are exchanged every step
+    exchange_type = GradientRing
+
+    def local_steps(self, replica, exchange, xs, y, start):
+        for i in range(len(y)):
+            gradient = replica.gradient([x[i] for x in xs], y[i], start=start)
+            start = None
+            replica.apply_gradient(exchange.mean(gradient))
+        return replica.read()
+
+    def worker_send(self, theta, anchor):
+        raise NotImplementedError("AR-SGD exchanges gradients, not weights")

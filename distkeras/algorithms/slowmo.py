@@ -1,0 +1,70 @@
+"""SlowMo (Wang et al. 2019): slow momentum on top of a base algorithm.
+
+The base algorithm (LocalSGD, D-PSGD, AD-PSGD, SwarmSGD) runs as usual; every τ base steps,
+with γ the base optimizer's learning rate, α the slow learning rate and β the slow momentum::
+
+    (average=True)  x ← (1/n) Σᵢ xᵢ                      (exact average, ring all-reduce)
+                    u ← β u + (x_start − x) / γ
+                    x ← x_start − α γ u ;  x_start ← x
+
+With ``average=True`` the replicas are identical after the average, so every worker holds the
+same buffer u; ``average=False`` needs no global communication and keeps a buffer per worker.
+β = 0, α = 1 over LocalSGD is LocalSGD exactly (the test checks it).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from distkeras.algorithms.base import Algorithm
+from distkeras.exchange import SlowMoExchange
+
+BASES = ("localsgd", "dpsgd", "adpsgd", "swarmsgd")
+
+
+class SlowMo(Algorithm):
+    """SlowMo over ``base``: every ``slow_period`` τ=12 steps u ← βu + (x_start − x)/γ,
+    x ← x_start − αγu (β=``slow_momentum`` 0.7, α=``slow_learning_rate`` 1)."""
+
+    name = "slowmo"
+    exchange_type = SlowMoExchange
+
+    def __init__(self, communication_window=None, learning_rate=0.01, num_workers=1,
+                 base: str = "localsgd", slow_momentum: float = 0.7, slow_period: int = 12,
+                 slow_learning_rate: float = 1.0, average: bool = True, **base_params):
+        from distkeras import algorithms
+
+        if base not in BASES:
+            raise ValueError(f"SlowMo base {base!r}: use one of {', '.join(BASES)}")
+        if base == "localsgd":
+            base_params.setdefault("via", "ring")
+            if communication_window is None:
+                communication_window = slow_period
+        self.base = algorithms.get("averaging" if base == "localsgd" else base,
+                                   communication_window=communication_window,
+                                   learning_rate=learning_rate, num_workers=num_workers,
+                                   **base_params)
+        super().__init__(self.base.communication_window, learning_rate, num_workers)
+        self.base_name = base
+        self.slow_momentum = np.float32(slow_momentum)
+        self.slow_period = int(slow_period)
+        self.slow_learning_rate = np.float32(slow_learning_rate)
+        self.average = bool(average)
+        self.synchronous = self.base.synchronous or self.average
+        if self.slow_period < 1:
+            raise ValueError(f"slow_period must be positive, got {slow_period}")
+
+    def slow_step(self, x_start: np.ndarray, x: np.ndarray, momentum: np.ndarray) -> np.ndarray:
+        """u ← βu + (x_start − x)/γ; return x_start − αγu (``momentum`` u updated in place)."""
+        gamma = np.float32(self.learning_rate)
+        momentum *= self.slow_momentum
+        momentum += (x_start - x) / gamma
+        return x_start - (self.slow_learning_rate * gamma) * momentum
+
+    def exchange(self, worker):
+        return SlowMoExchange(self, worker, self.base.exchange(worker))
+
+    def window_length(self, rng, steps):
+        return self.base.window_length(rng, steps)
+
+    def local_steps(self, replica, exchange, xs, y, start):
+        return self.base.local_steps(replica, exchange, xs, y, start)

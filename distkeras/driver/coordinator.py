@@ -1,0 +1,280 @@
+"""The coordinator: the driver's control service, the same for every algorithm.
+
+Workers report here whatever the algorithm and however they exchange weights (parameter server,
+ring all-reduce, gossip): who they are and where their peer endpoint listens (the rendezvous),
+samples trained (the progress bar), epoch logs, the replicas of a decentralised run at each
+epoch end (its mean is the model validated and returned; Γ = Σᵢ‖x̄ − xᵢ‖² its consensus distance)
+and that they are done. It answers with the stop flag (EarlyStopping, interrupts) and, with an
+epoch barrier, holds workers at an epoch end until the driver has validated that epoch. Data
+never travels here on the hot path: that is the parameter server's or the peers' job.
+
+Example::
+
+    with Coordinator(num_workers=2, initial=theta0, synchronous=False) as coord:
+        host, port = coord.address            # ship host, port and coord.secret to executors
+        ...
+        coord.completed_epochs(), coord.epoch_logs[0], coord.model()
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import secrets
+import threading
+import time
+
+import numpy as np
+
+from distkeras import messages
+from distkeras.transport import FrameServer, Reply
+
+log = logging.getLogger(__name__)
+
+
+class WorkerLostError(RuntimeError):
+    """A worker of a synchronous algorithm disappeared: the run can never complete."""
+
+
+class _WorkerControl:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.lost = 0
+        self.pid = None
+        self.host = None
+        self.endpoint: str | None = None
+        self.samples = 0
+        self.exchanges = 0
+        self.done = False
+
+    def as_dict(self) -> dict:
+        return {"connections": self.connections, "lost_connections": self.lost,
+                "pid": self.pid, "host": self.host, "endpoint": self.endpoint,
+                "samples": self.samples, "exchanges": self.exchanges, "done": self.done}
+
+
+class Coordinator:
+    """Control service of one training run, behind an authenticated ``FrameServer``.
+
+    Args:
+        num_workers: workers of the run (ids ``0..num_workers-1``).
+        initial: the initial flat weights (what a decentralised worker starts from).
+        synchronous: a lost worker fails the run (it cannot complete without it).
+        name: the algorithm's name, for messages.
+        data_service: the parameter server, when the algorithm has one: its θ̃ is the run's
+            model and its statistics join ``stats()``.
+        epoch_barrier: a worker's ``EPOCH_END`` waits for :meth:`epoch_processed`.
+    """
+
+    def __init__(self, num_workers: int, initial: np.ndarray, synchronous: bool = False,
+                 name: str = "training", host: str = "127.0.0.1", port: int = 0,
+                 secret: bytes | None = None, ssl_context=None, round_timeout: float = 600.0,
+                 epoch_barrier: bool = False, data_service=None):
+        self.num_workers = int(num_workers)
+        self.synchronous = synchronous
+        self.name = name
+        self.secret = secret or secrets.token_bytes(32)
+        self.round_timeout = float(round_timeout)
+        self.epoch_barrier = epoch_barrier
+        self.data_service = data_service
+        self._initial = np.array(initial, dtype=np.float32, copy=True).ravel()
+        self._workers = {w: _WorkerControl() for w in range(self.num_workers)}
+        self._completed_epochs = [0] * self.num_workers
+        self.epoch_logs: dict[int, dict[int, dict]] = collections.defaultdict(dict)
+        self.epoch_finished_at: dict[int, float] = {}   # perf_counter when the last worker ended it
+        self.final_models: dict[int, np.ndarray] = {}
+        self._replicas: dict[int, dict[int, np.ndarray]] = collections.defaultdict(dict)
+        self.epoch_means: dict[int, np.ndarray] = {}
+        self.consensus_distance: dict[int, float] = {}
+        self.samples_seen = 0
+        self.failure: str | None = None
+        self._stop = False
+        self._epochs_processed = 0
+        self._cond = threading.Condition()
+        self._server = FrameServer(self._handle, self.secret, host=host, port=port,
+                                   ssl_context=ssl_context, on_disconnect=self._on_disconnect)
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def __enter__(self) -> "Coordinator":
+        self._server.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.request_stop()
+        with self._cond:
+            self.failure = self.failure or "the coordinator was closed"
+            self._cond.notify_all()
+        self._server.__exit__(*exc)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._server.address
+
+    # -- what the driver reads and does -----------------------------------------------------------
+    def completed_epochs(self) -> int:
+        """Epochs that every worker has finished."""
+        return min(self._completed_epochs)
+
+    def request_stop(self) -> None:
+        """Ask every worker to stop (asynchronous ones at their next report, synchronous ones at
+        the next epoch end, so that they all stop at the same round)."""
+        self._stop = True
+        with self._cond:
+            self._cond.notify_all()
+
+    def epoch_processed(self, epoch: int) -> None:
+        """The driver has evaluated ``epoch``: release workers waiting at the epoch barrier."""
+        with self._cond:
+            self._epochs_processed = max(self._epochs_processed, epoch + 1)
+            self._cond.notify_all()
+
+    def model(self, epoch: int | None = None) -> np.ndarray:
+        """The model the run defines: θ̃ of the parameter server, else the mean of the replicas
+        reported at the end of ``epoch`` (default: the latest), else the initial weights."""
+        if self.data_service is not None:
+            return self.data_service.centre
+        if self.final_models and epoch is None and len(self.final_models) == self.num_workers:
+            return np.mean([self.final_models[w] for w in sorted(self.final_models)], axis=0)
+        with self._cond:
+            if epoch is None:
+                epoch = max(self.epoch_means, default=None)
+            mean = self.epoch_means.get(epoch) if epoch is not None else None
+            return (self._initial if mean is None else mean).copy()
+
+    def stats(self) -> dict:
+        """Per-worker control statistics, merged with the data service's."""
+        data = self.data_service.stats() if self.data_service is not None else {}
+        workers = {w: s.as_dict() for w, s in self._workers.items()}
+        for w, extra in data.get("workers", {}).items():
+            workers[w].update(extra)
+        out = {"samples": self.samples_seen, "transport": self._server.stats, "workers": workers}
+        if data:
+            out.update(updates=data["updates"], ps_transport=data["transport"])
+        return out
+
+    # -- request handling -------------------------------------------------------------------------
+    def _handle(self, conn, frame):
+        worker = frame.worker_id
+        if worker not in self._workers:
+            raise ValueError(f"worker id {worker} outside 0..{self.num_workers - 1}")
+        control = self._workers[worker]
+        op = frame.op
+        if op == messages.HELLO:
+            return self._hello(conn, worker, frame.payload if isinstance(frame.payload, dict) else {})
+        if op == messages.PULL:
+            return Reply(op, payload=self.model(), flags=self._flags())
+        if op == messages.PROGRESS:
+            self._count(control, frame.aux)
+            body = frame.payload if isinstance(frame.payload, dict) else {}
+            exchanges = body.get("exchanges")
+            if isinstance(exchanges, int) and exchanges >= control.exchanges:
+                control.exchanges = exchanges
+            return Reply(op, flags=0 if self.synchronous else self._flags())
+        if op == messages.REPLICA:
+            self._replica(worker, int(frame.aux), frame.payload)
+            return Reply(op)
+        if op == messages.EPOCH_END:
+            return self._epoch_end(worker, control, frame)
+        if op == messages.FINAL:
+            self._check_vector(frame.payload, "final model")
+            self.final_models[worker] = frame.payload.copy()
+            return Reply(op)
+        if op == messages.PEERS:
+            return Reply(op, payload={"peers": self.peers(), "failure": self.failure})
+        if op == messages.DONE:
+            control.done = True
+            conn.state["done"] = True
+            return Reply(op)
+        raise ValueError(f"unknown op {op}")
+
+    def peers(self) -> dict[str, str]:
+        """The rendezvous table: worker id → ``host:port`` of its live peer endpoint."""
+        return {str(w): c.endpoint for w, c in self._workers.items()
+                if c.endpoint and not c.done}
+
+    def _flags(self) -> int:
+        return messages.FLAG_STOP if self._stop else 0
+
+    def _count(self, control: _WorkerControl, samples: int) -> None:
+        if samples < 0:
+            raise ValueError(f"negative sample count {samples}")
+        control.samples += samples
+        self.samples_seen += samples
+
+    def _check_vector(self, payload, what: str) -> None:
+        if not isinstance(payload, np.ndarray) or payload.size != self._initial.size:
+            size = getattr(payload, "size", None)
+            raise ValueError(f"{what} of {size} values, the model has {self._initial.size}")
+        if not np.isfinite(payload).all():
+            raise ValueError(f"{what} has non-finite values (NaN/inf): the worker diverged")
+
+    def _hello(self, conn, worker: int, info: dict):
+        if self.failure:
+            raise WorkerLostError(self.failure)
+        conn.state["worker"] = worker
+        control = self._workers[worker]
+        control.connections += 1
+        control.pid, control.host = info.get("pid"), info.get("host")
+        endpoint = info.get("endpoint")
+        control.endpoint = endpoint if isinstance(endpoint, str) else None
+        control.done = False
+        if control.connections > 1:
+            log.warning("worker %d rejoined (attempt %s) from %s, resuming at epoch %d",
+                        worker, info.get("attempt"), control.host, self._completed_epochs[worker])
+        updates = self.data_service.updates if self.data_service is not None else 0
+        return Reply(messages.HELLO, payload={"start_epoch": self._completed_epochs[worker],
+                                              "updates": updates})
+
+    def _replica(self, worker: int, epoch: int, payload) -> None:
+        self._check_vector(payload, f"replica of epoch {epoch}")
+        with self._cond:
+            replicas = self._replicas[epoch]
+            replicas[worker] = payload.copy()
+            if len(replicas) == self.num_workers:
+                stack = np.stack([replicas[w] for w in sorted(replicas)])
+                mean = stack.mean(axis=0)
+                self.epoch_means[epoch] = mean
+                self.consensus_distance[epoch] = float(np.square(stack - mean).sum())
+                self._replicas.pop(epoch)
+
+    def _epoch_end(self, worker: int, control: _WorkerControl, frame):
+        body = frame.payload if isinstance(frame.payload, dict) else {}
+        epoch = body.get("epoch")
+        if not isinstance(epoch, int) or not 0 <= epoch < 1_000_000:
+            raise ValueError(f"bad epoch number {epoch!r}")
+        logs = body.get("logs", {})
+        if not isinstance(logs, dict):
+            raise ValueError("epoch logs must be a JSON object")
+        self._count(control, frame.aux)
+        self.epoch_logs[epoch][worker] = {str(k): float(v) for k, v in logs.items()
+                                          if isinstance(v, (int, float)) and math.isfinite(v)}
+        self._completed_epochs[worker] = max(self._completed_epochs[worker], epoch + 1)
+        if self.completed_epochs() > epoch:
+            self.epoch_finished_at.setdefault(epoch, time.perf_counter())
+        if self.epoch_barrier:
+            with self._cond:
+                if not self._cond.wait_for(lambda: self._epochs_processed > epoch or self._stop
+                                           or self.failure, timeout=self.round_timeout):
+                    raise WorkerLostError(f"no verdict on epoch {epoch} from the driver after "
+                                          f"{self.round_timeout:.0f}s")
+        return Reply(frame.op, flags=self._flags())
+
+    def _on_disconnect(self, conn, clean: bool) -> None:
+        worker = conn.state.get("worker")
+        if worker is None or conn.state.get("done"):
+            return
+        control = self._workers[worker]
+        control.lost += 1
+        control.endpoint = None
+        if self.synchronous and not self._stop:
+            with self._cond:
+                self.failure = self.failure or (
+                    f"worker {worker} was lost during training; {self.name} is synchronous and "
+                    "cannot continue without it (use an asynchronous algorithm, e.g. ADAG, "
+                    "DOWNPOUR or ADPSGD, for fault-tolerant training)")
+                self._cond.notify_all()
+            if self.data_service is not None:
+                self.data_service.fail(self.failure)
+        else:
+            log.warning("worker %d disconnected mid-training; Spark retries the task and it "
+                        "rejoins", worker)

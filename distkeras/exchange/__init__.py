@@ -1,0 +1,25 @@
+"""How workers communicate: the exchange an algorithm chooses after each window of local steps.
+
+- :class:`Exchange` (no communication: ensembles), the seam itself (``base``);
+- :class:`ParameterServerExchange`: commit to θ̃ on the driver (``parameter_server``);
+- :class:`RingExchange` / :class:`RingAllReduce`: bandwidth-optimal ring all-reduce (``ring``);
+- :class:`NeighbourExchange`, :class:`PairwiseGossip`: D-PSGD, AD-PSGD, SwarmSGD (``gossip``);
+- :class:`SlowMoExchange`: slow momentum on top of any of the peer exchanges (``slowmo``);
+- :class:`Topology`: who may talk to whom, and the mixing weights (``topology``);
+- :class:`PeerEndpoint`, :class:`PeerGroup`: the authenticated transport between workers
+  (``peers``).
+
+Nothing here imports TensorFlow or Spark: exchanges run in executors and are tested alone.
+"""
+from distkeras.exchange.base import Exchange, ExchangeStats, WorkerContext
+from distkeras.exchange.gossip import NeighbourExchange, PairwiseGossip, SharedReplica
+from distkeras.exchange.parameter_server import ParameterServerExchange
+from distkeras.exchange.peers import PeerEndpoint, PeerExchange, PeerGroup, PeerLostError
+from distkeras.exchange.ring import RingAllReduce, RingExchange
+from distkeras.exchange.slowmo import SlowMoExchange
+from distkeras.exchange.topology import Topology
+
+__all__ = ["Exchange", "ExchangeStats", "WorkerContext", "NeighbourExchange", "PairwiseGossip",
+           "SharedReplica", "ParameterServerExchange", "PeerEndpoint", "PeerExchange",
+           "PeerGroup", "PeerLostError", "RingAllReduce", "RingExchange", "SlowMoExchange",
+           "Topology"]

@@ -1,0 +1,131 @@
+"""The seam between the shared training loop and an algorithm's communication.
+
+A worker's loop is the same for every algorithm (``distkeras.executor.remote``): read a window of
+batches, run the local steps in one compiled call, then hand the replica's weights to its
+**exchange**, which returns the weights to continue from. What differs between algorithms is
+only the exchange: a commit to the parameter server, a ring all-reduce, a gossip with
+neighbours, or nothing. Control (progress, epoch logs, stop) always goes to the driver's
+coordinator, whatever the exchange.
+
+An exchange says how it communicates:
+
+- ``model``: what the run's model is: ``"centre"`` (θ̃ on the parameter server), ``"mean"``
+  (the mean of the replicas, reported to the coordinator at epoch ends) or ``"members"``
+  (an ensemble of the workers' final replicas);
+- ``needs_parameter_server``: the driver hosts a parameter server for it;
+- ``endpoint``: the ``host:port`` of this worker's peer endpoint, if it serves one.
+
+Example (a custom exchange; ``Algorithm.exchange`` returns it)::
+
+    class Halve(Exchange):
+        model = "mean"
+        def after_window(self, theta, steps):
+            return theta * 0.5           # the weights the next window starts from
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+
+@dataclass
+class ExchangeStats:
+    """Where a worker's communication time and bytes went (its row of ``history.workers``)."""
+
+    exchange_seconds: float = 0.0   # inside exchanges (including the waits below)
+    wait_seconds: float = 0.0            # blocked on a barrier, a round or a peer
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    exchanges: int = 0
+    peers: set = field(default_factory=set)   # worker ids met
+
+    def as_row(self) -> dict:
+        row = asdict(self)
+        row["peers"] = ",".join(str(p) for p in sorted(self.peers))
+        return row
+
+    @contextmanager
+    def waiting(self):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.wait_seconds += time.perf_counter() - t0
+
+
+@dataclass
+class WorkerContext:
+    """What an exchange knows of its worker: identity, addresses of the driver's services, the
+    per-run secret, timeouts, and how to meet its peers."""
+
+    worker: int
+    num_workers: int
+    secret: bytes
+    coordinator: tuple[str, int]
+    parameter_server: Optional[tuple[str, int]] = None
+    connect_timeout: float = 30.0
+    round_timeout: float = 600.0
+    tls_cert: Optional[str] = None
+    seed: int = 0
+    peer_host: Optional[str] = None          # address this worker's endpoint advertises
+    peer_ports: Optional[tuple[int, int]] = None   # port range for the endpoint (None: ephemeral)
+    barrier: Any = None                      # BarrierTaskContext in a barrier stage
+    control: Any = None                      # the coordinator client (rendezvous of async peers)
+    extras: dict = field(default_factory=dict)
+
+
+class Exchange:
+    """Base exchange: no communication at all (each worker trains alone)."""
+
+    model = "members"
+    needs_parameter_server = False
+    peer_endpoint = None   # a PeerEndpoint, for exchanges between workers
+
+    def __init__(self, algorithm, worker: WorkerContext):
+        self.algorithm = algorithm
+        self.worker = worker
+        self.stats = ExchangeStats()
+
+    @property
+    def endpoint(self) -> Optional[str]:
+        """``host:port`` of this worker's peer endpoint (None: it serves none)."""
+        return self.peer_endpoint.address if self.peer_endpoint is not None else None
+
+    def open(self) -> None:
+        """Connect and bind (called once, before the worker registers with the coordinator)."""
+
+    def start(self, theta: np.ndarray) -> np.ndarray:
+        """The weights to begin training from, given the coordinator's current model (called
+        once the worker is registered: peers meet here)."""
+        return theta
+
+    def after_window(self, theta: np.ndarray, steps: int) -> Optional[np.ndarray]:
+        """Exchange after a window of ``steps`` local steps that ended at ``theta``; return the
+        weights the next window starts from (None: continue from ``theta``)."""
+        return None
+
+    def finish(self, theta: np.ndarray) -> np.ndarray:
+        """The worker's final weights, once training is over (pending gossip folded in)."""
+        return theta
+
+    def close(self) -> None:
+        """Release connections and endpoints; idempotent."""
+
+    def __enter__(self) -> "Exchange":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def timed(self, fn: Callable, *args):
+        """Run ``fn(*args)`` counting its time as communication."""
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.stats.exchange_seconds += time.perf_counter() - t0

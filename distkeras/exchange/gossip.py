@@ -1,0 +1,239 @@
+"""Gossip between workers: neighbour averaging (D-PSGD) and pairwise averaging (AD-PSGD,
+SwarmSGD), over the peer endpoints of ``peers`` and the graphs of ``topology``.
+
+Pairwise averaging never makes a worker wait for another worker's training loop: the callee's
+endpoint answers from its :class:`SharedReplica` (the replica as its peers see it), and the
+correction each side receives is folded into its replica at its next window boundary. The two
+corrections cancel, (x_j − x_i)/2 + (x_i − x_j)/2 = 0, so every interaction preserves the mean of
+the replicas exactly, even while both sides keep training.
+
+Example::
+
+    shared = SharedReplica(theta)
+    theta = shared.fold(theta)        # at a window boundary: apply corrections, publish theta
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Optional
+
+import numpy as np
+
+from distkeras import messages
+from distkeras.exchange.base import WorkerContext
+from distkeras.exchange.peers import PeerExchange, PeerLostError, Rounds, ack, reply_buffer
+from distkeras.exchange.topology import Topology
+from distkeras.transport import Reply
+
+log = logging.getLogger(__name__)
+
+
+class SharedReplica:
+    """A worker's replica as its peers see it, with the gossip corrections received since the
+    worker last published it."""
+
+    def __init__(self, theta: np.ndarray):
+        self._lock = threading.Lock()
+        self.value = np.array(theta, dtype=np.float32, copy=True)
+        self._published = self.value.copy()
+
+    def fold(self, theta: np.ndarray) -> np.ndarray:
+        """θ ← θ + (corrections since the last fold); publish θ; return it."""
+        with self._lock:
+            out = theta + (self.value - self._published)
+            np.copyto(self._published, out)
+            np.copyto(self.value, out)
+        return out
+
+    def snapshot(self) -> np.ndarray:
+        with self._lock:
+            return self.value.copy()
+
+    def respond(self, other: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Callee side of x_i, x_j ← (x_i + x_j)/2: reply x_j (into ``out``), keep the mean."""
+        with self._lock:
+            np.copyto(out, self.value)
+            self.value += other
+            self.value *= np.float32(0.5)
+        return out
+
+    def absorb(self, sent: np.ndarray, answer: np.ndarray) -> None:
+        """Caller side: having sent ``sent`` and got the callee's ``answer``, move by
+        (answer − sent)/2, the mirror of the callee's move."""
+        with self._lock:
+            self.value += (answer - sent) * np.float32(0.5)
+
+
+class NeighbourExchange(PeerExchange):
+    """D-PSGD's synchronous neighbour averaging: every window, x_i ← Σ_j W_ij x_j over i's
+    neighbours in ``topology`` (W the Metropolis–Hastings mixing matrix)."""
+
+    def __init__(self, algorithm, worker: WorkerContext, topology: Topology):
+        super().__init__(algorithm, worker)
+        self.topology = topology
+        self.neighbours = topology.neighbours(worker.worker)
+        self.weights = topology.mixing_weights(worker.worker)
+        self.rounds = Rounds(worker.round_timeout)
+        self._round = 0
+
+    def handlers(self):
+        return {messages.MIX: self._on_mix}
+
+    def open(self) -> None:
+        super().open()
+        self.peer_endpoint.on_lost(lambda w: w in self.neighbours and self.rounds.fail(
+            f"worker {self.worker.worker}: neighbour worker {w} was lost mid-round"))
+
+    def start(self, theta: np.ndarray) -> np.ndarray:
+        self.group.meet(wait_for_all=True)
+        return theta
+
+    def _on_mix(self, conn, frame):
+        if conn.worker_id not in self.weights or conn.worker_id == self.worker.worker:
+            raise ValueError(f"worker {conn.worker_id} is not a neighbour of "
+                             f"{self.worker.worker} in the {self.topology.name} topology")
+        self.rounds.deliver(frame.aux, frame)
+        return ack(frame)
+
+    def after_window(self, theta: np.ndarray, steps: int) -> np.ndarray:
+        return self.timed(self._mix, theta)
+
+    def _mix(self, theta: np.ndarray) -> np.ndarray:
+        mixed = theta * np.float32(self.weights[self.worker.worker])
+        round_, self._round = self._round, self._round + 1
+
+        def apply(frame):
+            if frame.payload.shape != mixed.shape:
+                raise ValueError(f"neighbour replica of {frame.payload.size} values, expected "
+                                 f"{mixed.size}")
+            mixed.__iadd__(frame.payload * np.float32(self.weights[frame.worker_id]))
+
+        self.rounds.open(round_, apply)
+        for peer in self.neighbours:
+            self.group.request(peer, messages.MIX, theta, aux=round_)
+        with self.stats.waiting():
+            self.rounds.wait(len(self.neighbours), self._check,
+                             f"neighbours {self.neighbours}")
+        self.stats.exchanges += 1
+        self.stats.peers.update(self.neighbours)
+        return mixed
+
+    def _check(self) -> None:
+        table = self.group.refresh()
+        gone = [p for p in self.neighbours if p not in table]
+        if gone:
+            raise PeerLostError(f"worker {self.worker.worker}: neighbour workers {gone} are no "
+                                "longer registered with the driver (lost)")
+
+
+class PairwiseGossip(PeerExchange):
+    """Pairwise averaging with one random peer every window.
+
+    ``overlap=True`` (AD-PSGD): wait-free; the averaging runs in a background thread on a
+    snapshot while the next window computes, and its correction is folded in at the next
+    boundary; only active (even) workers call passive (odd) neighbours, so no two workers wait on
+    each other. ``overlap=False`` (SwarmSGD): the worker averages with a random neighbour before
+    it goes on (any worker may call any neighbour; callees answer from their shared replica).
+    """
+
+    peer_timeouts = (2.0, 30.0)   # a finished or lost peer is skipped, not waited for
+
+    def __init__(self, algorithm, worker: WorkerContext, topology: Topology, overlap: bool):
+        super().__init__(algorithm, worker)
+        self.topology, self.overlap = topology, overlap
+        self.rng = np.random.default_rng([worker.seed, worker.worker, 7919])
+        self.candidates = (topology.passive_neighbours(worker.worker) if overlap
+                           else topology.neighbours(worker.worker))
+        self.shared: Optional[SharedReplica] = None
+        self._thread: Optional[threading.Thread] = None
+        self._unreachable: dict[int, int] = {}
+        self._refreshed = 0.0
+        self.failed_gossips = 0
+
+    def handlers(self):
+        return {messages.GOSSIP: self._on_gossip}
+
+    def start(self, theta: np.ndarray) -> np.ndarray:
+        self.shared = SharedReplica(theta)
+        self.group.meet(wait_for_all=False)
+        return theta
+
+    def _on_gossip(self, conn, frame):
+        if self.shared is None:
+            raise ValueError("not training yet")
+        if frame.payload.shape != self.shared.value.shape:
+            raise ValueError(f"gossip of {frame.payload.size} values, the model has "
+                             f"{self.shared.value.size}")
+        out = self.shared.respond(frame.payload, reply_buffer(conn, self.shared.value))
+        self.stats.peers.add(conn.worker_id)
+        self.stats.exchanges += 1      # answered: an interaction for this worker too
+        return Reply(frame.op, payload=out)
+
+    def after_window(self, theta: np.ndarray, steps: int) -> np.ndarray:
+        return self.timed(self._after_window, theta)
+
+    def _after_window(self, theta: np.ndarray) -> np.ndarray:
+        theta = self.shared.fold(theta)
+        busy = self._thread is not None and self._thread.is_alive()
+        if not busy and self.candidates and self._pick() is None:
+            self._refresh(min_interval=1.0)   # every candidate failed: a retried peer moved?
+        if not self.overlap:
+            self._gossip_once()
+            return self.shared.fold(theta)
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._gossip_once, daemon=True,
+                                            name=f"distkeras-gossip-{self.worker.worker}")
+            self._thread.start()
+        return theta
+
+    def _pick(self) -> Optional[int]:
+        table = self.group.table
+        live = [p for p in self.candidates if p in table and p not in self._unreachable]
+        if not live:
+            return None
+        return int(live[self.rng.integers(len(live))])
+
+    def _gossip_once(self) -> None:
+        peer = self._pick()
+        if peer is None:
+            return
+        sent = self.shared.snapshot()
+        try:
+            answer = self.group.request(peer, messages.GOSSIP, sent).payload
+        except PeerLostError as exc:   # asynchronous: skip the peer, look it up again later
+            self.failed_gossips += 1
+            self._unreachable[peer] = self._unreachable.get(peer, 0) + 1
+            log.info("gossip skipped: %s", exc)
+            return
+        self._unreachable.pop(peer, None)
+        self.shared.absorb(sent, answer)
+        self.stats.exchanges += 1
+        self.stats.peers.add(peer)
+
+    def _refresh(self, min_interval: float) -> None:
+        """Look the peers up again at the coordinator (a retried task comes back at a new
+        address); called from the training thread only, at most every ``min_interval`` s."""
+        now = time.monotonic()
+        if now - self._refreshed < min_interval:
+            return
+        self._refreshed = now
+        self._join()
+        self.group.refresh()
+        self._unreachable.clear()
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def finish(self, theta: np.ndarray) -> np.ndarray:
+        self._join()
+        self.stop_serving()     # no more corrections after this
+        return self.shared.fold(theta) if self.shared is not None else theta
+
+    def close(self) -> None:
+        self._join()
+        super().close()
+

@@ -1,0 +1,72 @@
+"""Slow momentum around a peer exchange: the base exchange runs as usual, and every ``τ`` base
+steps the algorithm's slow step (``SlowMo.slow_step``) moves the replica from where the period
+started, after an exact ring average when the algorithm asks for one.
+
+Example::
+
+    exchange = SlowMoExchange(slowmo, ctx, base=RingExchange(slowmo.base, ctx))
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from distkeras.exchange.base import Exchange, WorkerContext
+from distkeras.exchange.peers import PeerExchange
+from distkeras.exchange.ring import RingAllReduce
+
+
+class SlowMoExchange(Exchange):
+    """``algorithm`` is a SlowMo rule (``slow_period``, ``average``, ``slow_step``); ``base`` the
+    exchange of its base algorithm (a :class:`PeerExchange`)."""
+
+    model = "mean"
+
+    def __init__(self, algorithm, worker: WorkerContext, base: PeerExchange):
+        super().__init__(algorithm, worker)
+        self.base = base
+        self.stats = base.stats            # one account of this worker's communication
+        self.ring: Optional[RingAllReduce] = None
+        self.x_start: Optional[np.ndarray] = None
+        self.momentum: Optional[np.ndarray] = None
+        self.since = 0                      # base steps since the period started
+
+    @property
+    def endpoint(self):
+        return self.base.endpoint
+
+    def open(self) -> None:
+        self.base.open()
+        needs_ring = self.algorithm.average and not getattr(self.base, "exact_average", False)
+        if needs_ring:
+            self.ring = RingAllReduce(self.worker, self.base.peer_endpoint, self.base.group,
+                                      self.stats)
+
+    def start(self, theta: np.ndarray) -> np.ndarray:
+        theta = self.base.start(theta)
+        if self.ring is not None:
+            self.base.group.meet(wait_for_all=True)
+        self.x_start = np.array(theta, dtype=np.float32, copy=True)
+        self.momentum = np.zeros_like(self.x_start)
+        return theta
+
+    def after_window(self, theta: np.ndarray, steps: int) -> Optional[np.ndarray]:
+        mixed = self.base.after_window(theta, steps)
+        x = theta if mixed is None else mixed
+        self.since += steps
+        if self.since < self.algorithm.slow_period:
+            return mixed
+        if self.ring is not None:
+            x = self.timed(self.ring.mean, x)
+            self.stats.exchanges += 1
+        x = self.algorithm.slow_step(self.x_start, x, self.momentum)
+        np.copyto(self.x_start, x)
+        self.since = 0
+        return x
+
+    def finish(self, theta: np.ndarray) -> np.ndarray:
+        return self.base.finish(theta)
+
+    def close(self) -> None:
+        self.base.close()
