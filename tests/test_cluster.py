@@ -1,5 +1,6 @@
 """Training on a real standalone Spark cluster: master + 2 workers on 127.0.0.1, executors in
-their own JVMs and Python processes, reaching the parameter server on the driver over TCP."""
+their own JVMs and Python processes, reaching the driver's coordinator (and parameter server)
+over TCP, and, for the decentralised algorithms, each other's peer endpoints."""
 from __future__ import annotations
 
 import json
@@ -8,17 +9,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+TRAINERS = ["ADAG", "DPSGD", "ADPSGD"]
 
-def test_adag_on_a_standalone_cluster(standalone_cluster):
+
+def test_parameter_server_and_peer_algorithms_on_a_standalone_cluster(standalone_cluster):
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=str(root), SPARK_LOCAL_IP="127.0.0.1")
-    out = subprocess.run([sys.executable, "-m", "tests.cluster_driver", standalone_cluster],
-                         cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-    assert out.returncode == 0 and lines, out.stderr[-4000:]
-    result = json.loads(lines[-1][len("RESULT "):])
-    assert result["executors"] == 2
-    assert len(result["executor_pids"]) == 2 and result["driver_pid"] not in result["executor_pids"]
-    assert all(c >= 3 for c in result["commits"])
-    assert result["accuracy"] > 0.8
-    assert result["scored"] == 500
+    out = subprocess.run([sys.executable, "-m", "tests.cluster_driver", standalone_cluster,
+                          ",".join(TRAINERS)],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    results = {r["trainer"]: r for r in (json.loads(l[len("RESULT "):])
+                                         for l in out.stdout.splitlines()
+                                         if l.startswith("RESULT "))}
+    assert out.returncode == 0 and set(results) == set(TRAINERS), out.stderr[-4000:]
+    for name, result in results.items():
+        assert result["executors"] == 2
+        # one worker per executor, each in its own Python process, none on the driver
+        assert len(result["executor_pids"]) == 2, result
+        assert result["driver_pid"] not in result["executor_pids"]
+        assert all(e >= 3 for e in result["exchanges"]), result
+        assert result["accuracy"] > 0.8, result
+        assert result["scored"] == 500
+    for name in ("DPSGD", "ADPSGD"):     # the peers of each worker: the worker in the other JVM
+        assert results[name]["peers"] in (["1", "0"], ["0", "1"]), results[name]

@@ -1,8 +1,10 @@
 """A worker's Python process killed for real (SIGKILL by pid) in the middle of training.
 
 Asynchronous algorithms: Spark retries the task (local[2,2] allows one retry), the new attempt
-rejoins from the current centre variable at the epoch it had reached, and training converges.
-Synchronous algorithms: the run fails quickly with an error that says why, instead of hanging.
+rejoins (from the current centre variable, or for a decentralised algorithm from the mean of the
+replicas at the last epoch end, registering its new peer endpoint) at the epoch it had reached,
+and training converges. Synchronous algorithms (parameter server or peers): the run fails quickly
+with an error that names the lost worker, instead of hanging.
 """
 from __future__ import annotations
 
@@ -18,19 +20,20 @@ from distkeras.driver.job import TrainingError
 from tests.data import blobs, blobs_df, mlp
 
 
-def kill_worker_when_training(trainer, worker=1, min_commits=5, timeout=120):
-    """Background thread: SIGKILL worker ``worker``'s Python process once it has committed."""
+def kill_worker_when_training(trainer, worker=1, min_commits=5, timeout=120, count="commits"):
+    """Background thread: SIGKILL worker ``worker``'s Python process once it has made
+    ``min_commits`` exchanges (``count``: the statistic that counts them)."""
     killed = {}
 
     def run():
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ps = trainer.coordinator
-            if ps is not None:
-                stats = ps.stats()["workers"][worker]
-                if stats["pid"] and stats["commits"] >= min_commits:
+            coordinator = trainer.coordinator
+            if coordinator is not None:
+                stats = coordinator.stats()["workers"][worker]
+                if stats["pid"] and stats.get(count, 0) >= min_commits:
                     os.kill(stats["pid"], signal.SIGKILL)
-                    killed.update(pid=stats["pid"], commits=stats["commits"])
+                    killed.update(pid=stats["pid"], commits=stats[count])
                     return
             time.sleep(0.05)
 
@@ -66,5 +69,33 @@ def test_sync_worker_killed_fails_fast_with_a_clear_error(train):
     killed = kill_worker_when_training(trainer, min_commits=20)
     t0 = time.monotonic()
     with pytest.raises(TrainingError, match="lost during training; easgd is synchronous"):
+        trainer.fit(train)
+    assert killed and time.monotonic() - t0 < 180
+
+
+def test_decentralised_async_worker_killed_rejoins_and_converges(train):
+    trainer = dk.trainers.ADPSGD(mlp(), loss="categorical_crossentropy", num_workers=2,
+                                 batch_size=16, num_epoch=10, learning_rate=0.005,
+                                 verbose=False)
+    killed = kill_worker_when_training(trainer, min_commits=100, count="exchanges")
+    fitted = trainer.fit(train)
+    assert killed, "the worker was never killed: training ended too early"
+    workers = fitted.history.ps_stats["workers"]
+    assert workers[1]["connections"] == 2 and workers[1]["lost_connections"] == 1
+    assert workers[1]["pid"] != killed["pid"]
+    assert len(fitted.history["loss"]) == 10
+    retried = [w for w in fitted.history.workers if w["worker"] == 1][0]
+    assert retried["attempt"] == 1 and retried["peers"] == "0"   # met its peer again
+    x, y = blobs(1500, seed=1)
+    assert (fitted.predict([x]).argmax(1) == y).mean() > 0.8
+
+
+def test_decentralised_sync_worker_killed_fails_fast_naming_it(train):
+    trainer = dk.trainers.DPSGD(mlp(), loss="categorical_crossentropy", num_workers=2,
+                                batch_size=16, num_epoch=50, verbose=False)
+    killed = kill_worker_when_training(trainer, min_commits=50, count="exchanges")
+    t0 = time.monotonic()
+    with pytest.raises(TrainingError, match="worker 1 was lost during training; dpsgd is "
+                                            "synchronous"):
         trainer.fit(train)
     assert killed and time.monotonic() - t0 < 180

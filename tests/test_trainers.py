@@ -49,13 +49,28 @@ CASES = {
     "EASGD": dict(learning_rate=0.01),
     "AEASGD": dict(),
     "EAMSGD": dict(),
+    # workers that talk to each other (ring all-reduce, gossip)
+    "ARSGD": dict(learning_rate=0.01),
+    "LocalSGD-ring": dict(learning_rate=0.01, communication_window=12, via="ring"),
+    "DPSGD": dict(learning_rate=0.01),
+    "ADPSGD": dict(learning_rate=0.01),
+    "SwarmSGD": dict(learning_rate=0.01, local_steps=3),
+    "SwarmSGD-geometric": dict(learning_rate=0.01, local_steps=3, geometric=True),
+    "SlowMo-localsgd": dict(learning_rate=0.01, base="localsgd"),
+    "SlowMo-dpsgd": dict(learning_rate=0.01, base="dpsgd"),
+    "SlowMo-adpsgd-noavg": dict(learning_rate=0.01, base="adpsgd", average=False),
+    "SlowMo-swarmsgd": dict(learning_rate=0.01, base="swarmsgd"),
 }
+DECENTRALISED = {"DPSGD", "ADPSGD", "SwarmSGD", "SwarmSGD-geometric", "SlowMo-localsgd",
+                 "SlowMo-dpsgd", "SlowMo-adpsgd-noavg", "SlowMo-swarmsgd", "ARSGD",
+                 "LocalSGD-ring"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_trainer_converges_like_single_worker(name, data, baseline):
     train, test = data
-    trainer = getattr(dk.trainers, name)(mlp(), loss="categorical_crossentropy", num_workers=2,
+    trainer = getattr(dk.trainers, name.split("-")[0])(mlp(), loss="categorical_crossentropy",
+                                                       num_workers=2,
                                          batch_size=32, num_epoch=EPOCHS, verbose=False,
                                          **CASES[name])
     fitted = trainer.fit(train)
@@ -66,8 +81,14 @@ def test_trainer_converges_like_single_worker(name, data, baseline):
     assert np.isfinite(fitted.history["loss"]).all()
     workers = fitted.history.ps_stats["workers"]
     assert set(workers) == {0, 1} and all(w["done"] for w in workers.values())
-    if name != "EnsembleTrainer":
-        assert all(w["commits"] >= EPOCHS for w in workers.values())
     for w in fitted.history.workers:     # where each worker's time went
         assert 0 < w["compute_seconds"] + w["exchange_seconds"] <= w["seconds"], w
         assert (w["exchange_seconds"] > 0) == (name != "EnsembleTrainer"), w
+        assert (w["exchanges"] >= EPOCHS) == (name != "EnsembleTrainer"), w
+        if name in DECENTRALISED:        # bytes between peers, and who met whom
+            assert w["bytes_sent"] > 0 and w["bytes_received"] > 0 and w["peers"], w
+    if name in DECENTRALISED:            # Γ per epoch; identical replicas for the exact averages
+        gamma = fitted.history["consensus_distance"]
+        assert len(gamma) == EPOCHS and all(g >= 0 for g in gamma)
+        if name in ("ARSGD", "LocalSGD-ring", "SlowMo-localsgd"):
+            assert max(gamma) < 1e-6, gamma
