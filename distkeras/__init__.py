@@ -26,6 +26,7 @@ _LAZY = {
     "models": None,
     "pipeline": None,
     "spark": None,
+    "study": None,
     "trainers": None,
     "transport": None,
     "tuning": None,

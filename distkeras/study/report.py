@@ -1,0 +1,298 @@
+"""The study's report: tables and figures computed from ``runs.jsonl`` alone.
+
+``analyse(records)`` gives the numbers (every table of the report is printed from it, and the
+tests recompute them from the records); ``write_report`` draws the figures with matplotlib and
+writes ``report.md``:
+
+1. time to target accuracy per algorithm (what a user picks an algorithm by);
+2. final validation accuracy per algorithm and worker count (mean ± std over repeats);
+3. Baseline / SlowMo / SlowMo-no-avg;
+4. accuracy against epochs and against wall time (bands over repeats);
+5. communication and epoch time per worker (box plots);
+6. speed-up t(1)/t(n) and time per batch against workers, with the ideal line;
+7. sensitivity of the asynchronous parameter-server methods to λ and to the workers.
+
+Example::
+
+    from distkeras.study import load_runs, write_report
+    write_report(load_runs("study-hlf/runs.jsonl"), "study-hlf")
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from typing import Any, Sequence
+
+import numpy as np
+
+ASYNC_PS = ("downpour", "hogwild", "agn", "adag", "dynsgd", "aeasgd", "eamsgd")
+
+
+def _ok(records: Sequence[dict]) -> list[dict]:
+    return [r for r in records if r.get("status") == "ok" and r.get("epochs")]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    v = [x for x in values if x is not None]
+    if not v:
+        return float("nan"), float("nan")
+    return float(np.mean(v)), float(np.std(v))
+
+
+def _group(records, *keys) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[tuple(r[k] for k in keys)].append(r)
+    return dict(groups)
+
+
+def time_to_target(record: dict, target: float) -> float | None:
+    """Training wall time (cumulative epoch seconds) at which ``val_accuracy`` first reaches
+    ``target``; None if it never does."""
+    elapsed = 0.0
+    for e in record["epochs"]:
+        elapsed += e["epoch_seconds"]
+        if e.get("val_accuracy", -1.0) >= target:
+            return elapsed
+    return None
+
+
+def analyse(records: Sequence[dict], target: float = 0.99) -> dict[str, Any]:
+    """Every number of the report, from the records."""
+    ok = _ok(records)
+    baseline = [r["final_val_accuracy"] for r in ok if r["algorithm"] == "single"
+                and r.get("final_val_accuracy") is not None]
+    target_accuracy = target * max(baseline) if baseline else None
+    out: dict[str, Any] = {"target_accuracy": target_accuracy, "failed": [
+        {"key": r["key"], "error": r.get("error")} for r in records if r.get("status") != "ok"]}
+
+    rows = []
+    for (label, workers, window), runs in sorted(_group(ok, "label", "workers", "window").items(),
+                                                 key=lambda kv: (kv[0][0], kv[0][1],
+                                                                 kv[0][2] or 0)):
+        times = [time_to_target(r, target_accuracy) if target_accuracy else None for r in runs]
+        reached = [t for t in times if t is not None]
+        acc, acc_std = _mean_std([r["final_val_accuracy"] for r in runs])
+        rows.append({"label": label, "algorithm": runs[0]["algorithm"],
+                     "slowmo": runs[0]["slowmo"], "workers": workers, "window": window,
+                     "repeats": len(runs), "learning_rate": runs[0]["learning_rate"],
+                     "time_to_target": float(np.median(reached)) if reached else None,
+                     "reached": f"{len(reached)}/{len(runs)}",
+                     "final_val_accuracy": acc, "final_val_accuracy_std": acc_std,
+                     "train_seconds": _mean_std([r["train_seconds"] for r in runs])[0],
+                     "samples_per_s": _mean_std([r["samples_per_s"] for r in runs])[0],
+                     "time_per_batch": _mean_std([r["time_per_batch"] for r in runs])[0],
+                     "staleness_mean": _mean_std([r.get("staleness_mean") for r in runs])[0],
+                     "consensus_distance": _mean_std([(r.get("consensus_distance") or [None])[-1]
+                                                      for r in runs])[0]})
+    out["runs"] = rows
+    out["time_to_target"] = sorted(
+        rows, key=lambda r: (r["time_to_target"] is None, r["time_to_target"] or 0.0))
+
+    # speed-up t(1)/t(n) of each algorithm, from the same runs the figure plots
+    speedup: dict[str, dict[int, float]] = {}
+    single = [r for r in rows if r["algorithm"] == "single"]
+    for label, group in _group(rows, "label").items():
+        by_workers = {r["workers"]: r["train_seconds"] for r in group}
+        base = by_workers.get(1) or (single[0]["train_seconds"] if single else None)
+        if base:
+            speedup[label[0]] = {n: base / t for n, t in sorted(by_workers.items()) if t}
+    out["speedup"] = speedup
+
+    # Baseline / SlowMo / SlowMo-no-avg at the largest worker count
+    top = max((r["workers"] for r in rows), default=1)
+    table = defaultdict(dict)
+    for r in rows:
+        if r["workers"] == top and r["algorithm"] != "single":
+            table[r["algorithm"]][r["slowmo"]] = (r["final_val_accuracy"],
+                                                  r["final_val_accuracy_std"])
+    out["slowmo_table"] = {"workers": top, "rows": dict(table)}
+    return out
+
+
+def _fmt(v, digits=4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _pm(mean, std) -> str:
+    return "—" if mean is None or math.isnan(mean) else f"{mean:.4f} ± {std:.4f}"
+
+
+def write_report(records: Sequence[dict], out: str, target: float = 0.99,
+                 title: str = "distkeras study") -> str:
+    """Figures (PNG) and ``report.md`` under ``out``; returns the report's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out, exist_ok=True)
+    a = analyse(records, target)
+    ok = _ok(records)
+    figures = {
+        "accuracy_vs_epoch.png": _curves(plt, ok, out, "accuracy_vs_epoch.png", by_time=False),
+        "accuracy_vs_time.png": _curves(plt, ok, out, "accuracy_vs_time.png", by_time=True),
+        "communication.png": _boxes(plt, ok, out, "communication.png"),
+        "speedup.png": _speedup(plt, a, out, "speedup.png"),
+        "sensitivity.png": _sensitivity(plt, ok, out, "sensitivity.png"),
+    }
+    lines = [f"# {title}", "",
+             f"{len(ok)} runs ({len(a['failed'])} failed); model {ok[0]['model'] if ok else '—'}, "
+             f"batch {ok[0]['batch_size'] if ok else '—'} per worker, "
+             f"{ok[0]['epochs_planned'] if ok else '—'} epochs. Seconds are training wall time "
+             "(the epochs), accuracies are on the validation data.", "",
+             f"## Time to target accuracy ({target:g} × best single-worker final accuracy = "
+             f"{_fmt(a['target_accuracy'])})", "",
+             "| algorithm | workers | λ | time to target (s) | reached | final val acc | "
+             "samples/s | learning rate |", "|---|---|---|---|---|---|---|---|"]
+    for r in a["time_to_target"]:
+        lines.append(f"| {r['label']} | {r['workers']} | {_fmt(r['window'])} | "
+                     f"{_fmt(r['time_to_target'], 2)} | {r['reached']} | "
+                     f"{_pm(r['final_val_accuracy'], r['final_val_accuracy_std'])} | "
+                     f"{_fmt(r['samples_per_s'], 0)} | {r['learning_rate']:g} |")
+    lines += ["", f"## Baseline / SlowMo / SlowMo no avg ({a['slowmo_table']['workers']} workers,"
+              " final validation accuracy, mean ± std over repeats)", "",
+              "| algorithm | Baseline | SlowMo | SlowMo no avg |", "|---|---|---|---|"]
+    for algorithm, cells in sorted(a["slowmo_table"]["rows"].items()):
+        lines.append(f"| {algorithm} | " + " | ".join(
+            _pm(*cells[v]) if v in cells else "—" for v in ("none", "avg", "noavg")) + " |")
+    lines += ["", "## Every configuration", "",
+              "| algorithm | workers | λ | repeats | final val acc | train s | samples/s | "
+              "s per batch | staleness | Γ (last epoch) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in a["runs"]:
+        lines.append(f"| {r['label']} | {r['workers']} | {_fmt(r['window'])} | {r['repeats']} | "
+                     f"{_pm(r['final_val_accuracy'], r['final_val_accuracy_std'])} | "
+                     f"{_fmt(r['train_seconds'], 2)} | {_fmt(r['samples_per_s'], 0)} | "
+                     f"{_fmt(r['time_per_batch'], 5)} | {_fmt(r['staleness_mean'], 2)} | "
+                     f"{_fmt(r['consensus_distance'], 4)} |")
+    lines += ["", "## Speed-up t(1)/t(n)", "", "| algorithm | " + " | ".join(
+        f"{n} workers" for n in sorted({n for s in a["speedup"].values() for n in s})) + " |"]
+    counts = sorted({n for s in a["speedup"].values() for n in s})
+    lines.append("|---|" + "---|" * len(counts))
+    for label, s in sorted(a["speedup"].items()):
+        lines.append(f"| {label} | " + " | ".join(_fmt(s.get(n), 2) for n in counts) + " |")
+    lines += ["", "## Figures", ""]
+    lines += [f"![{name}]({name})" for name, made in figures.items() if made]
+    if a["failed"]:
+        lines += ["", "## Failed runs", ""] + [f"- `{f['key']}`: {f['error']}" for f in a["failed"]]
+    path = os.path.join(out, "report.md")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
+def _largest(records):
+    """Per label, the runs at the largest worker count it has (single: 1)."""
+    top = {}
+    for r in records:
+        top[r["label"]] = max(top.get(r["label"], 0), r["workers"])
+    return [r for r in records if r["workers"] == top[r["label"]]]
+
+
+def _curves(plt, records, out, name, by_time: bool) -> bool:
+    records = [r for r in _largest(records) if r["window"] in (None, _default_window(records, r))]
+    if not records or not any("val_accuracy" in r["epochs"][0] for r in records):
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, runs in sorted(_group(records, "label").items()):
+        n = min(len(r["epochs"]) for r in runs)
+        acc = np.array([[e.get("val_accuracy", np.nan) for e in r["epochs"][:n]] for r in runs])
+        x = (np.mean([np.cumsum([e["epoch_seconds"] for e in r["epochs"][:n]]) for r in runs],
+                     axis=0) if by_time else np.arange(1, n + 1))
+        mean, std = np.nanmean(acc, axis=0), np.nanstd(acc, axis=0)
+        line, = ax.plot(x, mean, marker="o", label=f"{label[0]} ×{runs[0]['workers']}")
+        ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
+    ax.set_xlabel("training wall time (s)" if by_time else "epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, plt, os.path.join(out, name))
+
+
+def _default_window(records, record):
+    """The first λ swept for this label (curves show one λ per algorithm)."""
+    windows = sorted({r["window"] for r in records if r["label"] == record["label"]},
+                     key=lambda w: (w is None, w or 0))
+    return windows[0] if windows else None
+
+
+def _boxes(plt, records, out, name) -> bool:
+    records = _largest(records)
+    if not records:
+        return False
+    labels = sorted({r["label"] for r in records})
+    comm = [[w["exchange_seconds"] / max(1, len(r["epochs"])) for r in records
+             if r["label"] == lab for w in r["worker_stats"]] for lab in labels]
+    epoch = [[e["epoch_seconds"] for r in records if r["label"] == lab for e in r["epochs"]]
+             for lab in labels]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, data, what in ((axes[0], comm, "communication s per epoch (per worker)"),
+                           (axes[1], epoch, "epoch wall time (s)")):
+        ax.boxplot(data)
+        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+    return _save(fig, plt, os.path.join(out, name))
+
+
+def _speedup(plt, analysis, out, name) -> bool:
+    series = {k: v for k, v in analysis["speedup"].items() if len(v) > 1}
+    if not series:
+        return False
+    rows = analysis["runs"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    top = max(n for s in series.values() for n in s)
+    axes[0].plot([1, top], [1, top], "k--", label="ideal")
+    for label, s in sorted(series.items()):
+        axes[0].plot(list(s), list(s.values()), marker="o", label=label)
+        tpb = sorted((r["workers"], r["time_per_batch"]) for r in rows if r["label"] == label
+                     and r["time_per_batch"] is not None)
+        if tpb:
+            axes[1].plot(*zip(*tpb), marker="o", label=label)
+    base = [r["time_per_batch"] for r in rows if r["workers"] == 1 and r["time_per_batch"]]
+    if base:   # ideal: a step costs what it costs one worker alone, whatever the workers
+        axes[1].axhline(min(base), color="k", ls="--", label="ideal (1-worker step)")
+    axes[0].set_ylabel("speed-up t(1)/t(n)")
+    axes[1].set_ylabel("seconds per batch (per worker)")
+    for ax in axes:
+        ax.set_xlabel("workers")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, plt, os.path.join(out, name))
+
+
+def _sensitivity(plt, records, out, name) -> bool:
+    asynchronous = [r for r in records if r["algorithm"] in ASYNC_PS and r["slowmo"] == "none"]
+    if not asynchronous:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for label, runs in sorted(_group(asynchronous, "label").items()):
+        top = max(r["workers"] for r in runs)
+        by_window = sorted((r["window"] or 0, r["final_val_accuracy"]) for r in runs
+                           if r["workers"] == top)
+        by_workers = sorted((r["workers"], r["final_val_accuracy"]) for r in runs
+                            if r["window"] == _default_window(runs, runs[0]))
+        for ax, points in ((axes[0], by_window), (axes[1], by_workers)):
+            groups = _group([{"x": x, "y": y} for x, y in points], "x")
+            xs = sorted(k[0] for k in groups)
+            ax.plot(xs, [np.mean([p["y"] for p in groups[(x,)]]) for x in xs], marker="o",
+                    label=label[0])
+    axes[0].set_xlabel("communication window λ (0: the algorithm's default)")
+    axes[1].set_xlabel("workers")
+    for ax in axes:
+        ax.set_ylabel("final validation accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, plt, os.path.join(out, name))
+
+
+def _save(fig, plt, path) -> bool:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -1,0 +1,304 @@
+"""A study: the same model, data, epochs and learning-rate policy trained with every algorithm ×
+SlowMo variant × worker count × communication window × repeat, one JSON line per finished run.
+
+Runs are appended to ``runs.jsonl`` as they finish; a rerun skips the runs already there, so an
+interrupted study resumes where it stopped. A tqdm bar covers the whole study with an ETA.
+
+Example::
+
+    from distkeras.study import Study
+    study = Study(model="hlf", algorithms=["single", "arsgd", "adpsgd", "adag"],
+                  slowmo=["none", "avg", "noavg"], workers=[1, 2], epochs=5, out="study-hlf")
+    study.run(train_df, validation=test_df)       # then study.report() → study-hlf/report.md
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: algorithms the study knows, by the name used on the command line → trainer class name
+TRAINERS = {"single": "SingleTrainer", "averaging": "AveragingTrainer", "localsgd": "LocalSGD",
+            "ensemble": "EnsembleTrainer", "downpour": "DOWNPOUR", "hogwild": "Hogwild",
+            "agn": "AGN", "adag": "ADAG", "dynsgd": "DynSGD", "easgd": "EASGD",
+            "aeasgd": "AEASGD", "eamsgd": "EAMSGD", "arsgd": "ARSGD", "dpsgd": "DPSGD",
+            "adpsgd": "ADPSGD", "swarmsgd": "SwarmSGD"}
+#: algorithms SlowMo can wrap (the others only run without it)
+SLOWMO_BASES = ("localsgd", "dpsgd", "adpsgd", "swarmsgd")
+#: algorithms whose communication window λ the study sweeps (the others keep their own)
+WINDOWED = ("averaging", "localsgd", "downpour", "hogwild", "agn", "adag", "dynsgd", "easgd",
+            "aeasgd", "eamsgd")
+SLOWMO = ("none", "avg", "noavg")
+LR_SCALING = ("none", "linear", "sqrt")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run of the study; ``key`` identifies it in ``runs.jsonl``."""
+
+    algorithm: str
+    slowmo: str = "none"
+    workers: int = 1
+    window: int | None = None
+    repeat: int = 0
+
+    @property
+    def key(self) -> str:
+        return (f"{self.algorithm}|{self.slowmo}|w{self.workers}|"
+                f"l{self.window if self.window is not None else '-'}|r{self.repeat}")
+
+    @property
+    def label(self) -> str:
+        """The algorithm as the report names it: ``adpsgd``, ``adpsgd+slowmo``,
+        ``adpsgd+slowmo-noavg``."""
+        return {"none": self.algorithm, "avg": f"{self.algorithm}+slowmo",
+                "noavg": f"{self.algorithm}+slowmo-noavg"}[self.slowmo]
+
+
+@dataclass
+class Study:
+    """A sweep over ``algorithms`` × ``slowmo`` × ``workers`` × ``windows`` × ``repeats``.
+
+    Args:
+        model: ``"hlf"``, ``"particle_sequence"``, ``"inclusive"`` (the topology classifiers),
+            ``"digits_mlp"``, ``"digits_cnn"``, or a callable returning a fresh Keras model.
+        algorithms: names from :data:`TRAINERS` (``single`` is the baseline every figure and
+            the time-to-target use; it is added when missing).
+        slowmo: ``none`` (the algorithm alone), ``avg`` (SlowMo with the exact average),
+            ``noavg`` (SlowMo without it); applied to the algorithms SlowMo can wrap.
+        workers, windows: worker counts, and λ values for the algorithms in :data:`WINDOWED`.
+        repeats: runs per configuration, with seeds ``seed + repeat``.
+        learning_rate: the workers' learning rate for every algorithm, unless ``learning_rates``
+            names another for an algorithm (e.g. ``{"adag": 3e-3}``: AGN/ADAG commit Δ/λ, a
+            λ-times larger batch, and usually want a larger step). The table in the report says
+            which rate each run used.
+        lr_scaling: for AR-SGD, whose batch grows with the workers (n·B): ``none``, ``linear``
+            (η·n) or ``sqrt`` (η·√n).
+        target: time-to-target accuracy = ``target`` × the best final validation accuracy of
+            the single-worker baseline.
+        trainer_params: extra keyword arguments for every trainer.
+    """
+
+    model: str | Callable = "hlf"
+    algorithms: Sequence[str] = ("single", "arsgd", "adpsgd", "adag")
+    slowmo: Sequence[str] = ("none",)
+    workers: Sequence[int] = (1, 2)
+    windows: Sequence[int | None] = (None,)
+    repeats: int = 1
+    epochs: int = 5
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    learning_rates: dict = dataclasses.field(default_factory=dict)
+    lr_scaling: str = "none"
+    optimizer: str = "adam"
+    features_col: str | Sequence[str] | None = None
+    label_col: str = "label"
+    seed: int = 42
+    target: float = 0.99
+    out: str = "study"
+    trainer_params: dict = dataclasses.field(default_factory=dict)
+    verbose: bool = True
+
+    def __post_init__(self):
+        self.algorithms = [a.lower() for a in self.algorithms]
+        unknown = [a for a in self.algorithms if a not in TRAINERS]
+        if unknown:
+            raise ValueError(f"unknown algorithms {unknown}; known: {sorted(TRAINERS)}")
+        if "single" not in self.algorithms:
+            self.algorithms.insert(0, "single")
+        bad = [s for s in self.slowmo if s not in SLOWMO]
+        if bad:
+            raise ValueError(f"slowmo variants {bad}: use {', '.join(SLOWMO)}")
+        if self.lr_scaling not in LR_SCALING:
+            raise ValueError(f"lr_scaling={self.lr_scaling!r}: use {', '.join(LR_SCALING)}")
+        if self.repeats < 1 or self.epochs < 1 or not self.workers:
+            raise ValueError("repeats, epochs and workers must be positive")
+
+    # -- the sweep ------------------------------------------------------------------------------
+    def configurations(self) -> list[RunConfig]:
+        """Every run of the study, in the order they run (baseline first)."""
+        runs = []
+        for repeat in range(self.repeats):
+            for algorithm in self.algorithms:
+                variants = [s for s in self.slowmo if s == "none" or algorithm in SLOWMO_BASES]
+                counts = [1] if algorithm == "single" else sorted(set(self.workers))
+                windows = list(self.windows) if algorithm in WINDOWED else [None]
+                for slowmo in variants or ["none"]:
+                    for n in counts:
+                        for window in windows:
+                            runs.append(RunConfig(algorithm, slowmo, int(n), window, repeat))
+        return list(dict.fromkeys(runs))
+
+    @property
+    def runs_path(self) -> str:
+        return os.path.join(self.out, "runs.jsonl")
+
+    def records(self) -> list[dict]:
+        """The runs finished so far (``runs.jsonl``)."""
+        return load_runs(self.runs_path)
+
+    def run(self, train, validation=None) -> list[dict]:
+        """Train every configuration not yet in ``runs.jsonl`` on ``train`` (a DataFrame, or a
+        features Parquet path), validating on ``validation`` (default: a 20 % split)."""
+        from tqdm.auto import tqdm
+
+        train, validation = self._data(train, validation)
+        os.makedirs(self.out, exist_ok=True)
+        done = {r["key"] for r in self.records()}
+        todo = [c for c in self.configurations() if c.key not in done]
+        bar = tqdm(total=len(todo), unit="run", desc="study", disable=not self.verbose)
+        for config in todo:
+            bar.set_postfix_str(config.key)
+            record = self._train(config, train, validation)
+            with open(self.runs_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+            bar.update(1)
+        bar.close()
+        return self.records()
+
+    def report(self, **kwargs) -> str:
+        """Write ``report.md`` and its figures from ``runs.jsonl``; returns the report's path."""
+        from distkeras.study.report import write_report
+
+        return write_report(self.records(), self.out, target=self.target, **kwargs)
+
+    # -- one run --------------------------------------------------------------------------------
+    def learning_rate_for(self, config: RunConfig) -> float:
+        lr = float(self.learning_rates.get(config.algorithm, self.learning_rate))
+        if config.algorithm == "arsgd" and self.lr_scaling != "none":
+            lr *= config.workers if self.lr_scaling == "linear" else float(np.sqrt(config.workers))
+        return lr
+
+    def make_trainer(self, config: RunConfig):
+        from distkeras import trainers
+
+        model = self.build_model()
+        kwargs: dict[str, Any] = dict(loss="categorical_crossentropy",
+                                      worker_optimizer=self.optimizer,
+                                      learning_rate=self.learning_rate_for(config),
+                                      batch_size=self.batch_size, num_epoch=self.epochs,
+                                      features_col=self.feature_columns(),
+                                      label_col=self.label_col, seed=self.seed + config.repeat,
+                                      verbose=False, **self.trainer_params)
+        if config.algorithm != "single":
+            kwargs["num_workers"] = config.workers
+        if config.window is not None:
+            kwargs["communication_window"] = config.window
+        if config.slowmo != "none":
+            return trainers.SlowMo(model, base=config.algorithm,
+                                   average=config.slowmo == "avg", **kwargs)
+        return getattr(trainers, TRAINERS[config.algorithm])(model, **kwargs)
+
+    def build_model(self):
+        import keras
+
+        keras.utils.set_random_seed(self.seed)      # the same initial weights for every run
+        if callable(self.model):
+            return self.model()
+        if self.model in ("digits_mlp", "digits_cnn"):
+            from distkeras.datasets import digits
+
+            return getattr(digits, self.model)()
+        from distkeras.pipeline.training import build_model
+
+        return build_model(self.model, compile=False)
+
+    def feature_columns(self):
+        if self.features_col is not None:
+            return self.features_col
+        if isinstance(self.model, str):
+            from distkeras.pipeline.training import MODELS
+
+            if self.model in MODELS:
+                return MODELS[self.model][1]
+        return "features"
+
+    def _train(self, config: RunConfig, train, validation) -> dict:
+        record: dict[str, Any] = {"key": config.key, **dataclasses.asdict(config),
+                                  "label": config.label,
+                                  "learning_rate": self.learning_rate_for(config),
+                                  "batch_size": self.batch_size, "epochs_planned": self.epochs,
+                                  "model": self.model if isinstance(self.model, str) else
+                                  getattr(self.model, "__name__", "custom")}
+        t0 = time.perf_counter()
+        try:
+            trainer = self.make_trainer(config)
+            fitted = trainer.fit(train, validation_data=validation)
+        except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the study goes on
+            log.error("study run %s failed: %s", config.key, exc)
+            return {**record, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                    "wall_seconds": time.perf_counter() - t0}
+        return {**record, "status": "ok",
+                **summarise(fitted.history, time.perf_counter() - t0, self.batch_size)}
+
+    def _data(self, train, validation):
+        if isinstance(train, str):
+            from pyspark.sql import SparkSession
+
+            spark = SparkSession.getActiveSession()
+            train = spark.read.parquet(train)
+            if isinstance(validation, str):
+                validation = spark.read.parquet(validation)
+        if validation is None:
+            train, validation = train.randomSplit([0.8, 0.2], seed=self.seed)
+        return train.cache(), validation.cache()
+
+
+def summarise(history, wall_seconds: float, batch_size: int) -> dict:
+    """What a run's history says, as JSON: per-epoch metrics and wall time, samples/s, time per
+    batch, per-worker compute / exchange / wait seconds, staleness and consensus distance."""
+    epochs = []
+    keys = [k for k in history if isinstance(history[k], list)]
+    for i in range(len(history.get("loss", []))):
+        epochs.append({"epoch": i, **{k: float(history[k][i]) for k in keys
+                                      if i < len(history[k])}})
+    workers = [{k: w[k] for k in ("worker", "samples", "seconds", "compute_seconds",
+                                  "exchange_seconds", "wait_seconds", "exchanges", "bytes_sent",
+                                  "bytes_received") if k in w} for w in history.workers]
+    samples = sum(w.get("samples", 0) for w in workers)
+    seconds = [e["epoch_seconds"] for e in epochs]
+    train_seconds = float(sum(seconds))
+    staleness = []
+    for w in history.ps_stats.get("workers", {}).values():
+        for s, count in (w.get("staleness_histogram") or {}).items():
+            staleness += [float(s)] * int(count)
+    per_epoch = samples / max(1, len(epochs))
+    n = max(1, len(workers))
+    batches = per_epoch / n / batch_size          # steps per epoch of each worker
+    return {
+        "epochs": epochs, "wall_seconds": wall_seconds, "train_seconds": train_seconds,
+        "samples": samples, "samples_per_s": samples / train_seconds if train_seconds else None,
+        "steady_samples_per_s": (per_epoch / float(np.mean(seconds[1:]))
+                                 if len(seconds) > 1 else None),
+        "epoch_seconds_mean": float(np.mean(seconds)) if seconds else None,
+        "time_per_batch": (float(np.mean(seconds)) / batches) if seconds and batches else None,
+        "worker_stats": workers,
+        "staleness_mean": float(np.mean(staleness)) if staleness else None,
+        "consensus_distance": [e.get("consensus_distance") for e in epochs
+                               if "consensus_distance" in e] or None,
+        "final_val_accuracy": epochs[-1].get("val_accuracy") if epochs else None,
+        "final_accuracy": epochs[-1].get("accuracy") if epochs else None,
+    }
+
+
+def load_runs(path: str) -> list[dict]:
+    """The records of ``runs.jsonl`` (a truncated last line, from a killed study, is skipped)."""
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("skipping a truncated line in %s", path)
+    return out
+
