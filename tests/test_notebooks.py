@@ -64,3 +64,18 @@ def test_trainers_notebook(tmp_path):
     assert names == ["Keras model.fit (driver)"] + trainer_names()
     for r in rows:
         assert 0.0 < float(r["accuracy"]) <= 1.0 and float(r["seconds"]) > 0, r
+
+
+def test_study_notebook(tmp_path):
+    from distkeras.study import load_runs
+
+    nb = execute("study", tmp_path)
+    out = tmp_path / "study-out" / "study"
+    records = load_runs(str(out / "runs.jsonl"))
+    assert len(records) == 9 and all(r["status"] == "ok" for r in records)
+    for name in ("report.md", "accuracy_vs_time.png", "speedup.png", "communication.png"):
+        assert (out / name).exists(), f"{name} missing"
+    text = outputs_text(nb)
+    assert "Time to target accuracy" in text and "adpsgd+slowmo" in text
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == 2

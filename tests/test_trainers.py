@@ -58,11 +58,12 @@ CASES = {
     "SwarmSGD-geometric": dict(learning_rate=0.01, local_steps=3, geometric=True),
     "SlowMo-localsgd": dict(learning_rate=0.01, base="localsgd"),
     "SlowMo-dpsgd": dict(learning_rate=0.01, base="dpsgd"),
+    "SlowMo-adpsgd": dict(learning_rate=0.01, base="adpsgd"),
     "SlowMo-adpsgd-noavg": dict(learning_rate=0.01, base="adpsgd", average=False),
     "SlowMo-swarmsgd": dict(learning_rate=0.01, base="swarmsgd"),
 }
 DECENTRALISED = {"DPSGD", "ADPSGD", "SwarmSGD", "SwarmSGD-geometric", "SlowMo-localsgd",
-                 "SlowMo-dpsgd", "SlowMo-adpsgd-noavg", "SlowMo-swarmsgd", "ARSGD",
+                 "SlowMo-dpsgd", "SlowMo-adpsgd", "SlowMo-adpsgd-noavg", "SlowMo-swarmsgd", "ARSGD",
                  "LocalSGD-ring"}
 
 

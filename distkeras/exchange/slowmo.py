@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from distkeras.exchange.base import Exchange, WorkerContext
-from distkeras.exchange.peers import PeerExchange
+from distkeras.exchange.peers import PeerExchange, PeerGroup
 from distkeras.exchange.ring import RingAllReduce
 
 
@@ -40,13 +40,16 @@ class SlowMoExchange(Exchange):
         self.base.open()
         needs_ring = self.algorithm.average and not getattr(self.base, "exact_average", False)
         if needs_ring:
-            self.ring = RingAllReduce(self.worker, self.base.peer_endpoint, self.base.group,
+            # its own clients: the base's may be busy in a gossip thread (clients are not
+            # thread-safe); the endpoint is shared
+            self.ring_group = PeerGroup(self.worker, self.base.peer_endpoint)
+            self.ring = RingAllReduce(self.worker, self.base.peer_endpoint, self.ring_group,
                                       self.stats)
 
     def start(self, theta: np.ndarray) -> np.ndarray:
         theta = self.base.start(theta)
         if self.ring is not None:
-            self.base.group.meet(wait_for_all=True)
+            self.ring_group.meet(wait_for_all=True)
         self.x_start = np.array(theta, dtype=np.float32, copy=True)
         self.momentum = np.zeros_like(self.x_start)
         return theta
@@ -66,7 +69,16 @@ class SlowMoExchange(Exchange):
         return x
 
     def finish(self, theta: np.ndarray) -> np.ndarray:
-        return self.base.finish(theta)
+        theta = self.base.finish(theta)
+        self._close_ring()
+        return theta
+
+    def _close_ring(self) -> None:
+        if self.ring is not None:
+            self.stats.bytes_sent += self.ring_group.bytes_out
+            self.ring_group.close()
+            self.ring = None
 
     def close(self) -> None:
+        self._close_ring()
         self.base.close()

@@ -81,6 +81,8 @@ def analyse(records: Sequence[dict], target: float = 0.99) -> dict[str, Any]:
                      "reached": f"{len(reached)}/{len(runs)}",
                      "final_val_accuracy": acc, "final_val_accuracy_std": acc_std,
                      "train_seconds": _mean_std([r["train_seconds"] for r in runs])[0],
+                     "steady_epoch_seconds": _mean_std([r["steady_epoch_seconds"]
+                                                        for r in runs])[0],
                      "samples_per_s": _mean_std([r["samples_per_s"] for r in runs])[0],
                      "time_per_batch": _mean_std([r["time_per_batch"] for r in runs])[0],
                      "staleness_mean": _mean_std([r.get("staleness_mean") for r in runs])[0],
@@ -90,12 +92,14 @@ def analyse(records: Sequence[dict], target: float = 0.99) -> dict[str, Any]:
     out["time_to_target"] = sorted(
         rows, key=lambda r: (r["time_to_target"] is None, r["time_to_target"] or 0.0))
 
-    # speed-up t(1)/t(n) of each algorithm, from the same runs the figure plots
+    # speed-up t(1)/t(n) of each algorithm, t the steady epoch time (epochs 2..N: the first
+    # pays start-up), from the same runs the figure plots; t(1) is the algorithm's own 1-worker
+    # run, else the single-worker baseline's
     speedup: dict[str, dict[int, float]] = {}
     single = [r for r in rows if r["algorithm"] == "single"]
     for label, group in _group(rows, "label").items():
-        by_workers = {r["workers"]: r["train_seconds"] for r in group}
-        base = by_workers.get(1) or (single[0]["train_seconds"] if single else None)
+        by_workers = {r["workers"]: r["steady_epoch_seconds"] for r in group}
+        base = by_workers.get(1) or (single[0]["steady_epoch_seconds"] if single else None)
         if base:
             speedup[label[0]] = {n: base / t for n, t in sorted(by_workers.items()) if t}
     out["speedup"] = speedup
@@ -170,7 +174,8 @@ def write_report(records: Sequence[dict], out: str, target: float = 0.99,
                      f"{_fmt(r['train_seconds'], 2)} | {_fmt(r['samples_per_s'], 0)} | "
                      f"{_fmt(r['time_per_batch'], 5)} | {_fmt(r['staleness_mean'], 2)} | "
                      f"{_fmt(r['consensus_distance'], 4)} |")
-    lines += ["", "## Speed-up t(1)/t(n)", "", "| algorithm | " + " | ".join(
+    lines += ["", "## Speed-up t(1)/t(n) (t: mean time of epochs 2..N)", "",
+              "| algorithm | " + " | ".join(
         f"{n} workers" for n in sorted({n for s in a["speedup"].values() for n in s})) + " |"]
     counts = sorted({n for s in a["speedup"].values() for n in s})
     lines.append("|---|" + "---|" * len(counts))

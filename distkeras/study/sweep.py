@@ -279,7 +279,10 @@ def summarise(history, wall_seconds: float, batch_size: int) -> dict:
         "steady_samples_per_s": (per_epoch / float(np.mean(seconds[1:]))
                                  if len(seconds) > 1 else None),
         "epoch_seconds_mean": float(np.mean(seconds)) if seconds else None,
-        "time_per_batch": (float(np.mean(seconds)) / batches) if seconds and batches else None,
+        # epochs 2..N: the first also pays task launch, TensorFlow import and compilation
+        "steady_epoch_seconds": float(np.mean(seconds[1:] or seconds)) if seconds else None,
+        "time_per_batch": (float(np.mean(seconds[1:] or seconds)) / batches
+                           if seconds and batches else None),
         "worker_stats": workers,
         "staleness_mean": float(np.mean(staleness)) if staleness else None,
         "consensus_distance": [e.get("consensus_distance") for e in epochs
