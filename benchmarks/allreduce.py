@@ -85,12 +85,13 @@ def worker(rank, n, size_mb, rounds, coordinator, secret, raw_ports, barrier, re
         with RingExchange(None, ctx) as ring:
             control.request(messages.HELLO, payload={"endpoint": ring.endpoint})
             ring.start(vector)
-            ring.mean(vector)                    # connect + warm up
+            out = np.empty_like(vector)          # AR-SGD reuses its gradient buffer too
+            ring.mean(vector, out)               # connect + warm up
             times = []
             for _ in range(rounds):
                 barrier.wait()
                 t0 = time.perf_counter()
-                mean = ring.mean(vector)
+                mean = ring.mean(vector, out)
                 barrier.wait()
                 times.append(time.perf_counter() - t0)
             assert np.allclose(mean[:10], (n - 1) / 2), mean[:10]

@@ -15,7 +15,15 @@ from distkeras.exchange import RingExchange
 
 
 class GradientRing(RingExchange):
-    """The ring, used on gradients inside the window; nothing to do after it."""
+    """The ring, used on gradients inside the window; nothing to do after it. The averaged
+    gradient lands in one reused buffer: it is applied before the next step's exchange."""
+
+    _buffer = None
+
+    def mean(self, vector, out=None):
+        if self._buffer is None or self._buffer.shape != vector.shape:
+            self._buffer = np.empty(vector.shape, np.float32)
+        return super().mean(vector, self._buffer if out is None else out)
 
     def after_window(self, theta, steps):
         return None

@@ -122,7 +122,7 @@ class Exchange:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def timed(self, fn: Callable, *args):
+    def timed(self, fn: Callable, *args: Any):
         """Run ``fn(*args)`` counting its time as communication."""
         t0 = time.perf_counter()
         try:

@@ -31,39 +31,48 @@ log = logging.getLogger(__name__)
 
 
 class SharedReplica:
-    """A worker's replica as its peers see it, with the gossip corrections received since the
-    worker last published it."""
+    """A worker's replica as its peers see it: the weights it last published plus the gossip
+    corrections received since. Publishing keeps a reference (the training loop never writes
+    into a window's output), so a window without gossip costs no copy."""
 
     def __init__(self, theta: np.ndarray):
         self._lock = threading.Lock()
-        self.value = np.array(theta, dtype=np.float32, copy=True)
-        self._published = self.value.copy()
+        self._current = np.asarray(theta, dtype=np.float32)
+        self._correction = np.zeros_like(self._current)
+        self._dirty = False
+
+    @property
+    def size(self) -> int:
+        return self._correction.size
 
     def fold(self, theta: np.ndarray) -> np.ndarray:
         """θ ← θ + (corrections since the last fold); publish θ; return it."""
         with self._lock:
-            out = theta + (self.value - self._published)
-            np.copyto(self._published, out)
-            np.copyto(self.value, out)
-        return out
+            if self._dirty:
+                theta = theta + self._correction
+                self._correction.fill(0.0)
+                self._dirty = False
+            self._current = theta
+        return theta
 
     def snapshot(self) -> np.ndarray:
         with self._lock:
-            return self.value.copy()
+            return self._current + self._correction if self._dirty else self._current.copy()
 
     def respond(self, other: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Callee side of x_i, x_j ← (x_i + x_j)/2: reply x_j (into ``out``), keep the mean."""
+        """Callee side of x_i, x_j ← (x_i + x_j)/2: reply x_j (into ``out``), move to the mean."""
         with self._lock:
-            np.copyto(out, self.value)
-            self.value += other
-            self.value *= np.float32(0.5)
+            np.add(self._current, self._correction, out=out)
+            self._correction += (other - out) * np.float32(0.5)
+            self._dirty = True
         return out
 
     def absorb(self, sent: np.ndarray, answer: np.ndarray) -> None:
         """Caller side: having sent ``sent`` and got the callee's ``answer``, move by
         (answer − sent)/2, the mirror of the callee's move."""
         with self._lock:
-            self.value += (answer - sent) * np.float32(0.5)
+            self._correction += (answer - sent) * np.float32(0.5)
+            self._dirty = True
 
 
 class NeighbourExchange(PeerExchange):
@@ -163,10 +172,10 @@ class PairwiseGossip(PeerExchange):
     def _on_gossip(self, conn, frame):
         if self.shared is None:
             raise ValueError("not training yet")
-        if frame.payload.shape != self.shared.value.shape:
-            raise ValueError(f"gossip of {frame.payload.size} values, the model has "
-                             f"{self.shared.value.size}")
-        out = self.shared.respond(frame.payload, reply_buffer(conn, self.shared.value))
+        size = self.shared.size
+        if frame.payload.shape != (size,):
+            raise ValueError(f"gossip of {frame.payload.size} values, the model has {size}")
+        out = self.shared.respond(frame.payload, reply_buffer(conn, frame.payload))
         self.stats.peers.add(conn.worker_id)
         self.stats.exchanges += 1      # answered: an interaction for this worker too
         return Reply(frame.op, payload=out)

@@ -68,6 +68,8 @@ class PeerEndpoint:
     def __init__(self, ctx: WorkerContext, handlers: dict[int, Callable]):
         self.ctx = ctx
         self.handlers = dict(handlers)
+        #: op → ``target(conn, aux, nbytes)``: where a float32 payload lands (None: a buffer)
+        self.targets: dict[int, Callable] = {}
         self.host = ctx.peer_host or advertised_host(ctx.coordinator[0])
         self.lost: dict[int, str] = {}
         self.bytes_in = self.bytes_out = 0   # payload bytes of requests served / replies sent
@@ -81,7 +83,8 @@ class PeerEndpoint:
         for port in range(lo, hi + 1):
             server = FrameServer(self._handle, self.ctx.secret, host=self.host, port=port,
                                  on_disconnect=self._on_disconnect,
-                                 max_connections=4 * self.ctx.num_workers + 8)
+                                 max_connections=4 * self.ctx.num_workers + 8,
+                                 payload_target=self._target)
             try:
                 return server.start()
             except PSBindError as exc:
@@ -99,6 +102,10 @@ class PeerEndpoint:
     def on_lost(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(worker)`` when a peer's connection to this endpoint breaks."""
         self._listeners.append(listener)
+
+    def _target(self, conn, op: int, aux: int, nbytes: int):
+        target = self.targets.get(op)
+        return target(conn, aux, nbytes) if target is not None else None
 
     def _handle(self, conn, frame):
         handler = self.handlers.get(frame.op)
@@ -191,16 +198,19 @@ class PeerGroup:
 
     def request(self, peer: int, op: int, payload: np.ndarray, aux: int = 0):
         """One request to ``peer``; a broken connection raises :class:`PeerLostError` naming it."""
+        return self.request_many(peer, op, [payload], [aux])[0]
+
+    def request_many(self, peer: int, op: int, payloads: list[np.ndarray], auxes: list[int]):
+        """Pipelined requests to ``peer`` (sent back to back, replies read after)."""
         try:
-            reply = self.client(peer).request(op, payload=payload, aux=aux)
+            replies = self.client(peer).request_many(op, payloads, auxes)
         except PSError as exc:
             self.drop(peer)
             raise PeerLostError(f"worker {self.ctx.worker}: peer worker {peer} at "
                                 f"{self.table.get(peer)} failed: {exc}") from exc
-        self.bytes_out += payload.nbytes
-        if isinstance(reply.payload, np.ndarray):
-            self.bytes_in += reply.payload.nbytes
-        return reply
+        self.bytes_out += sum(p.nbytes for p in payloads)
+        self.bytes_in += sum(r.payload.nbytes for r in replies if isinstance(r.payload, np.ndarray))
+        return replies
 
     def drop(self, peer: int) -> None:
         client = self._clients.pop(peer, None)
@@ -222,24 +232,36 @@ class Rounds:
         self._cond = threading.Condition()
         self._round = -1
         self._apply: Optional[Callable] = None
+        self._target: Optional[Callable] = None
         self._received = 0
         self.failure: Optional[str] = None
 
-    def open(self, round_: int, apply: Callable) -> None:
+    def open(self, round_: int, apply: Callable, target: Optional[Callable] = None) -> None:
+        """Open round ``round_``: ``apply(frame)`` folds each frame in; ``target(aux, nbytes)``,
+        when given, says where a frame's payload may be received directly."""
         with self._cond:
-            self._round, self._apply, self._received = round_, apply, 0
+            self._round, self._apply, self._target, self._received = round_, apply, target, 0
             self._cond.notify_all()
+
+    def _wait_open(self, round_: int) -> None:
+        if not self._cond.wait_for(lambda: self._round >= round_ or self.failure,
+                                   timeout=self.timeout):
+            raise PeerLostError(f"round {round_} never opened here within {self.timeout:g} s")
+        if self.failure:
+            raise PeerLostError(self.failure)
+        if self._round != round_:
+            raise ValueError(f"frame of round {round_} arrived during round {self._round}")
+
+    def target(self, round_: int, aux: int, nbytes: int):
+        """Connection side, before the payload is read: where it may land (None: a buffer)."""
+        with self._cond:
+            self._wait_open(round_)
+            return self._target(aux, nbytes) if self._target is not None else None
 
     def deliver(self, round_: int, frame) -> None:
         """Handler side: fold ``frame`` into round ``round_`` once it is open."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._round >= round_ or self.failure,
-                                       timeout=self.timeout):
-                raise PeerLostError(f"round {round_} never opened here within {self.timeout:g} s")
-            if self.failure:
-                raise PeerLostError(self.failure)
-            if self._round != round_:
-                raise ValueError(f"frame of round {round_} arrived during round {self._round}")
+            self._wait_open(round_)
             self._apply(frame)
             self._received += 1
             self._cond.notify_all()

@@ -3,7 +3,7 @@
 The vector is cut into n chunks. In n−1 reduce-scatter steps worker r sends chunk (r − s) mod n
 to worker r+1 and adds the chunk (r − s − 1) mod n it receives from worker r−1; it then holds
 the full sum of chunk (r + 1) mod n. In n−1 all-gather steps it passes complete chunks on
-(sends (r + 1 − s) mod n, receives (r − s) mod n). Every worker sends and receives
+(sends (r + 1 − s) mod n, receives (r − s) mod n, straight into place). Every worker sends and receives
 2(n−1)/n of the vector, whatever n; sending to r+1 and receiving from r−1 overlap (the receive
 runs in the endpoint's connection thread).
 
@@ -21,66 +21,110 @@ from distkeras.exchange.base import ExchangeStats, WorkerContext
 from distkeras.exchange.peers import (PeerEndpoint, PeerExchange, PeerGroup, PeerLostError, Rounds,
                                       ack)
 
+SEGMENT = 1 << 20       # floats per ring frame (4 MB): the receiver adds one while the next flies
+
 
 class RingAllReduce:
-    """Sum or mean of one float32 vector over all workers, through the ring r → r+1."""
+    """Sum or mean of one float32 vector over all workers, through the ring r → r+1.
+
+    Each chunk travels as segments of ``segment`` floats sent back to back, so the receiver
+    adds segment i while segment i+1 is on the wire; all-gather segments are received straight
+    into their place in the result (no copy). Frame ``aux`` = round << 32 | step << 16 | segment.
+    """
 
     def __init__(self, ctx: WorkerContext, endpoint: PeerEndpoint, group: PeerGroup,
-                 stats: ExchangeStats):
+                 stats: ExchangeStats, segment: int = SEGMENT):
         self.ctx, self.endpoint, self.group, self.stats = ctx, endpoint, group, stats
         self.n, self.rank = ctx.num_workers, ctx.worker
         self.next, self.prev = (self.rank + 1) % self.n, (self.rank - 1) % self.n
+        self.segment = int(segment)
         self.rounds = Rounds(ctx.round_timeout)
         self._round = 0
         endpoint.handlers[messages.RING] = self._on_chunk
+        endpoint.targets[messages.RING] = self._target
         endpoint.on_lost(lambda w: w == self.prev and self.rounds.fail(
             f"worker {self.rank}: ring peer worker {w} was lost mid-round"))
 
-    def _on_chunk(self, conn, frame):
+    def _check_sender(self, conn) -> None:
         if conn.worker_id != self.prev:
             raise ValueError(f"ring chunk from worker {conn.worker_id}, expected {self.prev}")
-        self.rounds.deliver(frame.aux // messages.RING_STEPS, frame)
+
+    def _target(self, conn, aux, nbytes):
+        self._check_sender(conn)
+        return self.rounds.target(aux >> 32, aux & 0xFFFFFFFF, nbytes)
+
+    def _on_chunk(self, conn, frame):
+        self._check_sender(conn)
+        self.rounds.deliver(frame.aux >> 32, frame)
         return ack(frame)
 
-    def sum(self, vector: np.ndarray) -> np.ndarray:
-        """Σ over workers of ``vector`` (a new array; ``vector`` is left untouched)."""
-        out = np.array(vector, dtype=np.float32, copy=True).ravel()
+    def _recv_chunk(self, step: int) -> int:
         n, r = self.n, self.rank
+        return (r - step - 1) % n if step < n - 1 else (r - (step - n + 1)) % n
+
+    def _send_chunk(self, step: int) -> int:
+        n, r = self.n, self.rank
+        return (r - step) % n if step < n - 1 else (r + 1 - (step - n + 1)) % n
+
+    def sum(self, vector: np.ndarray, out: np.ndarray | None = None,
+            scale: float = 1.0) -> np.ndarray:
+        """``scale`` × Σ over workers of ``vector``, into ``out`` (default: a new array).
+
+        ``vector`` is only read. No pass over the whole vector is spent on copies: the first
+        add of each chunk reads ``vector`` and writes ``out``, the owner of a complete chunk
+        scales it before the all-gather, and all-gather segments land in place.
+        """
+        src = np.ascontiguousarray(vector, dtype=np.float32).ravel()
+        out = np.empty_like(src) if out is None else out
+        n = self.n
         if n == 1:
+            np.multiply(src, np.float32(scale), out=out)
             return out
-        bounds = np.linspace(0, out.size, n + 1).astype(np.int64)
-        chunks = [out[bounds[c]:bounds[c + 1]] for c in range(n)]
+        bounds = np.linspace(0, src.size, n + 1).astype(np.int64)
+        starts = [list(range(bounds[c], bounds[c + 1], self.segment)) or [bounds[c]]
+                  for c in range(n)]
+        cut = lambda a, c, x: x[a:min(a + self.segment, bounds[c + 1])]  # noqa: E731
+        mine = [[cut(a, c, src) for a in starts[c]] for c in range(n)]
+        done = [[cut(a, c, out) for a in starts[c]] for c in range(n)]
         round_, self._round = self._round, self._round + 1
 
-        def apply(frame):
-            step = frame.aux % messages.RING_STEPS
-            if step < n - 1:
-                target = chunks[(r - step - 1) % n]
-                if frame.payload.shape != target.shape:
-                    raise ValueError(f"ring chunk of {frame.payload.size} values, expected "
-                                     f"{target.size}")
-                np.add(target, frame.payload, out=target)
-            else:
-                target = chunks[(r - (step - n + 1)) % n]
-                if frame.payload.shape != target.shape:
-                    raise ValueError(f"ring chunk of {frame.payload.size} values, expected "
-                                     f"{target.size}")
-                np.copyto(target, frame.payload)
+        def where(aux, nbytes):
+            step, seg = aux >> 16, aux & 0xFFFF
+            parts = done[self._recv_chunk(step)]
+            if seg >= len(parts) or parts[seg].nbytes != nbytes:
+                raise ValueError(f"ring segment {step}/{seg} of {nbytes} bytes does not fit")
+            return parts[seg] if step >= n - 1 else None   # all-gather: straight into place
 
-        self.rounds.open(round_, apply)
+        def apply(frame):
+            step, seg = (frame.aux >> 16) & 0xFFFF, frame.aux & 0xFFFF
+            c = self._recv_chunk(step)
+            if seg >= len(done[c]) or frame.payload.shape != done[c][seg].shape:
+                raise ValueError(f"ring segment of {frame.payload.size} values does not fit "
+                                 f"step {step} segment {seg}")
+            if step < n - 1:           # each chunk is received once in the reduce-scatter
+                np.add(mine[c][seg], frame.payload, out=done[c][seg])
+            elif frame.payload is not done[c][seg]:
+                np.copyto(done[c][seg], frame.payload)
+
+        self.rounds.open(round_, apply, where)
+        expected = 0
         for step in range(2 * (n - 1)):
-            chunk = (r - step) % n if step < n - 1 else (r + 1 - (step - n + 1)) % n
-            self.group.request(self.next, messages.RING, chunks[chunk],
-                               aux=round_ * messages.RING_STEPS + step)
+            c = self._send_chunk(step)
+            if step == n - 1 and scale != 1.0:      # this worker's complete chunk
+                for part in done[c]:
+                    part *= np.float32(scale)
+            parts = mine[c] if step == 0 else done[c]
+            self.group.request_many(self.next, messages.RING, parts,
+                                    [(round_ << 32) | (step << 16) | k for k in range(len(parts))])
+            expected += len(done[self._recv_chunk(step)])
             with self.stats.waiting():
-                self.rounds.wait(step + 1, self._check, f"ring peer worker {self.prev}")
+                self.rounds.wait(expected, self._check, f"ring peer worker {self.prev}")
         self.stats.peers.update({self.next, self.prev})
         return out
 
-    def mean(self, vector: np.ndarray) -> np.ndarray:
-        out = self.sum(vector)
-        out *= np.float32(1.0 / self.n)
-        return out
+    def mean(self, vector: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(1/n) Σ over workers of ``vector`` (identical on every worker, bit for bit)."""
+        return self.sum(vector, out=out, scale=1.0 / self.n)
 
     def _check(self) -> None:
         if self.ctx.control is not None:
@@ -105,9 +149,9 @@ class RingExchange(PeerExchange):
         self.group.meet(wait_for_all=True)
         return theta
 
-    def mean(self, vector: np.ndarray) -> np.ndarray:
+    def mean(self, vector: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         self.stats.exchanges += 1
-        return self.timed(self.ring.mean, vector)
+        return self.timed(self.ring.mean, vector, out)
 
     def after_window(self, theta: np.ndarray, steps: int) -> np.ndarray:
         return self.mean(theta)

@@ -183,13 +183,29 @@ class Client:
         Raises :class:`PSRemoteError` when the handler failed (the connection stays usable),
         :class:`PSConnectionError` / :class:`PSTimeoutError` when the connection broke.
         """
+        return self.request_many(op, [payload], [aux], flags, out)[0]
+
+    def request_many(self, op: int, payloads: list, auxes: list[int], flags: int = 0,
+                     out: Optional[np.ndarray] = None) -> list[Frame]:
+        """Send several frames back to back, then read their replies (a pipeline: the server
+        works on frame i while frame i+1 travels). Replies must be small unless ``out`` is
+        given for a single request; errors as :meth:`request`, after every reply is read."""
         if self._broken:
             raise PSConnectionError(f"connection to {self.where} is broken or closed")
-        self._seq += 1
+        first = self._seq + 1
+        replies = []
         try:
-            self._io.send(op, worker_id=self.worker_id, seq=self._seq, aux=aux, flags=flags,
-                          payload=payload)
-            frame, _ = self._io.recv(out=out)
+            for payload, aux in zip(payloads, auxes):
+                self._seq += 1
+                self._io.send(op, worker_id=self.worker_id, seq=self._seq, aux=aux,
+                              flags=flags, payload=payload)
+            for i in range(len(payloads)):
+                frame, _ = self._io.recv(out=out)
+                if frame.seq != first + i:
+                    self._broken = True
+                    raise PSConnectionError(f"reply out of sequence from {self.where}: "
+                                            f"{frame.seq} != {first + i}")
+                replies.append(frame)
         except ValueError:  # out= mismatch: reply consumed, stream still in sync
             raise
         except PeerClosed as exc:
@@ -206,13 +222,10 @@ class Client:
         except OSError as exc:
             self._broken = True
             raise PSConnectionError(f"connection to {self.where} failed: {exc}") from None
-        if frame.seq != self._seq:
-            self._broken = True
-            raise PSConnectionError(f"reply out of sequence from {self.where}: "
-                                    f"{frame.seq} != {self._seq}")
-        if frame.op == OP_ERROR:
-            self._raise_error(frame)
-        return frame
+        for frame in replies:
+            if frame.op == OP_ERROR:
+                self._raise_error(frame)
+        return replies
 
     def close(self) -> None:
         """Say BYE (a clean disconnect for the server) and close the socket; idempotent."""

@@ -34,10 +34,10 @@ import time
 from collections import Counter
 from typing import Any, Callable, Optional
 
-from .protocol import (DEFAULT_MAX_PAYLOAD, ERR_AUTH, ERR_FULL, ERR_HANDLER, MAC_SIZE,
-                       NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE, OP_CHALLENGE, OP_ERROR,
-                       OP_FIRST_APP, OP_PING, SOCKET_BUFFER, Frame, FrameIO, PeerClosed, PSBindError,
-                       PSProtocolError, Reply, auth_mac, op_name, server_mac,
+from .protocol import (DEFAULT_MAX_PAYLOAD, DT_F32, ERR_AUTH, ERR_FULL, ERR_HANDLER, HEADER_SIZE,
+                       MAC_SIZE, NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE, OP_CHALLENGE, OP_ERROR,
+                       OP_FIRST_APP, OP_PING, SOCKET_BUFFER, Frame, FrameIO, PeerClosed,
+                       PSBindError, PSProtocolError, Reply, auth_mac, op_name, server_mac,
                        shutdown_quietly, tls_accept, tune_socket)
 
 log = logging.getLogger(__name__)
@@ -85,13 +85,19 @@ class FrameServer:
         on_disconnect: ``on_disconnect(conn, clean)`` after an authenticated connection ends;
             ``clean`` is True when the client said BYE.
         max_connections: further connections are refused with an ERROR frame.
+        payload_target: ``payload_target(conn, op, aux, nbytes)`` for a float32 frame whose
+            header has arrived; may return a C-contiguous float32 array of exactly that size to
+            receive the payload straight into (e.g. its place in a ring all-reduce), or None
+            for the connection's own buffer.
     """
 
     def __init__(self, handler: Handler, secret: bytes, host: str = "127.0.0.1", port: int = 0,
                  ssl_context: Optional[ssl.SSLContext] = None,
                  max_payload: int = DEFAULT_MAX_PAYLOAD, handshake_timeout: float = 10.0,
                  on_disconnect: Optional[Callable[[Connection, bool], None]] = None,
-                 max_connections: int = 256, socket_buffer: int = SOCKET_BUFFER):
+                 max_connections: int = 256, socket_buffer: int = SOCKET_BUFFER,
+                 payload_target: Optional[Callable[[Connection, int, int, int],
+                                                   Optional[Any]]] = None):
         if not isinstance(secret, (bytes, bytearray)) or len(secret) < 16:
             raise ValueError("secret must be at least 16 bytes (use secrets.token_bytes(32))")
         self.handler = handler
@@ -103,6 +109,7 @@ class FrameServer:
         self.on_disconnect = on_disconnect
         self.max_connections = int(max_connections)
         self.socket_buffer = int(socket_buffer)
+        self.payload_target = payload_target
         self._lock = threading.Lock()
         self._conns: set[Connection] = set()
         self._dropped: Counter = Counter()
@@ -321,7 +328,7 @@ class FrameServer:
         wc = self._workers[conn.worker_id]
         while not self._closing.is_set():
             try:
-                frame, nin = io.recv()
+                frame, nin = self._recv(conn, io)
             except PSProtocolError as exc:
                 self._drop(conn, exc.reason, str(exc))
                 return False
@@ -370,6 +377,19 @@ class FrameServer:
                 if err is not None:
                     wc["errors"] += 1
         return False
+
+    def _recv(self, conn: Connection, io: FrameIO) -> tuple[Frame, int]:
+        if self.payload_target is None:
+            return io.recv()
+        op, flags, dtype, wid, seq, aux, length = io.recv_header()
+        out = None
+        if dtype == DT_F32 and op >= OP_FIRST_APP and wid == conn.worker_id:
+            try:
+                out = self.payload_target(conn, op, aux, length)
+            except Exception:  # noqa: BLE001 - the handler reports it; keep the stream in sync
+                out = None
+        payload = io.recv_payload(dtype, length, None, out)
+        return Frame(op, flags, wid, seq, aux, payload), HEADER_SIZE + length
 
     def _call_handler(self, conn: Connection, frame: Frame) -> tuple[Optional[Reply], Optional[str]]:
         try:
