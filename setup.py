@@ -24,6 +24,7 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.16"],
         "hep": ["uproot>=5.3", "awkward>=2.6", "vector>=1.4", "lz4", "zstandard", "xxhash"],
         "petastorm": ["petastorm==0.13.1"],
+        "study": ["scikit-learn>=1.3"],          # the bundled digits set of distkeras.study
         "test": ["pytest>=7", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6", "scikit-learn>=1.3"],
     },
     entry_points={"console_scripts": ["distkeras-generate=distkeras.datasets.delphes:main"]},

@@ -1,7 +1,7 @@
 """Where the decentralised and all-reduce algorithms spend their time, against SingleTrainer.
 
-For AR-SGD, D-PSGD, AD-PSGD and SwarmSGD, with and without SlowMo, on the HLF-sized classifier
-(Dense 50-20-10, 14 inputs) and a 1M-parameter MLP, with 2 workers on ``--master``: samples/s in
+For AR-SGD, D-PSGD, AD-PSGD and SwarmSGD, with and without SlowMo, on the HLF classifier's shape
+(``small``: Dense 50-20-10, 14 inputs) and a 1M-parameter MLP (``large``), with 2 workers on ``--master``: samples/s in
 steady state (epochs 2..N) and its ratio to SingleTrainer measured in the same run, epoch wall
 time, and per worker the seconds computing, exchanging (communication, waits included) and
 waiting for peers, as min/median/max over the workers. AD-PSGD's gossip runs behind the next
@@ -9,7 +9,7 @@ window's compute, so its epochs must be shorter than AR-SGD's for the same epoch
 
 Usage::
 
-    python benchmarks/communication.py [--rows 60000] [--epochs 3] [--models hlf,large]
+    python benchmarks/communication.py [--rows 60000] [--epochs 3] [--models small,large]
 """
 from __future__ import annotations
 
@@ -26,20 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from trainer_overhead import data  # noqa: E402
+from trainer_overhead import build, cached_frame, data  # noqa: E402
 
 RUNS = [("SingleTrainer", {}), ("ARSGD", {}), ("DPSGD", {}), ("ADPSGD", {}),
         ("SwarmSGD", {"local_steps": 3}),
         ("SlowMo", {"base": "localsgd"}), ("SlowMo", {"base": "adpsgd", "average": False}),
         ("SlowMo", {"base": "swarmsgd", "average": False})]
-
-
-def build(kind: str, dim: int):
-    import keras
-
-    widths = {"hlf": [50, 20, 10], "large": [1024, 768, 256]}[kind]
-    layers = [keras.Input((dim,))] + [keras.layers.Dense(w, activation="relu") for w in widths]
-    return keras.Sequential(layers + [keras.layers.Dense(3, activation="softmax")])
 
 
 def spread(values) -> str:
@@ -54,25 +46,22 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--models", default="hlf,large")
+    parser.add_argument("--models", default="small,large",
+                        help="small: the HLF classifier's shape (2k parameters); large: 1M")
     parser.add_argument("--master", default="local[2]")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-
-    import pandas as pd
 
     import distkeras as dk
     from distkeras.spark import session
 
     spark = session(args.master, app_name="bench-communication")
     x, y = data(args.rows, args.dim)
-    df = spark.createDataFrame(pd.DataFrame({"features": list(x), "label": y}),
-                               schema="features array<float>, label bigint").cache()
-    df.count()
+    df = cached_frame(spark, x, y)
     common = dict(loss="categorical_crossentropy", worker_optimizer="adam", learning_rate=1e-3,
                   batch_size=args.batch_size, num_epoch=args.epochs, verbose=False)
     # warm-up: the Python workers import TensorFlow once (worker reuse)
-    dk.trainers.ADPSGD(build("hlf", args.dim), num_workers=args.workers, **common).fit(df)
+    dk.trainers.ADPSGD(build("small", args.dim), num_workers=args.workers, **common).fit(df)
 
     print(f"rows={args.rows} epochs={args.epochs} batch={args.batch_size} workers={args.workers} "
           f"master={args.master} load={os.getloadavg()[0]:.2f}")

@@ -38,6 +38,16 @@ def data(rows: int, dim: int, seed: int = 0):
     return (centres[y] + rng.normal(size=(rows, dim))).astype(np.float32), y
 
 
+def cached_frame(spark, x: np.ndarray, y: np.ndarray):
+    """``features`` array<float> / ``label`` bigint DataFrame, cached and materialised."""
+    import pandas as pd
+
+    df = spark.createDataFrame(pd.DataFrame({"features": list(x), "label": y}),
+                               schema="features array<float>, label bigint").cache()
+    df.count()
+    return df
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
@@ -50,16 +60,13 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     import keras
-    import pandas as pd
 
     import distkeras as dk
     from distkeras.spark import session
 
     spark = session(args.master, app_name="bench-trainer-overhead")
     x, y = data(args.rows, args.dim)
-    df = spark.createDataFrame(pd.DataFrame({"features": list(x), "label": y}),
-                               schema="features array<float>, label bigint").cache()
-    df.count()
+    df = cached_frame(spark, x, y)
     common = dict(loss="categorical_crossentropy", worker_optimizer="adam", learning_rate=1e-3,
                   batch_size=args.batch_size, num_epoch=args.epochs, verbose=False)
 

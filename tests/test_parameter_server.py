@@ -12,7 +12,7 @@ import pytest
 
 from distkeras import algorithms, messages
 from distkeras.driver.parameter_server import ParameterServer
-from distkeras.transport import Client, PSRemoteError
+from distkeras.transport import Client, PSConnectionError, PSRemoteError
 
 N = 1000
 
@@ -129,8 +129,8 @@ def test_garbage_on_the_port_leaves_the_centre_untouched():
 
 def test_wrong_worker_id_is_an_error_not_a_crash():
     with serve("downpour", num_workers=1) as ps:
-        with pytest.raises(PSRemoteError, match="worker id 5"), client(ps, 5) as bad:
-            bad.request(messages.PULL)
+        with pytest.raises(PSConnectionError, match="worker id 5 outside 0..0"):
+            client(ps, 5)                     # refused at authentication
         with client(ps, 0) as c:
             assert c.request(messages.PULL).payload.shape == (N,)
 

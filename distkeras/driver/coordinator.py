@@ -92,7 +92,8 @@ class Coordinator:
         self._epochs_processed = 0
         self._cond = threading.Condition()
         self._server = FrameServer(self._handle, self.secret, host=host, port=port,
-                                   ssl_context=ssl_context, on_disconnect=self._on_disconnect)
+                                   ssl_context=ssl_context, on_disconnect=self._on_disconnect,
+                                   num_workers=self.num_workers)
 
     # -- life cycle -------------------------------------------------------------------------------
     def __enter__(self) -> "Coordinator":
@@ -154,9 +155,7 @@ class Coordinator:
 
     # -- request handling -------------------------------------------------------------------------
     def _handle(self, conn, frame):
-        worker = frame.worker_id
-        if worker not in self._workers:
-            raise ValueError(f"worker id {worker} outside 0..{self.num_workers - 1}")
+        worker = frame.worker_id    # authenticated, and in range (the FrameServer checks)
         control = self._workers[worker]
         op = frame.op
         if op == messages.HELLO:

@@ -68,7 +68,8 @@ class ParameterServer:
         self._round_payloads: dict[int, np.ndarray] = {}
         self._round_reply: np.ndarray | None = None
         self._server = FrameServer(self._handle, self.secret, host=host, port=port,
-                                   ssl_context=ssl_context, on_disconnect=self._on_disconnect)
+                                   ssl_context=ssl_context, on_disconnect=self._on_disconnect,
+                                   num_workers=self.num_workers)
 
     # -- life cycle -------------------------------------------------------------------------------
     def __enter__(self) -> "ParameterServer":
@@ -107,9 +108,7 @@ class ParameterServer:
 
     # -- request handling -------------------------------------------------------------------------
     def _handle(self, conn, frame):
-        worker = frame.worker_id
-        if worker not in self._records:
-            raise ValueError(f"worker id {worker} outside 0..{self.num_workers - 1}")
+        worker = frame.worker_id    # authenticated, and in range (the FrameServer checks)
         stats = self._stats[worker]
         op = frame.op
         if op == messages.PULL:

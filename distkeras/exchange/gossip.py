@@ -148,6 +148,7 @@ class PairwiseGossip(PeerExchange):
     """
 
     peer_timeouts = (2.0, 30.0)   # a finished or lost peer is skipped, not waited for
+    linger = 0.0
 
     def __init__(self, algorithm, worker: WorkerContext, topology: Topology, overlap: bool):
         super().__init__(algorithm, worker)

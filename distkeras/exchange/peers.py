@@ -84,7 +84,7 @@ class PeerEndpoint:
             server = FrameServer(self._handle, self.ctx.secret, host=self.host, port=port,
                                  on_disconnect=self._on_disconnect,
                                  max_connections=4 * self.ctx.num_workers + 8,
-                                 payload_target=self._target)
+                                 payload_target=self._target, num_workers=self.ctx.num_workers)
             try:
                 return server.start()
             except PSBindError as exc:
@@ -111,8 +111,6 @@ class PeerEndpoint:
         handler = self.handlers.get(frame.op)
         if handler is None:
             raise ValueError(f"op {frame.op} is not served by peer endpoints")
-        if not 0 <= frame.worker_id < self.ctx.num_workers:
-            raise ValueError(f"worker id {frame.worker_id} outside 0..{self.ctx.num_workers - 1}")
         reply = handler(conn, frame)
         with self._lock:
             if isinstance(frame.payload, np.ndarray):
@@ -132,7 +130,12 @@ class PeerEndpoint:
     def dropped(self) -> dict:
         return self.server.stats["dropped"]
 
-    def close(self) -> None:
+    def close(self, linger: float = 2.0) -> None:
+        """Close, after waiting up to ``linger`` s for the peers to hang up: a peer may still be
+        reading the acknowledgement of its last frame (close your own clients first)."""
+        deadline = time.monotonic() + linger
+        while self.server.stats["active"] and time.monotonic() < deadline:
+            time.sleep(0.005)
         self.server.close(timeout=2.0)
 
 
@@ -316,6 +319,9 @@ class PeerExchange(Exchange):
     #: seconds to reach a peer, and to wait for its reply (None: the run's connect and round
     #: timeouts); asynchronous exchanges give up on a peer sooner and try another
     peer_timeouts: tuple[Optional[float], Optional[float]] = (None, None)
+    #: seconds to wait at the end for peers to read their last acknowledgement (synchronous
+    #: exchanges; an asynchronous peer's call to a closed endpoint is just skipped)
+    linger = 2.0
 
     def open(self) -> None:
         self.peer_endpoint = PeerEndpoint(self.worker, self.handlers())
@@ -326,7 +332,7 @@ class PeerExchange(Exchange):
             self.stats.bytes_sent = self.group.bytes_out + self.peer_endpoint.bytes_out
             self.stats.bytes_received = self.group.bytes_in + self.peer_endpoint.bytes_in
             self.group.close()
-            self.peer_endpoint.close()
+            self.peer_endpoint.close(self.linger)
             self.peer_endpoint = None
 
     def close(self) -> None:

@@ -43,6 +43,7 @@ class SlowMoExchange(Exchange):
             # its own clients: the base's may be busy in a gossip thread (clients are not
             # thread-safe); the endpoint is shared
             self.ring_group = PeerGroup(self.worker, self.base.peer_endpoint)
+            self.base.linger = 2.0     # the ring is synchronous: peers read their last acks
             self.ring = RingAllReduce(self.worker, self.base.peer_endpoint, self.ring_group,
                                       self.stats)
 

@@ -262,12 +262,7 @@ def _speedup(plt, analysis, out, name) -> bool:
     base = [r["time_per_batch"] for r in rows if r["workers"] == 1 and r["time_per_batch"]]
     if base:   # ideal: a step costs what it costs one worker alone, whatever the workers
         axes[1].axhline(min(base), color="k", ls="--", label="ideal (1-worker step)")
-    axes[0].set_ylabel("speed-up t(1)/t(n)")
-    axes[1].set_ylabel("seconds per batch (per worker)")
-    for ax in axes:
-        ax.set_xlabel("workers")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    _label(axes, ("workers", "workers"), ("speed-up t(1)/t(n)", "seconds per batch (per worker)"))
     return _save(fig, plt, os.path.join(out, name))
 
 
@@ -287,13 +282,17 @@ def _sensitivity(plt, records, out, name) -> bool:
             xs = sorted(k[0] for k in groups)
             ax.plot(xs, [np.mean([p["y"] for p in groups[(x,)]]) for x in xs], marker="o",
                     label=label[0])
-    axes[0].set_xlabel("communication window λ (0: the algorithm's default)")
-    axes[1].set_xlabel("workers")
-    for ax in axes:
-        ax.set_ylabel("final validation accuracy")
+    _label(axes, ("communication window λ (0: the algorithm's default)", "workers"),
+           ("final validation accuracy",) * 2)
+    return _save(fig, plt, os.path.join(out, name))
+
+
+def _label(axes, xlabels, ylabels) -> None:
+    for ax, x, y in zip(axes, xlabels, ylabels):
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, plt, os.path.join(out, name))
 
 
 def _save(fig, plt, path) -> bool:

@@ -89,6 +89,8 @@ class FrameServer:
             header has arrived; may return a C-contiguous float32 array of exactly that size to
             receive the payload straight into (e.g. its place in a ring all-reduce), or None
             for the connection's own buffer.
+        num_workers: when given, an authenticated worker id outside ``0..num_workers-1`` is
+            refused at the handshake (an ERROR frame naming the valid range).
     """
 
     def __init__(self, handler: Handler, secret: bytes, host: str = "127.0.0.1", port: int = 0,
@@ -97,7 +99,8 @@ class FrameServer:
                  on_disconnect: Optional[Callable[[Connection, bool], None]] = None,
                  max_connections: int = 256, socket_buffer: int = SOCKET_BUFFER,
                  payload_target: Optional[Callable[[Connection, int, int, int],
-                                                   Optional[Any]]] = None):
+                                                   Optional[Any]]] = None,
+                 num_workers: Optional[int] = None):
         if not isinstance(secret, (bytes, bytearray)) or len(secret) < 16:
             raise ValueError("secret must be at least 16 bytes (use secrets.token_bytes(32))")
         self.handler = handler
@@ -110,6 +113,7 @@ class FrameServer:
         self.max_connections = int(max_connections)
         self.socket_buffer = int(socket_buffer)
         self.payload_target = payload_target
+        self.num_workers = num_workers
         self._lock = threading.Lock()
         self._conns: set[Connection] = set()
         self._dropped: Counter = Counter()
@@ -298,6 +302,11 @@ class FrameServer:
                     self._auth_failures += 1
                 self._drop(conn, "bad_hmac", f"authentication failed for worker {wid}")
                 io.send(OP_ERROR, aux=ERR_AUTH, payload={"error": "authentication failed"})
+                return None
+            if self.num_workers is not None and not 0 <= wid < self.num_workers:
+                self._drop(conn, "bad_worker_id", f"worker id {wid}")
+                io.send(OP_ERROR, aux=ERR_HANDLER, payload={
+                    "error": f"worker id {wid} outside 0..{self.num_workers - 1}"})
                 return None
             io.send(OP_AUTH_OK, worker_id=wid, payload=server_mac(self.secret, client_nonce))
             conn.sock.settimeout(None)  # handlers and training steps may take arbitrarily long
