@@ -93,3 +93,31 @@ def test_trainer_converges_like_single_worker(name, data, baseline):
         assert len(gamma) == EPOCHS and all(g >= 0 for g in gamma)
         if name in ("ARSGD", "LocalSGD-ring", "SlowMo-localsgd"):
             assert max(gamma) < 1e-6, gamma
+
+
+class ScaledDOWNPOUR(dk.algorithms.DOWNPOUR):
+    """A rule subclassed in user code: workers send Δ/1000 (executor side), the server adds
+    1000·(Δ/1000) (driver side) and counts its commits. Only both halves together are DOWNPOUR:
+    had the executors used the built-in worker rule, θ̃ would move by 1000·Δ and diverge."""
+
+    name = "scaled-downpour"
+    server_commits = 0
+
+    def worker_send(self, theta, anchor):
+        return (theta - anchor) * np.float32(1e-3)
+
+    def server_commit(self, centre, payload, worker, version):
+        type(self).server_commits += 1
+        centre += payload * np.float32(1e3)
+        return centre
+
+
+def test_user_defined_rule_trains_end_to_end(data, baseline):
+    train, test = data
+    trainer = dk.trainers.Trainer(mlp(), algorithm=ScaledDOWNPOUR, loss="categorical_crossentropy",
+                                  num_workers=2, batch_size=32, num_epoch=EPOCHS,
+                                  learning_rate=0.01, verbose=False)
+    fitted = trainer.fit(train)
+    commits = sum(w["exchanges"] for w in fitted.history.workers)
+    assert ScaledDOWNPOUR.server_commits == commits > 0
+    assert accuracy(fitted, test) >= baseline - TOLERANCE
