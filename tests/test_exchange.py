@@ -16,7 +16,7 @@ from distkeras import messages
 from distkeras.driver.coordinator import Coordinator
 from distkeras.exchange import (NeighbourExchange, PairwiseGossip, PeerLostError, RingExchange,
                                 SharedReplica, Topology, WorkerContext)
-from distkeras.transport import Client
+from distkeras.transport import Client, PSRemoteError
 
 
 @contextlib.contextmanager
@@ -186,6 +186,14 @@ def test_garbage_and_strangers_on_a_peer_endpoint_are_dropped_and_counted():
             time.sleep(0.3)
             assert sum(ex.peer_endpoint.dropped.values()) >= 6
             assert np.array_equal(ex.shared.snapshot(), theta)            # replica untouched
+            # an authenticated peer's NaN replica is refused, and nothing of it is kept
+            with Client(host, int(port), coord.secret, 0, connect_timeout=2) as peer:
+                poisoned = np.full(size, np.nan, np.float32)
+                with pytest.raises(PSRemoteError, match="non-finite values"):
+                    peer.request(messages.GOSSIP, payload=poisoned)
+                with pytest.raises(PSRemoteError, match="gossip of 3 values"):
+                    peer.request(messages.GOSSIP, payload=np.zeros(3, np.float32))
+            assert np.array_equal(ex.shared.snapshot(), theta)
             # and it still serves its real peer
             with Client(host, int(port), coord.secret, 0, connect_timeout=2) as peer:
                 reply = peer.request(messages.GOSSIP, payload=np.zeros(size, np.float32))

@@ -103,3 +103,17 @@ def test_decentralised_sync_worker_killed_fails_fast_naming_it(train):
                                             "synchronous"):
         trainer.fit(train)
     assert killed and time.monotonic() - t0 < 180
+
+
+@pytest.mark.parametrize("name", ["DOWNPOUR", "ADPSGD", "ARSGD"])
+def test_a_diverged_worker_stops_with_a_clear_error_and_sends_nothing(train, name):
+    import keras
+
+    trainer = getattr(dk.trainers, name)(mlp(), loss="categorical_crossentropy", num_workers=2,
+                                         batch_size=16, num_epoch=3, verbose=False,
+                                         worker_optimizer=keras.optimizers.SGD(1e12))
+    t0 = time.monotonic()
+    with pytest.raises(TrainingError, match=r"became non-finite \(NaN/inf\): the loss "
+                                            r"diverged, so nothing was sent"):
+        trainer.fit(train)
+    assert time.monotonic() - t0 < 120

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from distkeras.algorithms.base import Algorithm
-from distkeras.exchange import RingExchange
+from distkeras.exchange import RingExchange, check_finite
 
 
 class GradientRing(RingExchange):
@@ -41,6 +41,8 @@ class ARSGD(Algorithm):
         for i in range(len(y)):
             gradient = replica.gradient([x[i] for x in xs], y[i], start=start)
             start = None
+            # before the all-reduce: one diverged worker must not poison every replica
+            check_finite(gradient, "gradient", f"worker {exchange.worker.worker}, AR-SGD step")
             replica.apply_gradient(exchange.mean(gradient))
         return replica.read()
 

@@ -11,7 +11,8 @@
 
 Nothing here imports TensorFlow or Spark: exchanges run in executors and are tested alone.
 """
-from distkeras.exchange.base import Exchange, ExchangeStats, WorkerContext
+from distkeras.exchange.base import (DivergedError, Exchange, ExchangeStats, WorkerContext,
+                                     check_finite)
 from distkeras.exchange.gossip import NeighbourExchange, PairwiseGossip, SharedReplica
 from distkeras.exchange.parameter_server import ParameterServerExchange
 from distkeras.exchange.peers import PeerEndpoint, PeerExchange, PeerGroup, PeerLostError
@@ -19,7 +20,7 @@ from distkeras.exchange.ring import RingAllReduce, RingExchange
 from distkeras.exchange.slowmo import SlowMoExchange
 from distkeras.exchange.topology import Topology
 
-__all__ = ["Exchange", "ExchangeStats", "WorkerContext", "NeighbourExchange", "PairwiseGossip",
-           "SharedReplica", "ParameterServerExchange", "PeerEndpoint", "PeerExchange",
-           "PeerGroup", "PeerLostError", "RingAllReduce", "RingExchange", "SlowMoExchange",
-           "Topology"]
+__all__ = ["DivergedError", "check_finite", "Exchange", "ExchangeStats", "WorkerContext",
+           "NeighbourExchange", "PairwiseGossip", "SharedReplica", "ParameterServerExchange",
+           "PeerEndpoint", "PeerExchange", "PeerGroup", "PeerLostError", "RingAllReduce",
+           "RingExchange", "SlowMoExchange", "Topology"]

@@ -32,6 +32,20 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 
+class DivergedError(FloatingPointError):
+    """A worker's weights or gradient became NaN/inf: its loss diverged. Nothing was sent."""
+
+
+def check_finite(vector: np.ndarray, what: str, where: str) -> None:
+    """Raise :class:`DivergedError` before a non-finite vector reaches a peer or the driver
+    (one float64 reduction: NaN and inf both survive a sum)."""
+    if not np.isfinite(np.add.reduce(vector, dtype=np.float64)):
+        raise DivergedError(
+            f"{where}: the {what} became non-finite (NaN/inf): the loss diverged, so nothing "
+            "was sent. Lower the learning rate, clip gradients (an optimizer with clipnorm=1.0) "
+            "or look for extreme values in the inputs")
+
+
 @dataclass
 class ExchangeStats:
     """Where a worker's communication time and bytes went (its row of ``history.workers``)."""

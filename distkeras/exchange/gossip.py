@@ -75,6 +75,13 @@ class SharedReplica:
             self._dirty = True
 
 
+def refuse_non_finite(payload: np.ndarray, sender: int) -> None:
+    """A peer's replica with NaN/inf never reaches this one (the sender gets the error)."""
+    if not np.isfinite(np.add.reduce(payload, dtype=np.float64)):
+        raise ValueError(f"refused a replica with non-finite values (NaN/inf) from worker "
+                         f"{sender}")
+
+
 class NeighbourExchange(PeerExchange):
     """D-PSGD's synchronous neighbour averaging: every window, x_i ← Σ_j W_ij x_j over i's
     neighbours in ``topology`` (W the Metropolis–Hastings mixing matrix)."""
@@ -103,6 +110,7 @@ class NeighbourExchange(PeerExchange):
         if conn.worker_id not in self.weights or conn.worker_id == self.worker.worker:
             raise ValueError(f"worker {conn.worker_id} is not a neighbour of "
                              f"{self.worker.worker} in the {self.topology.name} topology")
+        refuse_non_finite(frame.payload, conn.worker_id)
         self.rounds.deliver(frame.aux, frame)
         return ack(frame)
 
@@ -176,6 +184,7 @@ class PairwiseGossip(PeerExchange):
         size = self.shared.size
         if frame.payload.shape != (size,):
             raise ValueError(f"gossip of {frame.payload.size} values, the model has {size}")
+        refuse_non_finite(frame.payload, conn.worker_id)
         out = self.shared.respond(frame.payload, reply_buffer(conn, frame.payload))
         self.stats.peers.add(conn.worker_id)
         self.stats.exchanges += 1      # answered: an interaction for this worker too

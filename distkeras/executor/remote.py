@@ -96,7 +96,7 @@ def _source(spec: dict, batches: Iterator[pa.RecordBatch], worker: int):
 def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
     from pyspark import BarrierTaskContext
 
-    from distkeras.exchange import WorkerContext
+    from distkeras.exchange import WorkerContext, check_finite
     from distkeras.executor.replica import Replica, build_model, setup_tensorflow
     from distkeras.transport import Client, pinned_tls
 
@@ -155,6 +155,7 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
                     since_exchange += k
                     pending += k * batch
                     start = None
+                    check_finite(theta, "weights", f"worker {worker}, epoch {epoch}, step {step}")
                     if since_exchange == window or step == steps:
                         start = exchange.after_window(theta, since_exchange)
                         if start is not None:
