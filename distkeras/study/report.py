@@ -210,13 +210,25 @@ def _curves(plt, records, out, name, by_time: bool) -> bool:
         x = (np.mean([np.cumsum([e["epoch_seconds"] for e in r["epochs"][:n]]) for r in runs],
                      axis=0) if by_time else np.arange(1, n + 1))
         mean, std = np.nanmean(acc, axis=0), np.nanstd(acc, axis=0)
-        line, = ax.plot(x, mean, marker="o", label=f"{label[0]} ×{runs[0]['workers']}")
-        ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
+        color, style = _style(records, runs[0])
+        ax.plot(x, mean, marker="o", ms=3, color=color, ls=style,
+                label=f"{label[0]} ×{runs[0]['workers']}")
+        ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=color)
     ax.set_xlabel("training wall time (s)" if by_time else "epoch")
     ax.set_ylabel("validation accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, plt, os.path.join(out, name))
+
+
+def _style(records, record) -> tuple:
+    """One colour per algorithm, one line style per SlowMo variant."""
+    import matplotlib
+
+    algorithms = sorted({r["algorithm"] for r in records})
+    colour = matplotlib.colormaps["tab10" if len(algorithms) <= 10 else "tab20"](
+        algorithms.index(record["algorithm"]) % 20)
+    return colour, {"none": "-", "avg": "--", "noavg": ":"}[record["slowmo"]]
 
 
 def _default_window(records, record):
@@ -254,11 +266,12 @@ def _speedup(plt, analysis, out, name) -> bool:
     top = max(n for s in series.values() for n in s)
     axes[0].plot([1, top], [1, top], "k--", label="ideal")
     for label, s in sorted(series.items()):
-        axes[0].plot(list(s), list(s.values()), marker="o", label=label)
+        color, style = _style(rows, next(r for r in rows if r["label"] == label))
+        axes[0].plot(list(s), list(s.values()), marker="o", label=label, color=color, ls=style)
         tpb = sorted((r["workers"], r["time_per_batch"]) for r in rows if r["label"] == label
                      and r["time_per_batch"] is not None)
         if tpb:
-            axes[1].plot(*zip(*tpb), marker="o", label=label)
+            axes[1].plot(*zip(*tpb), marker="o", label=label, color=color, ls=style)
     base = [r["time_per_batch"] for r in rows if r["workers"] == 1 and r["time_per_batch"]]
     if base:   # ideal: a step costs what it costs one worker alone, whatever the workers
         axes[1].axhline(min(base), color="k", ls="--", label="ideal (1-worker step)")
