@@ -93,10 +93,25 @@ def _source(spec: dict, batches: Iterator[pa.RecordBatch], worker: int):
     return MemorySource(xs, y, int(spec["seed"]), worker)
 
 
-def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
+def _worker_context(spec: dict, worker: int, ctx, control):
+    """What the algorithm's exchange needs to know of this worker and the run."""
     from pyspark import BarrierTaskContext
 
-    from distkeras.exchange import WorkerContext, check_finite
+    from distkeras.exchange import WorkerContext
+
+    run = spec["run"]
+    return WorkerContext(
+        worker=worker, num_workers=int(spec["num_workers"]), secret=run["secret"],
+        coordinator=tuple(run["coordinator"]),
+        parameter_server=tuple(run["ps"]) if run.get("ps") else None,
+        connect_timeout=run["connect_timeout"], round_timeout=run["round_timeout"],
+        tls_cert=run.get("tls_cert"), seed=int(spec["seed"]), peer_host=run.get("peer_host"),
+        peer_ports=tuple(run["peer_ports"]) if run.get("peer_ports") else None,
+        barrier=ctx if isinstance(ctx, BarrierTaskContext) else None, control=control)
+
+
+def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
+    from distkeras.exchange import check_finite
     from distkeras.executor.replica import Replica, build_model, setup_tensorflow
     from distkeras.transport import Client, pinned_tls
 
@@ -116,15 +131,7 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
     with Client(*run["coordinator"], run["secret"], worker, connect_timeout=run["connect_timeout"],
                 ssl_context=pinned_tls(run.get("tls_cert")),
                 role="the driver's coordinator") as control:
-        context = WorkerContext(
-            worker=worker, num_workers=int(spec["num_workers"]), secret=run["secret"],
-            coordinator=tuple(run["coordinator"]),
-            parameter_server=tuple(run["ps"]) if run.get("ps") else None,
-            connect_timeout=run["connect_timeout"], round_timeout=run["round_timeout"],
-            tls_cert=run.get("tls_cert"), seed=int(spec["seed"]), peer_host=run.get("peer_host"),
-            peer_ports=tuple(run["peer_ports"]) if run.get("peer_ports") else None,
-            barrier=ctx if isinstance(ctx, BarrierTaskContext) else None, control=control)
-        with algorithm.exchange(context) as exchange:
+        with algorithm.exchange(_worker_context(spec, worker, ctx, control)) as exchange:
             hello = control.request(messages.HELLO, payload={
                 "pid": os.getpid(), "host": socket.gethostname(), "attempt": attempt,
                 "endpoint": exchange.endpoint})
