@@ -155,7 +155,9 @@ class PairwiseGossip(PeerExchange):
     it goes on (any worker may call any neighbour; callees answer from their shared replica).
     """
 
-    peer_timeouts = (2.0, 30.0)   # a finished or lost peer is skipped, not waited for
+    # an endpoint is listening before it is registered: a refused connection means a finished
+    # or lost peer, skipped at once rather than retried
+    peer_timeouts = (0.5, 30.0)
     linger = 0.0
 
     def __init__(self, algorithm, worker: WorkerContext, topology: Topology, overlap: bool):
