@@ -37,6 +37,9 @@ STATUS_DDL = ("worker int, attempt int, epochs int, samples bigint, seconds doub
               "bytes_sent bigint, bytes_received bigint, exchanges bigint, peers string, "
               "host string, pid bigint")
 PROGRESS_INTERVAL = 0.25   # seconds between progress reports to the coordinator
+COORDINATOR_HINT = ("Set spark.driver.host (or the trainer's ps_host=) to an address the "
+                    "executors can reach, and let them reach the driver's ephemeral ports (the "
+                    "coordinator's, and the parameter server's ps_port=).")
 
 
 def _task_context():
@@ -129,8 +132,8 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
     run = spec["run"]
     samples, epochs_run, compute_seconds = 0, 0, 0.0
     with Client(*run["coordinator"], run["secret"], worker, connect_timeout=run["connect_timeout"],
-                ssl_context=pinned_tls(run.get("tls_cert")),
-                role="the driver's coordinator") as control:
+                ssl_context=pinned_tls(run.get("tls_cert")), role="the driver's coordinator",
+                hint=COORDINATOR_HINT) as control:
         with algorithm.exchange(_worker_context(spec, worker, ctx, control)) as exchange:
             hello = control.request(messages.HELLO, payload={
                 "pid": os.getpid(), "host": socket.gethostname(), "attempt": attempt,
