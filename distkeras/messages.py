@@ -24,10 +24,8 @@ PEERS = 24       # reply JSON {peers: {worker: "host:port"}} (the rendezvous of 
 COMMIT = 18      # payload: the algorithm's worker_send(); reply: the algorithm's reply vector
 
 # -- peer endpoints (data) --------------------------------------------------------------------
-RING = 32        # a ring all-reduce chunk; aux = round * RING_STEPS + step
+RING = 32        # a ring all-reduce segment; aux = round << 32 | step << 16 | segment
 MIX = 33         # D-PSGD: a neighbour's θ for round ``aux``
 GOSSIP = 34      # pairwise averaging: payload the caller's θ, reply the callee's θ (before)
-
-RING_STEPS = 1 << 16   # steps of one all-reduce round are < 2 * workers ≤ this
 
 FLAG_STOP = 1    # set on control replies once the driver asked training to stop

@@ -3,9 +3,9 @@
 The vector is cut into n chunks. In n−1 reduce-scatter steps worker r sends chunk (r − s) mod n
 to worker r+1 and adds the chunk (r − s − 1) mod n it receives from worker r−1; it then holds
 the full sum of chunk (r + 1) mod n. In n−1 all-gather steps it passes complete chunks on
-(sends (r + 1 − s) mod n, receives (r − s) mod n, straight into place). Every worker sends and receives
-2(n−1)/n of the vector, whatever n; sending to r+1 and receiving from r−1 overlap (the receive
-runs in the endpoint's connection thread).
+(sends (r + 1 − s) mod n, receives (r − s) mod n, straight into place). Every worker sends and
+receives 2(n−1)/n of the vector, whatever n; sending to r+1 and receiving from r−1 overlap (the
+receive runs in the endpoint's connection thread).
 
 Example::
 
