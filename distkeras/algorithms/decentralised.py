@@ -6,8 +6,6 @@ run is the mean of the replicas x̄; Γ = Σᵢ‖x̄ − x_i‖² (consensus di
 """
 from __future__ import annotations
 
-import numpy as np
-
 from distkeras.algorithms.base import Algorithm
 from distkeras.exchange import NeighbourExchange, PairwiseGossip, Topology
 

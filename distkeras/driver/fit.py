@@ -16,7 +16,7 @@ from distkeras.driver.coordinator import Coordinator
 from distkeras.driver.job import SparkJob, TrainingError
 from distkeras.driver.parameter_server import ParameterServer
 from distkeras.executor import remote
-from distkeras.executor.feed import FeedSpec, InputSpec, model_inputs
+from distkeras.executor.feed import FeedSpec, feed_spec_for, model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -38,32 +38,6 @@ class TrainingHistory(dict):
     @property
     def history(self) -> dict:
         return dict(self)
-
-
-def feed_spec_for(model, features_col, label_col, loss, input_shapes=None) -> FeedSpec:
-    """How the DataFrame's columns map onto ``model``'s inputs and output."""
-    if not model.built or not getattr(model, "inputs", None):
-        raise ValueError("the Keras model is not built: give it an Input layer (or call "
-                         "model.build(input_shape)) before training")
-    columns = [features_col] if isinstance(features_col, str) else list(features_col)
-    shapes = [tuple(int(d) for d in t.shape[1:]) for t in model.inputs]
-    if input_shapes is not None:
-        shapes = [tuple(s) for s in (input_shapes if isinstance(input_shapes[0], (list, tuple))
-                                     else [input_shapes])]
-    if None in [d for s in shapes for d in s]:
-        raise ValueError(f"model input shapes {shapes} have unknown dimensions; pass input_shapes=")
-    if len(shapes) > 1:
-        if len(columns) != len(shapes):
-            raise ValueError(f"the model has {len(shapes)} inputs but features_col names "
-                             f"{len(columns)} columns; give one column per input")
-        inputs = [InputSpec([c], s) for c, s in zip(columns, shapes)]
-    else:
-        inputs = [InputSpec(columns, shapes[0])]
-    num_classes = int(model.outputs[0].shape[-1]) if model.outputs else None
-    name = loss if isinstance(loss, str) else type(loss).__name__
-    one_hot = name.lower().replace("_", "") in ("categoricalcrossentropy", "categoricalfocalcrossentropy",
-                                                "kldivergence", "categoricalhinge")
-    return FeedSpec(inputs=inputs, label_col=label_col, num_classes=num_classes, one_hot=one_hot)
 
 
 def _compile_settings(trainer):

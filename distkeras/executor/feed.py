@@ -1,4 +1,6 @@
-"""Arrow → numpy for Keras: the data feed shared by training, prediction and tuning.
+"""Arrow → numpy for Keras: the data feed shared by training, prediction and tuning, and
+``feed_spec_for``: how a model's inputs map onto DataFrame columns (the contract both sides
+use).
 
 A ``FeedSpec`` says which columns make each model input (several columns of one input are
 concatenated) and the shape each input is reshaped to, and how labels are interpreted. The
@@ -111,3 +113,29 @@ def column_matrix(table: pa.Table, name: str) -> np.ndarray:
 def model_inputs(xs: list[np.ndarray]):
     """What Keras expects for ``x``: the array itself for one input, the list for several."""
     return xs[0] if len(xs) == 1 else list(xs)
+
+
+def feed_spec_for(model, features_col, label_col, loss, input_shapes=None) -> FeedSpec:
+    """How the DataFrame's columns map onto ``model``'s inputs and output."""
+    if not model.built or not getattr(model, "inputs", None):
+        raise ValueError("the Keras model is not built: give it an Input layer (or call "
+                         "model.build(input_shape)) before training")
+    columns = [features_col] if isinstance(features_col, str) else list(features_col)
+    shapes = [tuple(int(d) for d in t.shape[1:]) for t in model.inputs]
+    if input_shapes is not None:
+        shapes = [tuple(s) for s in (input_shapes if isinstance(input_shapes[0], (list, tuple))
+                                     else [input_shapes])]
+    if None in [d for s in shapes for d in s]:
+        raise ValueError(f"model input shapes {shapes} have unknown dimensions; pass input_shapes=")
+    if len(shapes) > 1:
+        if len(columns) != len(shapes):
+            raise ValueError(f"the model has {len(shapes)} inputs but features_col names "
+                             f"{len(columns)} columns; give one column per input")
+        inputs = [InputSpec([c], s) for c, s in zip(columns, shapes)]
+    else:
+        inputs = [InputSpec(columns, shapes[0])]
+    num_classes = int(model.outputs[0].shape[-1]) if model.outputs else None
+    name = loss if isinstance(loss, str) else type(loss).__name__
+    one_hot = name.lower().replace("_", "") in ("categoricalcrossentropy", "categoricalfocalcrossentropy",
+                                                "kldivergence", "categoricalhinge")
+    return FeedSpec(inputs=inputs, label_col=label_col, num_classes=num_classes, one_hot=one_hot)

@@ -136,7 +136,8 @@ def train_keras(train_df, model_name: str = "hlf", *, epochs: int = 5, batch_siz
     the fitted model is wrapped in a `KerasModel`, so it scores DataFrames like the others."""
     import keras
 
-    from distkeras.driver.fit import collect_arrays, feed_spec_for
+    from distkeras.driver.fit import collect_arrays
+    from distkeras.executor.feed import feed_spec_for
     from distkeras.executor.feed import model_inputs
     from distkeras.model import KerasModel
 

@@ -160,7 +160,7 @@ class Search:
         before launch. ``(None, None)`` when build_fn fails for every candidate."""
         import keras
 
-        from distkeras.driver.fit import feed_spec_for
+        from distkeras.executor.feed import feed_spec_for
         from distkeras.executor.replica import setup_tensorflow
         from distkeras.tuning.trial import compile_model
 

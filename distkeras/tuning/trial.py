@@ -49,7 +49,7 @@ def compile_model(model, spec: dict):
 def _fit_split(build_fn, spec, data, train_idx, val_idx, seed) -> dict:
     import keras
 
-    from distkeras.driver.fit import feed_spec_for
+    from distkeras.executor.feed import feed_spec_for
     from distkeras.executor.feed import model_inputs
     from distkeras.tuning.data import worker_arrays
 
