@@ -179,7 +179,8 @@ class Coordinator:
             self.final_models[worker] = frame.payload.copy()
             return Reply(op)
         if op == messages.PEERS:
-            return Reply(op, payload={"peers": self.peers(), "failure": self.failure})
+            return Reply(op, payload={"peers": self.peers(), "failure": self.failure,
+                                      "done": [w for w, c in self._workers.items() if c.done]})
         if op == messages.DONE:
             control.done = True
             conn.state["done"] = True

@@ -168,7 +168,7 @@ class PairwiseGossip(PeerExchange):
                            else topology.neighbours(worker.worker))
         self.shared: Optional[SharedReplica] = None
         self._thread: Optional[threading.Thread] = None
-        self._unreachable: dict[int, int] = {}
+        self._unreachable: set[int] = set()     # peers whose last gossip failed
         self._refreshed = 0.0
         self.failed_gossips = 0
 
@@ -177,7 +177,9 @@ class PairwiseGossip(PeerExchange):
 
     def start(self, theta: np.ndarray) -> np.ndarray:
         self.shared = SharedReplica(theta)
-        self.group.meet(wait_for_all=False)
+        # wait for the peers that are still to come (a cold executor imports TensorFlow first),
+        # not for those already done (a retried worker rejoining late)
+        self.group.meet(wait_for_all=True, required=False)
         return theta
 
     def _on_gossip(self, conn, frame):
@@ -203,7 +205,7 @@ class PairwiseGossip(PeerExchange):
         if not self.overlap:
             self._gossip_once()
             return self.shared.fold(theta)
-        if self._thread is None or not self._thread.is_alive():
+        if not busy:
             self._thread = threading.Thread(target=self._gossip_once, daemon=True,
                                             name=f"distkeras-gossip-{self.worker.worker}")
             self._thread.start()
@@ -225,10 +227,10 @@ class PairwiseGossip(PeerExchange):
             answer = self.group.request(peer, messages.GOSSIP, sent).payload
         except PeerLostError as exc:   # asynchronous: skip the peer, look it up again later
             self.failed_gossips += 1
-            self._unreachable[peer] = self._unreachable.get(peer, 0) + 1
+            self._unreachable.add(peer)
             log.info("gossip skipped: %s", exc)
             return
-        self._unreachable.pop(peer, None)
+        self._unreachable.discard(peer)
         self.shared.absorb(sent, answer)
         self.stats.exchanges += 1
         self.stats.peers.add(peer)

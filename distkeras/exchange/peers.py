@@ -148,30 +148,36 @@ class PeerGroup:
         self.connect_timeout = ctx.connect_timeout if connect_timeout is None else connect_timeout
         self.io_timeout = ctx.round_timeout if io_timeout is None else io_timeout
         self.table: dict[int, str] = {}
+        self.finished: set[int] = set()      # workers that already finished training
         self._clients: dict[int, Client] = {}
         self.bytes_out = self.bytes_in = 0   # payload bytes of requests sent / replies received
 
-    def meet(self, wait_for_all: bool) -> dict[int, str]:
+    def meet(self, wait_for_all: bool, required: bool = True) -> dict[int, str]:
         """Publish this endpoint and learn the others': through the barrier stage when there is
-        one, else through the coordinator (waiting for every worker when ``wait_for_all``)."""
+        one, else through the coordinator, waiting (up to ``connect_timeout``) until every
+        worker has registered or finished when ``wait_for_all``. A timeout is an error when
+        ``required``, else a warning (asynchronous peers go on with those that came)."""
         me = self.ctx.worker
         if self.ctx.barrier is not None:
             rows = self.ctx.barrier.allGather(json.dumps({"worker": me,
                                                           "endpoint": self.endpoint.address}))
             self.table = {int(r["worker"]): r["endpoint"] for r in map(json.loads, rows)}
-        else:
-            deadline = time.monotonic() + self.ctx.connect_timeout
-            while True:
-                self.refresh()
-                if not wait_for_all or len(self.table) >= self.ctx.num_workers:
-                    break
-                if time.monotonic() > deadline:
-                    missing = sorted(set(range(self.ctx.num_workers)) - set(self.table))
-                    raise PeerLostError(f"worker {me}: workers {missing} did not register their "
-                                        f"peer endpoints within {self.ctx.connect_timeout:g} s "
-                                        "(more workers than free task slots?)")
-                time.sleep(0.05)
-        return self.table
+            return self.table
+        deadline = time.monotonic() + self.ctx.connect_timeout
+        while True:
+            self.refresh()
+            missing = set(range(self.ctx.num_workers)) - set(self.table) - self.finished
+            if not wait_for_all or not missing:
+                return self.table
+            if time.monotonic() > deadline:
+                message = (f"worker {me}: workers {sorted(missing)} did not register their peer "
+                           f"endpoints within {self.ctx.connect_timeout:g} s (more workers than "
+                           "free task slots?)")
+                if required:
+                    raise PeerLostError(message)
+                log.warning("%s; going on with the peers that came", message)
+                return self.table
+            time.sleep(0.05)
 
     def refresh(self) -> dict[int, str]:
         """Ask the coordinator where the live peers are now (a retried task has a new address)."""
@@ -179,6 +185,7 @@ class PeerGroup:
         if reply.get("failure"):
             raise PeerLostError(reply["failure"])
         table = {int(w): a for w, a in reply["peers"].items() if isinstance(a, str)}
+        self.finished = {int(w) for w in reply.get("done", [])}
         for w in list(self._clients):
             if table.get(w) != self.table.get(w):
                 self.drop(w)
