@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from distkeras import messages
+from distkeras.exchange.base import all_finite
 from distkeras.transport import FrameServer, Reply
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ class Coordinator:
         if not isinstance(payload, np.ndarray) or payload.size != self._initial.size:
             size = getattr(payload, "size", None)
             raise ValueError(f"{what} of {size} values, the model has {self._initial.size}")
-        if not np.isfinite(payload).all():
+        if not all_finite(payload):
             raise ValueError(f"{what} has non-finite values (NaN/inf): the worker diverged")
 
     def _hello(self, conn, worker: int, info: dict):

@@ -36,10 +36,14 @@ class DivergedError(FloatingPointError):
     """A worker's weights or gradient became NaN/inf: its loss diverged. Nothing was sent."""
 
 
+def all_finite(vector: np.ndarray) -> bool:
+    """No NaN or inf in ``vector``, in one float64 reduction (both survive a sum)."""
+    return bool(np.isfinite(np.add.reduce(vector, dtype=np.float64)))
+
+
 def check_finite(vector: np.ndarray, what: str, where: str) -> None:
-    """Raise :class:`DivergedError` before a non-finite vector reaches a peer or the driver
-    (one float64 reduction: NaN and inf both survive a sum)."""
-    if not np.isfinite(np.add.reduce(vector, dtype=np.float64)):
+    """Raise :class:`DivergedError` before a non-finite vector reaches a peer or the driver."""
+    if not all_finite(vector):
         raise DivergedError(
             f"{where}: the {what} became non-finite (NaN/inf): the loss diverged, so nothing "
             "was sent. Lower the learning rate, clip gradients (an optimizer with clipnorm=1.0) "
@@ -89,7 +93,6 @@ class WorkerContext:
     peer_ports: Optional[tuple[int, int]] = None   # port range for the endpoint (None: ephemeral)
     barrier: Any = None                      # BarrierTaskContext in a barrier stage
     control: Any = None                      # the coordinator client (rendezvous of async peers)
-    extras: dict = field(default_factory=dict)
 
 
 class Exchange:

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from distkeras import messages
-from distkeras.exchange.base import WorkerContext
+from distkeras.exchange.base import WorkerContext, all_finite
 from distkeras.exchange.peers import PeerExchange, PeerLostError, Rounds, ack, reply_buffer
 from distkeras.exchange.topology import Topology
 from distkeras.transport import Reply
@@ -77,7 +77,7 @@ class SharedReplica:
 
 def refuse_non_finite(payload: np.ndarray, sender: int) -> None:
     """A peer's replica with NaN/inf never reaches this one (the sender gets the error)."""
-    if not np.isfinite(np.add.reduce(payload, dtype=np.float64)):
+    if not all_finite(payload):
         raise ValueError(f"refused a replica with non-finite values (NaN/inf) from worker "
                          f"{sender}")
 
@@ -170,7 +170,6 @@ class PairwiseGossip(PeerExchange):
         self._thread: Optional[threading.Thread] = None
         self._unreachable: set[int] = set()     # peers whose last gossip failed
         self._refreshed = 0.0
-        self.failed_gossips = 0
 
     def handlers(self):
         return {messages.GOSSIP: self._on_gossip}
@@ -226,7 +225,6 @@ class PairwiseGossip(PeerExchange):
         try:
             answer = self.group.request(peer, messages.GOSSIP, sent).payload
         except PeerLostError as exc:   # asynchronous: skip the peer, look it up again later
-            self.failed_gossips += 1
             self._unreachable.add(peer)
             log.info("gossip skipped: %s", exc)
             return
