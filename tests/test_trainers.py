@@ -82,10 +82,16 @@ def test_trainer_converges_like_single_worker(name, data, baseline):
     assert np.isfinite(fitted.history["loss"]).all()
     workers = fitted.history.ps_stats["workers"]
     assert set(workers) == {0, 1} and all(w["done"] for w in workers.values())
+    t0 = min(w["started_at"] for w in fitted.history.workers)
+    timeline = [(w["worker"], w["exchanges"], round(w["started_at"] - t0, 2),
+                 round(w["training_from"] - t0, 2), round(w["finished_at"] - t0, 2))
+                for w in fitted.history.workers]
     for w in fitted.history.workers:     # where each worker's time went
+        assert w["started_at"] <= w["training_from"] <= w["finished_at"], timeline
         assert 0 < w["compute_seconds"] + w["exchange_seconds"] <= w["seconds"], w
         assert (w["exchange_seconds"] > 0) == (name != "EnsembleTrainer"), w
-        assert (w["exchanges"] >= EPOCHS) == (name != "EnsembleTrainer"), w
+        # (worker, exchanges, started, training from, finished) of every worker on failure
+        assert (w["exchanges"] >= EPOCHS) == (name != "EnsembleTrainer"), timeline
         if name in DECENTRALISED:        # bytes between peers, and who met whom
             assert w["bytes_sent"] > 0 and w["bytes_received"] > 0 and w["peers"], w
     if name in DECENTRALISED:            # Γ per epoch; identical replicas for the exact averages

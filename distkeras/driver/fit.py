@@ -211,6 +211,8 @@ def run_training(trainer, df, validation_data, callbacks):
                 job.cancel()
                 raise
             history.workers = [r.asDict() for r in job.result()]
+            if exchange.model == "mean" and trainer.num_workers > 1:
+                _warn_isolated(history.workers)
             history.ps_stats = coordinator.stats()
             members = ([coordinator.final_models[w] for w in sorted(coordinator.final_models)]
                        if exchange.model == "members" else [])
@@ -226,6 +228,23 @@ def run_training(trainer, df, validation_data, callbacks):
         keras_models.append(member)
     return KerasModel(driver_model, history=history, feed=feed,
                       prediction_col=trainer.prediction_col, members=keras_models)
+
+
+def _warn_isolated(workers: list[dict]) -> None:
+    """Say so when a worker of a decentralised run never exchanged with a peer: it trained
+    alone (its peers had finished, or had not started, while it trained)."""
+    last = {}
+    for row in workers:     # the last attempt of each worker
+        if row["worker"] not in last or row["attempt"] >= last[row["worker"]]["attempt"]:
+            last[row["worker"]] = row
+    alone = sorted(w for w, row in last.items() if row["exchanges"] == 0)
+    if alone:
+        t0 = min(row["started_at"] for row in last.values())
+        spans = ", ".join(f"worker {w} {row['training_from'] - t0:.1f}-{row['finished_at'] - t0:.1f} s"
+                          for w, row in sorted(last.items()))
+        log.warning("workers %s made no exchange with a peer: they trained alone, and the model "
+                    "is an average of independent replicas. When each trained: %s. Give the job "
+                    "as many free task slots as workers.", alone, spans)
 
 
 def _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream, host,

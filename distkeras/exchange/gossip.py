@@ -226,7 +226,8 @@ class PairwiseGossip(PeerExchange):
             answer = self.group.request(peer, messages.GOSSIP, sent).payload
         except PeerLostError as exc:   # asynchronous: skip the peer, look it up again later
             self._unreachable.add(peer)
-            log.info("gossip skipped: %s", exc)
+            log.log(logging.INFO if self.stats.exchanges else logging.WARNING,
+                    "gossip skipped: %s", exc)
             return
         self._unreachable.discard(peer)
         self.shared.absorb(sent, answer)

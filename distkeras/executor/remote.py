@@ -31,11 +31,14 @@ STATUS_SCHEMA = pa.schema([("worker", pa.int32()), ("attempt", pa.int32()),
                            ("exchange_seconds", pa.float64()), ("wait_seconds", pa.float64()),
                            ("bytes_sent", pa.int64()), ("bytes_received", pa.int64()),
                            ("exchanges", pa.int64()), ("peers", pa.string()),
-                           ("host", pa.string()), ("pid", pa.int64())])
+                           ("host", pa.string()), ("pid", pa.int64()),
+                           ("started_at", pa.float64()), ("training_from", pa.float64()),
+                           ("finished_at", pa.float64())])
 STATUS_DDL = ("worker int, attempt int, epochs int, samples bigint, seconds double, "
               "compute_seconds double, exchange_seconds double, wait_seconds double, "
               "bytes_sent bigint, bytes_received bigint, exchanges bigint, peers string, "
-              "host string, pid bigint")
+              "host string, pid bigint, started_at double, training_from double, "
+              "finished_at double")
 PROGRESS_INTERVAL = 0.25   # seconds between progress reports to the coordinator
 COORDINATOR_HINT = ("Set spark.driver.host (or the trainer's ps_host=) to an address the "
                     "executors can reach, and let them reach the driver's ephemeral ports (the "
@@ -118,7 +121,7 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
     from distkeras.executor.replica import Replica, build_model, setup_tensorflow
     from distkeras.transport import Client, pinned_tls
 
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     threads, gpus = _task_resources(ctx)
     setup_tensorflow(threads, gpus)
     import keras
@@ -142,6 +145,7 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
             initial = (None if exchange.needs_parameter_server
                        else control.request(messages.PULL).payload.copy())
             start = exchange.start(initial)
+            training_from = time.time()   # the peers met: the timeline of a run shows overlaps
             theta = start          # the replica's weights after the last window (or exchange)
             pending = 0            # samples not yet reported to the coordinator
             reported_at = time.perf_counter()
@@ -194,4 +198,5 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
             control.request(messages.DONE)
     return {"worker": worker, "attempt": attempt, "epochs": epochs_run, "samples": samples,
             "seconds": time.perf_counter() - started, "compute_seconds": compute_seconds,
-            **exchange.stats.as_row(), "host": socket.gethostname(), "pid": os.getpid()}
+            **exchange.stats.as_row(), "host": socket.gethostname(), "pid": os.getpid(),
+            "started_at": started_at, "training_from": training_from, "finished_at": time.time()}
