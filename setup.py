@@ -25,7 +25,10 @@ setup(
         "hep": ["uproot>=5.3", "awkward>=2.6", "vector>=1.4", "lz4", "zstandard", "xxhash"],
         "petastorm": ["petastorm==0.13.1"],
         "study": ["scikit-learn>=1.3"],          # the bundled digits set of distkeras.study
-        "test": ["pytest>=7", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6", "scikit-learn>=1.3"],
+        "tune": ["optuna>=3.4"],                  # OptunaSearch
+        "bench": ["optuna>=3.4", "hyperopt>=0.2.7"],   # benchmarks/search_quality.py
+        "test": ["pytest>=7", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6", "scikit-learn>=1.3",
+                 "optuna>=3.4"],
     },
     entry_points={"console_scripts": ["distkeras-generate=distkeras.datasets.delphes:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Physics"],

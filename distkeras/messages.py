@@ -28,4 +28,7 @@ RING = 32        # a ring all-reduce segment; aux = round << 32 | step << 16 | s
 MIX = 33         # D-PSGD: a neighbour's θ for round ``aux``
 GOSSIP = 34      # pairwise averaging: payload the caller's θ, reply the callee's θ (before)
 
+# -- hyperparameter search (control) ---------------------------------------------------------
+EPOCH_REPORT = 40  # a trial's epoch: aux = trial id, JSON {epoch, logs}; reply FLAG_STOP: prune
+
 FLAG_STOP = 1    # set on control replies once the driver asked training to stop

@@ -1,8 +1,9 @@
 """Tune the HLF topology classifier (hidden layer sizes, learning rate, batch size) on Spark.
 
 Reads a Parquet file with an ``array<float>`` feature column (``hlf``, 14 values) and an integer
-label column (``label``, 0..2), runs a grid, random or successive-halving search with one trial
-per Spark task, and writes the trials table as ``results.csv`` and ``results.md`` (best first).
+label column (``label``, 0..2), runs a grid, random, successive-halving, Optuna (TPE with
+pruning), ASHA or Hyperband search with one trial per Spark task, and writes the trials table as
+``results.csv`` and ``results.md`` (best first).
 
 Examples::
 
@@ -11,6 +12,10 @@ Examples::
         --batch-size 64 --batch-size 128 --epochs 5
     python jobs/tune.py --input hlf.parquet --output out --search random --trials 16 \
         --lr-range 1e-4 1e-2 --master local[4]
+    python jobs/tune.py --input hlf.parquet --output out --search optuna --trials 30 \
+        --lr-range 1e-4 1e-2 --epochs 10 --pruner median --storage sqlite:///hlf-tune.db
+    python jobs/tune.py --input hlf.parquet --output out --search hyperband --trials 27 \
+        --lr-range 1e-4 1e-2 --epochs 1 --max-epochs 9
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import sys
 
 log = logging.getLogger("distkeras.jobs.tune")
 HLF_DIM, NUM_CLASSES = 14, 3
+SEARCHES = ("grid", "random", "halving", "optuna", "asha", "hyperband")
 _LAYER_ARGS = ("hidden_units", "hidden_layers", "layer_sizes", "hidden", "units", "layers")
 
 
@@ -70,9 +76,11 @@ def parser() -> argparse.ArgumentParser:
                    help="directory for results.csv, results.md and best.json")
     p.add_argument("--features-col", default="hlf", help="array<float> feature column (14 values)")
     p.add_argument("--label-col", default="label", help="integer class column (0..2)")
-    p.add_argument("--search", choices=("grid", "random", "halving"), default="grid",
+    p.add_argument("--search", choices=SEARCHES, default="grid",
                    help="grid: every combination; random: --trials samples; halving: successive "
-                        "halving over the grid (or --trials samples)")
+                        "halving over the grid (or --trials samples); optuna: --trials asked of "
+                        "an Optuna sampler, pruned per epoch; asha / hyperband: asynchronous "
+                        "successive halving / Hyperband over --trials samples")
     p.add_argument("--hidden", type=layer_sizes, action="append",
                    help="hidden layer sizes to try, e.g. 50,20,10 (repeat the option for several; "
                         "default 50,20,10 and 32,16)")
@@ -84,12 +92,26 @@ def parser() -> argparse.ArgumentParser:
                    help="batch size to try (repeatable; default 128)")
     p.add_argument("--optimizer", default="adam", help="Keras optimizer name")
     p.add_argument("--epochs", type=int, default=3,
-                   help="epochs per trial (grid/random); first-rung epochs for halving")
-    p.add_argument("--max-epochs", type=int, default=None, help="halving: cap on rung epochs")
-    p.add_argument("--eta", type=int, default=3, help="halving: keep the best 1/eta per rung")
+                   help="epochs per trial (grid/random/optuna); first-rung epochs for "
+                        "halving/asha/hyperband")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="halving: cap on rung epochs; asha/hyperband: epochs of a full trial "
+                        "(default 9 x --epochs)")
+    p.add_argument("--eta", type=int, default=3,
+                   help="halving/asha/hyperband: keep the best 1/eta per rung")
     p.add_argument("--trials", type=int, default=None,
-                   help="random search trials (default 10); for halving, sample this many "
-                        "instead of the grid")
+                   help="random/optuna/asha/hyperband trials (default 10; optuna: in the study "
+                        "in all); for halving, sample this many instead of the grid")
+    p.add_argument("--sampler", choices=("tpe", "random", "cmaes"), default="tpe",
+                   help="optuna: the sampler (seeded with --seed)")
+    p.add_argument("--pruner", choices=("median", "hyperband", "asha", "none"), default="median",
+                   help="optuna: the pruner")
+    p.add_argument("--storage", default=None,
+                   help="optuna: storage URL, e.g. sqlite:///tune.db (resumable, readable by "
+                        "optuna-dashboard)")
+    p.add_argument("--study-name", default="distkeras-hlf", help="optuna: the study's name")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="optuna: no new trial after this many seconds")
     p.add_argument("--folds", type=int, default=None,
                    help="k-fold cross-validation (default: a hold-out split)")
     p.add_argument("--validation-fraction", type=float, default=0.2,
@@ -128,8 +150,33 @@ def make_search(args):
     if args.search == "random":
         return tuning.RandomSearch(build_hlf, space, n_trials=args.trials or 10,
                                    epochs=args.epochs, **common)
-    return tuning.SuccessiveHalving(build_hlf, space, eta=args.eta, min_epochs=args.epochs,
-                                    max_epochs=args.max_epochs, n_trials=args.trials, **common)
+    if args.search == "halving":
+        return tuning.SuccessiveHalving(build_hlf, space, eta=args.eta, min_epochs=args.epochs,
+                                        max_epochs=args.max_epochs, n_trials=args.trials, **common)
+    if args.search in ("asha", "hyperband"):
+        cls = tuning.ASHA if args.search == "asha" else tuning.Hyperband
+        return cls(build_hlf, space, n_trials=args.trials or 10, eta=args.eta,
+                   min_epochs=args.epochs, max_epochs=args.max_epochs or 9 * args.epochs, **common)
+    return tuning.OptunaSearch(build_hlf, space, n_trials=args.trials or 10, epochs=args.epochs,
+                               sampler=optuna_sampler(args), pruner=optuna_pruner(args),
+                               storage=args.storage, study_name=args.study_name,
+                               timeout=args.timeout, **common)
+
+
+def optuna_sampler(args):
+    import optuna
+
+    return {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+            "cmaes": optuna.samplers.CmaEsSampler}[args.sampler](seed=args.seed)
+
+
+def optuna_pruner(args):
+    import optuna
+
+    return {"median": optuna.pruners.MedianPruner,
+            "hyperband": lambda: optuna.pruners.HyperbandPruner(reduction_factor=args.eta),
+            "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(reduction_factor=args.eta),
+            "none": optuna.pruners.NopPruner}[args.pruner]()
 
 
 def main(argv=None) -> int:
@@ -161,7 +208,9 @@ def main(argv=None) -> int:
         best = {"best_params": result.best_params, "best_score": result.best_score} if ok else {}
         with open(os.path.join(args.output, "best.json"), "w") as fh:
             json.dump({"metric": result.metric, "mode": result.mode, "trials": len(result.trials),
-                       "ok": len(ok), **best}, fh, indent=2, default=list)
+                       "ok": len(ok),
+                       "pruned": sum(t["status"] == "pruned" for t in result.trials),
+                       **best}, fh, indent=2, default=list)
         log.info("%s; tables in %s", result, args.output)
         return 0 if ok else 1
     finally:

@@ -1,6 +1,8 @@
 """Hyperparameter search on Spark: one trial per task, the data broadcast once per search.
 
-* :class:`GridSearch`, :class:`RandomSearch`, :class:`SuccessiveHalving` — the searches.
+* :class:`GridSearch`, :class:`RandomSearch`, :class:`SuccessiveHalving` — the searches;
+* :class:`OptunaSearch` — Bayesian (TPE, CMA-ES, ...) with pruning, resumable from storage;
+* :class:`ASHA`, :class:`Hyperband` — asynchronous multi-fidelity: every slot busy.
 * :class:`Uniform`, :class:`LogUniform`, :class:`IntUniform`, :class:`Choice` — distributions.
 * :class:`SearchResult` — the trials table, ``best_params``, ``best_score``, ``refit``.
 
@@ -14,13 +16,16 @@ Example::
 """
 from __future__ import annotations
 
+from distkeras.tuning.asha import ASHA, Hyperband
 from distkeras.tuning.folds import fold_ids, holdout, kfold
 from distkeras.tuning.halving import SuccessiveHalving
+from distkeras.tuning.optuna_search import OptunaSearch, OptunaSpace
 from distkeras.tuning.results import SearchResult
 from distkeras.tuning.search import GridSearch, RandomSearch, Search
 from distkeras.tuning.space import (Choice, Distribution, IntUniform, LogUniform, SpaceError,
                                     Uniform, grid, sample)
 
-__all__ = ["GridSearch", "RandomSearch", "SuccessiveHalving", "Search", "SearchResult",
+__all__ = ["GridSearch", "RandomSearch", "SuccessiveHalving", "OptunaSearch", "OptunaSpace",
+           "ASHA", "Hyperband", "Search", "SearchResult",
            "Uniform", "LogUniform", "IntUniform", "Choice", "Distribution", "SpaceError",
            "grid", "sample", "kfold", "holdout", "fold_ids"]

@@ -36,8 +36,9 @@ def _cell(value: Any) -> Any:
 class SearchResult:
     """Trials of a search (``table``), ``best_params``, ``best_score``, ``refit``, ``to_spark``.
 
-    ``trials`` are plain dicts (``trial``, ``params``, ``status``, ``score``, ``metrics``,
-    ``epochs``, ``seconds``, ``error``, and ``rung`` for successive halving).
+    ``trials`` are plain dicts (``trial``, ``params``, ``status`` (``ok``, ``pruned`` or
+    ``failed``), ``score`` (of ``ok`` trials), ``metrics`` (at the last epoch trained),
+    ``epochs`` (trained), ``seconds``, ``error``, and ``rung`` for the multi-fidelity searches).
     """
 
     def __init__(self, trials: list[dict], metric: str, mode: str, search=None,
@@ -110,14 +111,15 @@ class SearchResult:
     # --- the best trial ----------------------------------------------------------------------
     @property
     def best_trial(self) -> dict:
-        """The winning trial's dict (the first row of ``table``)."""
+        """The winning trial's dict (the first successful row of ``table``)."""
         ok = [t for t in self.trials if t["status"] == "ok"
               and not math.isnan(t.get("score", float("nan")))]
         if not ok:
             errors = {t.get("error") for t in self.trials}
             raise RuntimeError(f"no trial succeeded with metric {self.metric!r}; errors: "
                                f"{sorted(e for e in errors if e)[:3]}")
-        best_id = int(self.table.loc[0, "trial"])
+        table = self.table
+        best_id = int(table.loc[(table["status"] == "ok") & table["score"].notna(), "trial"].iloc[0])
         return next(t for t in self.trials if t["trial"] == best_id)
 
     @property

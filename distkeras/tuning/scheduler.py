@@ -49,7 +49,8 @@ class TrialRunner:
     """Runs trial specs on Spark with bounded concurrency and reports into a tqdm bar."""
 
     def __init__(self, spark, build_fn: Callable, data, concurrency: int, threads: int,
-                 metric: str, mode: str, bar=None, poll: float = 0.1):
+                 metric: str, mode: str, bar=None, poll: float = 0.1,
+                 report: dict | None = None):
         self.spark = spark
         self.build_fn = build_fn
         self.data = {"search_id": data.search_id, "broadcast": data.broadcast, "rows": data.rows}
@@ -58,10 +59,14 @@ class TrialRunner:
         self.metric, self.mode = metric, mode
         self.bar = bar
         self.poll = poll
+        self.report = report      # where trials report their epochs (searches that prune)
         self.best: float | None = None
         self.failed = 0
+        self.pruned = 0
 
     def _submit(self, spec: dict) -> SparkJob:
+        if self.report is not None:
+            spec = {**spec, "report": self.report}
         df = self.spark.range(0, 1, 1, 1)
         return SparkJob(df, _task(spec, self.build_fn, self.data, self.threads), "result string",
                         description=f"distkeras tuning trial {spec['trial']}").start()
@@ -74,14 +79,18 @@ class TrialRunner:
             result = {"trial": spec["trial"], "status": "failed", "metrics": {},
                       "error": f"task failed: {executor_cause(exc.__cause__ or exc)}",
                       "epochs": int(spec["epochs"]), "seconds": time.perf_counter() - started}
+        result["ended"] = time.time()      # wall clock: time-to-best curves
         score = result.get("metrics", {}).get(self.metric, float("nan"))
         result["score"] = score if result["status"] == "ok" else float("nan")
         if better(result["score"], self.best, self.mode):
             self.best = result["score"]
-        self.failed += result["status"] != "ok"
+        self.failed += result["status"] == "failed"
+        self.pruned += result["status"] == "pruned"
         if self.bar is not None:
             self.bar.update(1)
             post = {f"best {self.metric}": "-" if self.best is None else f"{self.best:.4f}"}
+            if self.pruned:
+                post["pruned"] = self.pruned
             if self.failed:
                 post["failed"] = self.failed
             self.bar.set_postfix(post)
@@ -91,23 +100,36 @@ class TrialRunner:
     def run(self, specs: list[dict]) -> list[dict]:
         """Run every spec; results in the order of ``specs``."""
         pending = list(specs)[::-1]
-        running: list[tuple[dict, SparkJob, float]] = []
         results: dict[int, dict] = {}
+        self.stream(lambda: pending.pop() if pending else None,
+                    lambda spec, result: results.__setitem__(spec["trial"], result))
+        return [results[s["trial"]] for s in specs]
+
+    def stream(self, next_spec: Callable[[], dict | None],
+               on_result: Callable[[dict, dict], None]) -> None:
+        """Keep every slot busy: ask ``next_spec()`` for a trial whenever one is free (None: no
+        more trials), call ``on_result(spec, result)`` as each ends (in the order they end)."""
+        running: list[tuple[dict, SparkJob, float]] = []
+        exhausted = False
         try:
-            while pending or running:
-                while pending and len(running) < self.concurrency:
-                    spec = pending.pop()
+            while True:
+                while not exhausted and len(running) < self.concurrency:
+                    spec = next_spec()
+                    if spec is None:
+                        exhausted = True
+                        break
                     running.append((spec, self._submit(spec), time.perf_counter()))
+                if not running:
+                    return
                 running[0][1].join(self.poll)
                 still = []
                 for spec, job, started in running:
                     if job.is_alive():
                         still.append((spec, job, started))
                     else:
-                        results[spec["trial"]] = self._finish(spec, job, started)
+                        on_result(spec, self._finish(spec, job, started))
                 running = still
         except BaseException:
             for _, job, _ in running:
                 job.cancel()
             raise
-        return [results[s["trial"]] for s in specs]

@@ -123,6 +123,14 @@ class Search:
         spec.update(overrides)
         return spec
 
+    # --- pruning -------------------------------------------------------------------------------
+    #: searches that stop trials early set this: trials then report every epoch to the driver
+    prunes = False
+
+    def decide(self, trial: int, epoch: int, logs: dict) -> bool:
+        """Stop ``trial`` after ``epoch`` (0-based), given that epoch's logs? (on the driver)"""
+        return False
+
     # --- running -------------------------------------------------------------------------------
     def fit(self, df):
         """Run the search on ``df``; returns a :class:`~distkeras.tuning.results.SearchResult`."""
@@ -220,6 +228,12 @@ class _SearchSession:
             self.data.destroy()
             raise spaces.SpaceError(f"folds={s.folds} but the data has {self.data.rows} rows")
         spark = df.sparkSession
+        self.reports = None
+        if s.prunes:
+            from distkeras.tuning.reports import ReportService
+
+            host = spark.sparkContext.getConf().get("spark.driver.host", "127.0.0.1")
+            self.reports = ReportService(s.decide, host=host).__enter__()
         slots = total_slots(spark)
         concurrency = max(1, slots // s.cores_per_trial)
         if s.max_concurrent:
@@ -229,12 +243,15 @@ class _SearchSession:
         bar = tqdm(total=len(self.candidates), unit="trial", disable=not s.verbose,
                    desc=type(s).__name__, mininterval=0.5)
         self.runner = TrialRunner(spark, s.build_fn, self.data, concurrency, s.cores_per_trial,
-                                  s.metric, s.mode, bar=bar)
+                                  s.metric, s.mode, bar=bar,
+                                  report=self.reports.contact() if self.reports else None)
         return self.runner
 
     def __exit__(self, *exc):
         self.runner.bar.close()
         self.data.destroy()
+        if self.reports is not None:
+            self.reports.__exit__(*exc)
         return False
 
 

@@ -2,6 +2,10 @@
 the trial's optimizer / learning rate / loss, train on the broadcast data (k folds or a
 hold-out split) and return a plain JSON-able dict. Any exception, including a NaN loss, is
 caught and returned as a failed trial, so one bad configuration never stops a search.
+
+When the search prunes (``spec["report"]``), :class:`EpochReporter` sends every epoch's logs of
+the first fold to the driver's :class:`~distkeras.tuning.reports.ReportService` and stops
+training when the driver says so: the trial ends as ``"pruned"`` after fewer epochs.
 """
 from __future__ import annotations
 
@@ -46,7 +50,44 @@ def compile_model(model, spec: dict):
     return loss
 
 
-def _fit_split(build_fn, spec, data, train_idx, val_idx, seed) -> dict:
+def epoch_reporter(contact: dict, trial: int, connect_timeout: float = 30.0):
+    """A Keras callback that, after each epoch, reports the numeric logs to the search's
+    :class:`~distkeras.tuning.reports.ReportService` and stops training when it answers "prune"
+    (then ``pruned_at`` is the number of epochs trained). Call ``close()`` when done."""
+    import keras
+
+    from distkeras import messages
+    from distkeras.transport import Client
+
+    class EpochReporter(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.pruned_at: int | None = None
+            self._client = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self._client is None:
+                self._client = Client(contact["host"], int(contact["port"]),
+                                      bytes.fromhex(contact["secret"]), int(trial),
+                                      connect_timeout=connect_timeout, io_timeout=60.0,
+                                      role="the search's report service on the driver")
+            numbers = {k: float(v) for k, v in (logs or {}).items()
+                       if isinstance(v, (int, float, np.floating, np.integer))}
+            reply = self._client.request(messages.EPOCH_REPORT, aux=int(trial),
+                                         payload={"epoch": int(epoch), "logs": numbers})
+            if reply.flags & messages.FLAG_STOP:
+                self.pruned_at = epoch + 1
+                self.model.stop_training = True
+
+        def close(self):
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    return EpochReporter()
+
+
+def _fit_split(build_fn, spec, data, train_idx, val_idx, seed, reporter=None) -> dict:
     import keras
 
     from distkeras.executor.feed import feed_spec_for
@@ -65,13 +106,16 @@ def _fit_split(build_fn, spec, data, train_idx, val_idx, seed) -> dict:
     history = model.fit(model_inputs([x[train_idx] for x in xs]), y[train_idx],
                         validation_data=(model_inputs([x[val_idx] for x in xs]), y[val_idx]),
                         epochs=int(spec["epochs"]), batch_size=int(spec["batch_size"]),
-                        shuffle=True, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
+                        shuffle=True, verbose=0,
+                        callbacks=[keras.callbacks.TerminateOnNaN()] + ([reporter] if reporter else []))
     logs = history.history
     for epoch, value in enumerate(logs.get("loss", [])):
         if not math.isfinite(value):
             raise FloatingPointError(f"loss became {value} in epoch {epoch + 1}; lower the "
                                      "learning rate or check the data")
-    return {k: float(v[-1]) for k, v in logs.items() if v}
+    out = {k: float(v[-1]) for k, v in logs.items() if v}
+    out["_epochs"] = len(logs.get("loss", []))
+    return out
 
 
 def run_trial(spec: dict, build_fn: Callable, data: dict, threads: int = 1) -> dict:
@@ -88,8 +132,19 @@ def run_trial(spec: dict, build_fn: Callable, data: dict, threads: int = 1) -> d
         for fold, (train_idx, val_idx) in enumerate(
                 splits(data["rows"], spec.get("folds"), spec["validation_fraction"],
                        spec["split_seed"])):
-            per_fold.append(_fit_split(build_fn, spec, data, train_idx, val_idx,
-                                       int(spec["seed"]) + 1000 * fold))
+            # the first fold's epochs are reported: a pruned trial skips its other folds
+            reporter = (epoch_reporter(spec["report"], spec["trial"])
+                        if fold == 0 and spec.get("report") else None)
+            try:
+                per_fold.append(_fit_split(build_fn, spec, data, train_idx, val_idx,
+                                           int(spec["seed"]) + 1000 * fold, reporter))
+            finally:
+                if reporter is not None:
+                    reporter.close()
+            result["epochs"] = per_fold[-1].pop("_epochs")
+            if reporter is not None and reporter.pruned_at is not None:
+                result["status"] = "pruned"
+                break
         keys = set.intersection(*(set(m) for m in per_fold))
         result["metrics"] = {k: float(np.mean([m[k] for m in per_fold])) for k in sorted(keys)}
         if len(per_fold) > 1:
