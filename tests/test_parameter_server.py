@@ -154,3 +154,48 @@ def test_worker_lost_while_another_waits_in_the_round():
         t.join(5)
         assert not t.is_alive() and errors and "worker 1 was lost" in errors[0]
         waiting.close()
+
+
+@pytest.mark.parametrize("name", ["downpour", "adag", "dynsgd", "aeasgd", "agn", "averaging"])
+def test_poisoned_commits_never_reach_the_centre(name):
+    """NaN, inf and wrong-sized commits are refused with a message naming the worker and what
+    it sent, in every rule; θ̃ is unchanged and good commits are still served."""
+    start = np.arange(N, dtype=np.float32)
+    with serve(name, num_workers=1, initial=start) as ps, client(ps, 0) as c:
+        c.request(messages.PULL)
+        for bad, what in ((np.full(N, np.nan, np.float32), "1000 non-finite values"),
+                          (np.where(np.arange(N) == 7, np.inf, 0).astype(np.float32),
+                           "1 non-finite values"),
+                          (np.zeros(N + 1, np.float32), "of 1001 values, but the model has 1000")):
+            with pytest.raises(PSRemoteError, match=f"worker 0 sent a commit.*{what}"):
+                c.request(messages.COMMIT, payload=bad)
+            assert np.array_equal(ps.centre, start) and ps.updates == 0
+            if name == "averaging":     # a synchronous run cannot go on: it stays failed
+                with pytest.raises(PSRemoteError, match="refused"):
+                    c.request(messages.COMMIT, payload=np.zeros(N, np.float32))
+                return
+        c.request(messages.COMMIT, payload=np.zeros(N, np.float32))
+        assert ps.updates == 1 and np.isfinite(ps.centre).all()
+
+
+def test_a_bad_synchronous_commit_releases_the_round_at_once():
+    with serve("averaging") as ps, client(ps, 0) as good, \
+            client(ps, 1) as bad:
+        errors = []
+
+        def commit():
+            try:
+                good.request(messages.COMMIT, payload=np.ones(N, np.float32))
+            except PSRemoteError as exc:
+                errors.append(str(exc))
+
+        t = threading.Thread(target=commit)
+        t.start()
+        time.sleep(0.3)                           # worker 0 waits in the round
+        t0 = time.monotonic()
+        with pytest.raises(PSRemoteError, match="worker 1 sent a commit of 10 values"):
+            bad.request(messages.COMMIT, payload=np.ones(10, np.float32))
+        t.join(5)
+        assert not t.is_alive() and time.monotonic() - t0 < 5
+        assert errors and "worker 1 sent a commit" in errors[0], errors
+        assert np.array_equal(ps.centre, np.zeros(N, np.float32))

@@ -27,6 +27,7 @@ import numpy as np
 from distkeras import messages
 from distkeras.algorithms import Algorithm, WorkerRecord
 from distkeras.driver.coordinator import WorkerLostError
+from distkeras.exchange.base import all_finite
 from distkeras.transport import FrameServer, Reply
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class ParameterServer:
             stats.bytes_out += reply.nbytes
             return Reply(op, payload=reply)
         if op == messages.COMMIT:
+            self._refuse_poison(worker, frame.payload)
             stats.commits += 1
             stats.bytes_in += frame.payload.nbytes
             reply = (self._sync_commit(conn, worker, frame.payload) if self.algorithm.synchronous
@@ -126,6 +128,27 @@ class ParameterServer:
             stats.bytes_out += reply.nbytes
             return Reply(op, payload=reply)
         raise ValueError(f"unknown op {op}")
+
+    def _refuse_poison(self, worker: int, payload) -> None:
+        """A commit that is not a finite float32 vector of the model's size never reaches θ̃:
+        the worker gets an error naming what it sent; a synchronous round fails at once (it
+        could never complete)."""
+        size = self._centre.size
+        if not isinstance(payload, np.ndarray):
+            problem = f"of {type(payload).__name__}, not a float32 vector"
+        elif payload.shape != (size,):
+            problem = f"of {payload.size} values, but the model has {size}"
+        elif not all_finite(payload):
+            bad = int(np.count_nonzero(~np.isfinite(payload)))
+            problem = (f"with {bad} non-finite values (NaN/inf): its loss diverged; lower the "
+                       "learning rate or clip gradients")
+        else:
+            return
+        message = f"worker {worker} sent a commit {problem}. It was refused: θ̃ is unchanged"
+        if self.algorithm.synchronous:
+            self.fail(f"{message}, and the synchronous round cannot complete")
+        log.warning("%s", message)
+        raise ValueError(message)
 
     def _reply_buffer(self, conn) -> np.ndarray:
         buf = conn.state.get("reply")
@@ -143,8 +166,6 @@ class ParameterServer:
                 np.copyto(record.pulled_centre, self._centre)
 
     def _async_commit(self, conn, worker, payload):
-        if payload.shape != self._centre.shape:
-            raise ValueError(f"commit of {payload.size} values, the model has {self._centre.size}")
         stats = self._stats[worker]
         reply = self._reply_buffer(conn)
         record = self._records[worker]

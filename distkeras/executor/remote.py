@@ -119,7 +119,7 @@ def _worker_context(spec: dict, worker: int, ctx, control):
 def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
     from distkeras.exchange import check_finite
     from distkeras.executor.replica import Replica, build_model, setup_tensorflow
-    from distkeras.transport import Client, pinned_tls
+    from distkeras.transport import Client, PSRemoteError, pinned_tls
 
     started, started_at = time.perf_counter(), time.time()
     threads, gpus = _task_resources(ctx)
@@ -171,7 +171,11 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
                     start = None
                     check_finite(theta, "weights", f"worker {worker}, epoch {epoch}, step {step}")
                     if since_exchange == window or step == steps:
-                        start = exchange.after_window(theta, since_exchange)
+                        try:
+                            start = exchange.after_window(theta, since_exchange)
+                        except PSRemoteError as exc:     # the server refused what we sent
+                            raise PSRemoteError(f"worker {worker}, epoch {epoch}, step {step}: "
+                                                f"{exc}") from None
                         if start is not None:
                             theta = start = np.ascontiguousarray(start, dtype=np.float32)
                         since_exchange = 0
