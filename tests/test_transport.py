@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distkeras.transport import (OP_FIRST_APP, Client, FrameServer, PSAuthError, PSBindError,
-                                 PSConnectionError, PSRemoteError, Reply)
+from distkeras.transport import (HEADER_SIZE, OP_FIRST_APP, OP_PING, Client, FrameIO, FrameServer,
+                                 PSAuthError, PSBindError, PSBusyError, PSConnectionError,
+                                 PSRemoteError, Reply)
 from distkeras.transport.protocol import (DT_BYTES, DT_F32, DT_JSON, DT_NONE, HEADER, MAGIC,
-                                          OP_AUTH, OP_AUTH_OK, OP_CHALLENGE, VERSION, auth_mac,
+                                          NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_CHALLENGE, VERSION,
+                                          auth_mac,
                                           server_mac)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -347,12 +349,18 @@ def test_handler_error_propagates_and_connection_survives(server, app):
     assert server.stats["workers"][1]["errors"] == 2
 
 
-def test_max_connections(app):
+def test_max_connections_is_retried_within_the_connect_timeout(app):
     with FrameServer(app, SECRET, max_connections=1) as srv:
-        with Client(*srv.address, SECRET, worker_id=1):
-            with pytest.raises(PSConnectionError, match="server full"):
-                Client(*srv.address, SECRET, worker_id=2, connect_timeout=2)
-        assert srv.stats["dropped"] == {"too_many_connections": 1}
+        first = Client(*srv.address, SECRET, worker_id=1)
+        t0 = time.monotonic()
+        with pytest.raises(PSBusyError, match="server full"):
+            Client(*srv.address, SECRET, worker_id=2, connect_timeout=1)
+        assert 0.5 < time.monotonic() - t0 < 3
+        assert srv.stats["dropped"]["too_many_connections"] >= 3     # it retried
+        # the slot frees while a worker retries (a task retried by Spark): it gets in
+        threading.Timer(0.5, first.close).start()
+        with Client(*srv.address, SECRET, worker_id=2, connect_timeout=5) as c:
+            assert c.request(OP_PING).op == OP_PING
 
 
 def test_peer_closing_mid_reply_raises_promptly():
@@ -584,3 +592,106 @@ def test_pickle_never_imported_at_runtime():
                        cwd=REPO)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SEEN [] LOADED []" in r.stdout
+
+
+# --- serving workers first: floods, slowloris, duplicates, oversized and slow frames ----------
+
+def test_a_worker_is_served_through_500_idle_connections_and_a_slowloris(app):
+    """Idle pre-auth connections and ones trickling a header byte by byte only ever take the
+    pending budget (the oldest evicted first): a worker authenticates and is served at once."""
+    with FrameServer(app, SECRET, max_pending=64, max_pending_per_host=32) as srv:
+        idle = [socket.create_connection(srv.address, timeout=5) for _ in range(500)]
+        slow = [socket.create_connection(srv.address, timeout=5) for _ in range(20)]
+        stop = threading.Event()
+
+        def trickle():
+            while not stop.is_set():
+                for s in slow:
+                    try:
+                        s.send(b"D")
+                    except OSError:
+                        pass
+                stop.wait(0.2)
+
+        threading.Thread(target=trickle, daemon=True).start()
+        more: list[socket.socket] = []
+        try:
+            t0 = time.monotonic()
+            with Client(*srv.address, SECRET, worker_id=1, connect_timeout=20) as c:
+                assert c.request(OP_ADD, np.ones(N, np.float32)).payload[0] == 1.0
+                served = time.monotonic() - t0
+                more += [socket.create_connection(srv.address, timeout=5) for _ in range(200)]
+                time.sleep(0.2)              # a flood after authentication changes nothing
+                assert c.request(OP_ADD, np.ones(N, np.float32)).payload[0] == 2.0
+            assert served < 5, served
+            assert srv.stats["pending"] <= 64
+            assert srv.stats["dropped"].get("evicted", 0) > 0
+        finally:
+            stop.set()
+            for s in idle + slow + more:
+                s.close()
+
+
+def test_a_second_live_connection_for_a_worker_id_is_refused(app):
+    with FrameServer(app, SECRET, unique_workers=True) as srv:
+        first = Client(*srv.address, SECRET, worker_id=1)
+        with pytest.raises(PSConnectionError, match="worker id 1 already has a live connection"):
+            Client(*srv.address, SECRET, worker_id=1, connect_timeout=1)
+        first.close()                  # gone: a new connection (a retried task) replaces it
+        time.sleep(0.2)
+        with Client(*srv.address, SECRET, worker_id=1) as again:
+            assert again.request(OP_PING).op == OP_PING
+        gone = Client(*srv.address, SECRET, worker_id=2)
+        gone._sock.close()             # vanished without BYE: also replaced
+        with Client(*srv.address, SECRET, worker_id=2, connect_timeout=3) as c:
+            assert c.request(OP_PING).op == OP_PING
+
+
+def _raw_authenticated(srv, worker_id: int = 1) -> socket.socket:
+    sock = socket.create_connection(srv.address, timeout=5)
+    io = FrameIO(sock)
+    frame, _ = io.recv()
+    nonce = secrets.token_bytes(NONCE_SIZE)
+    io.send(OP_AUTH, worker_id=worker_id, payload=auth_mac(SECRET, frame.payload, worker_id,
+                                                           nonce) + nonce)
+    assert io.recv()[0].op == OP_AUTH_OK
+    return sock
+
+
+def test_oversized_and_stalled_frames_are_dropped(app):
+    with FrameServer(app, SECRET, max_payload=4 * N + 1024, frame_timeout=0.5) as srv:
+        sock = _raw_authenticated(srv)
+        sock.sendall(HEADER.pack(MAGIC, VERSION, OP_ADD, 0, DT_F32, 1, 1, 0, 40 << 20))
+        assert sock.recv(1) == b""                     # closed: 40 MB for a 4 KB model
+        sock.close()
+        sock = _raw_authenticated(srv)
+        sock.sendall(HEADER.pack(MAGIC, VERSION, OP_ADD, 0, DT_F32, 1, 1, 0, 4 * N) + b"x" * 10)
+        t0 = time.monotonic()
+        assert sock.recv(1) == b"" and time.monotonic() - t0 < 3   # the rest never came
+        sock.close()
+        dropped = srv.stats["dropped"]
+        assert dropped["oversized"] == 1 and dropped["slow_frame"] == 1, dropped
+
+
+def test_receive_buffers_shrink_after_a_large_frame():
+    a, b = socket.socketpair()
+    with a, b:
+        out, into = FrameIO(a), FrameIO(b)
+        threading.Thread(target=lambda: out.send(OP_ADD, payload=np.ones(5 << 20, np.float32)),
+                         daemon=True).start()
+        assert into.recv()[0].payload.size == 5 << 20
+        assert into._buf.nbytes >= 20 << 20
+        out.send(OP_ADD, payload=np.ones(10, np.float32))
+        assert into.recv()[0].payload.size == 10 and into._buf.nbytes == 40
+
+
+def test_dropped_connection_warnings_are_rate_limited(app, caplog):
+    with FrameServer(app, SECRET) as srv:
+        with caplog.at_level("WARNING", logger="distkeras.transport.server"):
+            for _ in range(50):
+                with socket.create_connection(srv.address, timeout=5) as s:
+                    s.sendall(b"G" * HEADER_SIZE)
+            time.sleep(0.5)
+        assert srv.stats["dropped"]["bad_magic"] == 50
+        warnings = [r for r in caplog.records if "bad_magic" in r.getMessage()]
+        assert 1 <= len(warnings) <= 2, [r.getMessage() for r in warnings]

@@ -28,7 +28,7 @@ import numpy as np
 
 from distkeras import messages
 from distkeras.exchange.base import all_finite
-from distkeras.transport import FrameServer, Reply
+from distkeras.transport import FrameServer, Reply, frame_limit
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ class Coordinator:
         self._cond = threading.Condition()
         self._server = FrameServer(self._handle, self.secret, host=host, port=port,
                                    ssl_context=ssl_context, on_disconnect=self._on_disconnect,
-                                   num_workers=self.num_workers)
+                                   num_workers=self.num_workers, unique_workers=True,
+                                   max_payload=frame_limit(np.asarray(initial).size * 4))
 
     # -- life cycle -------------------------------------------------------------------------------
     def __enter__(self) -> "Coordinator":

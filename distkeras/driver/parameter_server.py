@@ -28,7 +28,7 @@ from distkeras import messages
 from distkeras.algorithms import Algorithm, WorkerRecord
 from distkeras.driver.coordinator import WorkerLostError
 from distkeras.exchange.base import all_finite
-from distkeras.transport import FrameServer, Reply
+from distkeras.transport import FrameServer, Reply, frame_limit
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ class ParameterServer:
         self._round_reply: np.ndarray | None = None
         self._server = FrameServer(self._handle, self.secret, host=host, port=port,
                                    ssl_context=ssl_context, on_disconnect=self._on_disconnect,
-                                   num_workers=self.num_workers)
+                                   num_workers=self.num_workers, unique_workers=True,
+                                   max_payload=frame_limit(self._centre.nbytes))
 
     # -- life cycle -------------------------------------------------------------------------------
     def __enter__(self) -> "ParameterServer":

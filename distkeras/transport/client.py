@@ -24,7 +24,7 @@ import numpy as np
 
 from .protocol import (ERR_AUTH, ERR_FULL, MAC_SIZE, NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE,
                        OP_CHALLENGE, OP_ERROR, SOCKET_BUFFER, Frame, FrameIO, PeerClosed,
-                       PSAuthError, PSConnectionError, PSError, PSProtocolError, PSRemoteError,
+                       PSAuthError, PSBusyError, PSConnectionError, PSError, PSProtocolError, PSRemoteError,
                        PSTimeoutError, Payload, auth_mac, server_mac, tune_socket)
 
 log = logging.getLogger(__name__)
@@ -78,13 +78,23 @@ class Client:
                              f"(ps_port=).")
         self._seq = 0
         self._broken = False
-        self._sock = self._connect(connect_timeout, socket_buffer)
-        self._io = FrameIO(self._sock, **({"max_payload": max_payload} if max_payload else {}))
-        try:
-            self._authenticate(handshake_timeout)
-        except BaseException:
-            self._sock.close()
-            raise
+        deadline = time.monotonic() + connect_timeout
+        delay = 0.05
+        while True:   # a busy server ("full", pending connections evicted) is retried
+            self._sock = self._connect(max(0.0, deadline - time.monotonic()), socket_buffer)
+            self._io = FrameIO(self._sock, **({"max_payload": max_payload} if max_payload else {}))
+            try:
+                self._authenticate(handshake_timeout)
+                break
+            except PSBusyError:
+                self._sock.close()
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(2 * delay, 1.0)
+            except BaseException:
+                self._sock.close()
+                raise
         self._sock.settimeout(io_timeout)
 
     @property
@@ -143,7 +153,7 @@ class Client:
                     not hmac.compare_digest(proof, server_mac(self.secret, client_nonce)):
                 raise PSAuthError(f"the server at {self.where} failed to prove it knows the "
                                   "secret: a different server is listening there")
-        except PSAuthError:
+        except (PSAuthError, PSBusyError):
             raise
         except PSRemoteError as exc:
             raise PSConnectionError(f"{self.role} at {self.where} refused the "
@@ -170,7 +180,8 @@ class Client:
             raise PSAuthError(f"authentication with {self.where} failed: wrong secret, or a "
                               f"different server on {self.where}")
         if frame.aux == ERR_FULL:
-            raise PSRemoteError(f"server full ({msg})")
+            raise PSBusyError(f"{self.role} at {self.where} is busy ({msg}) and did not take "
+                              "the connection within the connect timeout")
         raise PSRemoteError(msg or "remote error without message")
 
     # ------------------------------------------------------------------ requests

@@ -84,6 +84,10 @@ class PSConnectionError(PSError, ConnectionError):
     """The parameter server cannot be reached, or the connection broke."""
 
 
+class PSBusyError(PSConnectionError):
+    """The server is full or busy with pending connections: retried within the connect timeout."""
+
+
 class PSTimeoutError(PSConnectionError, TimeoutError):
     """No reply within ``io_timeout``; the connection is no longer usable."""
 
@@ -169,6 +173,14 @@ def encode_payload(payload: Payload) -> tuple[int, Optional[memoryview | bytes]]
                     "use a float32 ndarray, a dict (JSON), bytes or None")
 
 
+def frame_limit(model_bytes: int) -> int:
+    """The largest payload a server of one model accepts: the model plus a small margin."""
+    return int(model_bytes) + (64 << 10)
+
+
+SHRINK_ABOVE = 8 << 20   # receive buffers above this shrink when frames get 4x smaller
+
+
 def _set_deadline(sock: socket.socket, deadline: Optional[float]) -> None:
     if deadline is not None:
         left = deadline - time.monotonic()
@@ -243,6 +255,8 @@ class FrameIO:
     def _payload_view(self, n: int) -> memoryview:
         if self._buf.nbytes < n:
             self._buf = np.empty(max(n, min(2 * self._buf.nbytes, self.max_payload)), np.uint8)
+        elif self._buf.nbytes > SHRINK_ABOVE and n < self._buf.nbytes // 4:
+            self._buf = np.empty(n, np.uint8)     # one large frame does not pin its buffer
         return memoryview(self._buf)[:n]
 
     def recv_header(self, deadline: Optional[float] = None) -> tuple[int, int, int, int, int, int, int]:

@@ -8,6 +8,14 @@ synchronous round waits for the other workers) without stalling anyone else.
 Malformed or unauthenticated input never reaches the handler: the frame is dropped, counted
 in ``stats["dropped"][reason]``, and that connection is closed (a byte stream cannot resync).
 
+Workers are served first. Connections that have not authenticated yet live in their own small
+budget (``max_pending``, and ``max_pending_per_host`` per peer address) with a short handshake
+deadline; when it is full the *oldest* pending connection is evicted, so idle or slowloris
+connections can delay a worker's handshake by a retry at most and never take the slots of
+authenticated workers (``max_connections``). With ``unique_workers`` a second live connection
+for a worker id is refused (it replaces the first once that one is gone). A frame whose header
+arrived must complete within ``frame_timeout`` (plus time for its size).
+
 Example::
 
     centre = np.zeros(n, np.float32); lock = threading.Lock()
@@ -65,6 +73,7 @@ class Connection:
         self.handler_seconds = 0.0
         self.connected_at = time.time()
         self.thread: Optional[threading.Thread] = None
+        self.evicted = False          # pushed out of the pending budget by newer connections
 
     def __repr__(self) -> str:
         return f"Connection(worker_id={self.worker_id}, peer={self.peer})"
@@ -91,16 +100,21 @@ class FrameServer:
             for the connection's own buffer.
         num_workers: when given, an authenticated worker id outside ``0..num_workers-1`` is
             refused at the handshake (an ERROR frame naming the valid range).
+        max_pending, max_pending_per_host: budget of connections still in the handshake.
+        unique_workers: refuse a second live connection claiming the same worker id.
+        frame_timeout: seconds (plus 1 s per 20 MB) a started frame has to arrive in full.
     """
 
     def __init__(self, handler: Handler, secret: bytes, host: str = "127.0.0.1", port: int = 0,
                  ssl_context: Optional[ssl.SSLContext] = None,
-                 max_payload: int = DEFAULT_MAX_PAYLOAD, handshake_timeout: float = 10.0,
+                 max_payload: int = DEFAULT_MAX_PAYLOAD, handshake_timeout: float = 2.0,
                  on_disconnect: Optional[Callable[[Connection, bool], None]] = None,
                  max_connections: int = 256, socket_buffer: int = SOCKET_BUFFER,
                  payload_target: Optional[Callable[[Connection, int, int, int],
                                                    Optional[Any]]] = None,
-                 num_workers: Optional[int] = None):
+                 num_workers: Optional[int] = None, max_pending: int = 128,
+                 max_pending_per_host: int = 64, unique_workers: bool = False,
+                 frame_timeout: float = 30.0):
         if not isinstance(secret, (bytes, bytearray)) or len(secret) < 16:
             raise ValueError("secret must be at least 16 bytes (use secrets.token_bytes(32))")
         self.handler = handler
@@ -114,8 +128,15 @@ class FrameServer:
         self.socket_buffer = int(socket_buffer)
         self.payload_target = payload_target
         self.num_workers = num_workers
+        self.max_pending, self.max_pending_per_host = int(max_pending), int(max_pending_per_host)
+        self.unique_workers = unique_workers
+        self.frame_timeout = float(frame_timeout)
         self._lock = threading.Lock()
-        self._conns: set[Connection] = set()
+        self._conns: set[Connection] = set()            # authenticated
+        self._pending: dict[Connection, None] = {}      # in the handshake, oldest first
+        self._by_worker: dict[int, Connection] = {}
+        self._warned: dict[str, float] = {}
+        self._suppressed: Counter = Counter()
         self._dropped: Counter = Counter()
         self._workers: dict[int, Counter] = {}
         self._n_connections = 0
@@ -177,7 +198,7 @@ class FrameServer:
             self._accept_thread.join(timeout)
         self._listener.close()
         with self._lock:
-            conns = list(self._conns)
+            conns = list(self._conns) + list(self._pending)
         for conn in conns:
             shutdown_quietly(conn.sock)
         for conn in conns:
@@ -208,6 +229,7 @@ class FrameServer:
         """Counters: connections (total), active, auth_failures, dropped by reason, per worker."""
         with self._lock:
             return {"connections": self._n_connections, "active": len(self._conns),
+                    "pending": len(self._pending),
                     "auth_failures": self._auth_failures, "dropped": dict(self._dropped),
                     "workers": {w: dict(c) for w, c in self._workers.items()}}
 
@@ -236,21 +258,25 @@ class FrameServer:
         sock.setblocking(True)
         tune_socket(sock, 0)
         conn = Connection(sock, peer)
+        host = _host(peer)
         with self._lock:
             self._n_connections += 1
-            full = len(self._conns) >= self.max_connections
-            if not full:
-                self._conns.add(conn)
-        if full:
-            self._drop(conn, "too_many_connections", f"limit {self.max_connections}")
-            try:
-                sock.settimeout(1.0)
-                FrameIO(sock).send(OP_ERROR, aux=ERR_FULL, payload={"error": "server full"})
+            same_host = [c for c in self._pending if _host(c.peer) == host]
+            if len(same_host) >= self.max_pending_per_host:
+                evict = same_host[0]
+            elif len(self._pending) >= self.max_pending:
+                evict = next(iter(self._pending))
+            else:
+                evict = None
+            if evict is not None:
+                self._pending.pop(evict, None)
+                evict.evicted = True
+            self._pending[conn] = None
+        if evict is not None:
+            try:                      # its thread sees EOF, answers "busy" and closes
+                evict.sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
-            shutdown_quietly(sock)
-            sock.close()
-            return
         conn.thread = threading.Thread(target=self._serve, args=(conn,), daemon=True,
                                        name=f"distkeras-ps-conn-{peer}")
         conn.thread.start()
@@ -269,6 +295,9 @@ class FrameServer:
             conn.sock.close()
             with self._lock:
                 self._conns.discard(conn)
+                self._pending.pop(conn, None)
+                if self._by_worker.get(conn.worker_id) is conn:
+                    del self._by_worker[conn.worker_id]
             if conn.authenticated and self.on_disconnect is not None:
                 try:
                     self.on_disconnect(conn, clean)
@@ -308,13 +337,21 @@ class FrameServer:
                 io.send(OP_ERROR, aux=ERR_HANDLER, payload={
                     "error": f"worker id {wid} outside 0..{self.num_workers - 1}"})
                 return None
+            refusal = self._admit(conn, wid)
+            if refusal is not None:
+                io.send(OP_ERROR, aux=refusal[0], payload={"error": refusal[1]})
+                return None
             io.send(OP_AUTH_OK, worker_id=wid, payload=server_mac(self.secret, client_nonce))
             conn.sock.settimeout(None)  # handlers and training steps may take arbitrarily long
         except PSProtocolError as exc:
             self._drop(conn, exc.reason, str(exc))
             return None
         except PeerClosed as exc:
-            self._drop(conn, "truncated", f"closed during handshake: {exc}")
+            if conn.evicted:
+                self._drop(conn, "evicted", "oldest of the pending connections")
+                self._refuse(conn, ERR_FULL, "server busy with pending connections; retry")
+            else:
+                self._drop(conn, "truncated", f"closed during handshake: {exc}")
             return None
         except (socket.timeout, TimeoutError):
             self._drop(conn, "handshake_timeout", f"no authentication within "
@@ -332,6 +369,32 @@ class FrameServer:
         log.debug("worker %d authenticated from %s", wid, conn.peer)
         return io
 
+    def _admit(self, conn: Connection, wid: int) -> Optional[tuple[int, str]]:
+        """Move an authenticated connection from the pending budget to the workers' slots;
+        returns (error code, message) when it cannot be served."""
+        with self._lock:
+            self._pending.pop(conn, None)
+            if conn.evicted:          # evicted while its AUTH was being checked: retry
+                return ERR_FULL, "server busy with pending connections; retry"
+            if len(self._conns) >= self.max_connections:
+                self._dropped["too_many_connections"] += 1
+                return ERR_FULL, f"server full ({self.max_connections} connections)"
+            old = self._by_worker.get(wid) if self.unique_workers else None
+            if old is not None and _alive(old.sock):
+                self._dropped["duplicate_worker"] += 1
+                return ERR_HANDLER, (f"worker id {wid} already has a live connection (from "
+                                     f"{old.peer}); a second one is refused")
+            self._conns.add(conn)
+            self._by_worker[wid] = conn
+        return None
+
+    def _refuse(self, conn: Connection, code: int, message: str) -> None:
+        try:
+            conn.sock.settimeout(1.0)
+            FrameIO(conn.sock).send(OP_ERROR, aux=code, payload={"error": message})
+        except OSError:
+            pass
+
     def _frame_loop(self, conn: Connection, io: FrameIO) -> bool:
         """Serve frames until BYE (returns True), EOF or garbage (returns False)."""
         wc = self._workers[conn.worker_id]
@@ -344,6 +407,10 @@ class FrameServer:
             except PeerClosed as exc:
                 if not exc.at_boundary:
                     self._drop(conn, "truncated", str(exc))
+                return False
+            except (socket.timeout, TimeoutError):
+                self._drop(conn, "slow_frame", f"a frame did not complete within its deadline "
+                                               f"({self.frame_timeout:g} s + 1 s per 20 MB)")
                 return False
             except OSError:
                 return False
@@ -388,16 +455,17 @@ class FrameServer:
         return False
 
     def _recv(self, conn: Connection, io: FrameIO) -> tuple[Frame, int]:
-        if self.payload_target is None:
-            return io.recv()
+        conn.sock.settimeout(None)     # between frames a worker may compute for as long as it likes
         op, flags, dtype, wid, seq, aux, length = io.recv_header()
+        deadline = time.monotonic() + self.frame_timeout + length / 20e6
         out = None
-        if dtype == DT_F32 and op >= OP_FIRST_APP and wid == conn.worker_id:
+        if self.payload_target is not None and dtype == DT_F32 and op >= OP_FIRST_APP \
+                and wid == conn.worker_id:
             try:
                 out = self.payload_target(conn, op, aux, length)
             except Exception:  # noqa: BLE001 - the handler reports it; keep the stream in sync
                 out = None
-        payload = io.recv_payload(dtype, length, None, out)
+        payload = io.recv_payload(dtype, length, deadline, out)
         return Frame(op, flags, wid, seq, aux, payload), HEADER_SIZE + length
 
     def _call_handler(self, conn: Connection, frame: Frame) -> tuple[Optional[Reply], Optional[str]]:
@@ -413,7 +481,34 @@ class FrameServer:
             return None, f"{type(exc).__name__}: {exc}"
 
     def _drop(self, conn: Connection, reason: str, detail: str) -> None:
+        """Count a dropped connection; warn at most once per reason every few seconds (a flood
+        must not flood the log too)."""
+        now = time.monotonic()
         with self._lock:
             self._dropped[reason] += 1
-        log.warning("dropped connection from %s (worker %s): %s (%s)", conn.peer, conn.worker_id,
-                    reason, detail)
+            if now - self._warned.get(reason, -WARN_INTERVAL) < WARN_INTERVAL:
+                self._suppressed[reason] += 1
+                return
+            self._warned[reason] = now
+            suppressed = self._suppressed.pop(reason, 0)
+        more = f"; {suppressed} more like it since the last warning" if suppressed else ""
+        log.warning("dropped connection from %s (worker %s): %s (%s)%s", conn.peer,
+                    conn.worker_id, reason, detail, more)
+
+
+WARN_INTERVAL = 5.0
+
+
+def _host(peer: Any) -> Any:
+    return peer[0] if isinstance(peer, tuple) and peer else peer
+
+
+def _alive(sock: socket.socket) -> bool:
+    """Is this connection still open (no EOF or error waiting on it)? Non-blocking peek."""
+    try:
+        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        return data != b""
+    except (BlockingIOError, InterruptedError, ValueError):   # ValueError: TLS cannot peek
+        return True
+    except OSError:
+        return False
