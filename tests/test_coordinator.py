@@ -58,10 +58,18 @@ def test_rendezvous_table_and_bookkeeping_checks():
         assert c0.request(messages.PEERS).payload["peers"] == {"0": "10.0.0.1:7000"}
         with pytest.raises(PSRemoteError, match="bad epoch number"):
             c0.request(messages.EPOCH_END, payload={"epoch": "zero", "logs": {}})
-        with pytest.raises(PSRemoteError, match="negative sample count"):
+        with pytest.raises(PSRemoteError, match="sample count -5 outside"):
             c0.request(messages.PROGRESS, aux=-5)
-        c0.request(messages.EPOCH_END, payload={"epoch": 0, "logs": {"loss": "high", "acc": 0.5}})
-        assert coord.epoch_logs[0][0] == {"acc": 0.5}   # a non-numeric log value is dropped
+        with pytest.raises(PSRemoteError, match="sample count .* outside"):
+            c0.request(messages.PROGRESS, aux=1 << 50)
+        with pytest.raises(PSRemoteError, match="bad epoch number True"):
+            c0.request(messages.EPOCH_END, payload={"epoch": True, "logs": {}})
+        with pytest.raises(PSRemoteError, match="bad epoch number 4294967295"):
+            c0.request(messages.REPLICA, payload=np.zeros(N, np.float32), aux=(1 << 32) - 1)
+        assert coord.samples_seen == 0 and not coord.epoch_logs
+        c0.request(messages.EPOCH_END, payload={"epoch": 0, "logs": {
+            "loss": "high", "acc": 0.5, "flag": True, "nested": {"a": 1}, "inf": float("inf")}})
+        assert coord.epoch_logs[0][0] == {"acc": 0.5}   # non-numeric log values are dropped
 
 
 def test_lost_synchronous_worker_fails_the_run_quickly():

@@ -33,6 +33,17 @@ from distkeras.transport import FrameServer, Reply, frame_limit
 log = logging.getLogger(__name__)
 
 
+MAX_EPOCHS = 1_000_000
+MAX_SAMPLES_PER_REPORT = 1 << 40     # a report counts the samples since the last one
+
+
+def _epoch_number(value) -> int:
+    """An epoch number from the wire, checked before it indexes anything."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_EPOCHS:
+        raise ValueError(f"bad epoch number {value!r} (expected 0..{MAX_EPOCHS - 1})")
+    return value
+
+
 class WorkerLostError(RuntimeError):
     """A worker of a synchronous algorithm disappeared: the run can never complete."""
 
@@ -172,7 +183,7 @@ class Coordinator:
                 control.exchanges = exchanges
             return Reply(op, flags=0 if self.synchronous else self._flags())
         if op == messages.REPLICA:
-            self._replica(worker, int(frame.aux), frame.payload)
+            self._replica(worker, _epoch_number(frame.aux), frame.payload)
             return Reply(op)
         if op == messages.EPOCH_END:
             return self._epoch_end(worker, control, frame)
@@ -198,8 +209,8 @@ class Coordinator:
         return messages.FLAG_STOP if self._stop else 0
 
     def _count(self, control: _WorkerControl, samples: int) -> None:
-        if samples < 0:
-            raise ValueError(f"negative sample count {samples}")
+        if not 0 <= samples <= MAX_SAMPLES_PER_REPORT:
+            raise ValueError(f"sample count {samples} outside 0..{MAX_SAMPLES_PER_REPORT}")
         control.samples += samples
         self.samples_seen += samples
 
@@ -241,15 +252,14 @@ class Coordinator:
 
     def _epoch_end(self, worker: int, control: _WorkerControl, frame):
         body = frame.payload if isinstance(frame.payload, dict) else {}
-        epoch = body.get("epoch")
-        if not isinstance(epoch, int) or not 0 <= epoch < 1_000_000:
-            raise ValueError(f"bad epoch number {epoch!r}")
+        epoch = _epoch_number(body.get("epoch"))
         logs = body.get("logs", {})
         if not isinstance(logs, dict):
             raise ValueError("epoch logs must be a JSON object")
         self._count(control, frame.aux)
-        self.epoch_logs[epoch][worker] = {str(k): float(v) for k, v in logs.items()
-                                          if isinstance(v, (int, float)) and math.isfinite(v)}
+        self.epoch_logs[epoch][worker] = {
+            str(k): float(v) for k, v in logs.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
         self._completed_epochs[worker] = max(self._completed_epochs[worker], epoch + 1)
         if self.completed_epochs() > epoch:
             self.epoch_finished_at.setdefault(epoch, time.perf_counter())
