@@ -10,8 +10,12 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
+
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()
 
 SESSION_CONF = {
     "spark.python.worker.reuse": "true",
@@ -50,6 +54,28 @@ def session(master: str = "local[2]", app_name: str = "distkeras", conf: dict | 
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def warn_if_unauthenticated(spark) -> bool:
+    """Warn once per application when a non-local master runs without Spark's own
+    authentication and encryption. distkeras ships each run's secret in the task closure, so
+    that channel is what keeps it secret: set ``spark.authenticate=true`` (with
+    ``spark.authenticate.secret`` on standalone clusters, automatic on YARN/Kubernetes) and
+    ``spark.network.crypto.enabled=true``. Returns True when it warned."""
+    sc = spark.sparkContext
+    if sc.master.startswith("local") or sc.applicationId in _WARNED:
+        return False
+    conf = sc.getConf()
+    missing = [key for key in ("spark.authenticate", "spark.network.crypto.enabled")
+               if conf.get(key, "false").lower() != "true"]
+    if not missing:
+        return False
+    _WARNED.add(sc.applicationId)
+    log.warning("master %s runs without %s: the run's secret travels to the executors in the "
+                "task closure, readable by anyone on the network between them. Set "
+                "spark.authenticate=true (and spark.authenticate.secret on a standalone "
+                "cluster) and spark.network.crypto.enabled=true.", sc.master, " and ".join(missing))
+    return True
 
 
 def total_slots(spark) -> int:

@@ -21,17 +21,22 @@ def free_port() -> int:
 class StandaloneCluster:
     """``with StandaloneCluster(tmpdir, workers=2) as master_url: ...`` — always torn down."""
 
-    def __init__(self, workdir: Path, workers: int = 2, cores: int = 1, memory: str = "2g"):
+    def __init__(self, workdir: Path, workers: int = 2, cores: int = 1, memory: str = "2g",
+                 conf: dict | None = None):
+        """``conf``: Spark settings of the master and worker daemons (``spark.authenticate``)."""
         import pyspark
 
         self.home = Path(pyspark.__file__).parent
         self.workdir, self.workers, self.cores, self.memory = Path(workdir), workers, cores, memory
         self.procs: list[subprocess.Popen] = []
+        self.conf = dict(conf or {})
         self.port, self.ui = free_port(), free_port()
 
     def _start(self, name: str, *args: str) -> None:
         env = dict(os.environ, SPARK_HOME=str(self.home), SPARK_LOCAL_IP="127.0.0.1",
                    PYSPARK_PYTHON=sys.executable, SPARK_NO_DAEMONIZE="1")
+        if self.conf:
+            env["SPARK_DAEMON_JAVA_OPTS"] = " ".join(f"-D{k}={v}" for k, v in self.conf.items())
         log = open(self.workdir / f"{name}.log", "wb")
         self.procs.append(subprocess.Popen([str(self.home / "bin" / "spark-class"), *args],
                                            stdout=log, stderr=subprocess.STDOUT, env=env))

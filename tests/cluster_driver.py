@@ -11,7 +11,8 @@ from tests.data import blobs, blobs_df, mlp
 
 spark = session(sys.argv[1], app_name="distkeras-cluster-test",
                 conf={"spark.executor.cores": "1", "spark.cores.max": "2",
-                      "spark.executor.memory": "1g", "spark.task.maxFailures": "2"})
+                      "spark.executor.memory": "1g", "spark.task.maxFailures": "2",
+                      **json.loads(os.environ.get("DISTKERAS_TEST_SPARK_CONF", "{}"))})
 train = blobs_df(spark, 3000, seed=0).cache()
 x, y = blobs(1000, seed=1)
 SETTINGS = {"ADAG": dict(learning_rate=0.03)}

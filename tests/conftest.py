@@ -30,3 +30,17 @@ def standalone_cluster(tmp_path_factory):
 
     with StandaloneCluster(tmp_path_factory.mktemp("cluster"), workers=2) as url:
         yield url
+
+
+AUTH_CONF = {"spark.authenticate": "true", "spark.authenticate.secret": "distkeras-test-secret",
+             "spark.network.crypto.enabled": "true"}
+
+
+@pytest.fixture(scope="session")
+def authenticated_cluster(tmp_path_factory):
+    """A standalone cluster whose daemons require Spark's authentication (and encryption)."""
+    from tests.cluster import StandaloneCluster
+
+    with StandaloneCluster(tmp_path_factory.mktemp("auth-cluster"), workers=2,
+                           conf=AUTH_CONF) as url:
+        yield url

@@ -10,18 +10,26 @@ import sys
 from pathlib import Path
 
 TRAINERS = ["ADAG", "DPSGD", "ADPSGD"]
+UNAUTHENTICATED = "runs without spark.authenticate and spark.network.crypto.enabled"
 
 
-def test_parameter_server_and_peer_algorithms_on_a_standalone_cluster(standalone_cluster):
+def run_driver(master: str, trainers: list[str], conf: dict | None = None):
     root = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, PYTHONPATH=str(root), SPARK_LOCAL_IP="127.0.0.1")
-    out = subprocess.run([sys.executable, "-m", "tests.cluster_driver", standalone_cluster,
-                          ",".join(TRAINERS)],
+    env = dict(os.environ, PYTHONPATH=str(root), SPARK_LOCAL_IP="127.0.0.1",
+               DISTKERAS_TEST_SPARK_CONF=json.dumps(conf or {}))
+    out = subprocess.run([sys.executable, "-m", "tests.cluster_driver", master,
+                          ",".join(trainers)],
                          cwd=root, env=env, capture_output=True, text=True, timeout=900)
     results = {r["trainer"]: r for r in (json.loads(l[len("RESULT "):])
                                          for l in out.stdout.splitlines()
                                          if l.startswith("RESULT "))}
-    assert out.returncode == 0 and set(results) == set(TRAINERS), out.stderr[-4000:]
+    assert out.returncode == 0 and set(results) == set(trainers), out.stderr[-4000:]
+    return results, out.stderr
+
+
+def test_parameter_server_and_peer_algorithms_on_a_standalone_cluster(standalone_cluster):
+    results, stderr = run_driver(standalone_cluster, TRAINERS)
+    assert stderr.count(UNAUTHENTICATED) == 1, stderr[-4000:]     # warned once, not per fit
     for name, result in results.items():
         assert result["executors"] == 2
         # one worker per executor, each in its own Python process, none on the driver
@@ -32,3 +40,13 @@ def test_parameter_server_and_peer_algorithms_on_a_standalone_cluster(standalone
         assert result["scored"] == 500
     for name in ("DPSGD", "ADPSGD"):     # the peers of each worker: the worker in the other JVM
         assert results[name]["peers"] in (["1", "0"], ["0", "1"]), results[name]
+
+
+def test_training_with_spark_authentication_and_encryption_on(authenticated_cluster):
+    """The daemons require Spark's shared secret and AES-encrypted RPC: the per-run secret in
+    the task closure travels encrypted, and training works as without."""
+    from tests.conftest import AUTH_CONF
+
+    results, stderr = run_driver(authenticated_cluster, ["ADAG"], AUTH_CONF)
+    assert results["ADAG"]["executors"] == 2 and results["ADAG"]["accuracy"] > 0.8, results
+    assert UNAUTHENTICATED not in stderr

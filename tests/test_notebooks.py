@@ -41,15 +41,20 @@ def test_pipeline_notebook(tmp_path):
     nb = execute("pipeline", tmp_path)
     out = tmp_path / "pipeline-out"
     for name in ("roc.png", "history.png", "tuning.csv", "hlf_adag/model.keras",
-                 "sample/qcd/qcd_000.root"):
+                 "sample/qcd/qcd_000.root", "optuna_curves.png", "optuna.db"):
         assert (out / name).exists(), f"{name} missing"
     text = outputs_text(nb)
     assert "reloaded model accuracy:" in text and "refit on the full training split" in text
     with open(out / "tuning.csv") as fh:
         trials = list(csv.DictReader(fh))
     assert len(trials) == 4 and all(t["status"] == "ok" for t in trials)
+    with open(out / "tuning_optuna.csv") as fh:      # the Optuna study: 8 trials, none failed
+        trials = list(csv.DictReader(fh))
+    assert len(trials) == 8 and {t["status"] for t in trials} <= {"ok", "pruned"}
+    assert all(int(t["epochs"]) == 4 for t in trials if t["status"] == "ok")
+    assert all(int(t["epochs"]) < 4 for t in trials if t["status"] == "pruned")
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 2
+    assert len(images) >= 3
 
 
 def test_trainers_notebook(tmp_path):

@@ -27,6 +27,22 @@ def client(ps, worker):
     return Client(*ps.address, ps.secret, worker, connect_timeout=5)
 
 
+def commit_in_background(c, payload):
+    """A commit that waits in a synchronous round; returns (thread, errors it got)."""
+    errors: list[str] = []
+
+    def commit():
+        try:
+            c.request(messages.COMMIT, payload=payload)
+        except PSRemoteError as exc:
+            errors.append(str(exc))
+
+    t = threading.Thread(target=commit)
+    t.start()
+    time.sleep(0.3)
+    return t, errors
+
+
 def test_downpour_adds_commits_and_replies_the_centre():
     with serve("downpour") as ps, client(ps, 0) as c:
         assert np.array_equal(c.request(messages.PULL).payload, np.zeros(N, np.float32))
@@ -139,17 +155,7 @@ def test_worker_lost_while_another_waits_in_the_round():
     with serve("easgd") as ps:
         waiting = client(ps, 0)
         leaving = client(ps, 1)
-        errors = []
-
-        def commit():
-            try:
-                waiting.request(messages.COMMIT, payload=np.zeros(N, np.float32))
-            except PSRemoteError as exc:
-                errors.append(str(exc))
-
-        t = threading.Thread(target=commit)
-        t.start()
-        time.sleep(0.3)
+        t, errors = commit_in_background(waiting, np.zeros(N, np.float32))
         leaving._sock.close()
         t.join(5)
         assert not t.is_alive() and errors and "worker 1 was lost" in errors[0]
@@ -181,17 +187,7 @@ def test_poisoned_commits_never_reach_the_centre(name):
 def test_a_bad_synchronous_commit_releases_the_round_at_once():
     with serve("averaging") as ps, client(ps, 0) as good, \
             client(ps, 1) as bad:
-        errors = []
-
-        def commit():
-            try:
-                good.request(messages.COMMIT, payload=np.ones(N, np.float32))
-            except PSRemoteError as exc:
-                errors.append(str(exc))
-
-        t = threading.Thread(target=commit)
-        t.start()
-        time.sleep(0.3)                           # worker 0 waits in the round
+        t, errors = commit_in_background(good, np.ones(N, np.float32))   # waits in the round
         t0 = time.monotonic()
         with pytest.raises(PSRemoteError, match="worker 1 sent a commit of 10 values"):
             bad.request(messages.COMMIT, payload=np.ones(10, np.float32))

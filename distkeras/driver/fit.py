@@ -17,6 +17,7 @@ from distkeras.driver.job import SparkJob, TrainingError
 from distkeras.driver.parameter_server import ParameterServer
 from distkeras.executor import remote
 from distkeras.executor.feed import FeedSpec, feed_spec_for, model_inputs
+from distkeras.spark import warn_if_unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ def run_training(trainer, df, validation_data, callbacks):
                                    weights=model.get_weights())
         flat = FlatWeights(driver_model)
         spark = df.sparkSession
+        warn_if_unauthenticated(spark)     # the run's secret travels in the task closure
         host = trainer.ps_host or spark.sparkContext.getConf().get("spark.driver.host", "127.0.0.1")
         bind = trainer.ps_bind_host or host
         tls = server_tls(trainer.tls_cert, trainer.tls_key)

@@ -214,7 +214,7 @@ class _SearchSession:
     def __enter__(self):
         from tqdm.auto import tqdm
 
-        from distkeras.spark import total_slots
+        from distkeras.spark import total_slots, warn_if_unauthenticated
         from distkeras.tuning.data import ship
         from distkeras.tuning.scheduler import TrialRunner
 
@@ -228,6 +228,7 @@ class _SearchSession:
             self.data.destroy()
             raise spaces.SpaceError(f"folds={s.folds} but the data has {self.data.rows} rows")
         spark = df.sparkSession
+        warn_if_unauthenticated(spark)     # the run's secret travels in the task closure
         self.reports = None
         if s.prunes:
             from distkeras.tuning.reports import ReportService
