@@ -3,6 +3,7 @@ synchronous round, worker loss and garbage on the port (control, the stop flag a
 coordinator's: ``test_coordinator``)."""
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -195,3 +196,79 @@ def test_a_bad_synchronous_commit_releases_the_round_at_once():
         assert not t.is_alive() and time.monotonic() - t0 < 5
         assert errors and "worker 1 sent a commit" in errors[0], errors
         assert np.array_equal(ps.centre, np.zeros(N, np.float32))
+
+
+class Relay:
+    """A man in the middle on loopback between a worker and the server that does not know the
+    secret: it forwards the handshake, then flips, replays or injects one COMMIT frame."""
+
+    AUTH = 36 + 64                    # the worker's AUTH frame
+    PULL = 36 + 16                    # a PULL frame and its tag
+    COMMIT = 36 + 4 * N + 16
+
+    def __init__(self, target, mode: str):
+        self.target, self.mode = target, mode
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _pipe(self, src, dst, tamper=None):
+        passed, held = 0, b""          # the handshake and the PULL pass, the COMMIT is held
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                if tamper is None or passed < 0:
+                    dst.sendall(data)
+                    continue
+                free = max(0, self.AUTH + self.PULL - passed)
+                dst.sendall(data[:free])
+                passed += len(data[:free])
+                held += data[free:]
+                if len(held) >= self.COMMIT:
+                    dst.sendall(tamper(held[:self.COMMIT]) + held[self.COMMIT:])
+                    passed = -1
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _tamper(self, commit: bytes) -> bytes:
+        if self.mode == "flip":            # one bit of one weight of Δ
+            return commit[:40] + bytes([commit[40] ^ 1]) + commit[41:]
+        if self.mode == "replay":          # the same, valid commit twice
+            return commit + commit
+        return commit[:-16] + os.urandom(16) + commit   # inject: a guessed tag, then the real
+
+    def _run(self):
+        client, _ = self.listener.accept()
+        upstream = socket.create_connection(self.target)
+        threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+        self._pipe(client, upstream, self._tamper)
+
+
+@pytest.mark.parametrize("mode", ["flip", "replay", "inject"])
+def test_a_relay_cannot_flip_replay_or_inject_a_frame(mode):
+    with serve("downpour", num_workers=1) as ps:
+        relay = Relay(ps.address, mode)
+        c = Client(*relay.address, ps.secret, 0, connect_timeout=5, io_timeout=10)
+        c.request(messages.PULL)
+        delta = np.ones(N, np.float32)
+        if mode == "replay":       # the first copy is genuine; its replay is caught
+            c.request(messages.COMMIT, payload=delta)
+            deadline = time.monotonic() + 5
+            while ps.stats()["transport"]["dropped"].get("bad_mac") != 1 \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert ps.updates == 1 and np.array_equal(ps.centre, delta)
+        else:
+            with pytest.raises(PSConnectionError):
+                c.request(messages.COMMIT, payload=delta)
+            assert ps.updates == 0 and not ps.centre.any()
+        assert ps.stats()["transport"]["dropped"].get("bad_mac") == 1
+        c.close()

@@ -26,7 +26,7 @@ from distkeras.transport import (HEADER_SIZE, OP_FIRST_APP, OP_PING, Client, Fra
                                  PSRemoteError, Reply)
 from distkeras.transport.protocol import (DT_BYTES, DT_F32, DT_JSON, DT_NONE, HEADER, MAGIC,
                                           NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_CHALLENGE, VERSION,
-                                          auth_mac,
+                                          FrameMAC, auth_mac, session_key,
                                           server_mac)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,8 +67,9 @@ def header(op, dtype=DT_NONE, length=0, wid=0, seq=0, aux=0, magic=MAGIC, versio
     return HEADER.pack(magic, version, op, 0, dtype, wid, seq, aux, length)
 
 
-def raw_authenticated(addr, secret=SECRET, wid=99):
-    """A raw socket that completed the real handshake: the next bytes are post-auth frames."""
+def raw_authenticated(addr, secret=SECRET, wid=99, with_mac=False):
+    """A raw socket that completed the real handshake: the next bytes are post-auth frames.
+    ``with_mac``: also return the session's sending :class:`FrameMAC` (to sign frames)."""
     s = socket.create_connection(addr, timeout=5)
     op, _, _, _, nonce = read_frame(s)
     assert op == OP_CHALLENGE and len(nonce) == 32
@@ -76,6 +77,8 @@ def raw_authenticated(addr, secret=SECRET, wid=99):
     s.sendall(header(OP_AUTH, DT_BYTES, 64, wid) + auth_mac(secret, nonce, wid, cn) + cn)
     op, _, _, _, proof = read_frame(s)
     assert op == OP_AUTH_OK and proof == server_mac(secret, cn)
+    if with_mac:
+        return s, FrameMAC(session_key(secret, nonce, cn, wid), b"c2s")
     return s
 
 
@@ -195,7 +198,7 @@ def test_auth_ok_and_stats(server, app):
     st = server.stats
     w = st["workers"][4]
     assert st["connections"] == 1 and st["active"] == 0 and st["auth_failures"] == 0
-    assert w["frames"] == 2 and w["bytes_in"] == 2 * (36 + 4 * N) == w["bytes_out"]
+    assert w["frames"] == 2 and w["bytes_in"] == 2 * (36 + 4 * N + 16) == w["bytes_out"]   # + tags
     assert w["handler_seconds"] > 0 and st["dropped"] == {}
 
 
@@ -229,7 +232,7 @@ ATTACKS = {  # test id: (reason counted in stats["dropped"], attack)
     "bad_magic": ("bad_magic",
                   lambda a: _pre(a, header(OP_AUTH, DT_BYTES, 64, magic=b"HTTP") + b"x" * 64)),
     "bad_version": ("bad_version",
-                    lambda a: _pre(a, header(OP_AUTH, DT_BYTES, 64, version=2) + b"x" * 64)),
+                    lambda a: _pre(a, header(OP_AUTH, DT_BYTES, 64, version=VERSION + 1) + b"x" * 64)),
     "bad_dtype": ("bad_dtype",
                   lambda a: _post(a, HEADER.pack(MAGIC, VERSION, OP_ADD, 0, 9, 99, 1, 0, 4) + b"abcd")),
     "before_auth": ("before_auth", lambda a: _pre(a, header(OP_ADD, DT_F32, 4 * N) + F32_ONES)),
@@ -245,6 +248,8 @@ ATTACKS = {  # test id: (reason counted in stats["dropped"], attack)
                            lambda a: _post(a, header(OP_ADD, DT_F32, 4 * N, wid=GOOD) + F32_ONES)),
     "bad_json": ("bad_json", lambda a: _post(a, header(OP_ADD, DT_JSON, 5, wid=99) + b"{'a':")),
     "bad_op": ("bad_op", lambda a: _post(a, header(OP_AUTH_OK, wid=99))),
+    "bad_mac": ("bad_mac", lambda a: _post(a, header(OP_ADD, DT_F32, 4 * N, wid=99) + F32_ONES
+                                           + b"\0" * 16, tag=False)),
 }
 
 
@@ -257,9 +262,11 @@ def _pre(addr, data, close=False):
     return s
 
 
-def _post(addr, data, close=False):
-    s = raw_authenticated(addr)
-    s.sendall(data)
+def _post(addr, data, close=False, tag=True):
+    """``data`` after a real handshake, signed as one frame (a valid tag) unless ``tag=False``:
+    the attack then reaches the check it is aimed at, not the integrity check."""
+    s, mac = raw_authenticated(addr, with_mac=True)
+    s.sendall(data + (mac.tag(data[:HEADER_SIZE], data[HEADER_SIZE:]) if tag else b""))
     if close:
         s.shutdown(socket.SHUT_WR)
     return s
@@ -375,6 +382,7 @@ def test_peer_closing_mid_reply_raises_promptly():
             _, wid, _, _, body = read_frame(s)
             s.sendall(header(OP_AUTH_OK, DT_BYTES, 32, wid) + server_mac(SECRET, body[32:]))
             _, wid, seq, _, _ = read_frame(s)
+            recv_exact(s, 16)                           # its tag
             s.sendall(header(OP_ADD, DT_F32, 4_000_000, wid, seq) + b"\0" * 1000)
 
     t = threading.Thread(target=fake_server, daemon=True)
@@ -647,24 +655,13 @@ def test_a_second_live_connection_for_a_worker_id_is_refused(app):
             assert c.request(OP_PING).op == OP_PING
 
 
-def _raw_authenticated(srv, worker_id: int = 1) -> socket.socket:
-    sock = socket.create_connection(srv.address, timeout=5)
-    io = FrameIO(sock)
-    frame, _ = io.recv()
-    nonce = secrets.token_bytes(NONCE_SIZE)
-    io.send(OP_AUTH, worker_id=worker_id, payload=auth_mac(SECRET, frame.payload, worker_id,
-                                                           nonce) + nonce)
-    assert io.recv()[0].op == OP_AUTH_OK
-    return sock
-
-
 def test_oversized_and_stalled_frames_are_dropped(app):
     with FrameServer(app, SECRET, max_payload=4 * N + 1024, frame_timeout=0.5) as srv:
-        sock = _raw_authenticated(srv)
+        sock = raw_authenticated(srv.address, wid=1)
         sock.sendall(HEADER.pack(MAGIC, VERSION, OP_ADD, 0, DT_F32, 1, 1, 0, 40 << 20))
         assert sock.recv(1) == b""                     # closed: 40 MB for a 4 KB model
         sock.close()
-        sock = _raw_authenticated(srv)
+        sock = raw_authenticated(srv.address, wid=1)
         sock.sendall(HEADER.pack(MAGIC, VERSION, OP_ADD, 0, DT_F32, 1, 1, 0, 4 * N) + b"x" * 10)
         t0 = time.monotonic()
         assert sock.recv(1) == b"" and time.monotonic() - t0 < 3   # the rest never came

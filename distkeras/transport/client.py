@@ -25,7 +25,7 @@ import numpy as np
 from .protocol import (ERR_AUTH, ERR_FULL, MAC_SIZE, NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE,
                        OP_CHALLENGE, OP_ERROR, SOCKET_BUFFER, Frame, FrameIO, PeerClosed,
                        PSAuthError, PSBusyError, PSConnectionError, PSError, PSProtocolError, PSRemoteError,
-                       PSTimeoutError, Payload, auth_mac, server_mac, tune_socket)
+                       PSTimeoutError, Payload, auth_mac, server_mac, session_key, tune_socket)
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,9 @@ class Client:
                 what = self.role.removeprefix("the ")
                 raise PSAuthError(f"{self.where} did not send a valid challenge: it is not a "
                                   f"distkeras {what} (or a different version)")
+            server_nonce = frame.payload
             client_nonce = secrets.token_bytes(NONCE_SIZE)
-            mac = auth_mac(self.secret, frame.payload, self.worker_id, client_nonce)
+            mac = auth_mac(self.secret, server_nonce, self.worker_id, client_nonce)
             self._sock.settimeout(max(0.01, deadline - time.monotonic()))
             self._io.send(OP_AUTH, worker_id=self.worker_id, payload=mac + client_nonce)
             frame, _ = self._io.recv(deadline)
@@ -153,6 +154,8 @@ class Client:
                     not hmac.compare_digest(proof, server_mac(self.secret, client_nonce)):
                 raise PSAuthError(f"the server at {self.where} failed to prove it knows the "
                                   "secret: a different server is listening there")
+            self._io.start_session(session_key(self.secret, server_nonce, client_nonce,
+                                               self.worker_id), server=False)
         except (PSAuthError, PSBusyError):
             raise
         except PSRemoteError as exc:

@@ -14,6 +14,12 @@ Header (network byte order, ``!4sBBBBIQqQ``)::
 Float32 payloads are little-endian on the wire (native on every platform we run on; a
 big-endian host would byte-swap with one copy).
 
+After the handshake every frame ends with a 16-byte tag, HMAC-SHA256 under a session key derived
+from the secret and both nonces, one key per direction, over a frame counter, the header and
+the payload (:class:`FrameMAC`). A relay that does not know the secret cannot flip, inject,
+reorder or replay a frame: the receiver sees a bad tag and closes the connection before the
+frame reaches a handler. Under TLS the tag is left out (TLS already authenticates every record).
+
 Example::
 
     io = FrameIO(sock)
@@ -37,7 +43,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 MAGIC = b"DKPS"
-VERSION = 1
+VERSION = 2          # 2: per-frame session MACs after the handshake
 HEADER = struct.Struct("!4sBBBBIQqQ")
 HEADER_SIZE = HEADER.size  # 36
 
@@ -66,6 +72,8 @@ ERR_FULL = 2
 
 NONCE_SIZE = 32
 MAC_SIZE = 32
+TAG_SIZE = 16        # per-frame tag (truncated HMAC-SHA256)
+MAC_CHUNK = 1 << 22  # payloads are received and hashed in chunks this size (cache-hot)
 DEFAULT_MAX_PAYLOAD = 2 * 1024 ** 3
 MAX_JSON = 16 * 1024 ** 2
 SOCKET_BUFFER = 4 * 1024 ** 2
@@ -153,6 +161,40 @@ def server_mac(secret: bytes, client_nonce: bytes) -> bytes:
     return hmac.new(secret, client_nonce + b"server", hashlib.sha256).digest()
 
 
+def session_key(secret: bytes, server_nonce: bytes, client_nonce: bytes, worker_id: int) -> bytes:
+    """The connection's key: HMAC-SHA256(secret, "session" || nonces || worker id)."""
+    msg = b"distkeras-session" + server_nonce + client_nonce + int(worker_id).to_bytes(4, "big")
+    return hmac.new(secret, msg, hashlib.sha256).digest()
+
+
+class FrameMAC:
+    """The per-frame tags of one direction of a connection: HMAC-SHA256(key, counter || header
+    || payload), truncated to 16 bytes; the counter makes every tag single-use (no replay).
+
+    Example::
+
+        mac = FrameMAC(key, b"c2s")
+        tag = mac.tag(header, payload)        # the sender; the receiver checks with mac.check
+    """
+
+    def __init__(self, key: bytes, direction: bytes):
+        self._base = hmac.new(hmac.new(key, direction, hashlib.sha256).digest(), digestmod="sha256")
+        self.counter = 0
+
+    def start(self, header) -> "hmac.HMAC":
+        h = self._base.copy()
+        h.update(self.counter.to_bytes(8, "big"))
+        h.update(header)
+        self.counter += 1
+        return h
+
+    def tag(self, header, payload=None) -> bytes:
+        h = self.start(header)
+        if payload is not None and len(payload):
+            h.update(payload)
+        return h.digest()[:TAG_SIZE]
+
+
 def encode_payload(payload: Payload) -> tuple[int, Optional[memoryview | bytes]]:
     """Map a payload to (dtype, buffer) without copying float32 arrays or bytes."""
     if payload is None:
@@ -204,6 +246,17 @@ class FrameIO:
         self._hdr = bytearray(HEADER_SIZE)
         self._hdr_view = memoryview(self._hdr)
         self._buf = np.empty(0, dtype=np.uint8)
+        self._tag = bytearray(TAG_SIZE)
+        self._send_mac: Optional[FrameMAC] = None
+        self._recv_mac: Optional[FrameMAC] = None
+
+    def start_session(self, key: bytes, server: bool) -> None:
+        """From now on, every frame sent carries a tag and every frame received is checked
+        (left out under TLS, which authenticates its records itself)."""
+        if self._tls:
+            return
+        out, into = (b"s2c", b"c2s") if server else (b"c2s", b"s2c")
+        self._send_mac, self._recv_mac = FrameMAC(key, out), FrameMAC(key, into)
 
     # ------------------------------------------------------------------ send
     def send(self, op: int, *, worker_id: int = 0, seq: int = 0, aux: int = 0, flags: int = 0,
@@ -216,6 +269,10 @@ class FrameIO:
         except struct.error as exc:
             raise ValueError(f"header field out of range (op/flags u8, worker_id u32, seq u64, "
                              f"aux i64): {exc}") from None
+        if self._send_mac is not None:
+            tag = self._send_mac.tag(header, body)
+            self._sendmsg_all([memoryview(header)] + ([body] if n else []) + [memoryview(tag)])
+            return HEADER_SIZE + n + TAG_SIZE
         if n == 0:
             self.sock.sendall(header)
         elif self._tls:
@@ -239,18 +296,31 @@ class FrameIO:
                 bufs[0] = bufs[0][sent:]
 
     # ------------------------------------------------------------------ recv
-    def _recv_exact(self, view: memoryview, deadline: Optional[float], started: bool) -> None:
+    def _recv_exact(self, view: memoryview, deadline: Optional[float], started: bool,
+                    mac=None) -> None:
+        """Fill ``view``; with ``mac``, hash it chunk by chunk as it arrives (still in cache)."""
         got, n = 0, len(view)
         flags = 0 if self._tls else socket.MSG_WAITALL
+        hashed = 0
         while got < n:
             _set_deadline(self.sock, deadline)
-            k = self.sock.recv_into(view[got:], n - got, flags) if flags else \
-                self.sock.recv_into(view[got:], n - got)
+            want = n - got if mac is None else min(n - got, MAC_CHUNK - (got - hashed))
+            k = self.sock.recv_into(view[got:], want, flags) if flags else \
+                self.sock.recv_into(view[got:], want)
             if k == 0:
                 at_boundary = not started and got == 0
                 raise PeerClosed(f"connection closed by peer after {got} of {n} bytes",
                                  at_boundary=at_boundary)
             got += k
+            if mac is not None and (got - hashed >= MAC_CHUNK or got == n):
+                mac.update(view[hashed:got])
+                hashed = got
+
+    def _check_tag(self, h, deadline: Optional[float]) -> None:
+        self._recv_exact(memoryview(self._tag), deadline, started=True)
+        if not hmac.compare_digest(h.digest()[:TAG_SIZE], bytes(self._tag)):
+            raise PSProtocolError("bad_mac", "a frame failed its integrity check (changed, "
+                                             "injected, reordered or replayed on the way)")
 
     def _payload_view(self, n: int) -> memoryview:
         if self._buf.nbytes < n:
@@ -282,14 +352,22 @@ class FrameIO:
 
     def recv_payload(self, dtype: int, length: int, deadline: Optional[float] = None,
                      out: Optional[np.ndarray] = None) -> Any:
-        """Read a payload whose header was just read; decode it (float32 as a buffer view)."""
+        """Read a payload whose header was just read (and its tag, in a session: nothing is
+        decoded before it checks); decode it (float32 as a buffer view)."""
+        h = self._recv_mac.start(self._hdr) if self._recv_mac is not None else None
         if dtype == DT_NONE:
+            if h is not None:
+                self._check_tag(h, deadline)
             return None
         if dtype == DT_F32 and out is not None and _fits(out, length):
-            self._recv_exact(memoryview(out.reshape(-1)).cast("B"), deadline, started=True)
+            self._recv_exact(memoryview(out.reshape(-1)).cast("B"), deadline, started=True, mac=h)
+            if h is not None:
+                self._check_tag(h, deadline)
             return out
         view = self._payload_view(length)
-        self._recv_exact(view, deadline, started=True)
+        self._recv_exact(view, deadline, started=True, mac=h)
+        if h is not None:
+            self._check_tag(h, deadline)
         if dtype == DT_F32:
             if out is not None:
                 raise ValueError(f"out= has {out.size} float32 values ({out.dtype}), the reply "
@@ -307,7 +385,12 @@ class FrameIO:
         """Receive one frame; returns it and its size on the wire in bytes."""
         op, flags, dtype, wid, seq, aux, length = self.recv_header(deadline)
         payload = self.recv_payload(dtype, length, deadline, out)
-        return Frame(op, flags, wid, seq, aux, payload), HEADER_SIZE + length
+        return Frame(op, flags, wid, seq, aux, payload), HEADER_SIZE + length + self.tag_size
+
+    @property
+    def tag_size(self) -> int:
+        """Bytes of tag after each frame received (0 outside a session, or under TLS)."""
+        return TAG_SIZE if self._recv_mac is not None else 0
 
 
 def _fits(out: np.ndarray, length: int) -> bool:

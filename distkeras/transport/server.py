@@ -45,7 +45,7 @@ from typing import Any, Callable, Optional
 from .protocol import (DEFAULT_MAX_PAYLOAD, DT_F32, ERR_AUTH, ERR_FULL, ERR_HANDLER, HEADER_SIZE,
                        MAC_SIZE, NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE, OP_CHALLENGE, OP_ERROR,
                        OP_FIRST_APP, OP_PING, SOCKET_BUFFER, Frame, FrameIO, PeerClosed,
-                       PSBindError, PSProtocolError, Reply, auth_mac, op_name, server_mac,
+                       PSBindError, PSProtocolError, Reply, auth_mac, op_name, server_mac, session_key,
                        shutdown_quietly, tls_accept, tune_socket)
 
 log = logging.getLogger(__name__)
@@ -342,6 +342,7 @@ class FrameServer:
                 io.send(OP_ERROR, aux=refusal[0], payload={"error": refusal[1]})
                 return None
             io.send(OP_AUTH_OK, worker_id=wid, payload=server_mac(self.secret, client_nonce))
+            io.start_session(session_key(self.secret, nonce, client_nonce, wid), server=True)
             conn.sock.settimeout(None)  # handlers and training steps may take arbitrarily long
         except PSProtocolError as exc:
             self._drop(conn, exc.reason, str(exc))
@@ -466,7 +467,7 @@ class FrameServer:
             except Exception:  # noqa: BLE001 - the handler reports it; keep the stream in sync
                 out = None
         payload = io.recv_payload(dtype, length, deadline, out)
-        return Frame(op, flags, wid, seq, aux, payload), HEADER_SIZE + length
+        return Frame(op, flags, wid, seq, aux, payload), HEADER_SIZE + length + io.tag_size
 
     def _call_handler(self, conn: Connection, frame: Frame) -> tuple[Optional[Reply], Optional[str]]:
         try:
