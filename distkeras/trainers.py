@@ -50,6 +50,12 @@ class Trainer(Estimator):
         staging_dir: where ``stream``/``petastorm`` stage the Parquet files; every executor must
             read it (HDFS, EOS, NFS; a local temp dir is fine for local masters).
         callbacks: Keras callbacks run on the driver at epoch ends (EarlyStopping, ModelCheckpoint).
+            ``keras.callbacks.BackupAndRestore(backup_dir)`` sets ``checkpoint_dir``.
+        checkpoint_dir: where the driver writes, at every epoch end, what the run needs to
+            resume if the driver dies (θ̃, update count, epochs, history, the rule's server
+            state); the same command run again resumes from the last completed epoch (the
+            workers' optimizer state starts afresh). A local path or any Hadoop filesystem URI;
+            cleared when the run completes.
         jit_compile: compile each communication window with XLA: ``"auto"`` (where the model
             supports it, on CPU and GPU alike; falls back without XLA if compilation fails),
             ``True`` or ``False``.
@@ -79,7 +85,7 @@ class Trainer(Estimator):
                  verbose: bool = True, peer_host: str | None = None,
                  peer_ports: tuple[int, int] | None = None,
                  algorithm: type[algorithms.Algorithm] | algorithms.Algorithm | None = None,
-                 **algorithm_params):
+                 checkpoint_dir: str | None = None, **algorithm_params):
         super().__init__()
         if algorithm is not None:
             self.algorithm = algorithm
@@ -109,6 +115,7 @@ class Trainer(Estimator):
             raise ValueError(f"data_feed={data_feed!r}: use 'memory', 'stream' or 'petastorm'")
         self.data_feed, self.staging_dir = data_feed, staging_dir
         self.callbacks = list(callbacks or [])
+        self.checkpoint_dir = checkpoint_dir
         if jit_compile not in ("auto", True, False):
             raise ValueError(f"jit_compile={jit_compile!r}: use 'auto', True or False")
         self.jit_compile = jit_compile

@@ -29,6 +29,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--output", required=True, help="directory for the model, history and plot")
     ap.add_argument("--name", help="run name in logs and tables (default: 'TRAINER xWORKERS')")
     add_training_args(ap)
+    ap.add_argument("--checkpoint-dir", default=None,
+                    help="write what the run needs to resume here at every epoch end (a path or "
+                         "any Hadoop filesystem URI); rerunning the same command after the "
+                         "driver died resumes from the last completed epoch")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     add_spark_args(ap)
     return ap.parse_args(argv)
@@ -52,7 +56,8 @@ def main(argv=None) -> int:
                              learning_rate=args.learning_rate, optimizer=args.optimizer,
                              communication_window=args.communication_window,
                              validation_df=val_df, name=args.name, verbose=not args.quiet,
-                             **params)
+                             **({"checkpoint_dir": args.checkpoint_dir}
+                                if args.checkpoint_dir else {}), **params)
         pipeline.save_run(run, args.output)
     finally:
         spark.stop()

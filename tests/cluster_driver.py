@@ -1,11 +1,20 @@
 """Driver program run against the standalone cluster by test_cluster.py (its own process: one
 SparkContext per process). Trains each trainer named on the command line (default ADAG) and
-prints one JSON line per trainer with what the test checks."""
+prints one JSON line per trainer with what the test checks.
+
+``DISTKERAS_TEST_SPARK_CONF``: extra Spark settings (JSON). ``DISTKERAS_TEST_EPOCHS`` and
+``DISTKERAS_TEST_EPOCH_PAUSE``: epochs, and seconds the driver waits at each epoch end (it
+prints ``EPOCH k`` then, so that the test can kill an executor mid-training). A failed fit
+prints its error in the RESULT line."""
 import json
 import os
 import sys
+import time
+
+import keras
 
 import distkeras as dk
+from distkeras.driver.job import TrainingError
 from distkeras.spark import session
 from tests.data import blobs, blobs_df, mlp
 
@@ -16,10 +25,28 @@ spark = session(sys.argv[1], app_name="distkeras-cluster-test",
 train = blobs_df(spark, 3000, seed=0).cache()
 x, y = blobs(1000, seed=1)
 SETTINGS = {"ADAG": dict(learning_rate=0.03)}
+EPOCHS = int(os.environ.get("DISTKERAS_TEST_EPOCHS", "3"))
+PAUSE = float(os.environ.get("DISTKERAS_TEST_EPOCH_PAUSE", "0"))
+
+
+def mark(epoch, logs):
+    print(f"EPOCH {epoch}", flush=True)
+    time.sleep(PAUSE)
+
+
 for name in (sys.argv[2].split(",") if len(sys.argv) > 2 else ["ADAG"]):
-    fitted = getattr(dk.trainers, name)(mlp(), loss="categorical_crossentropy", num_workers=2,
-                                        batch_size=32, num_epoch=3, verbose=False,
-                                        **SETTINGS.get(name, dict(learning_rate=0.01))).fit(train)
+    callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=mark)] if PAUSE else []
+    t0 = time.monotonic()
+    try:
+        fitted = getattr(dk.trainers, name)(mlp(), loss="categorical_crossentropy",
+                                            num_workers=2, batch_size=32, num_epoch=EPOCHS,
+                                            verbose=False, callbacks=callbacks,
+                                            **SETTINGS.get(name, dict(learning_rate=0.01))
+                                            ).fit(train)
+    except TrainingError as exc:
+        print("RESULT " + json.dumps({"trainer": name, "error": str(exc),
+                                      "seconds": time.monotonic() - t0}), flush=True)
+        continue
     scored = fitted.transform(blobs_df(spark, 500, seed=2)).select("prediction").count()
     print("RESULT " + json.dumps({
         "trainer": name,
@@ -28,7 +55,12 @@ for name in (sys.argv[2].split(",") if len(sys.argv) > 2 else ["ADAG"]):
         "driver_pid": os.getpid(),
         "exchanges": [w["exchanges"] for w in fitted.history.workers],
         "peers": [w["peers"] for w in fitted.history.workers],
+        "attempts": [w["attempt"] for w in fitted.history.workers],
+        "lost": [w["lost_connections"] for w in fitted.history.ps_stats["workers"].values()],
+        "epochs": [w["epochs"] for w in fitted.history.workers],
+        "history_epochs": len(fitted.history["loss"]),
         "scored": scored,
+        "seconds": time.monotonic() - t0,
         "executors": spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1,
     }), flush=True)
 spark.stop()

@@ -4,7 +4,10 @@ need executors in separate JVMs."""
 from __future__ import annotations
 
 import os
+import re
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +47,29 @@ def authenticated_cluster(tmp_path_factory):
     with StandaloneCluster(tmp_path_factory.mktemp("auth-cluster"), workers=2,
                            conf=AUTH_CONF) as url:
         yield url
+
+
+# --- the README's table of bad inputs: each row's test must answer within 30 s ---------------
+BAD_INPUT_SECONDS = 30.0
+
+
+def bad_input_tests() -> list[str]:
+    """Test ids (``tests/file.py::name``) in the README's "Bad input" table, in order."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Bad input, and what you get", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"\| `(tests/[\w/]+\.py::\w+)` \|", section)
+
+
+_BAD_INPUT = set(bad_input_tests())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    t0 = time.monotonic()
+    outcome = yield
+    took = time.monotonic() - t0
+    if item.nodeid.split("[")[0] in _BAD_INPUT and took > BAD_INPUT_SECONDS \
+            and outcome.excinfo is None:
+        outcome.force_exception(AssertionError(
+            f"{item.nodeid} is a row of the README's bad-input table and took {took:.0f} s: "
+            f"a bad input must be answered within {BAD_INPUT_SECONDS:.0f} s"))

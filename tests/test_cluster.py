@@ -50,3 +50,58 @@ def test_training_with_spark_authentication_and_encryption_on(authenticated_clus
     results, stderr = run_driver(authenticated_cluster, ["ADAG"], AUTH_CONF)
     assert results["ADAG"]["executors"] == 2 and results["ADAG"]["accuracy"] > 0.8, results
     assert UNAUTHENTICATED not in stderr
+
+
+def executor_jvms() -> list[int]:
+    """Pids of the executor JVMs running on this machine (CoarseGrainedExecutorBackend)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"CoarseGrainedExecutorBackend" in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def run_and_kill_an_executor(master: str, trainer: str):
+    """The driver trains ``trainer`` (4 epochs, 1 s pause at each end); after epoch 0 one
+    executor JVM is SIGKILLed. Returns (the RESULT, the killed pid, driver stderr)."""
+    import signal
+    import subprocess as sp
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root), SPARK_LOCAL_IP="127.0.0.1",
+               DISTKERAS_TEST_EPOCHS="4", DISTKERAS_TEST_EPOCH_PAUSE="1.0")
+    proc = sp.Popen([sys.executable, "-m", "tests.cluster_driver", master, trainer], cwd=root,
+                    env=env, stdout=sp.PIPE, stderr=sp.PIPE, text=True)
+    killed, result = None, None
+    for line in proc.stdout:
+        if line.startswith("EPOCH 0") and killed is None:
+            jvms = executor_jvms()
+            assert len(jvms) == 2, jvms
+            killed = jvms[0]
+            os.kill(killed, signal.SIGKILL)
+        elif line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT "):])
+    stderr = proc.stderr.read()
+    assert proc.wait(120) == 0 and result is not None and killed, stderr[-4000:]
+    return result, killed, stderr
+
+
+def test_async_training_survives_an_executor_jvm_killed(standalone_cluster):
+    """Spark reschedules the lost executor's task, the worker rejoins at its epoch from θ̃."""
+    result, killed, stderr = run_and_kill_an_executor(standalone_cluster, "ADAG")
+    assert "error" not in result, result
+    # the lost worker's connections dropped with its executor, and its new task rejoined
+    assert result["history_epochs"] == 4 and sum(result["lost"]) >= 1, (result, stderr[-3000:])
+    assert "rejoined" in stderr
+    assert result["accuracy"] > 0.8, result
+
+
+def test_sync_training_fails_in_bounded_time_naming_the_lost_worker(standalone_cluster):
+    result, killed, stderr = run_and_kill_an_executor(standalone_cluster, "DPSGD")
+    assert "was lost during training; dpsgd is synchronous" in result.get("error", ""), result
+    assert result["seconds"] < 120, result

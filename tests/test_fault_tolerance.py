@@ -117,3 +117,35 @@ def test_a_diverged_worker_stops_with_a_clear_error_and_sends_nothing(train, nam
                                             r"diverged, so nothing was sent"):
         trainer.fit(train)
     assert time.monotonic() - t0 < 120
+
+
+class StragglingADAG(dk.algorithms.ADAG):
+    """ADAG whose worker 1 is 5x slower: after each window it sleeps 4x what the window took."""
+
+    def local_steps(self, replica, exchange, xs, y, start):
+        t0 = time.perf_counter()
+        theta = super().local_steps(replica, exchange, xs, y, start)
+        if exchange.worker.worker == 1:
+            time.sleep(4 * (time.perf_counter() - t0))
+        return theta
+
+
+def test_a_straggler_does_not_stall_an_asynchronous_run(train):
+    """With validation at every epoch end (the driver's work), the fast worker still never
+    waits for the slow one: it finishes its epochs in a fraction of the straggler's time, and
+    the history shows who made the updates while the straggler lagged."""
+    x, y = blobs(500, seed=3)
+    fitted = dk.trainers.ADAG(mlp(), loss="categorical_crossentropy", num_workers=2,
+                              batch_size=16, num_epoch=4, learning_rate=0.03, verbose=False,
+                              algorithm=StragglingADAG).fit(
+        train, validation_data=(x, np.eye(3, dtype=np.float32)[y]))
+    rows = {w["worker"]: w for w in fitted.history.workers}
+    fast, slow = (rows[w]["finished_at"] - rows[w]["training_from"] for w in (0, 1))
+    assert fast < 0.5 * slow, (fast, slow)
+    assert len(fitted.history["val_accuracy"]) == 4
+    first = fitted.history.epoch_stats[0]        # when the straggler ended its first epoch
+    assert first["commits"][0] > 2 * first["commits"][1], fitted.history.epoch_stats
+    shares = {w: s["commit_share"] for w, s in fitted.history.ps_stats["workers"].items()}
+    assert sum(shares.values()) == pytest.approx(1.0)
+    x, y = blobs(1500, seed=1)
+    assert (fitted.predict([x]).argmax(1) == y).mean() > 0.8

@@ -187,3 +187,17 @@ def test_port_in_use(train):
         taken.listen()
         with pytest.raises(PSBindError, match=str(taken.getsockname()[1])):
             adag(ps_port=taken.getsockname()[1]).fit(train)
+
+
+def test_the_readme_table_of_bad_inputs_names_real_tests():
+    """At least 20 rows, each naming a test that exists (conftest bounds their time)."""
+    import importlib
+
+    from tests.conftest import bad_input_tests
+
+    rows = bad_input_tests()
+    assert len(rows) >= 20 and len(set(rows)) == len(rows), rows
+    for row in rows:
+        path, name = row.split("::")
+        module = importlib.import_module(path[:-3].replace("/", "."))
+        assert callable(getattr(module, name, None)), f"README names {row}, which does not exist"

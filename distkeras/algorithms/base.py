@@ -98,5 +98,14 @@ class Algorithm:
         """Fold a full synchronous round into ``centre`` in place; return the reply (same for all)."""
         raise NotImplementedError
 
+    def server_state(self) -> dict[str, np.ndarray]:
+        """Arrays the server rule keeps between commits beyond θ̃ (e.g. a momentum buffer);
+        written with every checkpoint and given back by :meth:`restore_server_state` when a run
+        resumes after the driver died. The built-in rules keep none."""
+        return {}
+
+    def restore_server_state(self, state: dict[str, np.ndarray]) -> None:
+        """Take back what :meth:`server_state` returned (a resumed run)."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(communication_window={self.communication_window})"

@@ -76,12 +76,16 @@ class Coordinator:
         data_service: the parameter server, when the algorithm has one: its θ̃ is the run's
             model and its statistics join ``stats()``.
         epoch_barrier: a worker's ``EPOCH_END`` waits for :meth:`epoch_processed`.
+            ``"driver"``: only while the epoch is complete everywhere and the driver has not
+            processed it yet (asynchronous parameter-server runs: a fast worker never waits
+            for a straggler, only for the driver's validation and callbacks).
+        start_epoch: epochs already done (a run resumed from a checkpoint): workers start there.
     """
 
     def __init__(self, num_workers: int, initial: np.ndarray, synchronous: bool = False,
                  name: str = "training", host: str = "127.0.0.1", port: int = 0,
                  secret: bytes | None = None, ssl_context=None, round_timeout: float = 600.0,
-                 epoch_barrier: bool = False, data_service=None):
+                 epoch_barrier: bool | str = False, data_service=None, start_epoch: int = 0):
         self.num_workers = int(num_workers)
         self.synchronous = synchronous
         self.name = name
@@ -91,7 +95,7 @@ class Coordinator:
         self.data_service = data_service
         self._initial = np.array(initial, dtype=np.float32, copy=True).ravel()
         self._workers = {w: _WorkerControl() for w in range(self.num_workers)}
-        self._completed_epochs = [0] * self.num_workers
+        self._completed_epochs = [int(start_epoch)] * self.num_workers
         self.epoch_logs: dict[int, dict[int, dict]] = collections.defaultdict(dict)
         self.epoch_finished_at: dict[int, float] = {}   # perf_counter when the last worker ended it
         self.final_models: dict[int, np.ndarray] = {}
@@ -101,7 +105,7 @@ class Coordinator:
         self.samples_seen = 0
         self.failure: str | None = None
         self._stop = False
-        self._epochs_processed = 0
+        self._epochs_processed = int(start_epoch)
         self._cond = threading.Condition()
         self._server = FrameServer(self._handle, self.secret, host=host, port=port,
                                    ssl_context=ssl_context, on_disconnect=self._on_disconnect,
@@ -161,6 +165,10 @@ class Coordinator:
         workers = {w: s.as_dict() for w, s in self._workers.items()}
         for w, extra in data.get("workers", {}).items():
             workers[w].update(extra)
+        commits = sum(w.get("commits", 0) for w in workers.values())
+        for w in workers.values():      # a straggler's share of the updates
+            if "commits" in w:
+                w["commit_share"] = w["commits"] / commits if commits else 0.0
         out = {"samples": self.samples_seen, "transport": self._server.stats, "workers": workers}
         if data:
             out.update(updates=data["updates"], ps_transport=data["transport"])
@@ -264,9 +272,13 @@ class Coordinator:
         if self.completed_epochs() > epoch:
             self.epoch_finished_at.setdefault(epoch, time.perf_counter())
         if self.epoch_barrier:
+            others = self.epoch_barrier == "driver"     # others still on this epoch: go on
             with self._cond:
+                self._cond.notify_all()                 # the epoch may be complete now
                 if not self._cond.wait_for(lambda: self._epochs_processed > epoch or self._stop
-                                           or self.failure, timeout=self.round_timeout):
+                                           or self.failure
+                                           or (others and self.completed_epochs() <= epoch),
+                                           timeout=self.round_timeout):
                     raise WorkerLostError(f"no verdict on epoch {epoch} from the driver after "
                                           f"{self.round_timeout:.0f}s")
         return Reply(frame.op, flags=self._flags())

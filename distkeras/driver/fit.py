@@ -30,6 +30,9 @@ class TrainingHistory(dict):
         self.epoch: list[int] = []
         self.ps_stats: dict = {}
         self.workers: list[dict] = []
+        # per processed epoch, parameter-server runs: {"updates": u, "commits": {worker: n}}
+        # (who did the work: a straggler's share shows here)
+        self.epoch_stats: list[dict] = []
 
     def record(self, epoch: int, logs: dict) -> None:
         self.epoch.append(epoch)
@@ -181,24 +184,30 @@ def run_training(trainer, df, validation_data, callbacks):
         flat = FlatWeights(driver_model)
         spark = df.sparkSession
         warn_if_unauthenticated(spark)     # the run's secret travels in the task closure
+        store, resumed = _open_checkpoint(trainer, spark, algorithm, exchange, model, flat,
+                                          callbacks)
         host = trainer.ps_host or spark.sparkContext.getConf().get("spark.driver.host", "127.0.0.1")
         bind = trainer.ps_bind_host or host
         tls = server_tls(trainer.tls_cert, trainer.tls_key)
         initial = flat.get()
+        start_epoch = resumed["epochs"] if resumed else 0
         with contextlib.ExitStack() as services:
             ps = None
             if exchange.needs_parameter_server:
                 ps = services.enter_context(ParameterServer(
                     algorithm, initial, trainer.num_workers, host=bind, port=trainer.ps_port,
-                    ssl_context=tls, round_timeout=trainer.round_timeout))
+                    ssl_context=tls, round_timeout=trainer.round_timeout,
+                    updates=resumed["updates"] if resumed else 0))
             coordinator = services.enter_context(Coordinator(
                 trainer.num_workers, initial, synchronous=algorithm.synchronous,
                 name=algorithm.name, host=bind, port=0, secret=ps.secret if ps else None,
                 ssl_context=tls, round_timeout=trainer.round_timeout, data_service=ps,
-                # workers wait at epoch ends while the driver validates the model and runs
-                # callbacks: otherwise a fast epoch's val_* are measured on whatever model is
-                # current when the driver gets to it
-                epoch_barrier=bool(callbacks) or val is not None))
+                # workers wait at epoch ends while the driver validates the model, runs
+                # callbacks and writes the checkpoint: otherwise a fast epoch's val_* are
+                # measured on whatever model is current when the driver gets to it
+                epoch_barrier=_epoch_barrier(
+                    algorithm, exchange, bool(callbacks) or val is not None or store is not None),
+                start_epoch=start_epoch))
             trainer.coordinator = coordinator
             _ship_by_value(algorithm)
             spec = _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream,
@@ -207,12 +216,15 @@ def run_training(trainer, df, validation_data, callbacks):
                            description=f"distkeras {type(trainer).__name__}").start()
             try:
                 history = _monitor(trainer, coordinator, job, driver_model, flat,
-                                   None if exchange.model == "members" else val, callbacks, steps)
+                                   None if exchange.model == "members" else val, callbacks, steps,
+                                   _Resume(store, resumed, algorithm))
             except BaseException:
                 coordinator.request_stop()
                 job.cancel()
                 raise
             history.workers = [r.asDict() for r in job.result()]
+            if store is not None and not store.keep:
+                store.clear()        # completed: a rerun trains afresh (as BackupAndRestore)
             if exchange.model == "mean" and trainer.num_workers > 1:
                 _warn_isolated(history.workers)
             history.ps_stats = coordinator.stats()
@@ -232,6 +244,19 @@ def run_training(trainer, df, validation_data, callbacks):
                       prediction_col=trainer.prediction_col, members=keras_models)
 
 
+def _epoch_barrier(algorithm, exchange, driver_work: bool) -> bool | str:
+    """How workers wait at epoch ends while the driver validates, runs callbacks and writes
+    the checkpoint: not at all without such work; asynchronous parameter-server workers only
+    for the driver (never for a straggler); the others until the driver processed the epoch
+    (synchronous workers are in step anyway; gossip peers stay within an epoch of each other,
+    so that they keep meeting)."""
+    if not driver_work:
+        return False
+    if exchange.needs_parameter_server and not algorithm.synchronous:
+        return "driver"
+    return True
+
+
 def _warn_isolated(workers: list[dict]) -> None:
     """Say so when a worker of a decentralised run never exchanged with a peer: it trained
     alone (its peers had finished, or had not started, while it trained)."""
@@ -242,8 +267,9 @@ def _warn_isolated(workers: list[dict]) -> None:
     alone = sorted(w for w, row in last.items() if row["exchanges"] == 0)
     if alone:
         t0 = min(row["started_at"] for row in last.values())
-        spans = ", ".join(f"worker {w} {row['training_from'] - t0:.1f}-{row['finished_at'] - t0:.1f} s"
-                          for w, row in sorted(last.items()))
+        spans = ", ".join(
+            f"worker {w} {row['training_from'] - t0:.1f}-{row['finished_at'] - t0:.1f} s"
+            for w, row in sorted(last.items()))
         log.warning("workers %s made no exchange with a peer: they trained alone, and the model "
                     "is an average of independent replicas. When each trained: %s. Give the job "
                     "as many free task slots as workers.", alone, spans)
@@ -268,21 +294,75 @@ def _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream, 
     }
 
 
-def _monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, steps):
-    """Driver loop while the workers train: progress, epoch ends, validation, callbacks."""
+class _Resume:
+    """The run's checkpoint (None without ``checkpoint_dir``) and what it resumed from."""
+
+    def __init__(self, store=None, state=None, algorithm=None):
+        self.store, self.state, self.algorithm = store, state, algorithm
+        self.start = state["epochs"] if state else 0
+
+    def history(self) -> "TrainingHistory":
+        history = TrainingHistory()
+        past = (self.state or {}).get("history", {})
+        for epoch in range(self.start):
+            history.record(epoch, {k: v[epoch] for k, v in past.items() if len(v) > epoch})
+        return history
+
+    def save(self, epochs: int, history: "TrainingHistory", coordinator, centre) -> None:
+        if self.store is None:
+            return
+        ps = coordinator.data_service
+        self.store.save(epochs, ps.updates if ps is not None else 0, dict(history), centre,
+                        self.algorithm.server_state())
+
+
+def _open_checkpoint(trainer, spark, algorithm, exchange, model, flat, callbacks):
+    """The run's checkpoint store and the state to resume from (None, None without one).
+    ``keras.callbacks.BackupAndRestore`` in ``callbacks`` gives its ``backup_dir`` and is
+    taken out: the driver does its job for the whole run (θ̃, server state, history)."""
+    import keras
+
+    from distkeras.driver.checkpoint import Checkpoint, fingerprint
+
+    path, keep = trainer.checkpoint_dir, False
+    for cb in [c for c in callbacks if isinstance(c, keras.callbacks.BackupAndRestore)]:
+        path = path or cb.backup_dir
+        keep = keep or not cb.delete_checkpoint
+        callbacks.remove(cb)
+    if not path:
+        return None, None
+    if exchange.model == "members":
+        raise ValueError(f"{type(trainer).__name__} cannot resume from a checkpoint: each "
+                         "member's weights live only on its worker; drop checkpoint_dir")
+    store = Checkpoint(spark, path, fingerprint(model, algorithm.name, trainer.num_workers))
+    store.keep = keep       # BackupAndRestore(delete_checkpoint=False): kept after the run
+    state = store.load()
+    if state is not None:
+        flat.set(state["centre"])
+        algorithm.restore_server_state(state["server_state"])
+        log.warning("resuming from the checkpoint in %s: %d of %d epochs done, %d updates",
+                    path, state["epochs"], trainer.num_epoch, state["updates"])
+    return store, state
+
+
+def _monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, steps,
+             resume: _Resume):
+    """Driver loop while the workers train: progress, epoch ends, validation, callbacks, the
+    checkpoint."""
     import keras
     from tqdm.auto import tqdm
 
-    history = TrainingHistory()
+    history = resume.history()
     cbs = keras.callbacks.CallbackList(callbacks, model=driver_model, epochs=trainer.num_epoch,
                                        steps=steps, verbose=0)
     driver_model.stop_training = False
-    total = trainer.num_epoch * steps * trainer.batch_size * trainer.num_workers
+    total = (trainer.num_epoch - resume.start) * steps * trainer.batch_size * trainer.num_workers
     bar = tqdm(total=total, unit="samples", disable=not trainer.verbose, mininterval=1.0,
                desc=f"{type(trainer).__name__} x{trainer.num_workers}")
     cbs.on_train_begin()
-    reported, epoch_start = 0, time.perf_counter()
-    cbs.on_epoch_begin(0)
+    reported, epoch_start = resume.start, time.perf_counter()
+    if reported < trainer.num_epoch:
+        cbs.on_epoch_begin(reported)
     try:
         while True:
             job.join(timeout=0.2)
@@ -293,7 +373,8 @@ def _monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, step
                 logs = _epoch_logs(coordinator.epoch_logs[reported])
                 if reported in coordinator.consensus_distance:
                     logs["consensus_distance"] = coordinator.consensus_distance[reported]
-                flat.set(coordinator.model(epoch=reported))
+                centre = coordinator.model(epoch=reported)
+                flat.set(centre)
                 if val is not None:
                     scores = driver_model.evaluate(model_inputs(val[0]), val[1], verbose=0,
                                                    return_dict=True,
@@ -302,6 +383,12 @@ def _monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, step
                 ended = coordinator.epoch_finished_at.get(reported, time.perf_counter())
                 logs["epoch_seconds"] = ended - epoch_start
                 history.record(reported, logs)
+                if coordinator.data_service is not None:
+                    data = coordinator.data_service.stats()
+                    history.epoch_stats.append({"epoch": reported, "updates": data["updates"],
+                                                "commits": {w: d["commits"] for w, d
+                                                            in data["workers"].items()}})
+                resume.save(reported + 1, history, coordinator, centre)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k != "epoch_seconds"})
                 cbs.on_epoch_end(reported, logs)
                 if driver_model.stop_training:

@@ -52,13 +52,13 @@ class ParameterServer:
 
     def __init__(self, algorithm: Algorithm, initial: np.ndarray, num_workers: int,
                  host: str = "127.0.0.1", port: int = 0, secret: bytes | None = None,
-                 ssl_context=None, round_timeout: float = 600.0):
+                 ssl_context=None, round_timeout: float = 600.0, updates: int = 0):
         self.algorithm = algorithm
         self.num_workers = int(num_workers)
         self.secret = secret or secrets.token_bytes(32)
         self.round_timeout = float(round_timeout)
         self._centre = np.array(initial, dtype=np.float32, copy=True).ravel()
-        self._version = 0
+        self._version = int(updates)      # a resumed run goes on counting
         self._lock = threading.Lock()
         self._records = {w: WorkerRecord() for w in range(self.num_workers)}
         self._stats = {w: _WorkerStats() for w in range(self.num_workers)}

@@ -16,13 +16,15 @@ Example::
 from .client import Client, pinned_tls
 from .protocol import (DEFAULT_MAX_PAYLOAD, HEADER_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE,
                        OP_CHALLENGE, OP_ERROR, OP_FIRST_APP, OP_PING, VERSION, Frame, FrameIO,
-                       PSAuthError, PSBindError, PSBusyError, PSConnectionError, PSError, PSProtocolError,
+                       PSAuthError, PSBindError, PSBusyError, PSConnectionError, PSError,
+                       PSProtocolError,
                        PSRemoteError, PSTimeoutError, Reply, frame_limit)
 from .server import Connection, FrameServer
 
 __all__ = [
     "Client", "Connection", "DEFAULT_MAX_PAYLOAD", "Frame", "FrameIO", "FrameServer",
     "HEADER_SIZE", "OP_AUTH", "OP_AUTH_OK", "OP_BYE", "OP_CHALLENGE", "OP_ERROR", "OP_FIRST_APP",
-    "OP_PING", "PSAuthError", "PSBindError", "PSBusyError", "PSConnectionError", "PSError", "PSProtocolError",
+    "OP_PING", "PSAuthError", "PSBindError", "PSBusyError", "PSConnectionError", "PSError",
+    "PSProtocolError",
     "PSRemoteError", "PSTimeoutError", "Reply", "VERSION", "frame_limit", "pinned_tls",
 ]

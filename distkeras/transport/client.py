@@ -24,7 +24,8 @@ import numpy as np
 
 from .protocol import (ERR_AUTH, ERR_FULL, MAC_SIZE, NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE,
                        OP_CHALLENGE, OP_ERROR, SOCKET_BUFFER, Frame, FrameIO, PeerClosed,
-                       PSAuthError, PSBusyError, PSConnectionError, PSError, PSProtocolError, PSRemoteError,
+                       PSAuthError, PSBusyError, PSConnectionError, PSError, PSProtocolError,
+                       PSRemoteError,
                        PSTimeoutError, Payload, auth_mac, server_mac, session_key, tune_socket)
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,8 @@ from typing import Any, Callable, Optional
 from .protocol import (DEFAULT_MAX_PAYLOAD, DT_F32, ERR_AUTH, ERR_FULL, ERR_HANDLER, HEADER_SIZE,
                        MAC_SIZE, NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE, OP_CHALLENGE, OP_ERROR,
                        OP_FIRST_APP, OP_PING, SOCKET_BUFFER, Frame, FrameIO, PeerClosed,
-                       PSBindError, PSProtocolError, Reply, auth_mac, op_name, server_mac, session_key,
+                       PSBindError, PSProtocolError, Reply, auth_mac, op_name, server_mac,
+                       session_key,
                        shutdown_quietly, tls_accept, tune_socket)
 
 log = logging.getLogger(__name__)

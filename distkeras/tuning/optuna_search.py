@@ -16,8 +16,8 @@ stored as their index.
 Example::
 
     import optuna
-    search = OptunaSearch(build, {"units": IntUniform(8, 128), "learning_rate": LogUniform(1e-4, 1e-1)},
-                          n_trials=30, epochs=10, loss="categorical_crossentropy",
+    space = {"units": IntUniform(8, 128), "learning_rate": LogUniform(1e-4, 1e-1)}
+    search = OptunaSearch(build, space, n_trials=30, epochs=10, loss="categorical_crossentropy",
                           pruner=optuna.pruners.MedianPruner(n_warmup_steps=2),
                           storage="sqlite:///hlf-search.db", study_name="hlf")
     result = search.fit(df)

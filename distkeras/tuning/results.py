@@ -119,7 +119,8 @@ class SearchResult:
             raise RuntimeError(f"no trial succeeded with metric {self.metric!r}; errors: "
                                f"{sorted(e for e in errors if e)[:3]}")
         table = self.table
-        best_id = int(table.loc[(table["status"] == "ok") & table["score"].notna(), "trial"].iloc[0])
+        ok_rows = (table["status"] == "ok") & table["score"].notna()
+        best_id = int(table.loc[ok_rows, "trial"].iloc[0])
         return next(t for t in self.trials if t["trial"] == best_id)
 
     @property

@@ -107,7 +107,7 @@ def _fit_split(build_fn, spec, data, train_idx, val_idx, seed, reporter=None) ->
                         validation_data=(model_inputs([x[val_idx] for x in xs]), y[val_idx]),
                         epochs=int(spec["epochs"]), batch_size=int(spec["batch_size"]),
                         shuffle=True, verbose=0,
-                        callbacks=[keras.callbacks.TerminateOnNaN()] + ([reporter] if reporter else []))
+                        callbacks=[keras.callbacks.TerminateOnNaN(), *([reporter] if reporter else [])])
     logs = history.history
     for epoch, value in enumerate(logs.get("loss", [])):
         if not math.isfinite(value):
