@@ -2,7 +2,8 @@
 SparkContext per process). Trains each trainer named on the command line (default ADAG) and
 prints one JSON line per trainer with what the test checks.
 
-``DISTKERAS_TEST_SPARK_CONF``: extra Spark settings (JSON). ``DISTKERAS_TEST_EPOCHS`` and
+``DISTKERAS_TEST_SPARK_CONF``: extra Spark settings (JSON); ``DISTKERAS_TEST_ROWS``: training
+rows (default 3000). ``DISTKERAS_TEST_EPOCHS`` and
 ``DISTKERAS_TEST_EPOCH_PAUSE``: epochs, and seconds the driver waits at each epoch end (it
 prints ``EPOCH k`` then, so that the test can kill an executor mid-training). A failed fit
 prints its error in the RESULT line."""
@@ -22,7 +23,8 @@ spark = session(sys.argv[1], app_name="distkeras-cluster-test",
                 conf={"spark.executor.cores": "1", "spark.cores.max": "2",
                       "spark.executor.memory": "1g", "spark.task.maxFailures": "2",
                       **json.loads(os.environ.get("DISTKERAS_TEST_SPARK_CONF", "{}"))})
-train = blobs_df(spark, 3000, seed=0).cache()
+print(f"APP {spark.sparkContext.applicationId}", flush=True)
+train = blobs_df(spark, int(os.environ.get("DISTKERAS_TEST_ROWS", "3000")), seed=0).cache()
 x, y = blobs(1000, seed=1)
 SETTINGS = {"ADAG": dict(learning_rate=0.03)}
 EPOCHS = int(os.environ.get("DISTKERAS_TEST_EPOCHS", "3"))

@@ -52,8 +52,9 @@ def test_training_with_spark_authentication_and_encryption_on(authenticated_clus
     assert UNAUTHENTICATED not in stderr
 
 
-def executor_jvms() -> list[int]:
-    """Pids of the executor JVMs running on this machine (CoarseGrainedExecutorBackend)."""
+def executor_jvms(app_id: str) -> list[int]:
+    """Pids of the executor JVMs (CoarseGrainedExecutorBackend) of Spark application
+    ``app_id`` on this machine."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -61,29 +62,58 @@ def executor_jvms() -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"CoarseGrainedExecutorBackend" in cmdline:
+            if b"CoarseGrainedExecutorBackend" in cmdline and app_id.encode() in cmdline:
                 pids.append(int(entry.name))
     return pids
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (an executor JVM, its Python daemon and workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    return tree
+
+
 def run_and_kill_an_executor(master: str, trainer: str):
-    """The driver trains ``trainer`` (4 epochs, 1 s pause at each end); after epoch 0 one
-    executor JVM is SIGKILLed. Returns (the RESULT, the killed pid, driver stderr)."""
+    """The driver trains ``trainer`` (4 epochs of 12k rows per worker, 1 s pause at each end);
+    after epoch 0 one executor is SIGKILLed with its Python processes, as when its machine or
+    container dies (the JVM alone leaves its Python worker training on). Returns (the RESULT,
+    the killed JVM's pid, driver stderr)."""
     import signal
     import subprocess as sp
 
     root = Path(__file__).resolve().parent.parent
+    # epochs long enough (12k rows per worker) that both workers still train after epoch 0:
+    # an asynchronous worker ahead of the others never waits for them at epoch ends
     env = dict(os.environ, PYTHONPATH=str(root), SPARK_LOCAL_IP="127.0.0.1",
-               DISTKERAS_TEST_EPOCHS="4", DISTKERAS_TEST_EPOCH_PAUSE="1.0")
+               DISTKERAS_TEST_EPOCHS="4", DISTKERAS_TEST_EPOCH_PAUSE="1.0",
+               DISTKERAS_TEST_ROWS="24000")
     proc = sp.Popen([sys.executable, "-m", "tests.cluster_driver", master, trainer], cwd=root,
                     env=env, stdout=sp.PIPE, stderr=sp.PIPE, text=True)
-    killed, result = None, None
+    killed, result, app = None, None, None
     for line in proc.stdout:
-        if line.startswith("EPOCH 0") and killed is None:
-            jvms = executor_jvms()
+        if line.startswith("APP "):
+            app = line.split()[1]
+        elif line.startswith("EPOCH 0") and killed is None:
+            jvms = executor_jvms(app)
             assert len(jvms) == 2, jvms
             killed = jvms[0]
-            os.kill(killed, signal.SIGKILL)
+            for pid in process_tree(killed):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         elif line.startswith("RESULT "):
             result = json.loads(line[len("RESULT "):])
     stderr = proc.stderr.read()
@@ -91,7 +121,7 @@ def run_and_kill_an_executor(master: str, trainer: str):
     return result, killed, stderr
 
 
-def test_async_training_survives_an_executor_jvm_killed(standalone_cluster):
+def test_async_training_survives_an_executor_killed(standalone_cluster):
     """Spark reschedules the lost executor's task, the worker rejoins at its epoch from θ̃."""
     result, killed, stderr = run_and_kill_an_executor(standalone_cluster, "ADAG")
     assert "error" not in result, result
