@@ -14,9 +14,10 @@ Header (network byte order, ``!4sBBBBIQqQ``)::
 Float32 payloads are little-endian on the wire (native on every platform we run on; a
 big-endian host would byte-swap with one copy).
 
-After the handshake every frame ends with a 16-byte tag, HMAC-SHA256 under a session key derived
-from the secret and both nonces, one key per direction, over a frame counter, the header and
-the payload (:class:`FrameMAC`). A relay that does not know the secret cannot flip, inject,
+After the handshake every frame ends with a 16-byte Poly1305 tag over the header and the payload,
+under a one-time key per frame: HMAC-SHA256 of a frame counter under a per-direction key derived
+from the secret and both nonces (:class:`FrameMAC`; the construction of ChaCha20-Poly1305's
+authenticator, at ~5 GB/s). A relay that does not know the secret cannot flip, inject,
 reorder or replay a frame: the receiver sees a bad tag and closes the connection before the
 frame reaches a handler. Under TLS the tag is left out (TLS already authenticates every record).
 
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 import numpy as np
+from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 MAGIC = b"DKPS"
 VERSION = 2          # 2: per-frame session MACs after the handshake
@@ -72,7 +74,7 @@ ERR_FULL = 2
 
 NONCE_SIZE = 32
 MAC_SIZE = 32
-TAG_SIZE = 16        # per-frame tag (truncated HMAC-SHA256)
+TAG_SIZE = 16        # per-frame Poly1305 tag
 MAC_CHUNK = 1 << 22  # payloads are received and hashed in chunks this size (cache-hot)
 DEFAULT_MAX_PAYLOAD = 2 * 1024 ** 3
 MAX_JSON = 16 * 1024 ** 2
@@ -168,31 +170,37 @@ def session_key(secret: bytes, server_nonce: bytes, client_nonce: bytes, worker_
 
 
 class FrameMAC:
-    """The per-frame tags of one direction of a connection: HMAC-SHA256(key, counter || header
-    || payload), truncated to 16 bytes; the counter makes every tag single-use (no replay).
+    """The per-frame tags of one direction of a connection: Poly1305 over header || payload
+    under a one-time key, HMAC-SHA256(direction key, frame counter). The counter makes every
+    key single-use: a replayed, reordered or reflected frame fails its tag.
 
     Example::
 
         mac = FrameMAC(key, b"c2s")
-        tag = mac.tag(header, payload)        # the sender; the receiver checks with mac.check
+        tag = mac.tag(header, payload)        # the sender; the receiver: mac.start(header),
+                                              # .update(chunks), then mac.finish(h) == tag
     """
 
     def __init__(self, key: bytes, direction: bytes):
-        self._base = hmac.new(hmac.new(key, direction, hashlib.sha256).digest(), digestmod="sha256")
+        self._key = hmac.new(key, direction, hashlib.sha256).digest()
         self.counter = 0
 
-    def start(self, header) -> "hmac.HMAC":
-        h = self._base.copy()
-        h.update(self.counter.to_bytes(8, "big"))
-        h.update(header)
+    def start(self, header):
+        frame_key = hmac.new(self._key, self.counter.to_bytes(8, "big"), hashlib.sha256).digest()
         self.counter += 1
+        h = Poly1305(frame_key)
+        h.update(bytes(header))
         return h
+
+    @staticmethod
+    def finish(h) -> bytes:
+        return h.finalize()
 
     def tag(self, header, payload=None) -> bytes:
         h = self.start(header)
         if payload is not None and len(payload):
             h.update(payload)
-        return h.digest()[:TAG_SIZE]
+        return h.finalize()
 
 
 def encode_payload(payload: Payload) -> tuple[int, Optional[memoryview | bytes]]:
@@ -318,7 +326,7 @@ class FrameIO:
 
     def _check_tag(self, h, deadline: Optional[float]) -> None:
         self._recv_exact(memoryview(self._tag), deadline, started=True)
-        if not hmac.compare_digest(h.digest()[:TAG_SIZE], bytes(self._tag)):
+        if not hmac.compare_digest(FrameMAC.finish(h), bytes(self._tag)):
             raise PSProtocolError("bad_mac", "a frame failed its integrity check (changed, "
                                              "injected, reordered or replayed on the way)")
 
