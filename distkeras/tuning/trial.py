@@ -3,7 +3,7 @@ the trial's optimizer / learning rate / loss, train on the broadcast data (k fol
 hold-out split) and return a plain JSON-able dict. Any exception, including a NaN loss, is
 caught and returned as a failed trial, so one bad configuration never stops a search.
 
-When the search prunes (``spec["report"]``), :class:`EpochReporter` sends every epoch's logs of
+When the search prunes (``spec["report"]``), :func:`epoch_reporter` sends every epoch's logs of
 the first fold to the driver's :class:`~distkeras.tuning.reports.ReportService` and stops
 training when the driver says so: the trial ends as ``"pruned"`` after fewer epochs.
 """
@@ -103,11 +103,11 @@ def _fit_split(build_fn, spec, data, train_idx, val_idx, seed, reporter=None) ->
     feed = feed_spec_for(model, spec["features_col"], spec["label_col"], loss,
                          spec.get("input_shapes"))
     xs, y = worker_arrays(data["search_id"], data["broadcast"], feed)
+    callbacks = [keras.callbacks.TerminateOnNaN()] + ([reporter] if reporter is not None else [])
     history = model.fit(model_inputs([x[train_idx] for x in xs]), y[train_idx],
                         validation_data=(model_inputs([x[val_idx] for x in xs]), y[val_idx]),
                         epochs=int(spec["epochs"]), batch_size=int(spec["batch_size"]),
-                        shuffle=True, verbose=0,
-                        callbacks=[keras.callbacks.TerminateOnNaN(), *([reporter] if reporter else [])])
+                        shuffle=True, verbose=0, callbacks=callbacks)
     logs = history.history
     for epoch, value in enumerate(logs.get("loss", [])):
         if not math.isfinite(value):
