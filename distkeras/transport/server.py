@@ -8,13 +8,10 @@ synchronous round waits for the other workers) without stalling anyone else.
 Malformed or unauthenticated input never reaches the handler: the frame is dropped, counted
 in ``stats["dropped"][reason]``, and that connection is closed (a byte stream cannot resync).
 
-Workers are served first. Connections that have not authenticated yet live in their own small
-budget (``max_pending``, and ``max_pending_per_host`` per peer address) with a short handshake
-deadline; when it is full the *oldest* pending connection is evicted, so idle or slowloris
-connections can delay a worker's handshake by a retry at most and never take the slots of
-authenticated workers (``max_connections``). With ``unique_workers`` a second live connection
-for a worker id is refused (it replaces the first once that one is gone). A frame whose header
-arrived must complete within ``frame_timeout`` (plus time for its size).
+Workers are served first (``admission.py``): connections still in the handshake have their own
+budget, the oldest evicted first, and a short deadline; with ``unique_workers`` one live
+connection per worker id. A frame whose header arrived must complete within ``frame_timeout``
+(plus time for its size).
 
 Example::
 
@@ -42,6 +39,7 @@ import time
 from collections import Counter
 from typing import Any, Callable, Optional
 
+from .admission import BUSY, Admission
 from .protocol import (DEFAULT_MAX_PAYLOAD, DT_F32, ERR_AUTH, ERR_FULL, ERR_HANDLER, HEADER_SIZE,
                        MAC_SIZE, NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE, OP_CHALLENGE, OP_ERROR,
                        OP_FIRST_APP, OP_PING, SOCKET_BUFFER, Frame, FrameIO, PeerClosed,
@@ -126,16 +124,13 @@ class FrameServer:
         self.handshake_timeout = float(handshake_timeout)
         self.on_disconnect = on_disconnect
         self.max_connections = int(max_connections)
+        self.admission = Admission(max_connections, max_pending, max_pending_per_host,
+                                   unique_workers)
         self.socket_buffer = int(socket_buffer)
         self.payload_target = payload_target
         self.num_workers = num_workers
-        self.max_pending, self.max_pending_per_host = int(max_pending), int(max_pending_per_host)
-        self.unique_workers = unique_workers
         self.frame_timeout = float(frame_timeout)
         self._lock = threading.Lock()
-        self._conns: set[Connection] = set()            # authenticated
-        self._pending: dict[Connection, None] = {}      # in the handshake, oldest first
-        self._by_worker: dict[int, Connection] = {}
         self._warned: dict[str, float] = {}
         self._suppressed: Counter = Counter()
         self._dropped: Counter = Counter()
@@ -198,8 +193,7 @@ class FrameServer:
         if self._accept_thread is not None:
             self._accept_thread.join(timeout)
         self._listener.close()
-        with self._lock:
-            conns = list(self._conns) + list(self._pending)
+        conns = self.admission.connections()
         for conn in conns:
             shutdown_quietly(conn.sock)
         for conn in conns:
@@ -228,9 +222,9 @@ class FrameServer:
     @property
     def stats(self) -> dict:
         """Counters: connections (total), active, auth_failures, dropped by reason, per worker."""
+        active, pending = self.admission.counts()
         with self._lock:
-            return {"connections": self._n_connections, "active": len(self._conns),
-                    "pending": len(self._pending),
+            return {"connections": self._n_connections, "active": active, "pending": pending,
                     "auth_failures": self._auth_failures, "dropped": dict(self._dropped),
                     "workers": {w: dict(c) for w, c in self._workers.items()}}
 
@@ -259,20 +253,9 @@ class FrameServer:
         sock.setblocking(True)
         tune_socket(sock, 0)
         conn = Connection(sock, peer)
-        host = _host(peer)
         with self._lock:
             self._n_connections += 1
-            same_host = [c for c in self._pending if _host(c.peer) == host]
-            if len(same_host) >= self.max_pending_per_host:
-                evict = same_host[0]
-            elif len(self._pending) >= self.max_pending:
-                evict = next(iter(self._pending))
-            else:
-                evict = None
-            if evict is not None:
-                self._pending.pop(evict, None)
-                evict.evicted = True
-            self._pending[conn] = None
+        evict = self.admission.arrive(conn)
         if evict is not None:
             try:                      # its thread sees EOF, answers "busy" and closes
                 evict.sock.shutdown(socket.SHUT_RD)
@@ -294,11 +277,7 @@ class FrameServer:
         finally:
             shutdown_quietly(conn.sock)
             conn.sock.close()
-            with self._lock:
-                self._conns.discard(conn)
-                self._pending.pop(conn, None)
-                if self._by_worker.get(conn.worker_id) is conn:
-                    del self._by_worker[conn.worker_id]
+            self.admission.leave(conn)
             if conn.authenticated and self.on_disconnect is not None:
                 try:
                     self.on_disconnect(conn, clean)
@@ -338,9 +317,12 @@ class FrameServer:
                 io.send(OP_ERROR, aux=ERR_HANDLER, payload={
                     "error": f"worker id {wid} outside 0..{self.num_workers - 1}"})
                 return None
-            refusal = self._admit(conn, wid)
+            refusal = self.admission.admit(conn, wid)
             if refusal is not None:
-                io.send(OP_ERROR, aux=refusal[0], payload={"error": refusal[1]})
+                code, message, reason = refusal
+                with self._lock:
+                    self._dropped[reason] += 1
+                io.send(OP_ERROR, aux=code, payload={"error": message})
                 return None
             io.send(OP_AUTH_OK, worker_id=wid, payload=server_mac(self.secret, client_nonce))
             io.start_session(session_key(self.secret, nonce, client_nonce, wid), server=True)
@@ -351,7 +333,7 @@ class FrameServer:
         except PeerClosed as exc:
             if conn.evicted:
                 self._drop(conn, "evicted", "oldest of the pending connections")
-                self._refuse(conn, ERR_FULL, "server busy with pending connections; retry")
+                self._refuse(conn, ERR_FULL, BUSY)
             else:
                 self._drop(conn, "truncated", f"closed during handshake: {exc}")
             return None
@@ -370,25 +352,6 @@ class FrameServer:
             self._workers.setdefault(wid, Counter())["connections"] += 1
         log.debug("worker %d authenticated from %s", wid, conn.peer)
         return io
-
-    def _admit(self, conn: Connection, wid: int) -> Optional[tuple[int, str]]:
-        """Move an authenticated connection from the pending budget to the workers' slots;
-        returns (error code, message) when it cannot be served."""
-        with self._lock:
-            self._pending.pop(conn, None)
-            if conn.evicted:          # evicted while its AUTH was being checked: retry
-                return ERR_FULL, "server busy with pending connections; retry"
-            if len(self._conns) >= self.max_connections:
-                self._dropped["too_many_connections"] += 1
-                return ERR_FULL, f"server full ({self.max_connections} connections)"
-            old = self._by_worker.get(wid) if self.unique_workers else None
-            if old is not None and _alive(old.sock):
-                self._dropped["duplicate_worker"] += 1
-                return ERR_HANDLER, (f"worker id {wid} already has a live connection (from "
-                                     f"{old.peer}); a second one is refused")
-            self._conns.add(conn)
-            self._by_worker[wid] = conn
-        return None
 
     def _refuse(self, conn: Connection, code: int, message: str) -> None:
         try:
@@ -499,18 +462,3 @@ class FrameServer:
 
 
 WARN_INTERVAL = 5.0
-
-
-def _host(peer: Any) -> Any:
-    return peer[0] if isinstance(peer, tuple) and peer else peer
-
-
-def _alive(sock: socket.socket) -> bool:
-    """Is this connection still open (no EOF or error waiting on it)? Non-blocking peek."""
-    try:
-        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        return data != b""
-    except (BlockingIOError, InterruptedError, ValueError):   # ValueError: TLS cannot peek
-        return True
-    except OSError:
-        return False
