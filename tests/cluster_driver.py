@@ -5,7 +5,8 @@ prints one JSON line per trainer with what the test checks.
 ``DISTKERAS_TEST_SPARK_CONF``: extra Spark settings (JSON); ``DISTKERAS_TEST_ROWS``: training
 rows (default 3000). ``DISTKERAS_TEST_EPOCHS`` and
 ``DISTKERAS_TEST_EPOCH_PAUSE``: epochs, and seconds the driver waits at each epoch end (it
-prints ``EPOCH k`` then, so that the test can kill an executor mid-training). A failed fit
+prints ``EPOCH k [pids of the workers still training]`` then, so that the test can kill the
+executor of a worker mid-training). A failed fit
 prints its error in the RESULT line."""
 import json
 import os
@@ -31,20 +32,25 @@ EPOCHS = int(os.environ.get("DISTKERAS_TEST_EPOCHS", "3"))
 PAUSE = float(os.environ.get("DISTKERAS_TEST_EPOCH_PAUSE", "0"))
 
 
+RUNNING = {}      # the trainer being fitted: its coordinator knows the workers' pids
+
+
 def mark(epoch, logs):
-    print(f"EPOCH {epoch}", flush=True)
+    """``EPOCH k [pids of the workers still training]``, then the pause."""
+    workers = RUNNING["trainer"].coordinator.stats()["workers"].values()
+    training = [w["pid"] for w in workers if w["pid"] and not w["done"]]
+    print(f"EPOCH {epoch} {json.dumps(training)}", flush=True)
     time.sleep(PAUSE)
 
 
 for name in (sys.argv[2].split(",") if len(sys.argv) > 2 else ["ADAG"]):
     callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=mark)] if PAUSE else []
     t0 = time.monotonic()
+    RUNNING["trainer"] = getattr(dk.trainers, name)(
+        mlp(), loss="categorical_crossentropy", num_workers=2, batch_size=32, num_epoch=EPOCHS,
+        verbose=False, callbacks=callbacks, **SETTINGS.get(name, dict(learning_rate=0.01)))
     try:
-        fitted = getattr(dk.trainers, name)(mlp(), loss="categorical_crossentropy",
-                                            num_workers=2, batch_size=32, num_epoch=EPOCHS,
-                                            verbose=False, callbacks=callbacks,
-                                            **SETTINGS.get(name, dict(learning_rate=0.01))
-                                            ).fit(train)
+        fitted = RUNNING["trainer"].fit(train)
     except TrainingError as exc:
         print("RESULT " + json.dumps({"trainer": name, "error": str(exc),
                                       "seconds": time.monotonic() - t0}), flush=True)

@@ -105,10 +105,13 @@ def run_and_kill_an_executor(master: str, trainer: str):
     for line in proc.stdout:
         if line.startswith("APP "):
             app = line.split()[1]
-        elif line.startswith("EPOCH 0") and killed is None:
+        elif line.startswith("EPOCH 0 ") and killed is None:
+            training = set(json.loads(line.split(" ", 2)[2]))
             jvms = executor_jvms(app)
-            assert len(jvms) == 2, jvms
-            killed = jvms[0]
+            assert len(jvms) == 2 and training, (jvms, line)
+            # the executor of a worker that is still training (a worker ahead of the others
+            # may already be done: asynchronous workers do not wait for each other)
+            killed = next(j for j in jvms if training & set(process_tree(j)))
             for pid in process_tree(killed):
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -117,7 +120,7 @@ def run_and_kill_an_executor(master: str, trainer: str):
         elif line.startswith("RESULT "):
             result = json.loads(line[len("RESULT "):])
     stderr = proc.stderr.read()
-    assert proc.wait(120) == 0 and result is not None and killed, stderr[-4000:]
+    assert proc.wait(300) == 0 and result is not None and killed, stderr[-4000:]
     return result, killed, stderr
 
 
