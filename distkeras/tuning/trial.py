@@ -87,7 +87,9 @@ def epoch_reporter(contact: dict, trial: int, connect_timeout: float = 30.0):
     return EpochReporter()
 
 
-def _fit_split(build_fn, spec, data, train_idx, val_idx, seed, reporter=None) -> dict:
+def _fit_split(build_fn, spec, data, train_idx, val_idx, seed, reporter=None
+               ) -> tuple[dict, int]:
+    """One fold: (the last epoch's metrics, the epochs trained)."""
     import keras
 
     from distkeras.executor.feed import feed_spec_for
@@ -113,9 +115,7 @@ def _fit_split(build_fn, spec, data, train_idx, val_idx, seed, reporter=None) ->
         if not math.isfinite(value):
             raise FloatingPointError(f"loss became {value} in epoch {epoch + 1}; lower the "
                                      "learning rate or check the data")
-    out = {k: float(v[-1]) for k, v in logs.items() if v}
-    out["_epochs"] = len(logs.get("loss", []))
-    return out
+    return {k: float(v[-1]) for k, v in logs.items() if v}, len(logs.get("loss", []))
 
 
 def run_trial(spec: dict, build_fn: Callable, data: dict, threads: int = 1) -> dict:
@@ -136,12 +136,12 @@ def run_trial(spec: dict, build_fn: Callable, data: dict, threads: int = 1) -> d
             reporter = (epoch_reporter(spec["report"], spec["trial"])
                         if fold == 0 and spec.get("report") else None)
             try:
-                per_fold.append(_fit_split(build_fn, spec, data, train_idx, val_idx,
-                                           int(spec["seed"]) + 1000 * fold, reporter))
+                metrics, result["epochs"] = _fit_split(build_fn, spec, data, train_idx, val_idx,
+                                                       int(spec["seed"]) + 1000 * fold, reporter)
             finally:
                 if reporter is not None:
                     reporter.close()
-            result["epochs"] = per_fold[-1].pop("_epochs")
+            per_fold.append(metrics)
             if reporter is not None and reporter.pruned_at is not None:
                 result["status"] = "pruned"
                 break
