@@ -25,12 +25,12 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
-import shutil
 from typing import Any, Optional
 
 import numpy as np
+
+from distkeras.io.filesystem import filesystem
 
 log = logging.getLogger(__name__)
 _EPOCH = re.compile(r"^epoch-(\d+)$")
@@ -45,77 +45,6 @@ def fingerprint(model, algorithm: str, num_workers: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class _LocalFS:
-    def __init__(self, root: str):
-        self.root = root
-
-    def join(self, *parts: str) -> str:
-        return os.path.join(self.root, *parts)
-
-    def list(self) -> list[str]:
-        return os.listdir(self.root) if os.path.isdir(self.root) else []
-
-    def write(self, path: str, data: bytes) -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def read(self, path: str) -> bytes:
-        with open(path, "rb") as fh:
-            return fh.read()
-
-    def rename(self, src: str, dst: str) -> None:
-        os.replace(src, dst)
-
-    def delete(self, path: str) -> None:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-class _HadoopFS:
-    """The same operations through the JVM's Hadoop FileSystem (HDFS, S3A, file://, ...)."""
-
-    def __init__(self, spark, root: str):
-        jvm = spark.sparkContext._jvm
-        self._jvm = jvm
-        self._root = jvm.org.apache.hadoop.fs.Path(root)
-        self._fs = self._root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        self.root = root.rstrip("/")
-
-    def _path(self, path: str):
-        return self._jvm.org.apache.hadoop.fs.Path(path)
-
-    def join(self, *parts: str) -> str:
-        return "/".join([self.root, *parts])
-
-    def list(self) -> list[str]:
-        if not self._fs.exists(self._root):
-            return []
-        return [s.getPath().getName() for s in self._fs.listStatus(self._root)]
-
-    def write(self, path: str, data: bytes) -> None:
-        out = self._fs.create(self._path(path), True)
-        try:
-            out.write(bytearray(data))
-        finally:
-            out.close()
-
-    def read(self, path: str) -> bytes:
-        stream = self._fs.open(self._path(path))
-        try:
-            return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
-        finally:
-            stream.close()
-
-    def rename(self, src: str, dst: str) -> None:
-        if not self._fs.rename(self._path(src), self._path(dst)):
-            raise OSError(f"could not rename {src} to {dst}")
-
-    def delete(self, path: str) -> None:
-        self._fs.delete(self._path(path), True)
-
-
 class Checkpoint:
     """The resumable state of one training run under ``path`` (see the module docstring)."""
 
@@ -123,8 +52,7 @@ class Checkpoint:
         self.path = str(path)
         self.fingerprint = fingerprint
         self.keep = False           # kept after a completed run (else cleared)
-        self._fs = _HadoopFS(spark, self.path) if "://" in self.path else \
-            _LocalFS(os.path.abspath(self.path))
+        self._fs = filesystem(spark, self.path)
 
     def _epochs(self) -> list[int]:
         return sorted(int(m.group(1)) for m in map(_EPOCH.match, self._fs.list()) if m)
