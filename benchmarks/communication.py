@@ -59,7 +59,7 @@ def main() -> None:
     x, y = data(args.rows, args.dim)
     df = cached_frame(spark, x, y)
     common = dict(loss="categorical_crossentropy", worker_optimizer="adam", learning_rate=1e-3,
-                  batch_size=args.batch_size, num_epoch=args.epochs, verbose=False)
+                  batch_size=args.batch_size, epochs=args.epochs, verbose=False)
     # warm-up: the Python workers import TensorFlow once (worker reuse)
     dk.trainers.ADPSGD(build("small", args.dim), num_workers=args.workers, **common).fit(df)
 

@@ -68,7 +68,7 @@ def main() -> None:
     x, y = data(args.rows, args.dim)
     df = cached_frame(spark, x, y)
     common = dict(loss="categorical_crossentropy", worker_optimizer="adam", learning_rate=1e-3,
-                  batch_size=args.batch_size, num_epoch=args.epochs, verbose=False)
+                  batch_size=args.batch_size, epochs=args.epochs, verbose=False)
 
     def run_trainer(cls, model, workers):
         """(wall, steady) samples/s of one fit."""

@@ -1,14 +1,15 @@
 """Classifier evaluation on a scored Spark DataFrame, plots and a markdown results table.
 
-The metrics are Spark jobs over the scored DataFrame (an int ``label`` column and an
-array<float> probability column, as `KerasModel.transform` writes it); only aggregates reach the
+The metrics are Spark jobs over the scored DataFrame (an int ``label`` column and a
+probability column: the Spark ML vector `KerasModel.transform` writes, or an array of floats);
+only aggregates reach the
 driver: accuracy (``MulticlassClassificationEvaluator``), per-class one-vs-rest ROC AUC
 (``BinaryClassificationEvaluator`` with ``numBins=0``: exact), the confusion matrix and binned
 ROC curves (``groupBy`` counts). Plots use matplotlib's Agg backend.
 
 Example::
 
-    metrics = evaluate(scored, label_col="label", probability_col="prediction")
+    metrics = evaluate(scored, label_col="label", probability_col="probability")
     plot_roc(scored, "roc.png"); plot_history(fitted.history, "history.png")
     print(results_table({"HLF": metrics}))
 """
@@ -26,8 +27,23 @@ log = logging.getLogger(__name__)
 CLASS_NAMES = ("QCD", "ttbar", "W+jets")
 
 
+def _as_array(df, probability_col: str):
+    """``df`` with ``probability_col`` as an array (a Spark ML vector column is converted)."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    if probability_col not in df.columns:
+        raise ValueError(f"evaluation: no column {probability_col!r} (columns: {df.columns}); "
+                         "pass probability_col=")
+    if type(df.schema[probability_col].dataType).__name__ == "VectorUDT":
+        return df.withColumn(probability_col, vector_to_array(F.col(probability_col)))
+    return df
+
+
 def _num_classes(df, probability_col: str) -> int:
     from pyspark.sql import functions as F
+
+    df = _as_array(df, probability_col)
 
     row = df.select(F.max(F.size(probability_col)).alias("k")).first()
     if row is None or row["k"] is None:
@@ -39,13 +55,15 @@ def _with_prediction(df, label_col: str, probability_col: str):
     """Adds ``__pred`` (argmax, first on ties like numpy) and ``__label`` as doubles."""
     from pyspark.sql import functions as F
 
+    df = _as_array(df, probability_col)
+
     q = f"`{probability_col}`"    # SQL form: pyspark 3.5's array_position takes no Column value
     return df.select(
         F.col(label_col).cast("double").alias("__label"),
         F.expr(f"array_position({q}, array_max({q})) - 1").cast("double").alias("__pred"))
 
 
-def accuracy(df, label_col: str = "label", probability_col: str = "prediction") -> float:
+def accuracy(df, label_col: str = "label", probability_col: str = "probability") -> float:
     """Fraction of rows whose argmax class equals the label."""
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 
@@ -55,12 +73,13 @@ def accuracy(df, label_col: str = "label", probability_col: str = "prediction") 
     return float(ev.evaluate(scored))
 
 
-def roc_auc(df, label_col: str = "label", probability_col: str = "prediction",
+def roc_auc(df, label_col: str = "label", probability_col: str = "probability",
             num_classes: int | None = None) -> list[float]:
     """One-vs-rest ROC AUC per class (class k: score ``p[k]``, positive ``label == k``)."""
     from pyspark.ml.evaluation import BinaryClassificationEvaluator
     from pyspark.sql import functions as F
 
+    df = _as_array(df, probability_col)
     k = num_classes or _num_classes(df, probability_col)
     ev = BinaryClassificationEvaluator(rawPredictionCol="__score", labelCol="__pos",
                                        metricName="areaUnderROC", numBins=0)
@@ -72,7 +91,7 @@ def roc_auc(df, label_col: str = "label", probability_col: str = "prediction",
     return out
 
 
-def confusion_matrix(df, label_col: str = "label", probability_col: str = "prediction",
+def confusion_matrix(df, label_col: str = "label", probability_col: str = "probability",
                      num_classes: int | None = None) -> np.ndarray:
     """``cm[true, predicted]`` counts (rows: labels, columns: argmax predictions)."""
     from pyspark.sql import functions as F
@@ -86,11 +105,12 @@ def confusion_matrix(df, label_col: str = "label", probability_col: str = "predi
     return cm
 
 
-def roc_curve(df, class_index: int, label_col: str = "label", probability_col: str = "prediction",
+def roc_curve(df, class_index: int, label_col: str = "label", probability_col: str = "probability",
               num_bins: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """(FPR, TPR) of class ``class_index`` vs rest at ``num_bins`` score thresholds (Spark groupBy)."""
     from pyspark.sql import functions as F
 
+    df = _as_array(df, probability_col)
     score = F.col(probability_col)[class_index].cast("double")
     b = F.least(F.greatest(F.floor(score * num_bins), F.lit(0)), F.lit(num_bins - 1)).cast("int")
     rows = (df.select(b.alias("bin"), (F.col(label_col) == class_index).cast("int").alias("pos"))
@@ -105,9 +125,10 @@ def roc_curve(df, class_index: int, label_col: str = "label", probability_col: s
     return fp / max(fp[-1], 1.0), tp / max(tp[-1], 1.0)
 
 
-def evaluate(df, label_col: str = "label", probability_col: str = "prediction",
+def evaluate(df, label_col: str = "label", probability_col: str = "probability",
              class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
     """Accuracy, per-class AUC (``auc`` list and ``auc_<name>``), confusion matrix, row count."""
+    df = _as_array(df, probability_col)
     k = _num_classes(df, probability_col)
     names = list(class_names)[:k] + [str(i) for i in range(len(class_names), k)]
     aucs = roc_auc(df, label_col, probability_col, k)
@@ -129,10 +150,11 @@ def _pyplot():
     return plt
 
 
-def plot_roc(df, path: str, label_col: str = "label", probability_col: str = "prediction",
+def plot_roc(df, path: str, label_col: str = "label", probability_col: str = "probability",
              class_names: Sequence[str] = CLASS_NAMES, num_bins: int = 2000,
              title: str = "ROC (one vs rest)") -> str:
     """ROC curve per class (AUC from `roc_auc` in the legend) saved as a PNG at ``path``."""
+    df = _as_array(df, probability_col)
     k = _num_classes(df, probability_col)
     aucs = roc_auc(df, label_col, probability_col, k)
     plt = _pyplot()

@@ -7,245 +7,317 @@ Every trainer is the same machinery (``distkeras.driver.fit``) with a different 
 Example::
 
     trainer = ADAG(model, loss="categorical_crossentropy", worker_optimizer="adam",
-                   num_workers=2, batch_size=128, communication_window=12, num_epoch=5,
+                   num_workers=2, batch_size=128, communication_window=12, epochs=5,
                    features_col="features", label_col="label")
     fitted = trainer.fit(train_df, validation_data=test_df)
     scored = fitted.transform(test_df)
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import copy
+import inspect
+from types import SimpleNamespace
+from typing import Any
 
 from pyspark.ml import Estimator
+from pyspark.ml.param import Param
+from pyspark.ml.util import MLReadable, MLWritable
 
 from distkeras import algorithms
+from distkeras import params as trainer_params
 
 
-class Trainer(Estimator):
-    """Base of all trainers. Hyperparameters are plain constructor arguments.
+class Trainer(Estimator, MLReadable, MLWritable):
+    """Base of all trainers: a pyspark.ml Estimator whose hyperparameters are Params.
 
-    Args:
-        keras_model: a built Keras 3 model (functional, Sequential with an input, or subclass).
-        loss: Keras loss (name or object); defaults to the model's compiled loss.
-        worker_optimizer: optimizer of each replica (name, instance or config dict).
-        learning_rate: sets the worker optimizer's learning rate (η in the update rules).
-        metrics: Keras metrics reported per epoch.
-        num_workers: Spark tasks = model replicas = partitions.
-        batch_size: per-worker mini-batch size.
-        num_epoch: passes over each worker's partition.
-        communication_window: λ, local steps between exchanges (None: the algorithm default).
-        features_col: a column, or a list of columns (one per model input, or concatenated into
-            the single input); columns are numbers, arrays of numbers or Spark ML vectors.
-        label_col: integer class index (one-hot made when the loss needs it) or an array column.
-        input_shapes: per-input target shape overriding the model's, e.g. ``[(801, 19)]``.
-        ps_host / ps_port: where executors reach the driver (default ``spark.driver.host``, an
-            ephemeral port); ``ps_bind_host`` the address the server listens on (default
-            ``ps_host``; e.g. ``"0.0.0.0"`` behind NAT).
-        tls_cert / tls_key: PEM files on the driver; when given, all parameter-server traffic is
-            TLS and executors pin this certificate.
-        data_feed: ``"memory"`` (each worker keeps its partition in numpy), ``"stream"`` (the
-            data is staged as Parquet and every epoch streams it row group by row group with
-            pyarrow: for data larger than executor memory) or ``"petastorm"`` (the same with
-            petastorm's reader; pyspark 3.5 stack).
-        staging_dir: where ``stream``/``petastorm`` stage the Parquet files; every executor must
-            read it (HDFS, EOS, NFS; a local temp dir is fine for local masters).
-        callbacks: Keras callbacks run on the driver at epoch ends (EarlyStopping, ModelCheckpoint).
-            ``keras.callbacks.BackupAndRestore(backup_dir)`` sets ``checkpoint_dir``.
-        checkpoint_dir: where the driver writes, at every epoch end, what the run needs to
-            resume if the driver dies (θ̃, update count, epochs, history, the rule's server
-            state); the same command run again resumes from the last completed epoch (the
-            workers' optimizer state starts afresh). A local path or any Hadoop filesystem URI;
-            cleared when the run completes.
-        jit_compile: compile each communication window with XLA: ``"auto"`` (where the model
-            supports it, on CPU and GPU alike; falls back without XLA if compilation fails),
-            ``True`` or ``False``.
-        verbose: show a progress bar on the driver.
-        peer_host / peer_ports: for the algorithms whose workers talk to each other (AR-SGD,
-            D-PSGD, AD-PSGD, SwarmSGD, SlowMo, LocalSGD over the ring): the address each worker's
-            endpoint advertises (default ``SPARK_LOCAL_IP``, else the executor's address toward
-            the driver) and an inclusive ``(first, last)`` port range to bind (default:
-            ephemeral ports).
-        algorithm: an :class:`~distkeras.algorithms.Algorithm` class or instance overriding the
-            trainer's own (e.g. a rule subclassed in user code).
-        algorithm_params: extra parameters of the update rule (``rho``, ``alpha``, ...).
+    ``Trainer(keras_model, **params)``: ``keras_model`` is a built Keras 3 model (functional,
+    Sequential with an input, or a registered subclass); every keyword is a Param (see
+    ``explainParams()`` and :mod:`distkeras.params`), the rule's own parameters included. An
+    unknown keyword raises ``TypeError`` naming the closest valid one. ``fit(df, paramMap)``
+    and ``fit(df, [paramMaps])`` work as for any pyspark.ml Estimator, so do ``CrossValidator``,
+    ``TrainValidationSplit`` and ``Pipeline``; ``save``/``load`` write the Params and the model
+    (a local path or any Hadoop URI).
+
+    The Params most runs set: ``loss``, ``worker_optimizer``, ``learning_rate``, ``metrics``,
+    ``num_workers``, ``batch_size``, ``epochs``, ``communication_window`` (λ),
+    ``features_col``, ``label_col``, ``validation_data``, ``callbacks``, ``checkpoint_dir``.
+    ``algorithm=`` takes an :class:`~distkeras.algorithms.Algorithm` class or instance that
+    replaces the trainer's rule (e.g. one subclassed in user code); a class's own parameters
+    are then keywords too.
+
+    Example::
+
+        trainer = Trainer(model, algorithm=MyRule, my_rate=0.5, num_workers=2, epochs=3)
+        fitted = trainer.fit(df, {trainer.learning_rate: 0.003})
     """
 
-    algorithm: type[algorithms.Algorithm] = algorithms.Averaging
-    def __init__(self, keras_model, loss: Any = None, worker_optimizer: Any = "adam",
-                 learning_rate: float | None = None, metrics: Sequence[str] = ("accuracy",),
-                 num_workers: int = 2, batch_size: int = 32, num_epoch: int = 1,
-                 communication_window: int | None = None,
-                 features_col: str | Sequence[str] = "features", label_col: str = "label",
-                 prediction_col: str = "prediction", input_shapes=None, seed: int = 42,
-                 ps_host: str | None = None, ps_port: int = 0, ps_bind_host: str | None = None,
-                 tls_cert: str | None = None, tls_key: str | None = None,
-                 connect_timeout: float = 30.0, round_timeout: float = 600.0,
-                 data_feed: str = "memory", staging_dir: str | None = None,
-                 callbacks: Sequence = (), jit_compile: bool | str = "auto",
-                 verbose: bool = True, peer_host: str | None = None,
-                 peer_ports: tuple[int, int] | None = None,
-                 algorithm: type[algorithms.Algorithm] | algorithms.Algorithm | None = None,
-                 checkpoint_dir: str | None = None, **algorithm_params):
+    rule: type[algorithms.Algorithm] = algorithms.Averaging   # the trainer's update rule
+    defaults: dict[str, Any] = {}     # a trainer's own defaults for the common Params
+    fixed: dict[str, Any] = {}        # Params a trainer does not let a user change
+    _rule_params: tuple[str, ...] = ()        # Params declared from the rule's signature
+    _rule_defaults: dict[str, Any] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _declare_rule_params(cls)
+
+    def __init__(self, keras_model=None, **params: Any):
         super().__init__()
-        if algorithm is not None:
-            self.algorithm = algorithm
-        self.peer_host = peer_host
-        self.peer_ports = tuple(peer_ports) if peer_ports else None
         self.keras_model = keras_model
-        self.loss = loss
-        self.worker_optimizer = worker_optimizer
-        self.learning_rate = learning_rate
-        self.metrics = list(metrics or [])
-        self.num_workers = int(num_workers)
-        self.batch_size = int(batch_size)
-        self.num_epoch = int(num_epoch)
-        self.communication_window = communication_window
-        self.features_col = features_col
-        self.label_col = label_col
-        self.prediction_col = prediction_col
-        self.input_shapes = input_shapes
-        self.seed = int(seed)
-        self.ps_host = ps_host
-        self.ps_port = int(ps_port)
-        self.ps_bind_host = ps_bind_host
-        self.tls_cert, self.tls_key = tls_cert, tls_key
-        self.connect_timeout = float(connect_timeout)
-        self.round_timeout = float(round_timeout)
-        if data_feed not in ("memory", "stream", "petastorm"):
-            raise ValueError(f"data_feed={data_feed!r}: use 'memory', 'stream' or 'petastorm'")
-        self.data_feed, self.staging_dir = data_feed, staging_dir
-        self.callbacks = list(callbacks or [])
-        self.checkpoint_dir = checkpoint_dir
-        if jit_compile not in ("auto", True, False):
-            raise ValueError(f"jit_compile={jit_compile!r}: use 'auto', True or False")
-        self.jit_compile = jit_compile
-        self.verbose = verbose
-        self.algorithm_params = algorithm_params
         self.coordinator = None   # the run's live coordinator while fit() runs (stats, tests)
-        if self.num_workers < 1 or self.batch_size < 1 or self.num_epoch < 1:
-            raise ValueError("num_workers, batch_size and num_epoch must be positive")
+        self._setDefault(**{s.name: s.default for s in trainer_params.SETTINGS})
+        self._setDefault(**self._rule_defaults)
+        self._setDefault(**{**self.defaults, **self.fixed})
+        self.setParams(**params)
+
+    def setParams(self, **params: Any) -> "Trainer":
+        """Set Params by keyword; a rule's parameters go to ``algorithm_params`` when
+        ``algorithm=`` names a rule other than the trainer's own."""
+        for key, value in self.fixed.items():
+            if key in params and params[key] != value:
+                raise ValueError(f"{type(self).__name__} has {key}={value!r}; it cannot be "
+                                 f"{params[key]!r}")
+        rule = params.get("algorithm", self.getOrDefault("algorithm"))
+        rule_class = type(rule) if isinstance(rule, algorithms.Algorithm) else rule
+        extra_allowed = (set(trainer_params.rule_parameters(rule_class))
+                         if isinstance(rule_class, type) else set())
+        extra = dict(params.pop("algorithm_params", None) or {})
+        for key, value in params.items():
+            if self.hasParam(key) and (key in trainer_params.NAMES or key in self._rule_params):
+                self._set(**{key: value})
+            elif key in extra_allowed:
+                extra[key] = value
+            else:
+                raise trainer_params.unknown_keyword(
+                    f"{type(self).__name__}()", key,
+                    set(trainer_params.NAMES) | set(self._rule_params) | extra_allowed)
+        if extra:
+            unknown = [k for k in extra if k not in extra_allowed]
+            if unknown:
+                name = getattr(rule_class, "__name__", rule_class)
+                raise trainer_params.unknown_keyword(f"the {name} rule", unknown[0],
+                                                     extra_allowed)
+            self._set(algorithm_params=extra)
+        try:                # a rule's own check (an unknown topology, a bad base) fails now
+            self.make_algorithm(0.01)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{type(self).__name__}(): {exc}") from None
+        return self
+
+    # -- what a run reads ------------------------------------------------------------------------
+    def settings(self) -> SimpleNamespace:
+        """Every Param's current value (and the model) as attributes: what one run reads."""
+        values = {p.name: self.getOrDefault(p) for p in self.params}
+        values["callbacks"] = list(values["callbacks"])
+        return SimpleNamespace(keras_model=self.keras_model, name=type(self).__name__, **values)
 
     def make_algorithm(self, learning_rate: float) -> algorithms.Algorithm:
-        """The run's algorithm: the trainer's class with its settings, or a copy of the
-        instance given as ``algorithm=`` with the trainer's workers and learning rate."""
-        if isinstance(self.algorithm, algorithms.Algorithm):
-            import copy
-
-            rule = copy.deepcopy(self.algorithm)
-            rule.num_workers, rule.learning_rate = self.num_workers, float(learning_rate)
-            if self.communication_window is not None:
-                rule.communication_window = self.communication_window
+        """The run's algorithm: the trainer's rule with its Params, or a copy of the instance
+        given as ``algorithm=`` with the trainer's workers, λ and learning rate."""
+        rule = self.getOrDefault("algorithm") or self.rule
+        window = self.getOrDefault("communication_window")
+        workers = self.getOrDefault("num_workers")
+        if isinstance(rule, algorithms.Algorithm):
+            rule = copy.deepcopy(rule)
+            rule.num_workers, rule.learning_rate = workers, float(learning_rate)
+            if window is not None:
+                rule.communication_window = window
             return rule
-        return self.algorithm(communication_window=self.communication_window,
-                              learning_rate=learning_rate, num_workers=self.num_workers,
-                              **self.algorithm_params)
+        if not (isinstance(rule, type) and issubclass(rule, algorithms.Algorithm)):
+            raise TypeError(f"algorithm={rule!r}: give an Algorithm subclass or instance")
+        params = {name: self.getOrDefault(name) for name in self._rule_params
+                  if self.isSet(name)}
+        if rule is not self.rule:
+            accepted = trainer_params.rule_parameters(rule)
+            for name in params:
+                if name not in accepted:
+                    raise trainer_params.unknown_keyword(f"the {rule.__name__} rule", name,
+                                                         set(accepted))
+        params.update(self.getOrDefault("algorithm_params"))
+        return rule(communication_window=window, learning_rate=learning_rate,
+                    num_workers=workers, **params)
 
+    # -- pyspark.ml ------------------------------------------------------------------------------
     def fit(self, dataset, params=None, *, validation_data=None, callbacks=None):
-        """Train on ``dataset``; ``validation_data`` (DataFrame or ``(x, y)``) is evaluated on
-        the centre variable after every epoch. Returns a :class:`~distkeras.model.KerasModel`."""
+        """Train on ``dataset``; ``validation_data`` (DataFrame or ``(x, y)``; also a Param) is
+        evaluated on the run's model after every epoch, ``callbacks`` run on the driver with
+        the ones set as a Param. ``params``: a param map (trains a copy of this trainer) or a
+        list of them (one model each, as ``fitMultiple``). Returns a
+        :class:`~distkeras.model.KerasModel` (a list of them for a list of maps)."""
+        if isinstance(params, (list, tuple)):
+            trainer = self
+            if validation_data is not None or callbacks:
+                trainer = self.copy({self.validation_data: validation_data}
+                                    if validation_data is not None else {})
+                if callbacks:
+                    trainer._set(callbacks=trainer.getCallbacks() + list(callbacks))
+            return Estimator.fit(trainer, dataset, list(params))
         trainer = self.copy(params) if params else self
         return trainer._fit(dataset, validation_data=validation_data, callbacks=callbacks)
 
     def _fit(self, dataset, validation_data=None, callbacks=None):
         from distkeras.driver.fit import run_training
 
+        if self.keras_model is None:
+            raise ValueError(f"{type(self).__name__} has no Keras model: pass it as the first "
+                             "argument")
+        if validation_data is None:
+            validation_data = self.getOrDefault("validation_data")
         return run_training(self, dataset, validation_data,
-                            list(self.callbacks) + list(callbacks or []))
+                            list(self.getOrDefault("callbacks")) + list(callbacks or []))
+
+    def copy(self, extra=None) -> "Trainer":
+        """A copy with ``extra`` Params set. The copy owns its Keras model (a clone with the
+        same weights and compile settings), its callbacks and its algorithm instance: fitting
+        one copy never touches another (``CrossValidator`` fits copies side by side)."""
+        that = super().copy(extra)
+        that.coordinator = None
+        if self.keras_model is not None:
+            that.keras_model = clone_keras_model(self.keras_model)
+        if that.isSet(that.callbacks):
+            that._set(callbacks=[_copy_callback(cb) for cb in that.getCallbacks()])
+        if that.isSet(that.algorithm) and isinstance(that.getAlgorithm(), algorithms.Algorithm):
+            that._set(algorithm=copy.deepcopy(that.getAlgorithm()))
+        return that
+
+    def write(self):
+        from distkeras.persistence import TrainerWriter
+
+        return TrainerWriter(self)
+
+    @classmethod
+    def read(cls):
+        from distkeras.persistence import TrainerReader
+
+        return TrainerReader(cls)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(num_workers={self.num_workers}, batch_size="
-                f"{self.batch_size}, num_epoch={self.num_epoch}, communication_window="
-                f"{self.communication_window})")
+        return (f"{type(self).__name__}(num_workers={self.getNumWorkers()}, batch_size="
+                f"{self.getBatchSize()}, epochs={self.getEpochs()}, communication_window="
+                f"{self.getCommunicationWindow()})")
+
+
+def _declare_rule_params(cls: type) -> None:
+    """The trainer's Params: the common ones (declared on :class:`Trainer`) and one per
+    parameter of its rule's ``__init__``, with get/set methods."""
+    defaults = {}
+    for name, parameter in trainer_params.rule_parameters(cls.rule).items():
+        if name in trainer_params.NAMES:
+            continue
+        default = None if parameter.default is inspect.Parameter.empty else parameter.default
+        if not isinstance(cls.__dict__.get(name), Param):
+            setattr(cls, name, trainer_params.make_param(
+                name, f"parameter of the {cls.rule.__name__} rule (see "
+                f"distkeras.algorithms.{cls.rule.__name__}); unset: the rule's default"))
+        trainer_params.add_accessors(cls, name)
+        defaults[name] = default
+    cls._rule_params, cls._rule_defaults = tuple(defaults), defaults
+
+
+for _setting in trainer_params.SETTINGS:
+    setattr(Trainer, _setting.name, trainer_params.make_param(_setting.name, _setting.doc,
+                                                              _setting.converter))
+    trainer_params.add_accessors(Trainer, _setting.name)
+
+
+def clone_keras_model(model):
+    """A new Keras model with ``model``'s architecture, weights and compile settings."""
+    import keras
+
+    clone = keras.models.model_from_json(model.to_json())
+    clone.set_weights(model.get_weights())
+    if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
+        optimizer = model.optimizer
+        clone.compile(loss=model.loss, optimizer=type(optimizer).from_config(
+            optimizer.get_config()) if optimizer is not None else "adam")
+    return clone
+
+
+def _copy_callback(callback):
+    """A callback for another copy of the trainer: its own state, no model attached."""
+    memo = {}
+    model = getattr(callback, "_model", None)
+    if model is not None:
+        memo[id(model)] = None
+    return copy.deepcopy(callback, memo)
 
 
 class SingleTrainer(Trainer):
     """One worker on all the data: the baseline every distributed trainer is measured against."""
 
-    algorithm = algorithms.Averaging
-
-    def __init__(self, keras_model, **kwargs):
-        kwargs["num_workers"] = 1
-        super().__init__(keras_model, **kwargs)
+    rule = algorithms.Averaging
+    fixed = {"num_workers": 1}
 
 
 class AveragingTrainer(Trainer):
     """Model averaging once per epoch, or every λ steps when ``communication_window`` is set."""
 
-    algorithm = algorithms.Averaging
+    rule = algorithms.Averaging
 
 
 class LocalSGD(AveragingTrainer):
     """LocalSGD (Lin et al. 2018): average the replicas every λ local steps (default 12)."""
 
-    def __init__(self, keras_model, communication_window: int = 12, **kwargs):
-        super().__init__(keras_model, communication_window=communication_window, **kwargs)
+    defaults = {"communication_window": 12}
 
 
 class EnsembleTrainer(Trainer):
     """``num_workers`` independent models, one per partition; predictions are averaged."""
 
-    algorithm = algorithms.Ensemble
+    rule = algorithms.Ensemble
 
 
 class DOWNPOUR(Trainer):
     """Asynchronous DOWNPOUR SGD (Dean et al. 2012): commit Δ every λ=5 steps, pull θ̃."""
 
-    algorithm = algorithms.DOWNPOUR
+    rule = algorithms.DOWNPOUR
 
 
 class Hogwild(Trainer):
     """DOWNPOUR with lock-free commits on the server."""
 
-    algorithm = algorithms.Hogwild
+    rule = algorithms.Hogwild
 
 
 class AGN(Trainer):
     """Accumulated gradient normalisation (Hermans 2017): commit Δ/λ, λ=12 by default."""
 
-    algorithm = algorithms.AGN
+    rule = algorithms.AGN
 
 
 class ADAG(Trainer):
     """Asynchronous distributed adaptive gradients (Hermans 2017): AGN with per-weight
     staleness-scaled server updates; the recommended asynchronous default."""
 
-    algorithm = algorithms.ADAG
+    rule = algorithms.ADAG
 
 
 class DynSGD(Trainer):
     """Staleness-aware DynSGD (Jiang et al. 2017): commits scaled by 1/(τ+1)."""
 
-    algorithm = algorithms.DynSGD
+    rule = algorithms.DynSGD
 
 
 class EASGD(Trainer):
     """Synchronous elastic averaging SGD (Zhang et al. 2015), λ=12; ``alpha`` optional."""
 
-    algorithm = algorithms.EASGD
+    rule = algorithms.EASGD
 
 
 class AEASGD(Trainer):
-    """Asynchronous EASGD, λ=32, α=ρη with ``rho=5``; workers use plain SGD (η=0.1) by default."""
+    """Asynchronous EASGD, λ=32, α=ρη with ``rho=5``; workers use plain SGD (η=0.1) unless
+    ``worker_optimizer`` says otherwise (its own learning rate is then kept)."""
 
-    algorithm = algorithms.AEASGD
-
-    def __init__(self, keras_model, worker_optimizer="sgd", learning_rate=0.1, **kwargs):
-        super().__init__(keras_model, worker_optimizer=worker_optimizer,
-                         learning_rate=learning_rate, **kwargs)
+    rule = algorithms.AEASGD
+    defaults = {"worker_optimizer": {"class_name": "SGD", "config": {"learning_rate": 0.1}}}
 
 
 class EAMSGD(AEASGD):
-    """AEASGD with Nesterov momentum (``momentum=0.9``) in the workers' SGD."""
+    """AEASGD whose workers use SGD with Nesterov momentum 0.9 (η=0.05) by default."""
 
-    algorithm = algorithms.EAMSGD
-
-    def __init__(self, keras_model, momentum: float = 0.9, learning_rate=0.05, **kwargs):
-        import keras
-
-        kwargs.setdefault("worker_optimizer",
-                          keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                               nesterov=True))
-        super().__init__(keras_model, learning_rate=learning_rate, **kwargs)
+    rule = algorithms.EAMSGD
+    defaults = {"worker_optimizer": {"class_name": "SGD", "config": {
+        "learning_rate": 0.05, "momentum": 0.9, "nesterov": True}}}
 
 
 class ARSGD(Trainer):
@@ -257,7 +329,7 @@ class ARSGD(Trainer):
         ARSGD(model, loss="categorical_crossentropy", num_workers=4, batch_size=128).fit(df)
     """
 
-    algorithm = algorithms.ARSGD
+    rule = algorithms.ARSGD
 
 
 class DPSGD(Trainer):
@@ -269,7 +341,7 @@ class DPSGD(Trainer):
         DPSGD(model, topology="ring", num_workers=4).fit(df)
     """
 
-    algorithm = algorithms.DPSGD
+    rule = algorithms.DPSGD
 
 
 class ADPSGD(Trainer):
@@ -281,7 +353,7 @@ class ADPSGD(Trainer):
         ADPSGD(model, num_workers=4).fit(df)
     """
 
-    algorithm = algorithms.ADPSGD
+    rule = algorithms.ADPSGD
 
 
 class SwarmSGD(Trainer):
@@ -293,7 +365,7 @@ class SwarmSGD(Trainer):
         SwarmSGD(model, local_steps=3, num_workers=4).fit(df)
     """
 
-    algorithm = algorithms.SwarmSGD
+    rule = algorithms.SwarmSGD
 
 
 class SlowMo(Trainer):
@@ -306,7 +378,7 @@ class SlowMo(Trainer):
         SlowMo(model, base="adpsgd", slow_momentum=0.7, slow_period=12, average=False).fit(df)
     """
 
-    algorithm = algorithms.SlowMo
+    rule = algorithms.SlowMo
 
 
 __all__ = ["Trainer", "SingleTrainer", "AveragingTrainer", "LocalSGD", "EnsembleTrainer",

@@ -24,7 +24,7 @@ def fit(checkpoint_dir):
     keras.utils.set_random_seed(0)
     pause = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: time.sleep(EPOCH_PAUSE))
     trainer = dk.trainers.ADAG(mlp(), loss="categorical_crossentropy", num_workers=2,
-                               batch_size=32, num_epoch=EPOCHS, learning_rate=0.03,
+                               batch_size=32, epochs=EPOCHS, learning_rate=0.03,
                                verbose=False, callbacks=[pause], checkpoint_dir=checkpoint_dir)
     fitted = trainer.fit(train)
     return fitted, float((fitted.predict([x]).argmax(1) == y).mean())

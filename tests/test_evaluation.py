@@ -21,7 +21,7 @@ def scored(spark):
     prob = np.round(prob, 2).astype(np.float32)           # ties in the scores
     offsets = pa.array(np.arange(0, 3 * n + 1, 3, dtype=np.int32))
     table = pa.table({"label": pa.array(label.astype(np.int32)),
-                      "prediction": pa.ListArray.from_arrays(offsets, pa.array(prob.ravel()))})
+                      "probability": pa.ListArray.from_arrays(offsets, pa.array(prob.ravel()))})
     return to_spark(spark, table).repartition(3), label, prob
 
 

@@ -50,7 +50,7 @@ def train(spark):
 
 def test_async_worker_killed_mid_training_rejoins_and_converges(train):
     trainer = dk.trainers.DOWNPOUR(mlp(), loss="categorical_crossentropy", num_workers=2,
-                                   batch_size=16, num_epoch=12, learning_rate=0.005,
+                                   batch_size=16, epochs=12, learning_rate=0.005,
                                    verbose=False)
     killed = kill_worker_when_training(trainer, min_commits=40)
     fitted = trainer.fit(train)
@@ -65,7 +65,7 @@ def test_async_worker_killed_mid_training_rejoins_and_converges(train):
 
 def test_sync_worker_killed_fails_fast_with_a_clear_error(train):
     trainer = dk.trainers.EASGD(mlp(), loss="categorical_crossentropy", num_workers=2,
-                                batch_size=16, num_epoch=50, communication_window=4,
+                                batch_size=16, epochs=50, communication_window=4,
                                 verbose=False)
     killed = kill_worker_when_training(trainer, min_commits=20)
     t0 = time.monotonic()
@@ -76,7 +76,7 @@ def test_sync_worker_killed_fails_fast_with_a_clear_error(train):
 
 def test_decentralised_async_worker_killed_rejoins_and_converges(train):
     trainer = dk.trainers.ADPSGD(mlp(), loss="categorical_crossentropy", num_workers=2,
-                                 batch_size=16, num_epoch=10, learning_rate=0.005,
+                                 batch_size=16, epochs=10, learning_rate=0.005,
                                  verbose=False)
     killed = kill_worker_when_training(trainer, min_commits=100, count="exchanges")
     x, y = blobs(500, seed=3)
@@ -96,7 +96,7 @@ def test_decentralised_async_worker_killed_rejoins_and_converges(train):
 
 def test_decentralised_sync_worker_killed_fails_fast_naming_it(train):
     trainer = dk.trainers.DPSGD(mlp(), loss="categorical_crossentropy", num_workers=2,
-                                batch_size=16, num_epoch=50, verbose=False)
+                                batch_size=16, epochs=50, verbose=False)
     killed = kill_worker_when_training(trainer, min_commits=50, count="exchanges")
     t0 = time.monotonic()
     with pytest.raises(TrainingError, match="worker 1 was lost during training; dpsgd is "
@@ -110,7 +110,7 @@ def test_a_diverged_worker_stops_with_a_clear_error_and_sends_nothing(train, nam
     import keras
 
     trainer = getattr(dk.trainers, name)(mlp(), loss="categorical_crossentropy", num_workers=2,
-                                         batch_size=16, num_epoch=3, verbose=False,
+                                         batch_size=16, epochs=3, verbose=False,
                                          worker_optimizer=keras.optimizers.SGD(1e12))
     t0 = time.monotonic()
     with pytest.raises(TrainingError, match=r"became non-finite \(NaN/inf\): the loss "
@@ -136,7 +136,7 @@ def test_a_straggler_does_not_stall_an_asynchronous_run(train):
     the history shows who made the updates while the straggler lagged."""
     x, y = blobs(500, seed=3)
     fitted = dk.trainers.ADAG(mlp(), loss="categorical_crossentropy", num_workers=2,
-                              batch_size=16, num_epoch=4, learning_rate=0.03, verbose=False,
+                              batch_size=16, epochs=4, learning_rate=0.03, verbose=False,
                               algorithm=StragglingADAG).fit(
         train, validation_data=(x, np.eye(3, dtype=np.float32)[y]))
     rows = {w["worker"]: w for w in fitted.history.workers}

@@ -76,7 +76,7 @@ def test_backup_and_restore_resumes_the_remaining_epochs(spark, tmp_path):
 
     def trainer(*callbacks):
         return dk.trainers.DOWNPOUR(mlp(), loss="categorical_crossentropy", num_workers=2,
-                                    batch_size=32, num_epoch=4, learning_rate=0.01,
+                                    batch_size=32, epochs=4, learning_rate=0.01,
                                     verbose=False, callbacks=[backup, *callbacks])
 
     with pytest.raises(KeyboardInterrupt):

@@ -19,7 +19,7 @@ def train(spark):
 
 def fit(train, feed, staging_dir):
     trainer = dk.trainers.ADAG(mlp(), loss="categorical_crossentropy", num_workers=2,
-                               batch_size=32, num_epoch=3, learning_rate=0.03, verbose=False,
+                               batch_size=32, epochs=3, learning_rate=0.03, verbose=False,
                                data_feed=feed, staging_dir=staging_dir)
     fitted = trainer.fit(train)
     x, y = blobs(1500, seed=1)
@@ -44,5 +44,5 @@ def test_petastorm_stream_where_installed_or_a_clear_error(train, tmp_path):
 
 
 def test_unknown_feed_is_rejected():
-    with pytest.raises(ValueError, match="data_feed='disk'"):
+    with pytest.raises(TypeError, match="param \"data_feed\". 'disk' is not one of 'memory', 'stream', 'petastorm'"):
         dk.trainers.ADAG(mlp(), data_feed="disk")

@@ -30,7 +30,7 @@ def baseline(data):
     train, test = data
     fitted = dk.trainers.SingleTrainer(mlp(), loss="categorical_crossentropy",
                                        worker_optimizer="adam", learning_rate=0.01,
-                                       batch_size=32, num_epoch=EPOCHS, verbose=False).fit(train)
+                                       batch_size=32, epochs=EPOCHS, verbose=False).fit(train)
     acc = accuracy(fitted, test)
     assert acc > 0.8, f"the baseline itself did not learn ({acc:.3f})"
     return acc
@@ -72,7 +72,7 @@ def test_trainer_converges_like_single_worker(name, data, baseline):
     train, test = data
     trainer = getattr(dk.trainers, name.split("-")[0])(mlp(), loss="categorical_crossentropy",
                                                        num_workers=2,
-                                         batch_size=32, num_epoch=EPOCHS, verbose=False,
+                                         batch_size=32, epochs=EPOCHS, verbose=False,
                                          **CASES[name])
     fitted = trainer.fit(train)
     acc = accuracy(fitted, test)
@@ -121,7 +121,7 @@ class ScaledDOWNPOUR(dk.algorithms.DOWNPOUR):
 def test_user_defined_rule_trains_end_to_end(data, baseline):
     train, test = data
     trainer = dk.trainers.Trainer(mlp(), algorithm=ScaledDOWNPOUR, loss="categorical_crossentropy",
-                                  num_workers=2, batch_size=32, num_epoch=EPOCHS,
+                                  num_workers=2, batch_size=32, epochs=EPOCHS,
                                   learning_rate=0.01, verbose=False)
     fitted = trainer.fit(train)
     commits = sum(w["exchanges"] for w in fitted.history.workers)

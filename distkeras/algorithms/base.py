@@ -27,6 +27,7 @@ user code trains like the built-in ones::
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +57,11 @@ class Algorithm:
     keeps_pulled_centre = False   # the server keeps a copy of θ̃ per worker (memory: workers × model)
     default_window: int | None = 5
     exchange_type: type[Exchange] = ParameterServerExchange   # how its workers communicate
+
+    def __new__(cls, *args, **kwargs):
+        rule = super().__new__(cls)
+        rule._arguments = (args, kwargs)     # what get_config() returns
+        return rule
 
     def __init__(self, communication_window: int | None = None, learning_rate: float = 0.01,
                  num_workers: int = 1, **params):
@@ -106,6 +112,21 @@ class Algorithm:
 
     def restore_server_state(self, state: dict[str, np.ndarray]) -> None:
         """Take back what :meth:`server_state` returned (a resumed run)."""
+
+    def get_config(self) -> dict:
+        """The arguments this rule was made with, as Keras layers give theirs:
+        ``type(rule)(**rule.get_config())`` makes the same rule (λ, η and the workers as they
+        are now). Saving a trainer writes its rule this way, never as a pickle."""
+        args, kwargs = getattr(self, "_arguments", ((), {}))
+        signature = inspect.signature(type(self).__init__)
+        config = dict(signature.bind(self, *args, **kwargs).arguments)
+        config.pop("self", None)
+        for name, parameter in signature.parameters.items():
+            if parameter.kind == parameter.VAR_KEYWORD:
+                config.update(config.pop(name, {}))
+        config.update(communication_window=self.communication_window,
+                      learning_rate=self.learning_rate, num_workers=self.num_workers)
+        return config
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(communication_window={self.communication_window})"

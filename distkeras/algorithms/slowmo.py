@@ -53,6 +53,23 @@ class SlowMo(Algorithm):
         if self.slow_period < 1:
             raise ValueError(f"slow_period must be positive, got {slow_period}")
 
+    @classmethod
+    def extra_parameters(cls) -> dict:
+        """The bases' own parameters (``topology``, ``local_steps``, ``geometric``, ``via``):
+        SlowMo passes them on to its base."""
+        import inspect
+
+        from distkeras import algorithms
+
+        found = {}
+        for rule in (algorithms.Averaging, algorithms.DPSGD, algorithms.SwarmSGD):
+            for name, param in inspect.signature(rule.__init__).parameters.items():
+                if param.kind == param.KEYWORD_ONLY or (
+                        param.kind == param.POSITIONAL_OR_KEYWORD and name not in (
+                            "self", "communication_window", "learning_rate", "num_workers")):
+                    found.setdefault(name, param)
+        return found
+
     def slow_step(self, x_start: np.ndarray, x: np.ndarray, momentum: np.ndarray) -> np.ndarray:
         """u ← βu + (x_start − x)/γ; return x_start − αγu (``momentum`` u updated in place)."""
         gamma = np.float32(self.learning_rate)

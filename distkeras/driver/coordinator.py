@@ -103,6 +103,7 @@ class Coordinator:
         self.epoch_means: dict[int, np.ndarray] = {}
         self.consensus_distance: dict[int, float] = {}
         self.samples_seen = 0
+        self._learning_rate: tuple[int, float] = (0, 0.0)   # (version, value) for the workers
         self.failure: str | None = None
         self._stop = False
         self._epochs_processed = int(start_epoch)
@@ -132,6 +133,16 @@ class Coordinator:
     def completed_epochs(self) -> int:
         """Epochs that every worker has finished."""
         return min(self._completed_epochs)
+
+    def set_learning_rate(self, value: float) -> None:
+        """A new learning rate for every worker's optimizer (a driver callback changed it,
+        e.g. ``ReduceLROnPlateau``): each worker takes it at its next report."""
+        with self._cond:
+            self._learning_rate = (self._learning_rate[0] + 1, float(value))
+
+    def _control_payload(self) -> dict | None:
+        version, value = self._learning_rate
+        return {"learning_rate": value, "lr_version": version} if version else None
 
     def request_stop(self) -> None:
         """Ask every worker to stop (asynchronous ones at their next report, synchronous ones at
@@ -189,7 +200,8 @@ class Coordinator:
             exchanges = body.get("exchanges")
             if isinstance(exchanges, int) and exchanges >= control.exchanges:
                 control.exchanges = exchanges
-            return Reply(op, flags=0 if self.synchronous else self._flags())
+            return Reply(op, flags=0 if self.synchronous else self._flags(),
+                         payload=self._control_payload())
         if op == messages.REPLICA:
             self._replica(worker, _epoch_number(frame.aux), frame.payload)
             return Reply(op)
@@ -281,7 +293,7 @@ class Coordinator:
                                            timeout=self.round_timeout):
                     raise WorkerLostError(f"no verdict on epoch {epoch} from the driver after "
                                           f"{self.round_timeout:.0f}s")
-        return Reply(frame.op, flags=self._flags())
+        return Reply(frame.op, flags=self._flags(), payload=self._control_payload())
 
     def _on_disconnect(self, conn, clean: bool) -> None:
         worker = conn.state.get("worker")

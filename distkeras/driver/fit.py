@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from distkeras import tracking
 from distkeras.driver import preflight
 from distkeras.driver.coordinator import Coordinator
 from distkeras.driver.job import SparkJob, TrainingError
@@ -33,6 +34,7 @@ class TrainingHistory(dict):
         # per processed epoch, parameter-server runs: {"updates": u, "commits": {worker: n}}
         # (who did the work: a straggler's share shows here)
         self.epoch_stats: list[dict] = []
+        self.mlflow_run_id: str | None = None    # the MLflow run of this fit, when tracked
 
     def record(self, epoch: int, logs: dict) -> None:
         self.epoch.append(epoch)
@@ -52,7 +54,7 @@ def _compile_settings(trainer):
     loss = trainer.loss if trainer.loss is not None else getattr(model, "loss", None)
     if loss is None:
         raise ValueError("no loss: pass loss= to the trainer or compile the model first")
-    if not isinstance(loss, str):
+    if not isinstance(loss, (str, dict)):
         loss = keras.losses.serialize(loss)
     opt = trainer.worker_optimizer
     if isinstance(opt, dict):
@@ -150,15 +152,17 @@ def _ship_by_value(algorithm) -> None:
                 pass
 
 
-def run_training(trainer, df, validation_data, callbacks):
+def run_training(estimator, df, validation_data, callbacks):
+    """One ``fit`` of ``estimator`` (a :class:`~distkeras.trainers.Trainer`) on ``df``."""
     import keras
 
     from distkeras.executor.replica import FlatWeights, build_model, setup_tensorflow
-    from distkeras.model import KerasModel
+    from distkeras.model import KerasModel, describe_output
 
     setup_tensorflow()
+    trainer = estimator.settings()      # every Param's value, read once
     loss, optimizer, lr = _compile_settings(trainer)
-    algorithm = trainer.make_algorithm(lr)
+    algorithm = estimator.make_algorithm(lr)
     exchange = algorithm.exchange_type
     model = trainer.keras_model
     feed = feed_spec_for(model, trainer.features_col, trainer.label_col, loss, trainer.input_shapes)
@@ -186,6 +190,13 @@ def run_training(trainer, df, validation_data, callbacks):
         warn_if_unauthenticated(spark)     # the run's secret travels in the task closure
         store, resumed = _open_checkpoint(trainer, spark, algorithm, exchange, model, flat,
                                           callbacks)
+        trackers = tracking.loggers(trainer, callbacks)
+        if trackers:
+            example = _input_example(model, val if val is not None
+                                     else collect_arrays(prepared.limit(5), feed))
+            for tracker in trackers:
+                tracker.configure(tracking.run_params(trainer, algorithm, loss, optimizer, lr),
+                                  example, f"{trainer.name} x{trainer.num_workers}")
         host = trainer.ps_host or spark.sparkContext.getConf().get("spark.driver.host", "127.0.0.1")
         bind = trainer.ps_bind_host or host
         tls = server_tls(trainer.tls_cert, trainer.tls_key)
@@ -208,21 +219,24 @@ def run_training(trainer, df, validation_data, callbacks):
                 epoch_barrier=_epoch_barrier(
                     algorithm, exchange, bool(callbacks) or val is not None or store is not None),
                 start_epoch=start_epoch))
-            trainer.coordinator = coordinator
+            estimator.coordinator = coordinator
             _ship_by_value(algorithm)
             spec = _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream,
                               host, coordinator, ps)
             job = SparkJob(job_df, remote.train_task(spec), remote.STATUS_DDL, barrier=barrier,
-                           description=f"distkeras {type(trainer).__name__}").start()
+                           description=f"distkeras {trainer.name}").start()
             try:
                 history = _monitor(trainer, coordinator, job, driver_model, flat,
                                    None if exchange.model == "members" else val, callbacks, steps,
                                    _Resume(store, resumed, algorithm))
-            except BaseException:
+            except BaseException as exc:
                 coordinator.request_stop()
                 job.cancel()
+                for tracker in trackers:
+                    tracker.on_train_failed(exc)
                 raise
             history.workers = [r.asDict() for r in job.result()]
+            history.mlflow_run_id = trackers[0].run_id if trackers else None
             if store is not None and not store.keep:
                 store.clear()        # completed: a rerun trains afresh (as BackupAndRestore)
             if exchange.model == "mean" and trainer.num_workers > 1:
@@ -231,7 +245,7 @@ def run_training(trainer, df, validation_data, callbacks):
             members = ([coordinator.final_models[w] for w in sorted(coordinator.final_models)]
                        if exchange.model == "members" else [])
     finally:
-        trainer.coordinator = None
+        estimator.coordinator = None
         prepared.unpersist()
         if staged:
             remove_path(df.sparkSession, staged)
@@ -240,8 +254,19 @@ def run_training(trainer, df, validation_data, callbacks):
         member = keras.models.clone_model(driver_model)
         FlatWeights(member).set(vector)
         keras_models.append(member)
-    return KerasModel(driver_model, history=history, feed=feed,
-                      prediction_col=trainer.prediction_col, members=keras_models)
+    return KerasModel(driver_model, history=history, feed=feed, members=keras_models,
+                      output=describe_output(model, loss), prediction_col=trainer.prediction_col,
+                      probability_col=trainer.probability_col,
+                      raw_prediction_col=trainer.raw_prediction_col)
+
+
+def _input_example(model, arrays):
+    """A few rows of the model's input for an MLflow signature: an array, or a dict by input
+    name for a model with several inputs."""
+    xs = [np.asarray(x[:5]) for x in arrays[0]]
+    if len(xs) == 1:
+        return xs[0]
+    return {t.name.split(":")[0]: x for t, x in zip(model.inputs, xs)}
 
 
 def _epoch_barrier(algorithm, exchange, driver_work: bool) -> bool | str:
@@ -283,7 +308,7 @@ def _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream, 
         "model_json": model.to_json(), "loss": loss, "optimizer": optimizer,
         "metrics": trainer.metrics, "feed": feed.to_dict(), "seed": trainer.seed,
         "batch_size": trainer.batch_size, "steps_per_epoch": steps,
-        "epochs": trainer.num_epoch, "num_workers": trainer.num_workers,
+        "epochs": trainer.epochs, "num_workers": trainer.num_workers,
         "algorithm": algorithm, "stream": stream, "jit_compile": trainer.jit_compile,
         "run": {"coordinator": [host, coordinator.address[1]],
                 "ps": [host, ps.address[1]] if ps is not None else None,
@@ -332,7 +357,7 @@ def _open_checkpoint(trainer, spark, algorithm, exchange, model, flat, callbacks
     if not path:
         return None, None
     if exchange.model == "members":
-        raise ValueError(f"{type(trainer).__name__} cannot resume from a checkpoint: each "
+        raise ValueError(f"{trainer.name} cannot resume from a checkpoint: each "
                          "member's weights live only on its worker; drop checkpoint_dir")
     store = Checkpoint(spark, path, fingerprint(model, algorithm.name, trainer.num_workers))
     store.keep = keep       # BackupAndRestore(delete_checkpoint=False): kept after the run
@@ -341,7 +366,7 @@ def _open_checkpoint(trainer, spark, algorithm, exchange, model, flat, callbacks
         flat.set(state["centre"])
         algorithm.restore_server_state(state["server_state"])
         log.warning("resuming from the checkpoint in %s: %d of %d epochs done, %d updates",
-                    path, state["epochs"], trainer.num_epoch, state["updates"])
+                    path, state["epochs"], trainer.epochs, state["updates"])
     return store, state
 
 
@@ -353,22 +378,25 @@ def _monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, step
     from tqdm.auto import tqdm
 
     history = resume.history()
-    cbs = keras.callbacks.CallbackList(callbacks, model=driver_model, epochs=trainer.num_epoch,
+    cbs = keras.callbacks.CallbackList(callbacks, model=driver_model, epochs=trainer.epochs,
                                        steps=steps, verbose=0)
     driver_model.stop_training = False
-    total = (trainer.num_epoch - resume.start) * steps * trainer.batch_size * trainer.num_workers
+    total = (trainer.epochs - resume.start) * steps * trainer.batch_size * trainer.num_workers
     bar = tqdm(total=total, unit="samples", disable=not trainer.verbose, mininterval=1.0,
-               desc=f"{type(trainer).__name__} x{trainer.num_workers}")
+               desc=f"{trainer.name} x{trainer.num_workers}")
     cbs.on_train_begin()
     reported, epoch_start = resume.start, time.perf_counter()
-    if reported < trainer.num_epoch:
+    rate = _LearningRate(driver_model, coordinator)
+    statistics = _EpochStatistics(coordinator, steps * trainer.batch_size * trainer.num_workers)
+    if reported < trainer.epochs:
         cbs.on_epoch_begin(reported)
+        rate.follow()
     try:
         while True:
             job.join(timeout=0.2)
             bar.update(min(coordinator.samples_seen, total) - bar.n)
             alive = job.is_alive()
-            while (reported < trainer.num_epoch and coordinator.completed_epochs() > reported
+            while (reported < trainer.epochs and coordinator.completed_epochs() > reported
                    and not driver_model.stop_training):
                 logs = _epoch_logs(coordinator.epoch_logs[reported])
                 if reported in coordinator.consensus_distance:
@@ -382,23 +410,23 @@ def _monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, step
                     logs.update({f"val_{k}": float(v) for k, v in scores.items()})
                 ended = coordinator.epoch_finished_at.get(reported, time.perf_counter())
                 logs["epoch_seconds"] = ended - epoch_start
+                logs.update(statistics.epoch(reported, logs["epoch_seconds"], history))
+                logs.setdefault("learning_rate", rate.value)    # else: the workers' mean
                 history.record(reported, logs)
-                if coordinator.data_service is not None:
-                    data = coordinator.data_service.stats()
-                    history.epoch_stats.append({"epoch": reported, "updates": data["updates"],
-                                                "commits": {w: d["commits"] for w, d
-                                                            in data["workers"].items()}})
                 resume.save(reported + 1, history, coordinator, centre)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k != "epoch_seconds"})
+                bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()
+                                 if k not in _EpochStatistics.KEYS})
                 cbs.on_epoch_end(reported, logs)
+                rate.follow()
                 if driver_model.stop_training:
                     log.info("a callback stopped training after epoch %d", reported)
                     coordinator.request_stop()
                 coordinator.epoch_processed(reported)
                 reported += 1
                 epoch_start = ended
-                if not driver_model.stop_training and reported < trainer.num_epoch:
+                if not driver_model.stop_training and reported < trainer.epochs:
                     cbs.on_epoch_begin(reported)
+                    rate.follow()
             if not alive:
                 break
     finally:
@@ -413,6 +441,58 @@ def _monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, step
     flat.set(coordinator.model())
     cbs.on_train_end()   # EarlyStopping(restore_best_weights=True) may reset the weights here
     return history
+
+
+class _LearningRate:
+    """The driver model's learning rate, which callbacks (``ReduceLROnPlateau``,
+    ``LearningRateScheduler``) change; every change goes to the workers' optimizers."""
+
+    def __init__(self, model, coordinator):
+        self.model, self.coordinator = model, coordinator
+        self.value = self._read()
+
+    def _read(self) -> float:
+        return float(np.asarray(self.model.optimizer.learning_rate))
+
+    def follow(self) -> None:
+        now = self._read()
+        if now != self.value:
+            log.info("learning rate %.6g -> %.6g (a callback changed it): sent to the workers",
+                     self.value, now)
+            self.coordinator.set_learning_rate(now)
+            self.value = now
+
+
+class _EpochStatistics:
+    """Per-epoch statistics for the logs every callback sees: ``samples_per_second``,
+    ``exchange_seconds`` (mean per worker, from the workers' logs) and, with a parameter server,
+    ``updates`` (θ̃'s update count so far), ``commits`` (this epoch) and ``mean_staleness``
+    (mean τ of this epoch's commits)."""
+
+    KEYS = frozenset({"epoch_seconds", "samples_per_second", "exchange_seconds", "updates",
+                      "commits", "mean_staleness", "learning_rate", "consensus_distance"})
+
+    def __init__(self, coordinator, samples_per_epoch: int):
+        self.coordinator, self.samples = coordinator, samples_per_epoch
+        self.commits, self.staleness = 0, 0.0
+
+    def epoch(self, epoch: int, seconds: float, history: "TrainingHistory") -> dict:
+        out = {"samples_per_second": self.samples / seconds if seconds > 0 else 0.0}
+        service = self.coordinator.data_service
+        if service is None:
+            return out
+        data = service.stats()
+        commits = sum(d["commits"] for d in data["workers"].values())
+        staleness = sum(float(tau) * n for d in data["workers"].values()
+                        for tau, n in d["staleness_histogram"].items())
+        new = commits - self.commits
+        out.update(updates=float(data["updates"]), commits=float(new),
+                   mean_staleness=(staleness - self.staleness) / new if new else 0.0)
+        self.commits, self.staleness = commits, staleness
+        history.epoch_stats.append({"epoch": epoch, "updates": data["updates"],
+                                    "commits": {w: d["commits"] for w, d
+                                                in data["workers"].items()}})
+        return out
 
 
 def _epoch_logs(per_worker: dict[int, dict]) -> dict:

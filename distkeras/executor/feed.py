@@ -135,7 +135,18 @@ def feed_spec_for(model, features_col, label_col, loss, input_shapes=None) -> Fe
     else:
         inputs = [InputSpec(columns, shapes[0])]
     num_classes = int(model.outputs[0].shape[-1]) if model.outputs else None
-    name = loss if isinstance(loss, str) else type(loss).__name__
-    one_hot = name.lower().replace("_", "") in ("categoricalcrossentropy", "categoricalfocalcrossentropy",
-                                                "kldivergence", "categoricalhinge")
+    one_hot = loss_name(loss) in ("categoricalcrossentropy", "categoricalfocalcrossentropy",
+                                  "kldivergence", "categoricalhinge")
     return FeedSpec(inputs=inputs, label_col=label_col, num_classes=num_classes, one_hot=one_hot)
+
+
+def loss_name(loss) -> str:
+    """A loss's name, lower case without underscores, from its name, object or config dict
+    (``"categorical_crossentropy"``, ``CategoricalCrossentropy()``, ``{"class_name": ...}``)."""
+    if isinstance(loss, dict):
+        config = loss.get("config")
+        loss = config if loss.get("class_name") == "function" else loss.get("class_name")
+        loss = loss if isinstance(loss, str) else ""
+    name = loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
+    return name.lower().replace("_", "")
+

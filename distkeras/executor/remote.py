@@ -12,6 +12,7 @@ closure; no model object is ever pickled, and nothing is pickled on distkeras' o
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -33,12 +34,12 @@ STATUS_SCHEMA = pa.schema([("worker", pa.int32()), ("attempt", pa.int32()),
                            ("exchanges", pa.int64()), ("peers", pa.string()),
                            ("host", pa.string()), ("pid", pa.int64()),
                            ("started_at", pa.float64()), ("training_from", pa.float64()),
-                           ("finished_at", pa.float64())])
+                           ("finished_at", pa.float64()), ("learning_rate", pa.float64())])
 STATUS_DDL = ("worker int, attempt int, epochs int, samples bigint, seconds double, "
               "compute_seconds double, exchange_seconds double, wait_seconds double, "
               "bytes_sent bigint, bytes_received bigint, exchanges bigint, peers string, "
               "host string, pid bigint, started_at double, training_from double, "
-              "finished_at double")
+              "finished_at double, learning_rate double")
 PROGRESS_INTERVAL = 0.25   # seconds between progress reports to the coordinator
 COORDINATOR_HINT = ("Set spark.driver.host (or the trainer's ps_host=) to an address the "
                     "executors can reach, and let them reach the driver's ephemeral ports (the "
@@ -99,6 +100,20 @@ def _source(spec: dict, batches: Iterator[pa.RecordBatch], worker: int):
     return MemorySource(xs, y, int(spec["seed"]), worker)
 
 
+def _take_learning_rate(reply, replica, algorithm, known: int) -> int:
+    """Apply a learning rate the driver sent with ``reply`` (newer than version ``known``) to
+    the replica's optimizer and to the rule (SlowMo's γ); return the version now held."""
+    body = reply.payload if isinstance(reply.payload, dict) else None
+    if not body or not isinstance(body.get("lr_version"), int) or body["lr_version"] <= known:
+        return known
+    value = body.get("learning_rate")
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"the driver sent learning rate {value!r}; expected a positive number")
+    replica.learning_rate = float(value)
+    algorithm.learning_rate = float(value)
+    return body["lr_version"]
+
+
 def _worker_context(spec: dict, worker: int, ctx, control):
     """What the algorithm's exchange needs to know of this worker and the run."""
     from pyspark import BarrierTaskContext
@@ -150,9 +165,11 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
             pending = 0            # samples not yet reported to the coordinator
             reported_at = time.perf_counter()
             stop = False
+            lr_version = 0         # the driver's learning-rate changes taken so far
             for epoch in range(start_epoch, epochs):
                 source.start_epoch(epoch)
                 replica.reset_metrics()
+                exchanged_before = exchange.stats.exchange_seconds
                 step = since_exchange = 0
                 window = algorithm.window_length(rng, steps)
                 while step < steps and not stop:
@@ -183,6 +200,7 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
                     if time.perf_counter() - reported_at >= PROGRESS_INTERVAL:
                         reply = control.request(messages.PROGRESS, aux=pending, payload={
                             "exchanges": exchange.stats.exchanges})
+                        lr_version = _take_learning_rate(reply, replica, algorithm, lr_version)
                         samples, pending = samples + pending, 0
                         reported_at = time.perf_counter()
                         stop = bool(reply.flags & messages.FLAG_STOP)
@@ -190,8 +208,11 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
                     break           # stopped mid-epoch: this epoch is not complete
                 if exchange.model == "mean":
                     control.request(messages.REPLICA, payload=theta, aux=epoch)
+                logs = {**replica.metrics(), "learning_rate": replica.learning_rate,
+                        "exchange_seconds": exchange.stats.exchange_seconds - exchanged_before}
                 reply = control.request(messages.EPOCH_END, aux=pending,
-                                        payload={"epoch": epoch, "logs": replica.metrics()})
+                                        payload={"epoch": epoch, "logs": logs})
+                lr_version = _take_learning_rate(reply, replica, algorithm, lr_version)
                 samples, pending = samples + pending, 0
                 epochs_run += 1
                 if stop or reply.flags & messages.FLAG_STOP:
@@ -202,5 +223,6 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
             control.request(messages.DONE)
     return {"worker": worker, "attempt": attempt, "epochs": epochs_run, "samples": samples,
             "seconds": time.perf_counter() - started, "compute_seconds": compute_seconds,
+            "learning_rate": replica.learning_rate,
             **exchange.stats.as_row(), "host": socket.gethostname(), "pid": os.getpid(),
             "started_at": started_at, "training_from": training_from, "finished_at": time.time()}

@@ -232,6 +232,16 @@ class Replica:
         self.theta = self.weights.get()
         return self.theta
 
+    @property
+    def learning_rate(self) -> float:
+        """The optimizer's learning rate now."""
+        return float(np.asarray(self.model.optimizer.learning_rate))
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        # assigns the optimizer's variable: the compiled windows read the new value
+        self.model.optimizer.learning_rate = float(value)
+
     def metrics(self) -> dict[str, float]:
         result = self.model.get_metrics_result()
         return {k: float(np.asarray(v)) for k, v in result.items() if np.asarray(v).ndim == 0}

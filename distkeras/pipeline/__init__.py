@@ -17,7 +17,7 @@ Example::
     pl.ingest_sample(spark, pl.sample_labels("out/sample"), "out/events.parquet")
     pl.make_features(spark, "out/events.parquet", "out/features", hlf_only=True)
     train_df, test_df = pl.load_split(spark, "out/features")
-    run = pl.train(train_df, "hlf", "ADAG", workers=2, epochs=5, learning_rate=0.003)
+    run = pl.train(train_df, "hlf", "ADAG", num_workers=2, epochs=5, learning_rate=0.003)
     results = pl.evaluate_runs([run], test_df, "out")
     print(pl.results_markdown(results))
 """

@@ -39,13 +39,14 @@ class PipelineConfig:
     muon: str = "MuonTight"
     model: str = "hlf"
     trainer: str = "ADAG"
-    workers: int = 2
+    num_workers: int = 2
     epochs: int = 5
     batch_size: int = 32
     learning_rate: float | None = 0.003
-    optimizer: str | None = None
+    worker_optimizer: str | None = None
     communication_window: int | None = None
     algorithm_params: dict[str, Any] = field(default_factory=dict)
+    mlflow: bool | str = False      # log every distkeras fit to MLflow (an experiment name)
     baselines: tuple[str, ...] = ("keras", "SingleTrainer")
     test_fraction: float = 0.2
     seed: int = 42
@@ -92,20 +93,22 @@ def run_pipeline(spark, cfg: PipelineConfig) -> dict[str, Any]:
                                seed=cfg.seed, hlf_only=hlf_only, muon=cfg.muon)
     steps["features"] = time.perf_counter() - t
 
-    t = _step(4, n, f"training {cfg.model} with {cfg.trainer} x{cfg.workers}"
+    t = _step(4, n, f"training {cfg.model} with {cfg.trainer} x{cfg.num_workers}"
               + (f" and baselines {', '.join(cfg.baselines)}" if cfg.baselines else ""))
     train_df, test_df = data.load_split(spark, feats_dir)
     train_df, test_df = train_df.cache(), test_df.cache()
     from distkeras.spark import total_slots
 
-    warm = training.warm_up_workers(spark, max(1, min(cfg.workers, total_slots(spark))))
+    warm = training.warm_up_workers(spark, max(1, min(cfg.num_workers, total_slots(spark))))
     common = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                   validation_df=test_df)
     runs = []
     for name in (cfg.trainer, *cfg.baselines):
-        kwargs = dict(common, workers=cfg.workers, verbose=cfg.verbose)
+        kwargs = dict(common, num_workers=cfg.num_workers, verbose=cfg.verbose)
+        if cfg.mlflow and name.lower() != training.KERAS:
+            kwargs["mlflow"] = cfg.mlflow
         if name == cfg.trainer:     # algorithm settings only for the trainer they were given for
-            kwargs.update(optimizer=cfg.optimizer, communication_window=cfg.communication_window,
+            kwargs.update(worker_optimizer=cfg.worker_optimizer, communication_window=cfg.communication_window,
                           **cfg.algorithm_params)
         run = training.train(train_df, cfg.model, name, **kwargs)
         training.save_run(run, os.path.join(out, "models", report.slug(run.name)),

@@ -33,7 +33,7 @@ def evaluate_run(run: Run, test_df, roc_png: str | None = None) -> dict[str, Any
     with the run's timing; ``roc_png`` also draws the per-class ROC curves."""
     from distkeras import evaluation
 
-    col = run.model.prediction_col
+    col = run.model.getProbabilityCol()
     scored = run.model.transform(test_df).persist()
     try:
         metrics = evaluation.evaluate(scored, label_col=LABEL_COL, probability_col=col)

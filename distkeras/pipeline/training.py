@@ -4,7 +4,7 @@ baseline), timed, and saved with its history and training curves (`save_run`).
 
 Example::
 
-    run = train(train_df, "hlf", "ADAG", workers=2, epochs=5, validation_df=test_df)
+    run = train(train_df, "hlf", "ADAG", num_workers=2, epochs=5, validation_df=test_df)
     save_run(run, "out/models/adag")        # model + history.json + training.json + history.png
     again = load_run("out/models/adag")
 """
@@ -76,54 +76,61 @@ def build_model(name: str, learning_rate: float | None = None, compile: bool = T
     return getattr(models, MODELS[name][0])(compile=compile, learning_rate=learning_rate)
 
 
-def make_trainer(trainer: str, model, features_col, *, workers: int = 2, batch_size: int = 32,
-                 epochs: int = 5, learning_rate: float | None = None, optimizer: str | None = None,
-                 communication_window: int | None = None, verbose: bool = True,
-                 **algorithm_params):
+def make_trainer(trainer: str, model, features_col, *, num_workers: int = 2, batch_size: int = 32,
+                 epochs: int = 5, learning_rate: float | None = None,
+                 worker_optimizer: str | None = None, communication_window: int | None = None,
+                 verbose: bool = True, **params):
     """A `distkeras.trainers` trainer by case-insensitive name, e.g.
-    ``make_trainer("adag", build_model("hlf"), "hlf", workers=4)``; ``None`` options keep the
+    ``make_trainer("adag", build_model("hlf"), "hlf", num_workers=4)``; ``None`` options keep the
     trainer's defaults."""
     from distkeras import trainers
 
     names = {n.lower(): n for n in trainer_names()}
     if trainer.lower() not in names:
         raise ValueError(f"unknown trainer {trainer!r}; choose from {trainer_names()}")
-    kwargs: dict[str, Any] = dict(loss=LOSS, num_workers=workers, batch_size=batch_size,
-                                  num_epoch=epochs, features_col=features_col,
-                                  label_col=LABEL_COL, verbose=verbose, **algorithm_params)
-    for key, value in (("worker_optimizer", optimizer), ("learning_rate", learning_rate),
+    kwargs: dict[str, Any] = dict(loss=LOSS, num_workers=num_workers, batch_size=batch_size,
+                                  epochs=epochs, features_col=features_col,
+                                  label_col=LABEL_COL, verbose=verbose, **params)
+    for key, value in (("worker_optimizer", worker_optimizer), ("learning_rate", learning_rate),
                        ("communication_window", communication_window)):
         if value is not None:
             kwargs[key] = value
-    return getattr(trainers, names[trainer.lower()])(model, **kwargs)
+    cls = getattr(trainers, names[trainer.lower()])
+    for key in cls.fixed:       # SingleTrainer: one worker, whatever the run's count
+        kwargs.pop(key, None)
+    return cls(model, **kwargs)
 
 
-def train(train_df, model_name: str = "hlf", trainer: str = "ADAG", *, workers: int = 2,
+def train(train_df, model_name: str = "hlf", trainer: str = "ADAG", *, num_workers: int = 2,
           epochs: int = 5, batch_size: int = 32, learning_rate: float | None = None,
-          optimizer: str | None = None, communication_window: int | None = None,
+          worker_optimizer: str | None = None, communication_window: int | None = None,
           validation_df=None, name: str | None = None, verbose: bool = True,
-          **algorithm_params) -> Run:
+          **params) -> Run:
     """Train ``model_name`` with a distkeras trainer (or ``trainer="keras"``: `train_keras`).
 
-    ``validation_df`` is evaluated on the centre variable after every epoch (``val_*`` curves).
+    ``validation_df`` is evaluated on the centre variable after every epoch (``val_*`` curves);
+    ``params`` are further trainer Params (the rule's own, ``mlflow=True``, ...).
     """
     if trainer.lower() == KERAS:
+        if params.get("mlflow"):
+            log.warning("mlflow= applies to distkeras trainers; for the plain Keras baseline "
+                        "call mlflow.keras.autolog() first")
         return train_keras(train_df, model_name, epochs=epochs, batch_size=batch_size,
                            learning_rate=learning_rate, validation_df=validation_df,
                            **({"name": name} if name else {}))
     model = build_model(model_name)
-    est = make_trainer(trainer, model, MODELS[model_name][1], workers=workers,
+    est = make_trainer(trainer, model, MODELS[model_name][1], num_workers=num_workers,
                        batch_size=batch_size, epochs=epochs, learning_rate=learning_rate,
-                       optimizer=optimizer, communication_window=communication_window,
-                       verbose=verbose, **algorithm_params)
+                       worker_optimizer=worker_optimizer, communication_window=communication_window,
+                       verbose=verbose, **params)
     rows = train_df.count()
     log.info("training %s with %r on %d rows", model_name, est, rows)
     t0 = time.perf_counter()
     fitted = est.fit(train_df, validation_data=validation_df)
     seconds = time.perf_counter() - t0
     done = len(fitted.history.get("loss", [])) or epochs
-    run = Run(name or f"{type(est).__name__} x{est.num_workers}", type(est).__name__, model_name,
-              est.num_workers, done, batch_size, seconds, rows * done, fitted)
+    run = Run(name or f"{type(est).__name__} x{est.getNumWorkers()}", type(est).__name__, model_name,
+              est.getNumWorkers(), done, batch_size, seconds, rows * done, fitted)
     log.info("%s: %.1f s, %.0f samples/s", run.name, seconds, run.samples_per_s)
     return run
 
@@ -139,7 +146,7 @@ def train_keras(train_df, model_name: str = "hlf", *, epochs: int = 5, batch_siz
     from distkeras.driver.fit import collect_arrays
     from distkeras.executor.feed import feed_spec_for
     from distkeras.executor.feed import model_inputs
-    from distkeras.model import KerasModel
+    from distkeras.model import KerasModel, describe_output
 
     keras.utils.set_random_seed(seed)
     model = build_model(model_name, learning_rate=learning_rate)
@@ -161,7 +168,7 @@ def train_keras(train_df, model_name: str = "hlf", *, epochs: int = 5, batch_siz
     seconds = time.perf_counter() - t0
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
     history["epoch_seconds"] = seconds_per_epoch
-    fitted = KerasModel(model, history=history, feed=feed)
+    fitted = KerasModel(model, history=history, feed=feed, output=describe_output(model, LOSS))
     run = Run(name, KERAS, model_name, 1, epochs, batch_size, seconds, len(y) * epochs, fitted)
     log.info("%s: %.1f s, %.0f samples/s", run.name, seconds, run.samples_per_s)
     return run

@@ -184,7 +184,7 @@ class Study:
         kwargs: dict[str, Any] = dict(loss="categorical_crossentropy",
                                       worker_optimizer=self.optimizer,
                                       learning_rate=self.learning_rate_for(config),
-                                      batch_size=self.batch_size, num_epoch=self.epochs,
+                                      batch_size=self.batch_size, epochs=self.epochs,
                                       features_col=self.feature_columns(),
                                       label_col=self.label_col, seed=self.seed + config.repeat,
                                       verbose=False, **self.trainer_params)

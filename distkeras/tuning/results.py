@@ -148,7 +148,7 @@ class SearchResult:
             trainer = by_name[trainer.lower()]
         best = self.best_trial
         model, settings = self.search.build_for_refit(best)
-        kwargs = {**settings, "num_epoch": int(best["epochs"])}
+        kwargs = {**settings, "epochs": int(best["epochs"])}
         kwargs.update(trainer_kwargs)
         log.info("refitting trial %d (%s) with %s", best["trial"], best["params"], trainer.__name__)
         return trainer(model, **kwargs).fit(df, validation_data=validation_data)
