@@ -30,11 +30,21 @@ SESSION_CONF = {
 }
 
 
-def session(master: str = "local[2]", app_name: str = "distkeras", conf: dict | None = None):
+def session(master: str = "local[2]", app_name: str = "distkeras", conf: dict | None = None,
+            environment: str | None = None):
     """Return a SparkSession for distkeras (created if none is active).
 
     ``master`` is any Spark master URL (``local[N]``, ``local[N,F]`` for task retries,
-    ``spark://host:7077``). ``conf`` adds or overrides settings.
+    ``spark://host:7077``). ``conf`` adds or overrides settings. ``environment`` is a packed
+    Python environment for executors that do not share the driver's machine (a ``venv-pack``
+    or ``conda-pack`` archive, local or on HDFS): Spark ships it to every executor
+    (``spark.archives``, unpacked as ``./environment``) and runs the executors' Python from
+    it (``spark.pyspark.python=./environment/bin/python``).
+
+    Example::
+
+        spark = session("spark://head:7077", conf={"spark.executor.cores": "4"},
+                        environment="hdfs:///envs/distkeras-env.tar.gz")
     """
     from pyspark.sql import SparkSession
 
@@ -45,15 +55,36 @@ def session(master: str = "local[2]", app_name: str = "distkeras", conf: dict | 
     builder = SparkSession.builder.master(master).appName(app_name)
     settings = dict(SESSION_CONF)
     settings["spark.pyspark.python"] = os.environ["PYSPARK_PYTHON"]
+    if environment:
+        settings.update(packed_environment(environment))
     if master.startswith("local"):
         settings["spark.driver.host"] = os.environ["SPARK_LOCAL_IP"]
         settings["spark.driver.bindAddress"] = os.environ["SPARK_LOCAL_IP"]
     settings.update(conf or {})
+    # pyspark launches the executors' Python from this variable, not from the setting
+    os.environ["PYSPARK_PYTHON"] = settings["spark.pyspark.python"]
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def packed_environment(archive: str, name: str = "environment") -> dict[str, str]:
+    """The settings that run the executors' Python from a packed environment ``archive``
+    (``.tar.gz``, ``.tgz`` or ``.zip`` from venv-pack or conda-pack)."""
+    if archive.endswith(".tar"):
+        raise ValueError(f"environment {archive!r}: Spark unpacks a plain .tar without file "
+                         "modes or links (SPARK-38632), so its bin/python would not run; pack "
+                         "it as .tar.gz (venv-pack -o env.tar.gz)")
+    if not archive.endswith((".tar.gz", ".tgz", ".zip")):
+        raise ValueError(f"environment {archive!r}: give a .tar.gz, .tgz or .zip archive made "
+                         "by venv-pack or conda-pack")
+    if "://" not in archive and not os.path.exists(archive):
+        raise FileNotFoundError(f"environment archive {archive} does not exist; make it with "
+                                "`venv-pack -o env.tar.gz` (or conda-pack) in the environment "
+                                "that has distkeras installed")
+    return {"spark.archives": f"{archive}#{name}", "spark.pyspark.python": f"./{name}/bin/python"}
 
 
 def warn_if_unauthenticated(spark) -> bool:

@@ -37,7 +37,8 @@ def main(argv=None) -> int:
 
     setup_logging(args.log_level)
     runs = [pipeline.load_run(path) for path in args.model]   # bad paths fail before Spark
-    spark = start_session(args.master, "distkeras-evaluate")
+    spark = start_session(args.master, "distkeras-evaluate",
+                          environment=args.environment)
     try:
         test_df = spark.read.parquet(args.test)
         counts = pipeline.class_counts(test_df)

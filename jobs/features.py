@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     from distkeras.pipeline.cli import setup_logging, start_session
 
     setup_logging(args.log_level)
-    spark = start_session(args.master, "distkeras-features")
+    spark = start_session(args.master, "distkeras-features",
+                          environment=args.environment)
     try:
         info = pipeline.make_features(spark, args.input, args.output,
                                       test_fraction=args.test_fraction, seed=args.seed,

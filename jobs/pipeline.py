@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     add_spark_args(ap)
     args = ap.parse_args(argv)
-    if args.events < 1 or args.workers < 1 or args.epochs < 1 or args.batch_size < 1:
+    if args.events < 1 or args.num_workers < 1 or args.epochs < 1 or args.batch_size < 1:
         ap.error("--events, --workers, --epochs and --batch-size must be positive")
     return args
 
@@ -72,10 +72,12 @@ def config(args: argparse.Namespace):
                       if b.strip() and b.strip().lower() != "none")
     return PipelineConfig(out=args.out, events=args.events, labels=labels, tree=args.tree,
                           muon=args.muon, model=args.model, trainer=args.trainer,
-                          workers=args.workers, epochs=args.epochs, batch_size=args.batch_size,
-                          learning_rate=args.learning_rate, optimizer=args.optimizer,
+                          num_workers=args.num_workers, epochs=args.epochs,
+                          batch_size=args.batch_size, learning_rate=args.learning_rate,
+                          worker_optimizer=args.worker_optimizer,
                           communication_window=args.communication_window,
-                          algorithm_params=parse_params(args.param), baselines=baselines,
+                          algorithm_params=parse_params(args.param), mlflow=args.mlflow,
+                          baselines=baselines,
                           test_fraction=args.test_fraction, seed=args.seed,
                           verbose=not args.quiet)
 
@@ -87,7 +89,8 @@ def main(argv=None) -> int:
 
     setup_logging(args.log_level)
     cfg = config(args)
-    spark = start_session(args.master, "distkeras-pipeline", workers=args.workers)
+    spark = start_session(args.master, "distkeras-pipeline", workers=args.num_workers,
+                          environment=args.environment)
     try:
         summary = run_pipeline(spark, cfg)
     finally:

@@ -110,7 +110,8 @@ def main(argv=None) -> int:
 def _data(args, workers: int):
     from distkeras.pipeline.cli import start_session
 
-    spark = start_session(args.master, "distkeras-study", workers=workers)
+    spark = start_session(args.master, "distkeras-study", workers=workers,
+                          environment=args.environment)
     if args.dataset == "digits":
         from distkeras.datasets.digits import digits_dataframe
 

@@ -45,15 +45,19 @@ def main(argv=None) -> int:
 
     setup_logging(args.log_level)
     params = parse_params(args.param)
-    spark = start_session(args.master, "distkeras-train", workers=args.workers)
+    if args.mlflow:
+        params["mlflow"] = args.mlflow
+    spark = start_session(args.master, "distkeras-train", workers=args.num_workers,
+                          environment=args.environment)
     try:
         train_df = spark.read.parquet(args.train)
         val_df = spark.read.parquet(args.validation) if args.validation else None
         if args.trainer.lower() != pipeline.KERAS:
-            pipeline.warm_up_workers(spark, args.workers)
-        run = pipeline.train(train_df, args.model, args.trainer, workers=args.workers,
+            pipeline.warm_up_workers(spark, args.num_workers)
+        run = pipeline.train(train_df, args.model, args.trainer, num_workers=args.num_workers,
                              epochs=args.epochs, batch_size=args.batch_size,
-                             learning_rate=args.learning_rate, optimizer=args.optimizer,
+                             learning_rate=args.learning_rate,
+                             worker_optimizer=args.worker_optimizer,
                              communication_window=args.communication_window,
                              validation_df=val_df, name=args.name, verbose=not args.quiet,
                              **({"checkpoint_dir": args.checkpoint_dir}

@@ -6,8 +6,9 @@ prints one JSON line per trainer with what the test checks.
 rows (default 3000). ``DISTKERAS_TEST_EPOCHS`` and
 ``DISTKERAS_TEST_EPOCH_PAUSE``: epochs, and seconds the driver waits at each epoch end (it
 prints ``EPOCH k [pids of the workers still training]`` then, so that the test can kill the
-executor of a worker mid-training). A failed fit
-prints its error in the RESULT line."""
+executor of a worker mid-training). ``DISTKERAS_TEST_ENVIRONMENT``: a packed environment the
+executors run from (``PYTHON [...]`` tells where each executor's Python and distkeras came
+from). A failed fit prints its error in the RESULT line."""
 import json
 import os
 import sys
@@ -23,8 +24,24 @@ from tests.data import blobs, blobs_df, mlp
 spark = session(sys.argv[1], app_name="distkeras-cluster-test",
                 conf={"spark.executor.cores": "1", "spark.cores.max": "2",
                       "spark.executor.memory": "1g", "spark.task.maxFailures": "2",
-                      **json.loads(os.environ.get("DISTKERAS_TEST_SPARK_CONF", "{}"))})
+                      **json.loads(os.environ.get("DISTKERAS_TEST_SPARK_CONF", "{}"))},
+                environment=os.environ.get("DISTKERAS_TEST_ENVIRONMENT"))
 print(f"APP {spark.sparkContext.applicationId}", flush=True)
+
+
+def where_python(_):
+    import sys
+
+    import distkeras
+    import tensorflow
+
+    return {"executable": sys.executable, "prefix": sys.prefix, "distkeras": distkeras.__file__,
+            "tensorflow": tensorflow.__file__}
+
+
+if os.environ.get("DISTKERAS_TEST_ENVIRONMENT"):
+    print("PYTHON " + json.dumps(spark.sparkContext.parallelize(range(2), 2).map(where_python)
+                                 .collect()), flush=True)
 train = blobs_df(spark, int(os.environ.get("DISTKERAS_TEST_ROWS", "3000")), seed=0).cache()
 x, y = blobs(1000, seed=1)
 SETTINGS = {"ADAG": dict(learning_rate=0.03)}
@@ -47,7 +64,7 @@ for name in (sys.argv[2].split(",") if len(sys.argv) > 2 else ["ADAG"]):
     callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=mark)] if PAUSE else []
     t0 = time.monotonic()
     RUNNING["trainer"] = getattr(dk.trainers, name)(
-        mlp(), loss="categorical_crossentropy", num_workers=2, batch_size=32, num_epoch=EPOCHS,
+        mlp(), loss="categorical_crossentropy", num_workers=2, batch_size=32, epochs=EPOCHS,
         verbose=False, callbacks=callbacks, **SETTINGS.get(name, dict(learning_rate=0.01)))
     try:
         fitted = RUNNING["trainer"].fit(train)

@@ -13,10 +13,10 @@ TRAINERS = ["ADAG", "DPSGD", "ADPSGD"]
 UNAUTHENTICATED = "runs without spark.authenticate and spark.network.crypto.enabled"
 
 
-def run_driver(master: str, trainers: list[str], conf: dict | None = None):
+def run_driver(master: str, trainers: list[str], conf: dict | None = None, **env_vars):
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=str(root), SPARK_LOCAL_IP="127.0.0.1",
-               DISTKERAS_TEST_SPARK_CONF=json.dumps(conf or {}))
+               DISTKERAS_TEST_SPARK_CONF=json.dumps(conf or {}), **env_vars)
     out = subprocess.run([sys.executable, "-m", "tests.cluster_driver", master,
                           ",".join(trainers)],
                          cwd=root, env=env, capture_output=True, text=True, timeout=900)
@@ -24,6 +24,10 @@ def run_driver(master: str, trainers: list[str], conf: dict | None = None):
                                          for l in out.stdout.splitlines()
                                          if l.startswith("RESULT "))}
     assert out.returncode == 0 and set(results) == set(trainers), out.stderr[-4000:]
+    pythons = [json.loads(l[len("PYTHON "):]) for l in out.stdout.splitlines()
+               if l.startswith("PYTHON ")]
+    if pythons:
+        results["python"] = pythons[0]
     return results, out.stderr
 
 
@@ -50,6 +54,49 @@ def test_training_with_spark_authentication_and_encryption_on(authenticated_clus
     results, stderr = run_driver(authenticated_cluster, ["ADAG"], AUTH_CONF)
     assert results["ADAG"]["executors"] == 2 and results["ADAG"]["accuracy"] > 0.8, results
     assert UNAUTHENTICATED not in stderr
+
+
+# not needed by the executors (pyspark: Spark puts its own pyspark.zip first on their path)
+PACK_EXCLUDE = ["*__editable__*", "*/site-packages/pyspark/*", "*/site-packages/optuna/*",
+                "*/site-packages/mlflow/*", "*/site-packages/sklearn/*", "*/site-packages/scipy/*",
+                "*/site-packages/pip/*", "*/site-packages/setuptools/*", "*/__pycache__/*"]
+
+
+def packed_environment(directory: Path) -> Path:
+    """This test environment packed with venv-pack as a user ships it to a cluster whose
+    machines lack distkeras (README "Deploying"); distkeras goes in as a regular package, not
+    as the editable install that points at this checkout."""
+    import gzip
+    import shutil
+    import tarfile
+
+    import venv_pack
+
+    packed, archive = directory / "packed.tar", directory / "distkeras-env.tar.gz"
+    venv_pack.pack(prefix=sys.prefix, output=str(packed), format="tar",
+                   filters=[("exclude", pattern) for pattern in PACK_EXCLUDE])
+    site = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
+    with tarfile.open(packed, "a") as tar:
+        tar.add(Path(__file__).resolve().parent.parent / "distkeras", f"{site}/distkeras",
+                filter=lambda info: None if "__pycache__" in info.name else info)
+    with open(packed, "rb") as src, gzip.open(archive, "wb", compresslevel=1) as out:
+        shutil.copyfileobj(src, out, 1 << 22)
+    packed.unlink()
+    return archive
+
+
+def test_executors_run_from_a_packed_environment(standalone_cluster, tmp_path):
+    """spark.archives ships the packed environment; every executor's Python, TensorFlow and
+    distkeras come from its unpacked copy, not from the driver's interpreter, and it trains."""
+    archive = packed_environment(tmp_path)
+    results, _ = run_driver(standalone_cluster, ["ADAG"],
+                            DISTKERAS_TEST_ENVIRONMENT=str(archive))
+    assert results["ADAG"]["accuracy"] > 0.8 and results["ADAG"]["executors"] == 2, results
+    for where in results["python"]:
+        prefix = where["prefix"]
+        assert prefix.endswith("/environment") and not prefix.startswith(sys.prefix), where
+        assert where["executable"].endswith("environment/bin/python"), where
+        assert where["distkeras"].startswith(prefix) and where["tensorflow"].startswith(prefix)
 
 
 def executor_jvms(app_id: str) -> list[int]:

@@ -5,7 +5,7 @@ Example::
 
     ap = argparse.ArgumentParser(); add_training_args(ap)
     args = ap.parse_args(["--trainer", "DOWNPOUR", "--param", "alpha=0.5"])
-    spark = start_session(args.master, "my-job", workers=args.workers)
+    spark = start_session(args.master, "my-job", workers=args.num_workers)
 """
 from __future__ import annotations
 
@@ -49,18 +49,21 @@ def add_training_args(ap: argparse.ArgumentParser, trainer_default: str = "ADAG"
     ap.add_argument("--trainer", default=trainer_default, metavar="NAME",
                     help=f"distkeras trainer ({', '.join(trainer_names())}) or '{KERAS}' for "
                     "plain model.fit in the driver process (default: %(default)s)")
-    ap.add_argument("--workers", type=int, default=2,
+    ap.add_argument("--num-workers", "--workers", dest="num_workers", type=int, default=2,
                     help="Spark workers = model replicas = partitions (default: %(default)s)")
     ap.add_argument("--epochs", type=int, default=5, help="epochs (default: %(default)s)")
     ap.add_argument("--batch-size", type=int, default=32,
                     help="mini-batch size per worker (default: %(default)s)")
     ap.add_argument("--learning-rate", type=float, default=0.003,
                     help="worker optimizer learning rate (default: %(default)s)")
-    ap.add_argument("--optimizer", default=None,
+    ap.add_argument("--worker-optimizer", "--optimizer", dest="worker_optimizer", default=None,
                     help="worker optimizer name (default: the trainer's, adam for most)")
     ap.add_argument("--communication-window", type=int, default=None, metavar="LAMBDA",
                     help="local steps between parameter-server exchanges (default: the "
                     "algorithm's, e.g. 12 for ADAG/AGN, 5 for DOWNPOUR)")
+    ap.add_argument("--mlflow", nargs="?", const=True, default=False, metavar="EXPERIMENT",
+                    help="log each distkeras fit to MLflow (MLFLOW_TRACKING_URI), optionally "
+                    "into EXPERIMENT")
     ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="extra update-rule parameter of the trainer (rho=5, alpha=0.5, "
                     "momentum=0.9, ...); repeatable")
@@ -72,6 +75,9 @@ def add_spark_args(ap: argparse.ArgumentParser) -> None:
                     help="Spark master URL (default: what spark-submit set, else local[N] with "
                     "N = max(2, workers))")
     ap.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    ap.add_argument("--environment", default=None, metavar="ENV.tar.gz",
+                    help="packed Python environment (venv-pack/conda-pack) the executors run "
+                    "from, for clusters whose machines lack distkeras (see README 'Deploying')")
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -81,12 +87,13 @@ def setup_logging(level: str = "INFO") -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def start_session(master: str | None, app_name: str, workers: int = 2):
+def start_session(master: str | None, app_name: str, workers: int = 2,
+                  environment: str | None = None):
     """`distkeras.spark.session` on ``master`` (or spark-submit's, or ``local[max(2, workers)]``)
-    with the pipeline's `SESSION_CONF`."""
+    with the pipeline's `SESSION_CONF` (and the executors' packed ``environment``)."""
     from distkeras.pipeline import SESSION_CONF, default_master
     from distkeras.spark import session
 
     url = default_master(master, f"local[{max(2, workers)}]")
     logging.getLogger(__name__).info("Spark master %s", url)
-    return session(url, app_name=app_name, conf=SESSION_CONF)
+    return session(url, app_name=app_name, conf=SESSION_CONF, environment=environment)
