@@ -27,9 +27,13 @@ setup(
         "petastorm": ["petastorm==0.13.1"],
         "study": ["scikit-learn>=1.3"],          # the bundled digits set of distkeras.study
         "tune": ["optuna>=3.4"],                  # OptunaSearch
+        "tensorboard": ["tensorboard>=2.16"],     # keras.callbacks.TensorBoard on the driver
+        "mlflow": ["mlflow-skinny>=2.16"],        # distkeras.tracking (sqlite stores: + sqlalchemy, alembic)
+        "deploy": ["venv-pack>=0.2"],             # pack an environment for spark.archives
         "bench": ["optuna>=3.4", "hyperopt>=0.2.7"],   # benchmarks/search_quality.py
         "test": ["pytest>=7", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6", "scikit-learn>=1.3",
-                 "optuna>=3.4"],
+                 "optuna>=3.4", "tensorboard>=2.16", "mlflow-skinny>=2.16", "sqlalchemy>=2",
+                 "alembic>=1.12", "venv-pack>=0.2"],
     },
     entry_points={"console_scripts": ["distkeras-generate=distkeras.datasets.delphes:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Physics"],
