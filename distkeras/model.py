@@ -36,6 +36,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import MLReadable, MLWritable
 
 from distkeras.executor.feed import FeedSpec, loss_name, model_inputs
+from distkeras.params import add_accessors
 
 log = logging.getLogger(__name__)
 _WORKER_CACHE: dict[str, list] = {}   # executor side: run id → rebuilt Keras models
@@ -96,27 +97,6 @@ class KerasModel(Model, MLReadable, MLWritable):
         self._setDefault(prediction_col="prediction", probability_col="probability",
                          raw_prediction_col="rawPrediction", batch_size=1024)
         self._set(**params)
-
-    def getPredictionCol(self) -> str:
-        return self.getOrDefault(self.prediction_col)
-
-    def getProbabilityCol(self) -> str:
-        return self.getOrDefault(self.probability_col)
-
-    def getRawPredictionCol(self) -> str:
-        return self.getOrDefault(self.raw_prediction_col)
-
-    def getBatchSize(self) -> int:
-        return self.getOrDefault(self.batch_size)
-
-    def setPredictionCol(self, value: str) -> "KerasModel":
-        return self._set(prediction_col=value)
-
-    def setProbabilityCol(self, value: str) -> "KerasModel":
-        return self._set(probability_col=value)
-
-    def setRawPredictionCol(self, value: str) -> "KerasModel":
-        return self._set(raw_prediction_col=value)
 
     def _models(self) -> list:
         return self.members or [self.keras_model]
@@ -239,6 +219,10 @@ class KerasModel(Model, MLReadable, MLWritable):
         that.members = list(self.members)
         that.history = self.history
         return that
+
+
+for _name in ("prediction_col", "probability_col", "raw_prediction_col", "batch_size"):
+    add_accessors(KerasModel, _name)      # getPredictionCol(), setProbabilityCol(""), ...
 
 
 def _remove(path: str) -> None:

@@ -81,7 +81,8 @@ class Trainer(Estimator, MLReadable, MLWritable):
         rule_class = type(rule) if isinstance(rule, algorithms.Algorithm) else rule
         extra_allowed = (set(trainer_params.rule_parameters(rule_class))
                          if isinstance(rule_class, type) else set())
-        extra = dict(params.pop("algorithm_params", None) or {})
+        kept = {} if "algorithm" in params else self.getOrDefault("algorithm_params")
+        extra = {**kept, **(params.pop("algorithm_params", None) or {})}
         for key, value in params.items():
             if self.hasParam(key) and (key in trainer_params.NAMES or key in self._rule_params):
                 self._set(**{key: value})

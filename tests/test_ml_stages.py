@@ -70,7 +70,8 @@ def test_bad_keywords_and_values_fail_at_construction():
         adag(data_feed="disk")
     with pytest.raises(ValueError, match="DPSGD.*topology"):
         dk.trainers.DPSGD(mlp(), topology="moebius")
-    with pytest.raises(TypeError, match=r"Trainer\(\) got .* 'stepscale'; did you mean 'step_scale'"):
+    with pytest.raises(TypeError,
+                       match=r"Trainer\(\) got .* 'stepscale'; did you mean 'step_scale'"):
         dk.trainers.Trainer(mlp(), algorithm=HalfStep, stepscale=0.3)
     with pytest.raises(ValueError, match="SingleTrainer has num_workers=1"):
         dk.trainers.SingleTrainer(mlp(), num_workers=3)
@@ -304,3 +305,35 @@ def test_tensorboard_and_csv_logger_get_metrics_and_server_statistics(train, tmp
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 and float(rows[1]["updates"]) > float(rows[0]["updates"])
     assert {"val_loss", "samples_per_second", "exchange_seconds"} <= set(rows[0])
+
+
+def test_decentralised_trainer_params_round_trip_and_old_model_format_loads(tmp_path):
+    import json
+    import shutil
+
+    slowmo = dk.trainers.SlowMo(mlp(), base="adpsgd", slow_momentum=0.5, average=False,
+                                topology="ring", num_workers=4, epochs=3)
+    slowmo.save(str(tmp_path / "slowmo"))
+    again = dk.trainers.SlowMo.load(str(tmp_path / "slowmo"))
+    assert (again.getBase(), again.getSlowMomentum(), again.getAverage(), again.getTopology(),
+            again.getNumWorkers(), again.getEpochs()) == ("adpsgd", 0.5, False, "ring", 4, 3)
+    rule = again.make_algorithm(0.01)
+    assert rule.base.topology == "ring" and not rule.average
+    with pytest.raises(TypeError, match="is a distkeras.trainers.SlowMo, not a ADAG"):
+        dk.trainers.ADAG.load(str(tmp_path / "slowmo"))
+    # a model saved before the pyspark.ml metadata (format 1: distkeras.json and .keras only)
+    from distkeras.executor.feed import feed_spec_for
+
+    model = mlp()
+    fitted = dk.KerasModel(model, feed=feed_spec_for(model, "features", "label",
+                                                     "categorical_crossentropy"))
+    fitted.save(str(tmp_path / "m"))
+    shutil.rmtree(tmp_path / "m" / "metadata")
+    info = json.loads((tmp_path / "m" / "distkeras.json").read_text())
+    info.update(format=1, prediction_col="scores")
+    info.pop("output")
+    (tmp_path / "m" / "distkeras.json").write_text(json.dumps(info))
+    old = dk.load_model(str(tmp_path / "m"))
+    assert old.getPredictionCol() == "scores" and old.output["kind"] == "array"
+    x, _ = blobs(10, seed=1)
+    np.testing.assert_allclose(old.predict([x]), model.predict(x, verbose=0), rtol=1e-6)

@@ -26,9 +26,9 @@ EPOCHS = 5         # as the demo
 WINDOW = 4
 
 
-def run_job(name: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_job(name: str, *args: str, timeout: int = 600, **env_vars) -> subprocess.CompletedProcess:
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable,
-               TF_CPP_MIN_LOG_LEVEL="2")
+               TF_CPP_MIN_LOG_LEVEL="2", **env_vars)
     res = subprocess.run([sys.executable, os.path.join("jobs", f"{name}.py"), *args], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, f"jobs/{name}.py failed ({res.returncode}):\n{res.stderr[-6000:]}"
@@ -139,7 +139,9 @@ def test_hlf_classifier_beats_the_majority_class(demo):
 
 
 def test_standalone_jobs_chain(demo, tmp_path):
-    """features.py → train.py (DOWNPOUR) → evaluate.py (with the demo's Keras model too)."""
+    """features.py → train.py (DOWNPOUR, tracked in MLflow) → evaluate.py (with the demo's
+    Keras model too)."""
+    import mlflow
     out = demo[0]
     feats = tmp_path / "features"
     res = run_job("features", "--input", os.path.join(out, "events.parquet"), "--output",
@@ -154,9 +156,16 @@ def test_standalone_jobs_chain(demo, tmp_path):
     assert hlf.shape[1] == 14
     np.testing.assert_allclose(hlf.mean(axis=0), 0, atol=1e-4)   # scaling fitted on train
     model_dir = tmp_path / "downpour"
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(tracking)
+    experiment = client.create_experiment("jobs", artifact_location=(tmp_path / "mlruns").as_uri())
     res = run_job("train", "--train", str(feats / "train.parquet"), "--validation",
                   str(feats / "test.parquet"), "--output", str(model_dir), "--trainer",
-                  "DOWNPOUR", "--epochs", "2", "--quiet")
+                  "DOWNPOUR", "--epochs", "2", "--quiet", "--mlflow", "jobs",
+                  MLFLOW_TRACKING_URI=tracking)
+    (run,) = client.search_runs([experiment])
+    assert run.data.params["algorithm"] == "downpour" and run.data.params["epochs"] == "2"
+    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2
     info = json.loads(res.stdout[res.stdout.index("{"):])
     assert info["trainer"] == "DOWNPOUR" and info["workers"] == 2 and info["epochs"] == 2
     with open(model_dir / "history.json") as fh:

@@ -77,5 +77,6 @@ def test_falls_back_without_xla_when_it_cannot_compile(caplog):
 def test_trainer_rejects_unknown_jit_setting():
     import distkeras as dk
 
-    with pytest.raises(ValueError, match="jit_compile"):
+    with pytest.raises(TypeError, match="param \"jit_compile\". 'sometimes' is not one of "
+                                        "'auto', True, False"):
         dk.trainers.ADAG(mlp(), loss="categorical_crossentropy", jit_compile="sometimes")

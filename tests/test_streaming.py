@@ -44,5 +44,6 @@ def test_petastorm_stream_where_installed_or_a_clear_error(train, tmp_path):
 
 
 def test_unknown_feed_is_rejected():
-    with pytest.raises(TypeError, match="param \"data_feed\". 'disk' is not one of 'memory', 'stream', 'petastorm'"):
+    with pytest.raises(TypeError, match="param \"data_feed\". 'disk' is not one of 'memory', "
+                                        "'stream', 'petastorm'"):
         dk.trainers.ADAG(mlp(), data_feed="disk")

@@ -197,7 +197,7 @@ def save_run(run: Run, out_dir: str, history_png: str | None = None) -> dict[str
     default ``out_dir/history.png``). Returns the paths."""
     from distkeras.evaluation import plot_history
 
-    run.model.save(out_dir)
+    run.model.save(out_dir, overwrite=True)      # a rerun of a job replaces its output
     hist = run.model.history
     payload = {"history": dict(hist), "ps_stats": getattr(hist, "ps_stats", None),
                "workers": getattr(hist, "workers", None)}
