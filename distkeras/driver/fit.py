@@ -1,49 +1,26 @@
 """``Trainer.fit`` on the driver: check the data, start the coordinator (and the parameter server,
-for the algorithms that have one), launch one Spark task per worker, and while they train show
-progress, collect epoch logs, evaluate the run's model (θ̃, or the mean of the replicas) on the
-validation data and run the Keras callbacks. Always closes the services and cancels the job.
+for the algorithms that have one), launch one Spark task per worker, and while they train run
+the epoch ends (``distkeras.driver.epochs``: progress, epoch logs, validation of the run's
+model, callbacks, checkpoint). Always closes the services and cancels the job.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import time
 
 import numpy as np
 
 from distkeras import tracking
 from distkeras.driver import preflight
 from distkeras.driver.coordinator import Coordinator
-from distkeras.driver.job import SparkJob, TrainingError
+from distkeras.driver.epochs import Resume, monitor
+from distkeras.driver.job import SparkJob
 from distkeras.driver.parameter_server import ParameterServer
 from distkeras.executor import remote
-from distkeras.executor.feed import FeedSpec, feed_spec_for, model_inputs
+from distkeras.executor.feed import FeedSpec, feed_spec_for
 from distkeras.spark import warn_if_unauthenticated
 
 log = logging.getLogger(__name__)
-
-
-class TrainingHistory(dict):
-    """Keras-style history: ``history["loss"][epoch]``; plus ``ps_stats`` and ``workers``."""
-
-    def __init__(self):
-        super().__init__()
-        self.epoch: list[int] = []
-        self.ps_stats: dict = {}
-        self.workers: list[dict] = []
-        # per processed epoch, parameter-server runs: {"updates": u, "commits": {worker: n}}
-        # (who did the work: a straggler's share shows here)
-        self.epoch_stats: list[dict] = []
-        self.mlflow_run_id: str | None = None    # the MLflow run of this fit, when tracked
-
-    def record(self, epoch: int, logs: dict) -> None:
-        self.epoch.append(epoch)
-        for key, value in logs.items():
-            self.setdefault(key, []).append(float(value))
-
-    @property
-    def history(self) -> dict:
-        return dict(self)
 
 
 def _compile_settings(trainer):
@@ -226,9 +203,9 @@ def run_training(estimator, df, validation_data, callbacks):
             job = SparkJob(job_df, remote.train_task(spec), remote.STATUS_DDL, barrier=barrier,
                            description=f"distkeras {trainer.name}").start()
             try:
-                history = _monitor(trainer, coordinator, job, driver_model, flat,
-                                   None if exchange.model == "members" else val, callbacks, steps,
-                                   _Resume(store, resumed, algorithm))
+                history = monitor(trainer, coordinator, job, driver_model, flat,
+                                  None if exchange.model == "members" else val, callbacks, steps,
+                                  Resume(store, resumed, algorithm))
             except BaseException as exc:
                 coordinator.request_stop()
                 job.cancel()
@@ -319,28 +296,6 @@ def _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream, 
     }
 
 
-class _Resume:
-    """The run's checkpoint (None without ``checkpoint_dir``) and what it resumed from."""
-
-    def __init__(self, store=None, state=None, algorithm=None):
-        self.store, self.state, self.algorithm = store, state, algorithm
-        self.start = state["epochs"] if state else 0
-
-    def history(self) -> "TrainingHistory":
-        history = TrainingHistory()
-        past = (self.state or {}).get("history", {})
-        for epoch in range(self.start):
-            history.record(epoch, {k: v[epoch] for k, v in past.items() if len(v) > epoch})
-        return history
-
-    def save(self, epochs: int, history: "TrainingHistory", coordinator, centre) -> None:
-        if self.store is None:
-            return
-        ps = coordinator.data_service
-        self.store.save(epochs, ps.updates if ps is not None else 0, dict(history), centre,
-                        self.algorithm.server_state())
-
-
 def _open_checkpoint(trainer, spark, algorithm, exchange, model, flat, callbacks):
     """The run's checkpoint store and the state to resume from (None, None without one).
     ``keras.callbacks.BackupAndRestore`` in ``callbacks`` gives its ``backup_dir`` and is
@@ -368,134 +323,3 @@ def _open_checkpoint(trainer, spark, algorithm, exchange, model, flat, callbacks
         log.warning("resuming from the checkpoint in %s: %d of %d epochs done, %d updates",
                     path, state["epochs"], trainer.epochs, state["updates"])
     return store, state
-
-
-def _monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, steps,
-             resume: _Resume):
-    """Driver loop while the workers train: progress, epoch ends, validation, callbacks, the
-    checkpoint."""
-    import keras
-    from tqdm.auto import tqdm
-
-    history = resume.history()
-    cbs = keras.callbacks.CallbackList(callbacks, model=driver_model, epochs=trainer.epochs,
-                                       steps=steps, verbose=0)
-    driver_model.stop_training = False
-    total = (trainer.epochs - resume.start) * steps * trainer.batch_size * trainer.num_workers
-    bar = tqdm(total=total, unit="samples", disable=not trainer.verbose, mininterval=1.0,
-               desc=f"{trainer.name} x{trainer.num_workers}")
-    cbs.on_train_begin()
-    reported, epoch_start = resume.start, time.perf_counter()
-    rate = _LearningRate(driver_model, coordinator)
-    statistics = _EpochStatistics(coordinator, steps * trainer.batch_size * trainer.num_workers)
-    if reported < trainer.epochs:
-        cbs.on_epoch_begin(reported)
-        rate.follow()
-    try:
-        while True:
-            job.join(timeout=0.2)
-            bar.update(min(coordinator.samples_seen, total) - bar.n)
-            alive = job.is_alive()
-            while (reported < trainer.epochs and coordinator.completed_epochs() > reported
-                   and not driver_model.stop_training):
-                logs = _epoch_logs(coordinator.epoch_logs[reported])
-                if reported in coordinator.consensus_distance:
-                    logs["consensus_distance"] = coordinator.consensus_distance[reported]
-                centre = coordinator.model(epoch=reported)
-                flat.set(centre)
-                if val is not None:
-                    scores = driver_model.evaluate(model_inputs(val[0]), val[1], verbose=0,
-                                                   return_dict=True,
-                                                   batch_size=max(256, trainer.batch_size))
-                    logs.update({f"val_{k}": float(v) for k, v in scores.items()})
-                ended = coordinator.epoch_finished_at.get(reported, time.perf_counter())
-                logs["epoch_seconds"] = ended - epoch_start
-                logs.update(statistics.epoch(reported, logs["epoch_seconds"], history))
-                logs.setdefault("learning_rate", rate.value)    # else: the workers' mean
-                history.record(reported, logs)
-                resume.save(reported + 1, history, coordinator, centre)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()
-                                 if k not in _EpochStatistics.KEYS})
-                cbs.on_epoch_end(reported, logs)
-                rate.follow()
-                if driver_model.stop_training:
-                    log.info("a callback stopped training after epoch %d", reported)
-                    coordinator.request_stop()
-                coordinator.epoch_processed(reported)
-                reported += 1
-                epoch_start = ended
-                if not driver_model.stop_training and reported < trainer.epochs:
-                    cbs.on_epoch_begin(reported)
-                    rate.follow()
-            if not alive:
-                break
-    finally:
-        bar.close()
-    try:
-        job.result()   # raises the executor-side error, if any
-    except TrainingError as exc:
-        # the driver often knows better (a lost synchronous worker) than the JVM stack
-        failure = coordinator.failure or (coordinator.data_service.failure
-                                          if coordinator.data_service is not None else None)
-        raise TrainingError(f"{failure} (Spark: {exc})" if failure else str(exc)) from exc
-    flat.set(coordinator.model())
-    cbs.on_train_end()   # EarlyStopping(restore_best_weights=True) may reset the weights here
-    return history
-
-
-class _LearningRate:
-    """The driver model's learning rate, which callbacks (``ReduceLROnPlateau``,
-    ``LearningRateScheduler``) change; every change goes to the workers' optimizers."""
-
-    def __init__(self, model, coordinator):
-        self.model, self.coordinator = model, coordinator
-        self.value = self._read()
-
-    def _read(self) -> float:
-        return float(np.asarray(self.model.optimizer.learning_rate))
-
-    def follow(self) -> None:
-        now = self._read()
-        if now != self.value:
-            log.info("learning rate %.6g -> %.6g (a callback changed it): sent to the workers",
-                     self.value, now)
-            self.coordinator.set_learning_rate(now)
-            self.value = now
-
-
-class _EpochStatistics:
-    """Per-epoch statistics for the logs every callback sees: ``samples_per_second``,
-    ``exchange_seconds`` (mean per worker, from the workers' logs) and, with a parameter server,
-    ``updates`` (θ̃'s update count so far), ``commits`` (this epoch) and ``mean_staleness``
-    (mean τ of this epoch's commits)."""
-
-    KEYS = frozenset({"epoch_seconds", "samples_per_second", "exchange_seconds", "updates",
-                      "commits", "mean_staleness", "learning_rate", "consensus_distance"})
-
-    def __init__(self, coordinator, samples_per_epoch: int):
-        self.coordinator, self.samples = coordinator, samples_per_epoch
-        self.commits, self.staleness = 0, 0.0
-
-    def epoch(self, epoch: int, seconds: float, history: "TrainingHistory") -> dict:
-        out = {"samples_per_second": self.samples / seconds if seconds > 0 else 0.0}
-        service = self.coordinator.data_service
-        if service is None:
-            return out
-        data = service.stats()
-        commits = sum(d["commits"] for d in data["workers"].values())
-        staleness = sum(float(tau) * n for d in data["workers"].values()
-                        for tau, n in d["staleness_histogram"].items())
-        new = commits - self.commits
-        out.update(updates=float(data["updates"]), commits=float(new),
-                   mean_staleness=(staleness - self.staleness) / new if new else 0.0)
-        self.commits, self.staleness = commits, staleness
-        history.epoch_stats.append({"epoch": epoch, "updates": data["updates"],
-                                    "commits": {w: d["commits"] for w, d
-                                                in data["workers"].items()}})
-        return out
-
-
-def _epoch_logs(per_worker: dict[int, dict]) -> dict:
-    """Mean of the workers' training metrics for one epoch."""
-    keys = set().union(*(d.keys() for d in per_worker.values())) if per_worker else set()
-    return {k: float(np.mean([d[k] for d in per_worker.values() if k in d])) for k in sorted(keys)}

@@ -1,0 +1,197 @@
+"""What the driver does at every epoch end while the workers train: the progress bar, the
+workers' epoch logs averaged, the run's model evaluated on the validation data, the per-epoch
+statistics every callback sees, the Keras callbacks (and the learning-rate changes they make,
+sent to the workers), the checkpoint; the Keras-style history that collects it all.
+
+Example (what ``distkeras.driver.fit`` does once the workers' job is running)::
+
+    history = monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, steps,
+                      Resume(store, resumed, algorithm))
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from distkeras.driver.job import TrainingError
+from distkeras.executor.feed import model_inputs
+
+log = logging.getLogger(__name__)
+
+
+class TrainingHistory(dict):
+    """Keras-style history: ``history["loss"][epoch]``; plus ``ps_stats`` and ``workers``."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch: list[int] = []
+        self.ps_stats: dict = {}
+        self.workers: list[dict] = []
+        # per processed epoch, parameter-server runs: {"updates": u, "commits": {worker: n}}
+        # (who did the work: a straggler's share shows here)
+        self.epoch_stats: list[dict] = []
+        self.mlflow_run_id: str | None = None    # the MLflow run of this fit, when tracked
+
+    def record(self, epoch: int, logs: dict) -> None:
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.setdefault(key, []).append(float(value))
+
+    @property
+    def history(self) -> dict:
+        return dict(self)
+
+
+class Resume:
+    """The run's checkpoint (None without ``checkpoint_dir``) and what it resumed from."""
+
+    def __init__(self, store=None, state=None, algorithm=None):
+        self.store, self.state, self.algorithm = store, state, algorithm
+        self.start = state["epochs"] if state else 0
+
+    def history(self) -> "TrainingHistory":
+        history = TrainingHistory()
+        past = (self.state or {}).get("history", {})
+        for epoch in range(self.start):
+            history.record(epoch, {k: v[epoch] for k, v in past.items() if len(v) > epoch})
+        return history
+
+    def save(self, epochs: int, history: "TrainingHistory", coordinator, centre) -> None:
+        if self.store is None:
+            return
+        ps = coordinator.data_service
+        self.store.save(epochs, ps.updates if ps is not None else 0, dict(history), centre,
+                        self.algorithm.server_state())
+
+
+def monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, steps,
+             resume: Resume):
+    """Driver loop while the workers train: progress, epoch ends, validation, callbacks, the
+    checkpoint."""
+    import keras
+    from tqdm.auto import tqdm
+
+    history = resume.history()
+    cbs = keras.callbacks.CallbackList(callbacks, model=driver_model, epochs=trainer.epochs,
+                                       steps=steps, verbose=0)
+    driver_model.stop_training = False
+    total = (trainer.epochs - resume.start) * steps * trainer.batch_size * trainer.num_workers
+    bar = tqdm(total=total, unit="samples", disable=not trainer.verbose, mininterval=1.0,
+               desc=f"{trainer.name} x{trainer.num_workers}")
+    cbs.on_train_begin()
+    reported, epoch_start = resume.start, time.perf_counter()
+    rate = _LearningRate(driver_model, coordinator)
+    statistics = _EpochStatistics(coordinator, steps * trainer.batch_size * trainer.num_workers)
+    if reported < trainer.epochs:
+        cbs.on_epoch_begin(reported)
+        rate.follow()
+    try:
+        while True:
+            job.join(timeout=0.2)
+            bar.update(min(coordinator.samples_seen, total) - bar.n)
+            alive = job.is_alive()
+            while (reported < trainer.epochs and coordinator.completed_epochs() > reported
+                   and not driver_model.stop_training):
+                logs = _epoch_logs(coordinator.epoch_logs[reported])
+                if reported in coordinator.consensus_distance:
+                    logs["consensus_distance"] = coordinator.consensus_distance[reported]
+                centre = coordinator.model(epoch=reported)
+                flat.set(centre)
+                if val is not None:
+                    scores = driver_model.evaluate(model_inputs(val[0]), val[1], verbose=0,
+                                                   return_dict=True,
+                                                   batch_size=max(256, trainer.batch_size))
+                    logs.update({f"val_{k}": float(v) for k, v in scores.items()})
+                ended = coordinator.epoch_finished_at.get(reported, time.perf_counter())
+                logs["epoch_seconds"] = ended - epoch_start
+                logs.update(statistics.epoch(reported, logs["epoch_seconds"], history))
+                logs.setdefault("learning_rate", rate.value)    # else: the workers' mean
+                history.record(reported, logs)
+                resume.save(reported + 1, history, coordinator, centre)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()
+                                 if k not in _EpochStatistics.KEYS})
+                cbs.on_epoch_end(reported, logs)
+                rate.follow()
+                if driver_model.stop_training:
+                    log.info("a callback stopped training after epoch %d", reported)
+                    coordinator.request_stop()
+                coordinator.epoch_processed(reported)
+                reported += 1
+                epoch_start = ended
+                if not driver_model.stop_training and reported < trainer.epochs:
+                    cbs.on_epoch_begin(reported)
+                    rate.follow()
+            if not alive:
+                break
+    finally:
+        bar.close()
+    try:
+        job.result()   # raises the executor-side error, if any
+    except TrainingError as exc:
+        # the driver often knows better (a lost synchronous worker) than the JVM stack
+        failure = coordinator.failure or (coordinator.data_service.failure
+                                          if coordinator.data_service is not None else None)
+        raise TrainingError(f"{failure} (Spark: {exc})" if failure else str(exc)) from exc
+    flat.set(coordinator.model())
+    cbs.on_train_end()   # EarlyStopping(restore_best_weights=True) may reset the weights here
+    return history
+
+
+class _LearningRate:
+    """The driver model's learning rate, which callbacks (``ReduceLROnPlateau``,
+    ``LearningRateScheduler``) change; every change goes to the workers' optimizers."""
+
+    def __init__(self, model, coordinator):
+        self.model, self.coordinator = model, coordinator
+        self.value = self._read()
+
+    def _read(self) -> float:
+        return float(np.asarray(self.model.optimizer.learning_rate))
+
+    def follow(self) -> None:
+        now = self._read()
+        if now != self.value:
+            log.info("learning rate %.6g -> %.6g (a callback changed it): sent to the workers",
+                     self.value, now)
+            self.coordinator.set_learning_rate(now)
+            self.value = now
+
+
+class _EpochStatistics:
+    """Per-epoch statistics for the logs every callback sees: ``samples_per_second``,
+    ``exchange_seconds`` (mean per worker, from the workers' logs) and, with a parameter server,
+    ``updates`` (θ̃'s update count so far), ``commits`` (this epoch) and ``mean_staleness``
+    (mean τ of this epoch's commits)."""
+
+    KEYS = frozenset({"epoch_seconds", "samples_per_second", "exchange_seconds", "updates",
+                      "commits", "mean_staleness", "learning_rate", "consensus_distance"})
+
+    def __init__(self, coordinator, samples_per_epoch: int):
+        self.coordinator, self.samples = coordinator, samples_per_epoch
+        self.commits, self.staleness = 0, 0.0
+
+    def epoch(self, epoch: int, seconds: float, history: "TrainingHistory") -> dict:
+        out = {"samples_per_second": self.samples / seconds if seconds > 0 else 0.0}
+        service = self.coordinator.data_service
+        if service is None:
+            return out
+        data = service.stats()
+        commits = sum(d["commits"] for d in data["workers"].values())
+        staleness = sum(float(tau) * n for d in data["workers"].values()
+                        for tau, n in d["staleness_histogram"].items())
+        new = commits - self.commits
+        out.update(updates=float(data["updates"]), commits=float(new),
+                   mean_staleness=(staleness - self.staleness) / new if new else 0.0)
+        self.commits, self.staleness = commits, staleness
+        history.epoch_stats.append({"epoch": epoch, "updates": data["updates"],
+                                    "commits": {w: d["commits"] for w, d
+                                                in data["workers"].items()}})
+        return out
+
+
+def _epoch_logs(per_worker: dict[int, dict]) -> dict:
+    """Mean of the workers' training metrics for one epoch."""
+    keys = set().union(*(d.keys() for d in per_worker.values())) if per_worker else set()
+    return {k: float(np.mean([d[k] for d in per_worker.values() if k in d])) for k in sorted(keys)}
