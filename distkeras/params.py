@@ -42,10 +42,10 @@ def _positive_int(value: Any) -> int:
 
 def _choice(*allowed: Any) -> Callable[[Any], Any]:
     def convert(value: Any) -> Any:
-        if value not in allowed or isinstance(value, bool) != any(
-                isinstance(a, bool) and a == value for a in allowed):
-            raise TypeError(f"{value!r} is not one of {', '.join(map(repr, allowed))}")
-        return value
+        for option in allowed:
+            if value == option and type(value) is type(option):    # 1 is not True
+                return option
+        raise TypeError(f"{value!r} is not one of {', '.join(map(repr, allowed))}")
     return convert
 
 
