@@ -136,10 +136,15 @@ def encode_rule(rule) -> dict:
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "config": _jsonable(config)}
 
 
+def import_class(name: str) -> type:
+    """The class a dotted ``module.Name`` names (ImportError or AttributeError if none)."""
+    module, _, attr = name.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
 def decode_rule(encoded: dict):
-    module, _, name = encoded["class"].rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
+        cls = import_class(encoded["class"])
     except (ImportError, AttributeError) as exc:
         raise ImportError(f"the saved trainer's rule {encoded['class']} cannot be imported "
                           f"({exc}): install or import the module that defines it") from exc
@@ -260,15 +265,14 @@ class KerasModelReader(MLReader):
 
 
 def _class(name: str, fallback: type) -> type:
-    module, _, attr = name.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), attr)
+        cls = import_class(name)
     except (ImportError, AttributeError):
         log.warning("saved class %s cannot be imported; loading as %s", name, fallback.__name__)
         return fallback
     if not issubclass(cls, fallback):
         raise TypeError(f"the stage saved there is a {name}, not a {fallback.__name__}: load "
-                        f"it with {attr}.load")
+                        f"it with {cls.__name__}.load")
     return cls
 
 
