@@ -101,6 +101,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics", "Keras metrics reported per epoch", TypeConverters.toListString,
             ["accuracy"]),
     Setting("num_workers", "Spark tasks = model replicas = partitions", _positive_int, 2),
+    Setting("cores_per_worker", "CPU cores (TensorFlow threads) of each worker task; None: on a "
+            "local master the cores shared among the workers, on a cluster spark.task.cpus. "
+            "On a cluster a number is requested per task by stage-level scheduling",
+            _optional(_positive_int), None),
     Setting("batch_size", "per-worker mini-batch size", _positive_int, 32),
     Setting("epochs", "passes over each worker's partition", _positive_int, 1),
     Setting("communication_window", "λ, local steps between exchanges (None: the algorithm's "

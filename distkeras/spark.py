@@ -109,18 +109,27 @@ def warn_if_unauthenticated(spark) -> bool:
     return True
 
 
-def total_slots(spark) -> int:
-    """Number of task slots (cores / spark.task.cpus) Spark can run at once right now."""
+def local_cores(master: str) -> int | None:
+    """The cores of a ``local``/``local[N]``/``local[*]``/``local[N,F]`` master; None otherwise."""
+    if master == "local":
+        return 1
+    if not master.startswith("local["):
+        return None
+    cores = master[len("local["):master.index("]")].split(",")[0].strip()
+    return (os.cpu_count() or 1) if cores == "*" else int(cores)
+
+
+def total_slots(spark, cores_per_task: int | None = None) -> int:
+    """Number of task slots (cores / spark.task.cpus, or / ``cores_per_task`` on a cluster) Spark
+    can run at once right now. On a local master every task can run at once: its workers share
+    the cores (see `distkeras.driver.resources`)."""
     sc = spark.sparkContext
     task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
-    master = sc.master
-    if master.startswith("local"):
-        inner = master[master.find("[") + 1 : master.find("]")] if "[" in master else "1"
-        cores = inner.split(",")[0].strip()
-        n = (os.cpu_count() or 1) if cores == "*" else int(cores)
-        return max(1, n // task_cpus)
+    cores = local_cores(sc.master)
+    if cores is not None:
+        return max(1, cores // task_cpus)
     # Cluster: ask the tracker for live executors (driver excluded).
     status = sc._jsc.sc().getExecutorMemoryStatus()  # noqa: SLF001 - no public API for this
     executors = max(0, status.size() - 1)
     cores = int(sc.getConf().get("spark.executor.cores", "1"))
-    return max(0, executors * cores // task_cpus)
+    return max(0, executors * (cores // (cores_per_task or task_cpus)))

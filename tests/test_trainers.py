@@ -127,3 +127,24 @@ def test_user_defined_rule_trains_end_to_end(data, baseline):
     commits = sum(w["exchanges"] for w in fitted.history.workers)
     assert ScaledDOWNPOUR.server_commits == commits > 0
     assert accuracy(fitted, test) >= baseline - TOLERANCE
+
+
+def test_workers_run_as_many_threads_as_the_local_master_gives_them(data, caplog):
+    """local[2,2]: one worker runs TensorFlow on both cores, each of two workers on one, and
+    cores_per_worker overrides the share (each thread count in Python workers of its own)."""
+    from distkeras.driver.resources import _task_profile
+
+    train, _ = data
+    common = dict(loss="categorical_crossentropy", batch_size=64, epochs=1, verbose=False)
+    single = dk.trainers.SingleTrainer(mlp(), **common).fit(train)
+    assert [w["threads"] for w in single.history.workers] == [2]
+    shared = dk.trainers.ADAG(mlp(), num_workers=2, **common).fit(train)
+    assert [w["threads"] for w in shared.history.workers] == [1, 1]
+    with caplog.at_level("WARNING", logger="distkeras.driver.resources"):
+        pinned = dk.trainers.ADAG(mlp(), num_workers=2, cores_per_worker=2, **common).fit(train)
+    assert [w["threads"] for w in pinned.history.workers] == [2, 2]
+    assert "compete for them" in caplog.text
+    assert not {w["pid"] for w in shared.history.workers} & {w["pid"] for w in
+                                                              pinned.history.workers}
+    # on a cluster the count is requested per task (stage-level scheduling)
+    assert _task_profile(3).taskResources["cpus"].amount == 3

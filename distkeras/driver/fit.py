@@ -16,6 +16,7 @@ from distkeras.driver.coordinator import Coordinator
 from distkeras.driver.epochs import Resume, monitor
 from distkeras.driver.job import SparkJob
 from distkeras.driver.parameter_server import ParameterServer
+from distkeras.driver.resources import worker_cores
 from distkeras.executor import remote
 from distkeras.executor.feed import FeedSpec, feed_spec_for
 from distkeras.spark import warn_if_unauthenticated
@@ -144,8 +145,10 @@ def run_training(estimator, df, validation_data, callbacks):
     model = trainer.keras_model
     feed = feed_spec_for(model, trainer.features_col, trainer.label_col, loss, trainer.input_shapes)
     barrier = algorithm.synchronous and trainer.num_workers > 1
+    cores = worker_cores(df.sparkSession, trainer.num_workers, trainer.cores_per_worker)
     prepared, rows = preflight.prepare_training_data(df, feed, trainer.num_workers,
-                                                     trainer.batch_size, barrier)
+                                                     trainer.batch_size, barrier,
+                                                     trainer.cores_per_worker)
     staged = None
     try:
         val = collect_arrays(validation_data, feed) if validation_data is not None else None
@@ -199,9 +202,9 @@ def run_training(estimator, df, validation_data, callbacks):
             estimator.coordinator = coordinator
             _ship_by_value(algorithm)
             spec = _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream,
-                              host, coordinator, ps)
+                              host, coordinator, ps, cores)
             job = SparkJob(job_df, remote.train_task(spec), remote.STATUS_DDL, barrier=barrier,
-                           description=f"distkeras {trainer.name}").start()
+                           description=f"distkeras {trainer.name}", cores=cores).start()
             try:
                 history = monitor(trainer, coordinator, job, driver_model, flat,
                                   None if exchange.model == "members" else val, callbacks, steps,
@@ -278,7 +281,7 @@ def _warn_isolated(workers: list[dict]) -> None:
 
 
 def _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream, host,
-               coordinator, ps) -> dict:
+               coordinator, ps, cores) -> dict:
     """Everything a worker task needs: JSON-able values, the per-run secret and the algorithm
     object (all travel in Spark's task closure)."""
     return {
@@ -287,6 +290,7 @@ def _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream, 
         "batch_size": trainer.batch_size, "steps_per_epoch": steps,
         "epochs": trainer.epochs, "num_workers": trainer.num_workers,
         "algorithm": algorithm, "stream": stream, "jit_compile": trainer.jit_compile,
+        "threads": cores.threads,
         "run": {"coordinator": [host, coordinator.address[1]],
                 "ps": [host, ps.address[1]] if ps is not None else None,
                 "secret": coordinator.secret, "connect_timeout": trainer.connect_timeout,

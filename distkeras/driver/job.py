@@ -10,6 +10,8 @@ import logging
 import re
 import uuid
 
+from distkeras.driver.resources import WorkerCores, task_environment
+
 log = logging.getLogger(__name__)
 
 _CAUSE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$", re.MULTILINE)
@@ -34,18 +36,23 @@ def executor_cause(exc: BaseException) -> str:
 class SparkJob:
     """``df.mapInArrow(func, schema, barrier).collect()`` in a thread; ``result()`` re-raises."""
 
-    def __init__(self, df, func, schema: str, barrier: bool = False, description: str = ""):
+    def __init__(self, df, func, schema: str, barrier: bool = False, description: str = "",
+                 cores: WorkerCores | None = None):
         from pyspark import InheritableThread
 
         self.group = f"distkeras-{uuid.uuid4().hex[:12]}"
         self._sc = df.sparkSession.sparkContext
         self._rows = None
         self._error: BaseException | None = None
+        cores = cores or WorkerCores(None)
+        extra = {"profile": cores.profile} if cores.profile is not None else {}
+        with task_environment(self._sc, cores.environment()):   # the tasks' Python-worker pool
+            plan = df.mapInArrow(func, schema, barrier=barrier, **extra)
 
         def target():
             self._sc.setJobGroup(self.group, description or self.group, interruptOnCancel=True)
             try:
-                self._rows = df.mapInArrow(func, schema, barrier=barrier).collect()
+                self._rows = plan.collect()
             except BaseException as exc:  # noqa: BLE001 - re-raised in result()
                 self._error = exc
 

@@ -140,7 +140,7 @@ def _combine(parts: list[dict]) -> dict:
 
 
 def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
-                          barrier: bool):
+                          barrier: bool, cores_per_worker: int | None = None):
     """Checked, repartitioned, cached training data and the row count of its smallest partition."""
     from pyspark import StorageLevel
 
@@ -148,11 +148,11 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
 
     selected, kinds = select_feed_columns(df, feed)
     if barrier:
-        slots = total_slots(df.sparkSession)
+        slots = total_slots(df.sparkSession, cores_per_worker)
         if num_workers > slots:
             raise DataError(f"num_workers={num_workers} synchronous workers need as many free task "
                             f"slots, Spark has {slots}; lower num_workers or add executors/cores "
-                            "(spark.executor.cores, spark.task.cpus)")
+                            "(spark.executor.cores, spark.task.cpus, cores_per_worker)")
     prepared = selected.repartition(num_workers).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         counts = check_data(prepared, feed, kinds)   # also fills the cache

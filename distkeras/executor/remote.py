@@ -34,12 +34,13 @@ STATUS_SCHEMA = pa.schema([("worker", pa.int32()), ("attempt", pa.int32()),
                            ("exchanges", pa.int64()), ("peers", pa.string()),
                            ("host", pa.string()), ("pid", pa.int64()),
                            ("started_at", pa.float64()), ("training_from", pa.float64()),
-                           ("finished_at", pa.float64()), ("learning_rate", pa.float64())])
+                           ("finished_at", pa.float64()), ("learning_rate", pa.float64()),
+                           ("threads", pa.int32())])
 STATUS_DDL = ("worker int, attempt int, epochs int, samples bigint, seconds double, "
               "compute_seconds double, exchange_seconds double, wait_seconds double, "
               "bytes_sent bigint, bytes_received bigint, exchanges bigint, peers string, "
               "host string, pid bigint, started_at double, training_from double, "
-              "finished_at double, learning_rate double")
+              "finished_at double, learning_rate double, threads int")
 PROGRESS_INTERVAL = 0.25   # seconds between progress reports to the coordinator
 COORDINATOR_HINT = ("Set spark.driver.host (or the trainer's ps_host=) to an address the "
                     "executors can reach, and let them reach the driver's ephemeral ports (the "
@@ -137,8 +138,8 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
     from distkeras.transport import Client, PSRemoteError, pinned_tls
 
     started, started_at = time.perf_counter(), time.time()
-    threads, gpus = _task_resources(ctx)
-    setup_tensorflow(threads, gpus)
+    cpus, gpus = _task_resources(ctx)
+    tf = setup_tensorflow(spec.get("threads") or cpus, gpus)  # threads: a local master's share
     import keras
 
     keras.utils.set_random_seed(int(spec["seed"]) + worker)
@@ -224,5 +225,6 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
     return {"worker": worker, "attempt": attempt, "epochs": epochs_run, "samples": samples,
             "seconds": time.perf_counter() - started, "compute_seconds": compute_seconds,
             "learning_rate": replica.learning_rate,
+            "threads": tf.config.threading.get_intra_op_parallelism_threads(),
             **exchange.stats.as_row(), "host": socket.gethostname(), "pid": os.getpid(),
             "started_at": started_at, "training_from": training_from, "finished_at": time.time()}

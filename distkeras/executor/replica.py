@@ -40,9 +40,14 @@ def setup_tensorflow(threads: int | None = None, gpus: list[str] | None = None):
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-        except RuntimeError:  # TF already ran ops in this process
-            pass
-        _TF_THREADS = threads
+            _TF_THREADS = threads
+        except RuntimeError:  # TF already ran ops in this process: its pools are fixed
+            _TF_THREADS = tf.config.threading.get_intra_op_parallelism_threads() or -1
+    if threads and _TF_THREADS not in (threads, None):
+        log.warning("this Python worker's TensorFlow already runs %s intra-op threads; the task "
+                    "asked for %d (each thread count has its own Python workers: see "
+                    "distkeras.driver.resources)", _TF_THREADS if _TF_THREADS > 0 else "default",
+                    threads)
     return tf
 
 

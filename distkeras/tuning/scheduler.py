@@ -17,6 +17,7 @@ from typing import Callable
 import pyarrow as pa
 
 from distkeras.driver.job import SparkJob, TrainingError, executor_cause
+from distkeras.driver.resources import WorkerCores
 
 log = logging.getLogger(__name__)
 RESULT_SCHEMA = pa.schema([("result", pa.string())])
@@ -69,7 +70,8 @@ class TrialRunner:
             spec = {**spec, "report": self.report}
         df = self.spark.range(0, 1, 1, 1)
         return SparkJob(df, _task(spec, self.build_fn, self.data, self.threads), "result string",
-                        description=f"distkeras tuning trial {spec['trial']}").start()
+                        description=f"distkeras tuning trial {spec['trial']}",
+                        cores=WorkerCores(self.threads, None, str(self.threads))).start()
 
     def _finish(self, spec: dict, job: SparkJob, started: float) -> dict:
         try:

@@ -1,0 +1,97 @@
+"""The CPU cores of each worker task: how many TensorFlow threads it runs, and how Spark is
+asked for them.
+
+- On a local master the free cores are shared among the workers: ``local[4]`` gives each of 2
+  workers 2 threads and a `SingleTrainer` all 4 (``cores_per_worker`` overrides the share).
+- On a cluster, ``cores_per_worker`` is requested per task through stage-level scheduling (a
+  ``TaskResourceProfile``: standalone, YARN and Kubernetes, pyspark >= 4), and the task runs as
+  many threads as Spark gave it (``TaskContext.cpus()``, ``spark.task.cpus`` without a request).
+
+TensorFlow fixes its thread pools when it is first imported in a Python worker, and Spark reuses
+Python workers from task to task. So each thread count gets Python workers of its own: the count
+travels in the task's environment (``DISTKERAS_WORKER_THREADS``), and Spark keeps one pool of
+Python workers per environment. A fit with 2 threads never lands in a worker that imported
+TensorFlow with 1.
+
+Example::
+
+    cores = worker_cores(spark, num_workers=1, requested=None)
+    cores.threads            # 2 on local[2]
+    SparkJob(df, func, schema, cores=cores)
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import threading
+from dataclasses import dataclass
+
+from distkeras.spark import local_cores
+
+log = logging.getLogger(__name__)
+THREADS_VARIABLE = "DISTKERAS_WORKER_THREADS"
+_ENVIRONMENT_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class WorkerCores:
+    """``threads``: TensorFlow intra-op threads per worker (None: the task's ``cpus()``);
+    ``profile``: the ResourceProfile its stage requests (None: the cluster's default)."""
+
+    threads: int | None
+    profile: object | None = None
+    pool: str = "1"          # the Python-worker pool this thread count runs in
+
+    def environment(self) -> dict[str, str]:
+        return {THREADS_VARIABLE: self.pool}
+
+
+def worker_cores(spark, num_workers: int, requested: int | None) -> WorkerCores:
+    """How many cores each of ``num_workers`` worker tasks gets on ``spark``'s master."""
+    sc = spark.sparkContext
+    task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
+    cores = local_cores(sc.master)
+    if cores is not None:
+        threads = requested or max(1, cores // num_workers)
+        if threads * num_workers > cores:
+            log.warning("%d workers x cores_per_worker=%d is more than the %d cores of %s: the "
+                        "workers' threads compete for them", num_workers, threads, cores,
+                        sc.master)
+        return WorkerCores(threads, None, str(threads))
+    if requested is None or requested == task_cpus:
+        return WorkerCores(None, None, str(task_cpus))
+    executor_cores = sc.getConf().get("spark.executor.cores")
+    if executor_cores is not None and requested > int(executor_cores):
+        raise ValueError(f"cores_per_worker={requested} but each executor has "
+                         f"spark.executor.cores={executor_cores}: no executor could ever run a "
+                         "worker. Lower cores_per_worker or raise spark.executor.cores")
+    return WorkerCores(None, _task_profile(requested), str(requested))
+
+
+def _task_profile(cpus: int):
+    from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
+    from pyspark.sql import DataFrame
+
+    if "profile" not in inspect.signature(DataFrame.mapInArrow).parameters:
+        raise ValueError(f"cores_per_worker={cpus} on a cluster needs stage-level scheduling of "
+                         "DataFrame stages (pyspark >= 4.0); on this pyspark set "
+                         f"spark.task.cpus={cpus} for the session instead")
+    return ResourceProfileBuilder().require(TaskResourceRequests().cpus(cpus)).build
+
+
+@contextlib.contextmanager
+def task_environment(sc, variables: dict[str, str]):
+    """Add ``variables`` to the environment of the Python functions created inside the block
+    (Spark copies ``sc.environment`` into each function when its plan is built)."""
+    with _ENVIRONMENT_LOCK:
+        saved = {key: sc.environment.get(key) for key in variables}
+        sc.environment.update(variables)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    sc.environment.pop(key, None)
+                else:
+                    sc.environment[key] = value
