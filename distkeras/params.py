@@ -105,6 +105,10 @@ SETTINGS: tuple[Setting, ...] = (
             "local master the cores shared among the workers, on a cluster spark.task.cpus. "
             "On a cluster a number is requested per task by stage-level scheduling",
             _optional(_positive_int), None),
+    Setting("overlap_communication", "asynchronous parameter-server rules: the commit and pull "
+            "of window k are in flight while window k+1 computes (one window more staleness). "
+            "Helps where the network's latency, not the CPU, bounds a round trip; None: off (it "
+            "measured slower on loopback)", _optional(TypeConverters.toBoolean), None),
     Setting("batch_size", "per-worker mini-batch size", _positive_int, 32),
     Setting("epochs", "passes over each worker's partition", _positive_int, 1),
     Setting("communication_window", "λ, local steps between exchanges (None: the algorithm's "

@@ -272,3 +272,48 @@ def test_a_relay_cannot_flip_replay_or_inject_a_frame(mode):
             assert ps.updates == 0 and not ps.centre.any()
         assert ps.stats()["transport"]["dropped"].get("bad_mac") == 1
         c.close()
+
+
+@pytest.mark.parametrize("name", ["downpour", "aeasgd"])
+def test_overlapped_commits_lose_no_window_and_fold_the_replies_in(name):
+    """Each commit is in flight during the next window; after the epoch-end settle, the centre
+    holds every window's progress. One DOWNPOUR worker: θ̃ ends exactly where the worker is (the
+    identity of the non-overlapped exchange). Two workers: their windows missed each other's
+    commits, and the replies carry θ̃'s update count."""
+    from distkeras.exchange import OverlappedParameterServerExchange, WorkerContext
+
+    rng = np.random.default_rng(0)
+    for workers in (1, 2):
+        with serve(name, num_workers=workers) as ps:
+            contexts = [WorkerContext(worker=w, num_workers=workers, secret=ps.secret,
+                                      coordinator=ps.address, parameter_server=ps.address,
+                                      connect_timeout=5, overlap=True) for w in range(workers)]
+            assert all(isinstance(ps.algorithm.exchange(c), OverlappedParameterServerExchange)
+                       for c in contexts)
+            steps = [rng.normal(size=(8, N)).astype(np.float32) * 0.01 for _ in contexts]
+            done = {}
+
+            def train(w):
+                with ps.algorithm.exchange(contexts[w]) as exchange:
+                    theta = exchange.start(None)
+                    for step in steps[w]:
+                        theta = exchange.after_window(theta + step, 1)
+                        time.sleep(0.002)
+                    settled = exchange.settle(theta)
+                    done[w] = (settled, exchange.stats, exchange.settle(settled))
+
+            threads = [threading.Thread(target=train, args=(w,)) for w in range(workers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert len(done) == workers
+            assert ps.updates == 8 * workers                     # every window committed
+            assert all(again is None for _, _, again in done.values())   # nothing left in flight
+            assert all(stats.exchanges == 8 for _, stats, _ in done.values())
+            if workers == 1 and name == "downpour":
+                np.testing.assert_allclose(ps.centre, steps[0].sum(0), atol=1e-5)
+                np.testing.assert_allclose(done[0][0], ps.centre, atol=1e-5)
+                assert done[0][1].missed_commits == 0
+            if workers == 2:
+                assert sum(stats.missed_commits for _, stats, _ in done.values()) > 0

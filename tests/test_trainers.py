@@ -45,6 +45,8 @@ CASES = {
     # AGN/ADAG commit Δ/λ (a λ-times larger batch): they take a larger learning rate
     "AGN": dict(learning_rate=0.03),
     "ADAG": dict(learning_rate=0.03),
+    "ADAG-overlap": dict(learning_rate=0.03, overlap_communication=True),
+    "AEASGD-overlap": dict(overlap_communication=True),
     "DynSGD": dict(learning_rate=0.01),
     "EASGD": dict(learning_rate=0.01),
     "AEASGD": dict(),
@@ -94,6 +96,9 @@ def test_trainer_converges_like_single_worker(name, data, baseline):
         assert (w["exchanges"] >= EPOCHS) == (name != "EnsembleTrainer"), timeline
         if name in DECENTRALISED:        # bytes between peers, and who met whom
             assert w["bytes_sent"] > 0 and w["bytes_received"] > 0 and w["peers"], w
+        # the extra staleness of overlapped commits: others' commits a window did not see
+        assert (w["missed_commits"] >= 0) if name.endswith("-overlap") else (
+            w["missed_commits"] == 0), w
     if name in DECENTRALISED:            # Γ per epoch; identical replicas for the exact averages
         gamma = fitted.history["consensus_distance"]
         assert len(gamma) == EPOCHS and all(g >= 0 for g in gamma)

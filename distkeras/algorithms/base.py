@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from distkeras.exchange import Exchange, ParameterServerExchange
+from distkeras.exchange import (Exchange, OverlappedParameterServerExchange,
+                                ParameterServerExchange)
 
 
 @dataclass
@@ -73,8 +74,17 @@ class Algorithm:
 
     # -- executor side --------------------------------------------------------------------------
     def exchange(self, worker) -> Exchange:
-        """This worker's exchange (``worker`` is a :class:`distkeras.exchange.WorkerContext`)."""
+        """This worker's exchange (``worker`` is a :class:`distkeras.exchange.WorkerContext`);
+        an asynchronous parameter-server rule's round trips overlap its windows when
+        ``worker.overlap``."""
+        if worker.overlap and self.can_overlap:
+            return OverlappedParameterServerExchange(self, worker)
         return self.exchange_type(self, worker)
+
+    @property
+    def can_overlap(self) -> bool:
+        """Whether its commits can be in flight while the next window computes."""
+        return self.exchange_type is ParameterServerExchange and not self.synchronous
 
     def window_length(self, rng: np.random.Generator, steps: int) -> int:
         """Local steps before the next exchange (λ; an epoch when λ is None)."""

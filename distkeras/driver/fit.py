@@ -22,6 +22,10 @@ from distkeras.executor.feed import FeedSpec, feed_spec_for
 from distkeras.spark import warn_if_unauthenticated
 
 log = logging.getLogger(__name__)
+# overlap_communication=None: off. On loopback with every core computing, a round trip is CPU
+# work (copies, tags), not latency to hide; the overlap measured slower there (ADAG x2 0.44 vs
+# 0.78 of SingleTrainer, HLF-sized model; benchmarks/trainer_overhead.py --overlap both)
+OVERLAP_BY_DEFAULT = False
 
 
 def _compile_settings(trainer):
@@ -290,7 +294,7 @@ def _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream, 
         "batch_size": trainer.batch_size, "steps_per_epoch": steps,
         "epochs": trainer.epochs, "num_workers": trainer.num_workers,
         "algorithm": algorithm, "stream": stream, "jit_compile": trainer.jit_compile,
-        "threads": cores.threads,
+        "threads": cores.threads, "overlap": overlap_communication(trainer, algorithm),
         "run": {"coordinator": [host, coordinator.address[1]],
                 "ps": [host, ps.address[1]] if ps is not None else None,
                 "secret": coordinator.secret, "connect_timeout": trainer.connect_timeout,
@@ -298,6 +302,17 @@ def _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream, 
                 "tls_cert": open(trainer.tls_cert).read() if trainer.tls_cert else None,
                 "peer_host": trainer.peer_host, "peer_ports": trainer.peer_ports},
     }
+
+
+def overlap_communication(trainer, algorithm) -> bool:
+    """Whether the workers' parameter-server round trips overlap their windows."""
+    if trainer.overlap_communication is None:
+        return algorithm.can_overlap and OVERLAP_BY_DEFAULT
+    if trainer.overlap_communication and not algorithm.can_overlap:
+        raise ValueError(f"overlap_communication=True: {algorithm.name} does not commit "
+                         "asynchronously to a parameter server (it applies to DOWNPOUR, "
+                         "Hogwild, AGN, ADAG, DynSGD, AEASGD and EAMSGD)")
+    return bool(trainer.overlap_communication)
 
 
 def _open_checkpoint(trainer, spark, algorithm, exchange, model, flat, callbacks):

@@ -118,16 +118,18 @@ class ParameterServer:
                 reply = self._reply_buffer(conn)
                 np.copyto(reply, self._centre)
                 self._note_pull(worker)
+                version = self._version
             stats.bytes_out += reply.nbytes
-            return Reply(op, payload=reply)
+            return Reply(op, payload=reply, aux=version)
         if op == messages.COMMIT:
             self._refuse_poison(worker, frame.payload)
             stats.commits += 1
             stats.bytes_in += frame.payload.nbytes
-            reply = (self._sync_commit(conn, worker, frame.payload) if self.algorithm.synchronous
-                     else self._async_commit(conn, worker, frame.payload))
+            reply, version = (self._sync_commit(conn, worker, frame.payload)
+                              if self.algorithm.synchronous
+                              else self._async_commit(conn, worker, frame.payload))
             stats.bytes_out += reply.nbytes
-            return Reply(op, payload=reply)
+            return Reply(op, payload=reply, aux=version)    # aux: θ̃'s update count
         raise ValueError(f"unknown op {op}")
 
     def _refuse_poison(self, worker: int, payload) -> None:
@@ -179,12 +181,13 @@ class ParameterServer:
             stats.staleness[staleness] += 1
             result = self.algorithm.server_commit(self._centre, payload, record, self._version)
             self._version += 1
+            version = self._version
             np.copyto(reply, result)
             self._note_pull(worker)
         finally:
             if self.algorithm.lock:
                 self._lock.release()
-        return reply
+        return reply, version
 
     def _sync_commit(self, conn, worker, payload):
         stats = self._stats[worker]
@@ -216,9 +219,10 @@ class ParameterServer:
                     raise WorkerLostError(self.failure)
             reply = self._reply_buffer(conn)
             np.copyto(reply, self._round_reply)
+            version = self._version
         stats.wait_seconds += time.perf_counter() - t0
         stats.staleness[0] += 1
-        return reply
+        return reply, version
 
     def _on_disconnect(self, conn, clean: bool) -> None:
         worker = conn.worker_id

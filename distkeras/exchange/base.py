@@ -60,6 +60,7 @@ class ExchangeStats:
     bytes_received: int = 0
     exchanges: int = 0
     peers: set = field(default_factory=set)   # worker ids met
+    missed_commits: int = 0   # others' commits an overlapped window did not see (staleness)
 
     def as_row(self) -> dict:
         row = asdict(self)
@@ -91,6 +92,7 @@ class WorkerContext:
     seed: int = 0
     peer_host: Optional[str] = None          # address this worker's endpoint advertises
     peer_ports: Optional[tuple[int, int]] = None   # port range for the endpoint (None: ephemeral)
+    overlap: bool = False                    # parameter-server commits in flight during windows
     barrier: Any = None                      # BarrierTaskContext in a barrier stage
     control: Any = None                      # the coordinator client (rendezvous of async peers)
 
@@ -123,6 +125,11 @@ class Exchange:
     def after_window(self, theta: np.ndarray, steps: int) -> Optional[np.ndarray]:
         """Exchange after a window of ``steps`` local steps that ended at ``theta``; return the
         weights the next window starts from (None: continue from ``theta``)."""
+        return None
+
+    def settle(self, theta: np.ndarray) -> Optional[np.ndarray]:
+        """At each epoch end: complete what is still in flight; return the weights to go on
+        from (None: ``theta``). Default: nothing is ever in flight."""
         return None
 
     def finish(self, theta: np.ndarray) -> np.ndarray:

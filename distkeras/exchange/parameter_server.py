@@ -4,6 +4,10 @@ Every λ local steps the worker sends ``algorithm.worker_send(θ, θ₀)`` and c
 ``algorithm.worker_receive(θ, θ₀, reply)``; θ₀ (the anchor) is the replica right after its last
 exchange. The server side is ``distkeras.driver.parameter_server``.
 
+:class:`OverlappedParameterServerExchange` hides the round trip behind the next window: the
+commit of window k is in flight while window k+1 computes, and its reply is folded in at the
+next boundary (one window more staleness).
+
 Example::
 
     with ParameterServerExchange(algorithms.ADAG(), ctx) as exchange:
@@ -12,6 +16,7 @@ Example::
 """
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
@@ -29,6 +34,7 @@ class ParameterServerExchange(Exchange):
         super().__init__(algorithm, worker)
         self.client: Optional[Client] = None
         self.anchor: Optional[np.ndarray] = None
+        self.version: Optional[int] = None     # the server's update count in its last reply
 
     def open(self) -> None:
         host, port = self.worker.parameter_server
@@ -37,7 +43,8 @@ class ParameterServerExchange(Exchange):
                              ssl_context=pinned_tls(self.worker.tls_cert))
 
     def start(self, theta: np.ndarray) -> np.ndarray:
-        self.anchor = self.client.request(messages.PULL).payload.copy()
+        reply = self.client.request(messages.PULL)
+        self.anchor, self.version = reply.payload.copy(), reply.aux
         return self.anchor
 
     def after_window(self, theta: np.ndarray, steps: int) -> np.ndarray:
@@ -46,6 +53,7 @@ class ParameterServerExchange(Exchange):
     def _commit(self, theta: np.ndarray) -> np.ndarray:
         payload = self.algorithm.worker_send(theta, self.anchor)
         reply = self.client.request(messages.COMMIT, payload=payload)
+        self.version = reply.aux
         self.anchor = np.ascontiguousarray(
             self.algorithm.worker_receive(theta, self.anchor, reply.payload),
             dtype=np.float32).copy()
@@ -58,3 +66,63 @@ class ParameterServerExchange(Exchange):
         if self.client is not None:
             self.client.close()
             self.client = None
+
+
+class OverlappedParameterServerExchange(ParameterServerExchange):
+    """The parameter-server exchange with each round trip in flight during the next window.
+
+    At a boundary the worker waits for the reply to its previous commit (sent from θₛ, anchor
+    θ₀), takes where it would have been had the reply come at once, ρ = worker_receive(θₛ, θ₀,
+    reply), keeps the progress it made meanwhile, θ ← ρ + (θ − θₛ), and sends its next commit,
+    worker_send(θ, ρ), from a background thread while the next window computes. The other
+    workers' commits that a window therefore did not see are counted in
+    ``stats.missed_commits`` (the extra staleness: ``missed_commits / exchanges`` per commit).
+    ``settle`` (each epoch end) waits for the commit in flight, so the centre holds every window.
+    """
+
+    def __init__(self, algorithm, worker: WorkerContext):
+        super().__init__(algorithm, worker)
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._in_flight: Optional[Future] = None
+        self._sent: Optional[np.ndarray] = None      # θₛ: the weights the commit was sent from
+
+    def open(self) -> None:
+        super().open()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="distkeras-commit")
+
+    def after_window(self, theta: np.ndarray, steps: int) -> np.ndarray:
+        return self.timed(self._send, theta)
+
+    def settle(self, theta: np.ndarray) -> Optional[np.ndarray]:
+        return self.timed(self._fold, theta) if self._in_flight is not None else None
+
+    def _send(self, theta: np.ndarray) -> np.ndarray:
+        if self._in_flight is not None:
+            theta = self._fold(theta)
+        payload = self.algorithm.worker_send(theta, self.anchor)
+        self._sent = np.array(theta, dtype=np.float32, copy=True)
+        self._in_flight = self._pool.submit(self._round_trip, payload)
+        return theta
+
+    def _round_trip(self, payload: np.ndarray) -> tuple[np.ndarray, int]:
+        reply = self.client.request(messages.COMMIT, payload=payload)
+        self.stats.bytes_sent += payload.nbytes
+        self.stats.bytes_received += reply.payload.nbytes
+        return reply.payload.copy(), reply.aux     # the client reuses its receive buffer
+
+    def _fold(self, theta: np.ndarray) -> np.ndarray:
+        future, self._in_flight = self._in_flight, None
+        reply, version = future.result()
+        received = self.algorithm.worker_receive(self._sent, self.anchor, reply)
+        self.anchor = np.ascontiguousarray(received, dtype=np.float32).copy()
+        self.stats.exchanges += 1
+        if self.version is not None and version > self.version:
+            self.stats.missed_commits += version - self.version - 1
+        self.version = version
+        return self.anchor + (theta - self._sent)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)    # a commit in flight ends (or fails) first
+            self._pool = None
+        super().close()

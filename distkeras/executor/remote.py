@@ -35,12 +35,12 @@ STATUS_SCHEMA = pa.schema([("worker", pa.int32()), ("attempt", pa.int32()),
                            ("host", pa.string()), ("pid", pa.int64()),
                            ("started_at", pa.float64()), ("training_from", pa.float64()),
                            ("finished_at", pa.float64()), ("learning_rate", pa.float64()),
-                           ("threads", pa.int32())])
+                           ("threads", pa.int32()), ("missed_commits", pa.int64())])
 STATUS_DDL = ("worker int, attempt int, epochs int, samples bigint, seconds double, "
               "compute_seconds double, exchange_seconds double, wait_seconds double, "
               "bytes_sent bigint, bytes_received bigint, exchanges bigint, peers string, "
               "host string, pid bigint, started_at double, training_from double, "
-              "finished_at double, learning_rate double, threads int")
+              "finished_at double, learning_rate double, threads int, missed_commits bigint")
 PROGRESS_INTERVAL = 0.25   # seconds between progress reports to the coordinator
 COORDINATOR_HINT = ("Set spark.driver.host (or the trainer's ps_host=) to an address the "
                     "executors can reach, and let them reach the driver's ephemeral ports (the "
@@ -129,6 +129,7 @@ def _worker_context(spec: dict, worker: int, ctx, control):
         connect_timeout=run["connect_timeout"], round_timeout=run["round_timeout"],
         tls_cert=run.get("tls_cert"), seed=int(spec["seed"]), peer_host=run.get("peer_host"),
         peer_ports=tuple(run["peer_ports"]) if run.get("peer_ports") else None,
+        overlap=bool(spec.get("overlap")),
         barrier=ctx if isinstance(ctx, BarrierTaskContext) else None, control=control)
 
 
@@ -205,6 +206,9 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
                         samples, pending = samples + pending, 0
                         reported_at = time.perf_counter()
                         stop = bool(reply.flags & messages.FLAG_STOP)
+                settled = exchange.settle(theta)     # nothing in flight over an epoch end
+                if settled is not None:
+                    theta = start = np.ascontiguousarray(settled, dtype=np.float32)
                 if step < steps:
                     break           # stopped mid-epoch: this epoch is not complete
                 if exchange.model == "mean":
