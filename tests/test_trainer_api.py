@@ -137,8 +137,13 @@ def test_nan_features_are_counted(spark):
     rows = [np.ones(8, np.float32) for _ in range(64)]
     rows[3][2] = np.nan
     rows[7][0] = np.inf
-    with pytest.raises(DataError, match="2 NaN/inf values"):
+    # each worker counts its own partition's (the two bad rows may fall in one or in both)
+    with pytest.raises(DataError, match=r"columns \['features'\] have [12] NaN/inf values? "
+                                        r"\(worker [01]'s partition\); clean or impute"):
         adag().fit(bad_frame(spark, rows, [0] * 64))
+    # the streaming feeds' data checks count them all on the driver
+    with pytest.raises(DataError, match="2 NaN/inf values"):
+        adag(data_feed="stream").fit(bad_frame(spark, rows, [0] * 64))
 
 
 def test_labels_outside_the_classes(spark):

@@ -33,6 +33,8 @@ class TrainingHistory(dict):
         # (who did the work: a straggler's share shows here)
         self.epoch_stats: list[dict] = []
         self.mlflow_run_id: str | None = None    # the MLflow run of this fit, when tracked
+        # seconds before the first window ended: preflight, task start, import, compile
+        self.startup: dict = {}
 
     def record(self, epoch: int, logs: dict) -> None:
         self.epoch.append(epoch)

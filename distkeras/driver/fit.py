@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from distkeras import tracking
 from distkeras.driver import preflight
 from distkeras.driver.coordinator import Coordinator
 from distkeras.driver.epochs import Resume, monitor
-from distkeras.driver.job import SparkJob
+from distkeras.driver.job import SparkJob, TrainingError
 from distkeras.driver.parameter_server import ParameterServer
 from distkeras.driver.resources import worker_cores
 from distkeras.executor import remote
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 # work (copies, tags), not latency to hide; the overlap measured slower there (ADAG x2 0.44 vs
 # 0.78 of SingleTrainer, HLF-sized model; benchmarks/trainer_overhead.py --overlap both)
 OVERLAP_BY_DEFAULT = False
+WARM_UP = True      # import TensorFlow in the workers during the data checks (benchmarks/cold_start.py)
+WARM_UP_WAIT = 60.0  # seconds the training job waits for the warm-up at most
 
 
 def _compile_settings(trainer):
@@ -141,6 +144,7 @@ def run_training(estimator, df, validation_data, callbacks):
     from distkeras.executor.replica import FlatWeights, build_model, setup_tensorflow
     from distkeras.model import KerasModel, describe_output
 
+    began = time.perf_counter()
     setup_tensorflow()
     trainer = estimator.settings()      # every Param's value, read once
     loss, optimizer, lr = _compile_settings(trainer)
@@ -150,9 +154,14 @@ def run_training(estimator, df, validation_data, callbacks):
     feed = feed_spec_for(model, trainer.features_col, trainer.label_col, loss, trainer.input_shapes)
     barrier = algorithm.synchronous and trainer.num_workers > 1
     cores = worker_cores(df.sparkSession, trainer.num_workers, trainer.cores_per_worker)
+    warming = warm_up(df.sparkSession, cores, trainer.num_workers)   # during the data checks
+    checked = time.perf_counter()
+    in_memory = trainer.data_feed == "memory"     # its workers check the arrays' values
     prepared, rows = preflight.prepare_training_data(df, feed, trainer.num_workers,
                                                      trainer.batch_size, barrier,
-                                                     trainer.cores_per_worker)
+                                                     trainer.cores_per_worker,
+                                                     array_values=not in_memory)
+    startup = {"preflight_seconds": time.perf_counter() - checked}
     staged = None
     try:
         val = collect_arrays(validation_data, feed) if validation_data is not None else None
@@ -207,6 +216,10 @@ def run_training(estimator, df, validation_data, callbacks):
             _ship_by_value(algorithm)
             spec = _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream,
                               host, coordinator, ps, cores)
+            if warming is not None:     # its workers must be idle, not importing, to be reused
+                warming.join(WARM_UP_WAIT)
+            startup["submitted_after_seconds"] = time.perf_counter() - began
+            submitted = time.time()
             job = SparkJob(job_df, remote.train_task(spec), remote.STATUS_DDL, barrier=barrier,
                            description=f"distkeras {trainer.name}", cores=cores).start()
             try:
@@ -218,8 +231,12 @@ def run_training(estimator, df, validation_data, callbacks):
                 job.cancel()
                 for tracker in trackers:
                     tracker.on_train_failed(exc)
-                raise
+                error = bad_data(exc)
+                if error is exc:
+                    raise
+                raise error from exc
             history.workers = [r.asDict() for r in job.result()]
+            history.startup = startup_summary(startup, submitted, history.workers)
             history.mlflow_run_id = trackers[0].run_id if trackers else None
             if store is not None and not store.keep:
                 store.clear()        # completed: a rerun trains afresh (as BackupAndRestore)
@@ -242,6 +259,43 @@ def run_training(estimator, df, validation_data, callbacks):
                       output=describe_output(model, loss), prediction_col=trainer.prediction_col,
                       probability_col=trainer.probability_col,
                       raw_prediction_col=trainer.raw_prediction_col)
+
+
+def bad_data(exc: BaseException) -> BaseException:
+    """A worker that found bad values in its partition (a ``FeedError``) fails the fit with a
+    `DataError`, as the driver's own data checks do; other errors stay as they are."""
+    if isinstance(exc, TrainingError) and "FeedError: " in str(exc):
+        error = preflight.DataError(str(exc).split("FeedError: ", 1)[1].rstrip(")"))
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+def warm_up(spark, cores, num_workers: int) -> SparkJob | None:
+    """Start importing TensorFlow in the Python workers the training tasks will run in (same
+    pool, see `distkeras.driver.resources`), so the import overlaps the driver's data checks.
+    Skipped when tasks are given GPUs: a worker pins its GPUs when it imports TensorFlow."""
+    conf = spark.sparkContext.getConf()
+    if not WARM_UP or float(conf.get("spark.task.resource.gpu.amount", "0") or 0) > 0:
+        return None
+    job = SparkJob(spark.range(0, num_workers, 1, num_workers), remote.warm_up_task(cores.threads),
+                   "pid bigint", description="distkeras: import TensorFlow in the workers",
+                   cores=cores)
+    return job.start()
+
+
+def startup_summary(startup: dict, submitted: float, workers: list[dict]) -> dict:
+    """Where a fit spent its time before the workers' first window ended (seconds): the data
+    checks, the driver's set-up, Spark starting the tasks, the workers' partition read, their
+    TensorFlow import and model build, and the first window (tracing, XLA compilation)."""
+    summary = dict(startup)
+    if workers:
+        summary["task_start_seconds"] = max(0.0, min(
+            w["started_at"] - (w.get("read_seconds") or 0.0) for w in workers) - submitted)
+        for key in ("read_seconds", "setup_seconds", "first_window_seconds"):
+            values = [w[key] for w in workers if w.get(key) is not None]
+            summary[key] = max(values) if values else None
+    return summary
 
 
 def _input_example(model, arrays):

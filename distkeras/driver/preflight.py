@@ -68,18 +68,22 @@ def _bad_values(name: str, kind: str):
     return F.sum(F.size(F.filter(F.col(name), lambda x: bad(x.cast("double")))))
 
 
-def check_data(df, feed: FeedSpec, kinds: dict, what: str = "training data") -> list[int]:
+def check_data(df, feed: FeedSpec, kinds: dict, what: str = "training data",
+               array_values: bool = True) -> list[int]:
     """One aggregation job over ``df``: rows, nulls, NaN/inf, array lengths, label range.
 
     Returns the row count of every non-empty partition (the aggregation runs per partition, so
-    the same pass that fills a cache also sizes the workers' shares)."""
+    the same pass that fills a cache also sizes the workers' shares). ``array_values=False``
+    leaves out the NaN/inf count inside array columns (the costliest part: the memory feed's
+    workers count them in numpy as they read their partition, ``executor.remote``)."""
     from pyspark.sql import functions as F
 
     aggs = [F.count(F.lit(1)).alias("rows")]
     for i, name in enumerate(feed.columns):
         aggs.append(F.sum(F.col(name).isNull().cast("int")).alias(f"null{i}"))
-        aggs.append(_bad_values(name, "scalar" if kinds[name] == "scalar" else "array")
-                    .alias(f"bad{i}"))
+        if kinds[name] == "scalar" or array_values:
+            aggs.append(_bad_values(name, "scalar" if kinds[name] == "scalar" else "array")
+                        .alias(f"bad{i}"))
         if kinds[name] != "scalar":
             aggs += [F.min(F.size(name)).alias(f"minlen{i}"), F.max(F.size(name)).alias(f"maxlen{i}")]
     if feed.label_col and kinds[feed.label_col] == "scalar":
@@ -92,7 +96,7 @@ def check_data(df, feed: FeedSpec, kinds: dict, what: str = "training data") -> 
         if row[f"null{i}"]:
             raise DataError(f"{what}: column {name!r} has {row[f'null{i}']} null rows; drop them "
                             "(df.dropna(subset=[...])) or fill them before training")
-        if row[f"bad{i}"]:
+        if row.get(f"bad{i}"):
             raise DataError(f"{what}: column {name!r} has {row[f'bad{i}']} NaN/inf values; clean "
                             "or impute them (e.g. F.nanvl / df.fillna) before training")
         if f"minlen{i}" in row and row[f"minlen{i}"] != row[f"maxlen{i}"]:
@@ -140,8 +144,10 @@ def _combine(parts: list[dict]) -> dict:
 
 
 def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
-                          barrier: bool, cores_per_worker: int | None = None):
-    """Checked, repartitioned, cached training data and the row count of its smallest partition."""
+                          barrier: bool, cores_per_worker: int | None = None,
+                          array_values: bool = True):
+    """Checked, repartitioned, cached training data and the row count of its smallest partition
+    (``array_values``: see :func:`check_data`)."""
     from pyspark import StorageLevel
 
     from distkeras.spark import total_slots
@@ -155,7 +161,7 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
                             "(spark.executor.cores, spark.task.cpus, cores_per_worker)")
     prepared = selected.repartition(num_workers).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        counts = check_data(prepared, feed, kinds)   # also fills the cache
+        counts = check_data(prepared, feed, kinds, array_values=array_values)  # fills the cache
     except DataError:
         prepared.unpersist()
         raise

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from distkeras import messages
-from distkeras.executor.feed import FeedSpec
+from distkeras.executor.feed import FeedError, FeedSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,15 @@ STATUS_SCHEMA = pa.schema([("worker", pa.int32()), ("attempt", pa.int32()),
                            ("host", pa.string()), ("pid", pa.int64()),
                            ("started_at", pa.float64()), ("training_from", pa.float64()),
                            ("finished_at", pa.float64()), ("learning_rate", pa.float64()),
-                           ("threads", pa.int32()), ("missed_commits", pa.int64())])
+                           ("threads", pa.int32()), ("missed_commits", pa.int64()),
+                           ("read_seconds", pa.float64()), ("setup_seconds", pa.float64()),
+                           ("first_window_seconds", pa.float64())])
 STATUS_DDL = ("worker int, attempt int, epochs int, samples bigint, seconds double, "
               "compute_seconds double, exchange_seconds double, wait_seconds double, "
               "bytes_sent bigint, bytes_received bigint, exchanges bigint, peers string, "
               "host string, pid bigint, started_at double, training_from double, "
-              "finished_at double, learning_rate double, threads int, missed_commits bigint")
+              "finished_at double, learning_rate double, threads int, missed_commits bigint, "
+              "read_seconds double, setup_seconds double, first_window_seconds double")
 PROGRESS_INTERVAL = 0.25   # seconds between progress reports to the coordinator
 COORDINATOR_HINT = ("Set spark.driver.host (or the trainer's ps_host=) to an address the "
                     "executors can reach, and let them reach the driver's ephemeral ports (the "
@@ -76,8 +79,29 @@ def train_task(spec: dict) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.R
         ctx = _task_context()
         worker = ctx.partitionId() if ctx else 0
         attempt = ctx.attemptNumber() if ctx else 0
-        stats = _train_worker(spec, _source(spec, batches, worker), worker, attempt, ctx)
+        t0 = time.perf_counter()
+        source = _source(spec, batches, worker)
+        stats = _train_worker(spec, source, worker, attempt, ctx)
+        stats["read_seconds"] = time.perf_counter() - t0 - stats["seconds"]
         yield pa.RecordBatch.from_pylist([stats], schema=STATUS_SCHEMA)
+
+    return run
+
+
+def warm_up_task(threads: int | None) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function that imports TensorFlow and Keras in a Python worker (with
+    the training tasks' thread count) while the driver prepares the data; it returns the pid."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from distkeras.executor.replica import setup_tensorflow
+
+        for _ in batches:
+            pass
+        cpus, gpus = _task_resources(_task_context())
+        setup_tensorflow(threads or cpus, gpus)
+        import keras  # noqa: F401 - the import is the work
+
+        yield pa.RecordBatch.from_pylist([{"pid": os.getpid()}])
 
     return run
 
@@ -98,6 +122,13 @@ def _source(spec: dict, batches: Iterator[pa.RecordBatch], worker: int):
     if not batches or sum(b.num_rows for b in batches) == 0:
         raise ValueError(f"worker {worker}: empty partition (more workers than rows?)")
     xs, y = feed.arrays(pa.Table.from_batches(batches))
+    for inputs, x in zip(feed.inputs, xs):     # the driver's data checks leave this to us
+        bad = x.size - int(np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise FeedError(f"training data: columns {inputs.columns} have {bad} NaN/inf "
+                            f"value{'s' if bad > 1 else ''} "
+                            f"(worker {worker}'s partition); clean or impute them (e.g. "
+                            "F.nanvl / df.fillna) before training")
     return MemorySource(xs, y, int(spec["seed"]), worker)
 
 
@@ -146,6 +177,7 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
     keras.utils.set_random_seed(int(spec["seed"]) + worker)
     model = build_model(spec["model_json"], spec["loss"], spec["optimizer"], spec["metrics"])
     replica = Replica(model, spec.get("jit_compile", "auto"))
+    setup_seconds, first_window_seconds = time.perf_counter() - started, None
     algorithm = spec["algorithm"]
     rng = np.random.default_rng([int(spec["seed"]), worker, 1])
     batch, steps, epochs = int(spec["batch_size"]), int(spec["steps_per_epoch"]), int(spec["epochs"])
@@ -184,6 +216,8 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
                     # exchanges inside the window (AR-SGD's gradients) are not compute
                     compute_seconds += (time.perf_counter() - t0
                                         - (exchange.stats.exchange_seconds - inside))
+                    if first_window_seconds is None:     # tracing and XLA compilation
+                        first_window_seconds = time.perf_counter() - t0
                     step += k
                     since_exchange += k
                     pending += k * batch
@@ -230,5 +264,6 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
             "seconds": time.perf_counter() - started, "compute_seconds": compute_seconds,
             "learning_rate": replica.learning_rate,
             "threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "setup_seconds": setup_seconds, "first_window_seconds": first_window_seconds,
             **exchange.stats.as_row(), "host": socket.gethostname(), "pid": os.getpid(),
             "started_at": started_at, "training_from": training_from, "finished_at": time.time()}
