@@ -8,6 +8,9 @@ Measures, best of --repeat runs each, interleaved:
   count    : read_root(...).count()            (every branch read, converted to Arrow, sent to the JVM)
   parquet  : read_root(...).write.parquet(...) (full materialisation through Spark's writer)
   ingest   : distkeras.io.ingest.write_parquet (jobs/ingest.py default: executors write with pyarrow)
+  by hand  : the ingest's work in one process: uproot.arrays -> awkward.to_arrow_table ->
+             pyarrow.parquet.write_table, same compression (the baseline of ``ingest``)
+Targets: count / uproot >= 0.8 and ingest / by hand >= 0.8, per core.
 Spark per-core figures divide by the number of task slots of --master.
 """
 from __future__ import annotations
@@ -75,6 +78,20 @@ def main(argv=None) -> int:
                 n += len(f["Delphes"].arrays(names, library="ak"))
         assert n == rows
 
+    hand_out = os.path.join(work, "by-hand")
+    os.makedirs(hand_out, exist_ok=True)
+
+    def run_by_hand():
+        import awkward as ak
+        import pyarrow.parquet as pq
+
+        for i, p in enumerate(paths):
+            with uproot.open(p, handler=uproot.source.file.MemmapSource) as f:
+                table = ak.to_arrow_table(f["Delphes"].arrays(names, library="ak"),
+                                          extensionarray=False)
+            pq.write_table(table, os.path.join(hand_out, f"part-{i:05d}.parquet"),
+                           compression="zstd")
+
     spark = session(args.master, app_name="distkeras-bench")
     cores = total_slots(spark)
     out = os.path.join(work, "out.parquet")
@@ -90,9 +107,10 @@ def main(argv=None) -> int:
         assert write_parquet(spark, plan, out, mode="overwrite", progress_interval=1e9).events == rows
 
     read_root(spark, paths[:1], "Delphes", branches).limit(10).count()   # start Python workers
-    t_up = t_count = t_pq = t_ing = float("inf")
+    t_up = t_count = t_pq = t_ing = t_hand = float("inf")
     for _ in range(args.repeat):   # interleaved, so load from elsewhere hits all alike
         t_up = min(t_up, best(run_uproot, 1))
+        t_hand = min(t_hand, best(run_by_hand, 1))
         t_count = min(t_count, best(run_count, 1))
         t_pq = min(t_pq, best(run_parquet, 1))
         t_ing = min(t_ing, best(run_ingest, 1))
@@ -108,6 +126,10 @@ def main(argv=None) -> int:
           f"  ratio {pq / up:.2f}")
     print(f"ingest (arrow engine), {args.master:<10}: {ing:10,.0f} rows/s per core ({t_ing:.2f} s, {cores} core(s))"
           f"  ratio {ing / up:.2f}")
+    hand = rows / t_hand
+    print(f"by hand (uproot->arrow->parquet)  : {hand:10,.0f} rows/s          ({t_hand:.2f} s)"
+          f"  ingest / by hand {ing / hand:.2f} (target 0.8); count / uproot {cnt / up:.2f} "
+          "(target 0.8)")
     print(f"MB/s uncompressed per core: uproot {plan.report.bytes_estimate / t_up / 1e6:.0f}, "
           f"count {plan.report.bytes_estimate / t_count / cores / 1e6:.0f}, "
           f"parquet {plan.report.bytes_estimate / t_pq / cores / 1e6:.0f}")
