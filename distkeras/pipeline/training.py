@@ -175,17 +175,17 @@ def train_keras(train_df, model_name: str = "hlf", *, epochs: int = 5, batch_siz
 
 
 def warm_up_workers(spark, n: int) -> float:
-    """Import TensorFlow in ``n`` Python workers (Spark reuses them), so that the one-off import
-    (3–12 s per worker) is not counted in the first trainer's time. Returns the seconds taken."""
+    """Import TensorFlow in the Python workers that ``n`` training workers' tasks will run in
+    (Spark reuses them; each thread count has its own: `distkeras.driver.resources`), so that
+    the one-off import (3–12 s per worker) is not counted in a timed comparison. Every ``fit``
+    also starts this during its data checks. Returns the seconds taken."""
+    from distkeras.driver.fit import warm_up
+    from distkeras.driver.resources import worker_cores
+
     t0 = time.perf_counter()
-
-    def load(batches):  # mapInArrow, like the training and prediction tasks (same worker pool)
-        from distkeras.executor.replica import setup_tensorflow
-
-        setup_tensorflow(1)
-        yield from batches
-
-    spark.range(n, numPartitions=n).mapInArrow(load, "id long").count()
+    job = warm_up(spark, worker_cores(spark, n, None), n)
+    if job is not None:
+        job.result()
     seconds = time.perf_counter() - t0
     log.info("warmed up %d Python worker(s) (TensorFlow import) in %.1f s", n, seconds)
     return seconds
