@@ -160,7 +160,7 @@ def test_binary_sigmoid_model_and_binary_evaluator(spark):
                                schema="features array<float>, label bigint")
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, activation="relu"),
                               keras.layers.Dense(1, activation="sigmoid")])
-    fitted = adag(model, loss="binary_crossentropy", metrics=[], epochs=3).fit(df)
+    fitted = adag(model, loss="binary_crossentropy", metrics=[], epochs=4).fit(df)
     assert fitted.output["kind"] == "classifier"
     scored = fitted.transform(df)
     auc = BinaryClassificationEvaluator(labelCol="label").evaluate(scored)
