@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 # work (copies, tags), not latency to hide; the overlap measured slower there (ADAG x2 0.44 vs
 # 0.78 of SingleTrainer, HLF-sized model; benchmarks/trainer_overhead.py --overlap both)
 OVERLAP_BY_DEFAULT = False
-WARM_UP = True      # import TensorFlow in the workers during the data checks (benchmarks/cold_start.py)
+# import TensorFlow in the workers during the data checks: off, it measured slower on 2 cores,
+# where the import competes with the checks for the same cores (benchmarks/cold_start.py)
+WARM_UP = False
 WARM_UP_WAIT = 60.0  # seconds the training job waits for the warm-up at most
 
 
@@ -154,7 +156,7 @@ def run_training(estimator, df, validation_data, callbacks):
     feed = feed_spec_for(model, trainer.features_col, trainer.label_col, loss, trainer.input_shapes)
     barrier = algorithm.synchronous and trainer.num_workers > 1
     cores = worker_cores(df.sparkSession, trainer.num_workers, trainer.cores_per_worker)
-    warming = warm_up(df.sparkSession, cores, trainer.num_workers)   # during the data checks
+    warming = warm_up(df.sparkSession, cores, trainer.num_workers) if WARM_UP else None
     checked = time.perf_counter()
     in_memory = trainer.data_feed == "memory"     # its workers check the arrays' values
     prepared, rows = preflight.prepare_training_data(df, feed, trainer.num_workers,
@@ -276,7 +278,7 @@ def warm_up(spark, cores, num_workers: int) -> SparkJob | None:
     pool, see `distkeras.driver.resources`), so the import overlaps the driver's data checks.
     Skipped when tasks are given GPUs: a worker pins its GPUs when it imports TensorFlow."""
     conf = spark.sparkContext.getConf()
-    if not WARM_UP or float(conf.get("spark.task.resource.gpu.amount", "0") or 0) > 0:
+    if float(conf.get("spark.task.resource.gpu.amount", "0") or 0) > 0:
         return None
     job = SparkJob(spark.range(0, num_workers, 1, num_workers), remote.warm_up_task(cores.threads),
                    "pid bigint", description="distkeras: import TensorFlow in the workers",
