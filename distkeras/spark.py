@@ -121,8 +121,8 @@ def local_cores(master: str) -> int | None:
 
 def total_slots(spark, cores_per_task: int | None = None) -> int:
     """Number of task slots (cores / spark.task.cpus, or / ``cores_per_task`` on a cluster) Spark
-    can run at once right now. On a local master every task can run at once: its workers share
-    the cores (see `distkeras.driver.resources`)."""
+    can run at once right now. A local master's workers share its cores instead of requesting
+    them (see `distkeras.driver.resources`), so ``cores_per_task`` does not count there."""
     sc = spark.sparkContext
     task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
     cores = local_cores(sc.master)

@@ -24,7 +24,7 @@ from distkeras.exchange.slowmo import SlowMoExchange
 from distkeras.exchange.topology import Topology
 
 __all__ = ["DivergedError", "check_finite", "Exchange", "ExchangeStats", "WorkerContext",
-           "NeighbourExchange", "PairwiseGossip", "SharedReplica", "OverlappedParameterServerExchange",
-           "ParameterServerExchange",
-           "PeerEndpoint", "PeerExchange", "PeerGroup", "PeerLostError", "RingAllReduce",
-           "RingExchange", "SlowMoExchange", "Topology"]
+           "NeighbourExchange", "PairwiseGossip", "SharedReplica",
+           "OverlappedParameterServerExchange", "ParameterServerExchange", "PeerEndpoint",
+           "PeerExchange", "PeerGroup", "PeerLostError", "RingAllReduce", "RingExchange",
+           "SlowMoExchange", "Topology"]

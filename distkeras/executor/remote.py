@@ -89,8 +89,9 @@ def train_task(spec: dict) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.R
 
 
 def warm_up_task(threads: int | None) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function that imports TensorFlow and Keras in a Python worker (with
-    the training tasks' thread count) while the driver prepares the data; it returns the pid."""
+    """The ``mapInArrow`` function that imports TensorFlow and Keras in a Python worker with
+    the training tasks' thread count, before they run (``pipeline.warm_up_workers``); it
+    returns the worker's pid."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from distkeras.executor.replica import setup_tensorflow

@@ -177,8 +177,8 @@ def train_keras(train_df, model_name: str = "hlf", *, epochs: int = 5, batch_siz
 def warm_up_workers(spark, n: int) -> float:
     """Import TensorFlow in the Python workers that ``n`` training workers' tasks will run in
     (Spark reuses them; each thread count has its own: `distkeras.driver.resources`), so that
-    the one-off import (3–12 s per worker) is not counted in a timed comparison. Every ``fit``
-    also starts this during its data checks. Returns the seconds taken."""
+    the one-off import (3–12 s per worker) is not counted in a timed comparison. Returns the
+    seconds taken."""
     from distkeras.driver.fit import warm_up
     from distkeras.driver.resources import worker_cores
 
