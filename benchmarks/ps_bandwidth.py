@@ -7,7 +7,7 @@
    In both cases the sending side is a separate process (as an executor is) and the serving
    side a thread of this process. MB/s counts both directions (2 x model bytes per round
    trip), 1 MB = 1e6 bytes.
-2. Commits/s with 2, 8 and 32 concurrent clients (separate processes, like executors) on a
+2. Commits/s with 2, 32 and 64 concurrent clients (separate processes, like executors) on a
    10k-float model.
 3. What the per-frame integrity tags cost: Poly1305 (``FrameMAC``) MB/s over the same
    vectors, and the share of a commit+pull round trip its four passes (the worker signs Δ, the
