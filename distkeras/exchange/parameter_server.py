@@ -52,14 +52,22 @@ class ParameterServerExchange(Exchange):
 
     def _commit(self, theta: np.ndarray) -> np.ndarray:
         payload = self.algorithm.worker_send(theta, self.anchor)
+        return self._take_reply(theta, *self._round_trip(payload))
+
+    def _round_trip(self, payload: np.ndarray) -> tuple[np.ndarray, int]:
+        """Commit ``payload``; the reply (a view of the client's receive buffer) and θ̃'s
+        update count."""
         reply = self.client.request(messages.COMMIT, payload=payload)
-        self.version = reply.aux
-        self.anchor = np.ascontiguousarray(
-            self.algorithm.worker_receive(theta, self.anchor, reply.payload),
-            dtype=np.float32).copy()
-        self.stats.exchanges += 1
         self.stats.bytes_sent += payload.nbytes
         self.stats.bytes_received += reply.payload.nbytes
+        return reply.payload, reply.aux
+
+    def _take_reply(self, sent: np.ndarray, reply: np.ndarray, version: int) -> np.ndarray:
+        """The replica the reply to a commit sent from ``sent`` gives; it becomes the anchor."""
+        self.anchor = np.ascontiguousarray(
+            self.algorithm.worker_receive(sent, self.anchor, reply), dtype=np.float32).copy()
+        self.stats.exchanges += 1
+        self.version = version
         return self.anchor
 
     def close(self) -> None:
@@ -105,21 +113,15 @@ class OverlappedParameterServerExchange(ParameterServerExchange):
         return theta
 
     def _round_trip(self, payload: np.ndarray) -> tuple[np.ndarray, int]:
-        reply = self.client.request(messages.COMMIT, payload=payload)
-        self.stats.bytes_sent += payload.nbytes
-        self.stats.bytes_received += reply.payload.nbytes
-        return reply.payload.copy(), reply.aux     # the client reuses its receive buffer
+        reply, version = super()._round_trip(payload)
+        return reply.copy(), version     # read later, after the client may have reused it
 
     def _fold(self, theta: np.ndarray) -> np.ndarray:
         future, self._in_flight = self._in_flight, None
         reply, version = future.result()
-        received = self.algorithm.worker_receive(self._sent, self.anchor, reply)
-        self.anchor = np.ascontiguousarray(received, dtype=np.float32).copy()
-        self.stats.exchanges += 1
         if self.version is not None and version > self.version:
             self.stats.missed_commits += version - self.version - 1
-        self.version = version
-        return self.anchor + (theta - self._sent)
+        return self._take_reply(self._sent, reply, version) + (theta - self._sent)
 
     def close(self) -> None:
         if self._pool is not None:
