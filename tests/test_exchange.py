@@ -168,6 +168,45 @@ def test_gossip_over_the_wire_preserves_the_mean(overlap):
     assert spread(finals) < 0.5 * spread(x)      # and they moved toward consensus
 
 
+def test_a_passive_worker_that_finished_first_keeps_answering_until_its_callers_are_done():
+    """AD-PSGD: worker 1 (passive) has no data left before worker 0 (active) starts gossiping;
+    it still answers every call, and the mean of the final replicas is exact."""
+    size = 50
+    x = [np.full(size, v, np.float32) for v in (0.0, 4.0)]
+    with workers(2, size, synchronous=False) as (coord, contexts):
+        exchanges = [PairwiseGossip(None, c, Topology.named("ring", 2), overlap=True)
+                     for c in contexts]
+        assert exchanges[1].callers == [0] and exchanges[0].callers == []
+        for ex, ctx in zip(exchanges, contexts):
+            ex.open()
+            hello(ctx, ex)
+        passive_done = threading.Event()
+
+        def active():
+            theta = exchanges[0].start(x[0])
+            for _ in range(10):
+                time.sleep(0.02)
+                theta = exchanges[0].after_window(theta, steps=1)
+                exchanges[0]._join()
+            assert not passive_done.is_set(), "the passive worker stopped serving too early"
+            theta = exchanges[0].finish(theta)
+            contexts[0].control.request(messages.DONE)
+            return theta
+
+        def passive():
+            theta = exchanges[1].finish(exchanges[1].start(x[1]))   # no windows at all
+            passive_done.set()
+            contexts[1].control.request(messages.DONE)
+            return theta
+
+        finals = run_all([active, passive])
+        for ex in exchanges:
+            ex.close()
+    assert exchanges[0].stats.exchanges == 10 and exchanges[1].stats.exchanges == 10
+    np.testing.assert_allclose(finals[0] + finals[1], x[0] + x[1], atol=1e-5)
+    assert abs(float(finals[0][0] - finals[1][0])) < 0.1     # 10 pairwise averages: consensus
+
+
 def test_garbage_and_strangers_on_a_peer_endpoint_are_dropped_and_counted():
     size = 64
     theta = np.arange(size, dtype=np.float32)

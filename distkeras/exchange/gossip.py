@@ -153,6 +153,10 @@ class PairwiseGossip(PeerExchange):
     boundary; only active (even) workers call passive (odd) neighbours, so no two workers wait on
     each other. ``overlap=False`` (SwarmSGD): the worker averages with a random neighbour before
     it goes on (any worker may call any neighbour; callees answer from their shared replica).
+
+    A passive worker that finishes its data before its active neighbours keeps answering them
+    until they are done or lost (at most ``round_timeout``): its replica goes on mixing, which
+    keeps the mean of the replicas exact, and no active worker is left to train alone.
     """
 
     # an endpoint is listening before it is registered: a refused connection means a finished
@@ -166,6 +170,9 @@ class PairwiseGossip(PeerExchange):
         self.rng = np.random.default_rng([worker.seed, worker.worker, 7919])
         self.candidates = (topology.passive_neighbours(worker.worker) if overlap
                            else topology.neighbours(worker.worker))
+        #: the workers that call this one and never answer it (AD-PSGD's active neighbours)
+        self.callers = ([j for j in topology.neighbours(worker.worker)
+                         if worker.worker in topology.passive_neighbours(j)] if overlap else [])
         self.shared: Optional[SharedReplica] = None
         self._thread: Optional[threading.Thread] = None
         self._unreachable: set[int] = set()     # peers whose last gossip failed
@@ -252,8 +259,30 @@ class PairwiseGossip(PeerExchange):
 
     def finish(self, theta: np.ndarray) -> np.ndarray:
         self._join()
+        if self.shared is not None:
+            theta = self.shared.fold(theta)     # callers see the finished replica
+            self._serve_callers()
         self.stop_serving()     # no more corrections after this
         return self.shared.fold(theta) if self.shared is not None else theta
+
+    def _serve_callers(self, poll: float = 0.1) -> None:
+        """Keep the endpoint up while an active neighbour still trains (registered and not
+        done), up to ``round_timeout``; the run's failure ends the wait (the driver reports it)."""
+        deadline = time.monotonic() + self.worker.round_timeout
+        while self.callers:
+            try:
+                table = self.group.refresh()
+            except PeerLostError:
+                return
+            training = [c for c in self.callers if c in table]
+            if not training:
+                return
+            if time.monotonic() > deadline:
+                log.warning("worker %d: stopped answering workers %s, still training %g s after "
+                            "this one finished (round_timeout=)", self.worker.worker, training,
+                            self.worker.round_timeout)
+                return
+            time.sleep(poll)
 
     def close(self) -> None:
         self._join()
