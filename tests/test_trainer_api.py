@@ -113,6 +113,34 @@ def test_second_fit_in_the_same_session_works(train):
     assert len(one.history["loss"]) == len(two.history["loss"]) == 1
 
 
+def test_a_cached_input_split_for_the_workers_is_trained_as_it_is(spark):
+    """A DataFrame cached in one balanced partition per worker is read by the workers as it is
+    (no shuffle, no second cache) and stays cached after the fit; any other input gets a
+    repartitioned cache of the fit's own, released after training."""
+    from distkeras.driver.preflight import prepare_training_data
+    from distkeras.executor.feed import feed_spec_for
+
+    persistent = lambda: spark.sparkContext._jsc.getPersistentRDDs().size()  # noqa: E731
+    feed = feed_spec_for(mlp(), "features", "label", "categorical_crossentropy")
+    ready = blobs_df(spark, 1000, seed=4, partitions=2).cache()
+    other = blobs_df(spark, 1000, seed=4, partitions=3).cache()
+    assert ready.count() == other.count() == 1000     # both caches filled
+    cached = persistent()
+    data, smallest, owned = prepare_training_data(ready, feed, 2, 32, barrier=False)
+    assert not owned and smallest == 500 and persistent() == cached
+    assert data.rdd.getNumPartitions() == 2
+    data, smallest, owned = prepare_training_data(other, feed, 2, 32, barrier=False)
+    assert owned and smallest == 500 and persistent() == cached + 1
+    data.unpersist()
+    for df, trainer in ((ready, dk.trainers.ARSGD), (other, dk.trainers.ADAG)):   # barrier or not
+        fitted = trainer(mlp(), loss="categorical_crossentropy", num_workers=2, batch_size=32,
+                         epochs=2, learning_rate=0.03, verbose=False).fit(df)
+        assert len(fitted.history["loss"]) == 2 and persistent() == cached
+        assert df.storageLevel.useMemory       # the user's cache is left alone
+    ready.unpersist()
+    other.unpersist()
+
+
 # -- clear errors before launch --------------------------------------------------------------------
 
 def bad_frame(spark, features, labels, schema="features array<float>, label bigint"):

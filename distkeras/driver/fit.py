@@ -159,7 +159,7 @@ def run_training(estimator, df, validation_data, callbacks):
     warming = warm_up(df.sparkSession, cores, trainer.num_workers) if WARM_UP else None
     checked = time.perf_counter()
     in_memory = trainer.data_feed == "memory"     # its workers check the arrays' values
-    prepared, rows = preflight.prepare_training_data(df, feed, trainer.num_workers,
+    prepared, rows, owned = preflight.prepare_training_data(df, feed, trainer.num_workers,
                                                      trainer.batch_size, barrier,
                                                      trainer.cores_per_worker,
                                                      array_values=not in_memory)
@@ -249,7 +249,8 @@ def run_training(estimator, df, validation_data, callbacks):
                        if exchange.model == "members" else [])
     finally:
         estimator.coordinator = None
-        prepared.unpersist()
+        if owned:                # the user's own cache stays
+            prepared.unpersist()
         if staged:
             remove_path(df.sparkSession, staged)
     keras_models = []

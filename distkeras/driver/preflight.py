@@ -3,7 +3,8 @@ train on garbage) is found on the driver in one aggregation pass and reported wi
 
 ``prepare_training_data`` selects the needed columns (vectors → arrays), checks types, shapes,
 NaN/inf, nulls and label ranges, repartitions into one partition per worker, caches it, and
-returns the rows of the smallest partition (every worker runs the same number of steps).
+returns the rows of the smallest partition (every worker runs the same number of steps). A
+cached input already in one balanced partition per worker is taken as it is.
 """
 from __future__ import annotations
 
@@ -143,11 +144,23 @@ def _combine(parts: list[dict]) -> dict:
     return out
 
 
+#: partitions within this ratio of rows are balanced enough to train on as they are
+BALANCED = 0.98
+
+
 def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
                           barrier: bool, cores_per_worker: int | None = None,
                           array_values: bool = True):
-    """Checked, repartitioned, cached training data and the row count of its smallest partition
-    (``array_values``: see :func:`check_data`)."""
+    """Checked, repartitioned, cached training data, the row count of its smallest partition,
+    and whether the cache is this call's own (unpersist it after training).
+
+    A cached input already split into ``num_workers`` balanced partitions is used as it is: no
+    shuffle, no second copy in memory (``array_values``: see :func:`check_data`).
+
+    Example::
+
+        data, smallest, owned = prepare_training_data(df, feed, 2, 128, barrier=False)
+    """
     from pyspark import StorageLevel
 
     from distkeras.spark import total_slots
@@ -159,21 +172,43 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
             raise DataError(f"num_workers={num_workers} synchronous workers need as many free task "
                             f"slots, Spark has {slots}; lower num_workers or add executors/cores "
                             "(spark.executor.cores, spark.task.cpus, cores_per_worker)")
-    prepared = selected.repartition(num_workers).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        counts = check_data(prepared, feed, kinds, array_values=array_values)  # fills the cache
-    except DataError:
-        prepared.unpersist()
-        raise
+    counts: list[int] = []
+    if _cached_in(df, num_workers):
+        counts = check_data(selected, feed, kinds, array_values=array_values)
+    if len(counts) == num_workers and min(counts) >= BALANCED * max(counts):
+        prepared, owned = selected, False
+    else:
+        prepared = selected.repartition(num_workers).persist(StorageLevel.MEMORY_AND_DISK)
+        owned = True
+        try:
+            counts = check_data(prepared, feed, kinds, array_values=array_values)  # fills the cache
+        except DataError:
+            prepared.unpersist()
+            raise
+
+    def release():
+        if owned:
+            prepared.unpersist()
+
     rows = sum(counts)
     if num_workers > rows:
-        prepared.unpersist()
+        release()
         raise DataError(f"num_workers={num_workers} but the data has only {rows} rows; use fewer "
                         "workers")
     smallest = min(counts) if len(counts) == num_workers else 0
     if smallest < batch_size:
-        prepared.unpersist()
+        release()
         raise DataError(f"the smallest of the {num_workers} worker partitions has {smallest} rows, "
                         f"fewer than batch_size={batch_size}; lower batch_size or num_workers")
     log.info("training data: %d rows in %d partitions (smallest %d)", rows, num_workers, smallest)
-    return prepared, smallest
+    return prepared, smallest, owned
+
+
+def _cached_in(df, num_workers: int) -> bool:
+    """Whether ``df`` is cached in exactly ``num_workers`` partitions (False where Spark cannot
+    say, e.g. under Spark Connect)."""
+    try:
+        level = df.storageLevel
+        return bool(level.useMemory or level.useDisk) and df.rdd.getNumPartitions() == num_workers
+    except Exception:  # noqa: BLE001 - no RDD API: take the general path
+        return False
