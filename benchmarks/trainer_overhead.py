@@ -69,10 +69,9 @@ def fashion_data():
 
 def cached_frame(spark, x: np.ndarray, y: np.ndarray):
     """``features`` array<float> / ``label`` bigint DataFrame, cached and materialised."""
-    import pandas as pd
+    from distkeras.spark import arrays_to_dataframe
 
-    df = spark.createDataFrame(pd.DataFrame({"features": list(x), "label": y}),
-                               schema="features array<float>, label bigint").cache()
+    df = arrays_to_dataframe(spark, {"features": x, "label": y}).cache()
     df.count()
     return df
 

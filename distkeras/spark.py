@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any, Mapping
 
 log = logging.getLogger(__name__)
 _WARNED: set[str] = set()
@@ -133,3 +134,68 @@ def total_slots(spark, cores_per_task: int | None = None) -> int:
     executors = max(0, status.size() - 1)
     cores = int(sc.getConf().get("spark.executor.cores", "1"))
     return max(0, executors * (cores // (cores_per_task or task_cpus)))
+
+
+def arrays_to_dataframe(spark, columns: Mapping[str, Any], partitions: int | None = None):
+    """A DataFrame from numpy arrays with one row per leading index, through Arrow and without a
+    Python step per row (Fashion-MNIST's 60,000 x 784: 3 s, against 16 s for a pandas frame of
+    per-row arrays, on pyspark 4).
+
+    1-D arrays become scalar columns (integers ``bigint``, ``float32`` ``float``, ``float64``
+    ``double``, booleans ``boolean``); arrays of more dimensions become ``array<float>`` columns
+    of each row's values, flattened (give the model ``input_shapes=`` or a ``Reshape``). With
+    ``partitions`` the rows are split round-robin into that many partitions: one per worker
+    lets a cached frame train without a shuffle.
+
+    Example::
+
+        df = arrays_to_dataframe(spark, {"features": x_train, "label": y_train},
+                                 partitions=2).cache()
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    if not columns:
+        raise ValueError("no columns: pass {name: array}")
+    arrays = {name: np.asarray(values) for name, values in columns.items()}
+    rows = {name: a.shape[0] if a.ndim else None for name, a in arrays.items()}
+    if None in rows.values() or len(set(rows.values())) != 1:
+        raise ValueError(f"every column needs the same number of rows (leading dimension): "
+                         f"{ {n: arrays[n].shape for n in arrays} }")
+    table = pa.table({name: _arrow_column(name, a) for name, a in arrays.items()})
+    try:
+        df = spark.createDataFrame(table)           # pyspark >= 4: Arrow straight to the JVM
+    except (TypeError, ValueError):                 # pyspark 3.5: through pandas
+        df = spark.createDataFrame(table.to_pandas(), schema=_spark_schema(table.schema))
+    return df.repartition(partitions) if partitions else df
+
+
+def _arrow_column(name: str, a: Any):
+    import numpy as np
+    import pyarrow as pa
+
+    if a.ndim == 1:
+        if a.dtype.kind in "iu":
+            return pa.array(a.astype(np.int64, copy=False))
+        if a.dtype.kind in "fb":
+            return pa.array(a)
+        raise TypeError(f"column {name!r}: dtype {a.dtype} is not numeric or boolean")
+    if a.dtype.kind not in "iufb":
+        raise TypeError(f"column {name!r}: dtype {a.dtype} is not numeric or boolean")
+    width = int(np.prod(a.shape[1:]))
+    if not width:
+        raise ValueError(f"column {name!r}: rows of shape {a.shape[1:]} hold no values")
+    if a.size >= 2 ** 31:
+        raise ValueError(f"column {name!r}: {a.size} values are too many to send from the "
+                         "driver; write them as Parquet and read that with spark.read.parquet")
+    flat = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+    offsets = np.arange(0, flat.size + 1, width, dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+
+
+def _spark_schema(schema) -> str:
+    import pyarrow as pa
+
+    names = {pa.int64(): "bigint", pa.float32(): "float", pa.float64(): "double",
+             pa.bool_(): "boolean", pa.list_(pa.float32()): "array<float>"}
+    return ", ".join(f"`{f.name}` {names[f.type]}" for f in schema)

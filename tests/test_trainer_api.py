@@ -11,6 +11,7 @@ import pytest
 import distkeras as dk
 from distkeras.driver.job import TrainingError
 from distkeras.driver.preflight import DataError
+from distkeras.spark import arrays_to_dataframe
 from tests.data import blobs, blobs_df, mlp
 
 
@@ -113,6 +114,25 @@ def test_second_fit_in_the_same_session_works(train):
     assert len(one.history["loss"]) == len(two.history["loss"]) == 1
 
 
+def test_arrays_to_dataframe_keeps_every_value_and_names_bad_input(spark):
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((50, 4, 3), dtype=np.float32), np.arange(50) % 3
+    df = arrays_to_dataframe(spark, {"image": images, "label": labels, "w": labels * 0.5,
+                                     "keep": labels > 0}, partitions=3)
+    assert df.schema.simpleString() == ("struct<image:array<float>,label:bigint,w:double,"
+                                        "keep:boolean>")
+    assert df.rdd.getNumPartitions() == 3
+    rows = sorted(df.collect(), key=lambda r: r.label * 100 + r.image[0])
+    got = np.array([r.image for r in rows], np.float32)
+    want = images.reshape(50, 12)[np.lexsort((images[:, 0, 0], labels))]
+    np.testing.assert_array_equal(got, want)
+    assert [r.w for r in rows] == sorted(labels * 0.5) and sum(r.keep for r in rows) == 33
+    with pytest.raises(ValueError, match="same number of rows"):
+        arrays_to_dataframe(spark, {"features": images, "label": labels[:10]})
+    with pytest.raises(TypeError, match="column 'name': dtype <U1 is not numeric"):
+        arrays_to_dataframe(spark, {"name": np.array(["a"] * 50)})
+
+
 def test_a_cached_input_split_for_the_workers_is_trained_as_it_is(spark):
     """A DataFrame cached in one balanced partition per worker is read by the workers as it is
     (no shuffle, no second cache) and stays cached after the fit; any other input gets a
@@ -122,7 +142,8 @@ def test_a_cached_input_split_for_the_workers_is_trained_as_it_is(spark):
 
     persistent = lambda: spark.sparkContext._jsc.getPersistentRDDs().size()  # noqa: E731
     feed = feed_spec_for(mlp(), "features", "label", "categorical_crossentropy")
-    ready = blobs_df(spark, 1000, seed=4, partitions=2).cache()
+    x, y = blobs(1000, seed=4)
+    ready = arrays_to_dataframe(spark, {"features": x, "label": y}, partitions=2).cache()
     other = blobs_df(spark, 1000, seed=4, partitions=3).cache()
     assert ready.count() == other.count() == 1000     # both caches filled
     cached = persistent()
