@@ -34,6 +34,8 @@ _LAZY = {
     "params": None,
     "persistence": None,
     "KerasModel": "distkeras.model",
+    "ModelError": "distkeras.portable",
+    "PortableModel": "distkeras.portable",
     "load_model": "distkeras.model",
     "read_root": "distkeras.io.root",
     "register_root_source": "distkeras.io.root",

@@ -18,6 +18,7 @@ DONE = 21        # worker finished cleanly
 PROGRESS = 22    # aux: samples since the last report; JSON {exchanges}; reply flags: FLAG_STOP
 REPLICA = 23     # payload: θ at the end of epoch ``aux`` (decentralised: mean and consensus)
 PEERS = 24       # reply JSON {peers: {worker: "host:port"}} (the rendezvous of asynchronous peers)
+FAILED = 25      # JSON {error, where, line}: the worker raised this and is going down
 
 # -- parameter server (data) ------------------------------------------------------------------
 # PULL (17) as above: reply θ̃

@@ -50,16 +50,28 @@ BINARY_LOSSES = frozenset({"binarycrossentropy", "binaryfocalcrossentropy", "hin
 
 def describe_output(model, loss) -> dict:
     """What the model's output is, from its output shape and its training loss:
-    ``{"kind": "classifier" | "regressor" | "array", "from_logits": bool, "width": k}``."""
-    outputs = getattr(model, "outputs", None) or []
-    width = int(np.prod(outputs[0].shape[1:])) if len(outputs) == 1 else None
+    ``{"kind": "classifier" | "regressor" | "array", "from_logits": bool, "width": k}``; a
+    model with several outputs: ``{"kind": "outputs", "outputs": [one such dict per output,
+    with its "name"]}``."""
+    from distkeras.executor.feed import per_output
+    from distkeras.portable import output_specs
+
+    outputs = output_specs(model)
+    described = [_describe(shape, each) | {"name": name} for (name, shape), each
+                 in zip(outputs, per_output(loss, [n for n, _ in outputs]))]
+    if len(described) == 1:
+        described[0].pop("name")
+        return described[0]
+    return {"kind": "outputs", "outputs": described}
+
+
+def _describe(shape: tuple[int, ...], loss) -> dict:
+    width = int(np.prod(shape)) if shape else 1
     name = loss_name(loss) if loss is not None else ""
     config = loss.get("config") if isinstance(loss, dict) else None
     from_logits = bool(config.get("from_logits") if isinstance(config, dict)
                        else getattr(loss, "from_logits", False))
-    if width is None:
-        kind = "array"
-    elif name in CLASSIFICATION_LOSSES and width > 1 or name in BINARY_LOSSES and width == 1:
+    if name in CLASSIFICATION_LOSSES and width > 1 or name in BINARY_LOSSES and width == 1:
         kind = "classifier"
     else:
         kind = "regressor" if width == 1 else "array"
@@ -87,13 +99,15 @@ class KerasModel(Model, MLReadable, MLWritable):
                        TypeConverters.toInt)
 
     def __init__(self, keras_model=None, history=None, feed: FeedSpec | None = None,
-                 members=None, output: dict | None = None, **params):
+                 members=None, output: dict | None = None,
+                 custom_objects: dict | None = None, **params):
         super().__init__()
         self.keras_model = keras_model
         self.members = list(members or [])
         self.history = history if history is not None else {}
         self.feed = feed
         self.output = output or {"kind": "array", "from_logits": False, "width": None}
+        self.custom_objects = dict(custom_objects or {})   # sent with the model to executors
         self._setDefault(prediction_col="prediction", probability_col="probability",
                          raw_prediction_col="rawPrediction", batch_size=1024)
         self._set(**params)
@@ -101,19 +115,30 @@ class KerasModel(Model, MLReadable, MLWritable):
     def _models(self) -> list:
         return self.members or [self.keras_model]
 
-    def predict(self, xs: list[np.ndarray]) -> np.ndarray:
-        """Predictions for numpy inputs (mean over ensemble members)."""
-        return _predict(self._models(), xs, self.getBatchSize())
+    def predict(self, xs: list[np.ndarray]):
+        """Predictions for numpy inputs (mean over ensemble members): an array, or a list of
+        them for a model with several outputs."""
+        outs = _predict(self._models(), xs, self.getBatchSize())
+        return outs[0] if len(outs) == 1 else outs
 
-    def output_columns(self) -> list[tuple[str, str]]:
-        """``(column, role)`` of what ``transform`` adds, in order (role: raw, probability,
-        prediction)."""
-        if self.output["kind"] == "classifier":
-            wanted = [(self.getRawPredictionCol(), "raw"),
-                      (self.getProbabilityCol(), "probability")]
-        else:
-            wanted = []
-        return [(c, r) for c, r in wanted + [(self.getPredictionCol(), "prediction")] if c]
+    def _outputs(self) -> list[tuple[str, dict]]:
+        """``(column suffix, description)`` of each output: no suffix for a model with one,
+        ``_<output name>`` for each of several."""
+        if self.output.get("kind") == "outputs":
+            return [(f"_{o['name']}", o) for o in self.output["outputs"]]
+        return [("", self.output)]
+
+    def output_columns(self) -> list[tuple[str, str, int]]:
+        """``(column, role, output)`` of what ``transform`` adds, in order (role: raw,
+        probability, prediction; output: the model output's index)."""
+        columns = []
+        for index, (suffix, output) in enumerate(self._outputs()):
+            wanted = ([(self.getRawPredictionCol(), "raw"), (self.getProbabilityCol(),
+                                                             "probability")]
+                      if output["kind"] == "classifier" else [])
+            wanted.append((self.getPredictionCol(), "prediction"))
+            columns += [(c + suffix, r, index) for c, r in wanted if c]
+        return columns
 
     def _transform(self, dataset):
         from pyspark.ml.functions import array_to_vector, vector_to_array
@@ -122,15 +147,17 @@ class KerasModel(Model, MLReadable, MLWritable):
         from pyspark.sql.types import (ArrayType, DoubleType, FloatType, StructField,
                                        StructType)
 
+        from distkeras.portable import PortableModel
+
         if self.feed is None:
             raise ValueError("this model has no feed description; it was not made by a trainer")
-        feed = FeedSpec(inputs=FeedSpec.from_dict(self.feed.to_dict()).inputs)  # a copy
+        feed = self.feed.without_targets()      # a copy: the columns are renamed below
         types = {f.name: type(f.dataType).__name__ for f in dataset.schema.fields}
         missing = [c for c in feed.feature_columns if c not in types]
         if missing:
             raise ValueError(f"columns {missing} not found; the DataFrame has {sorted(types)}")
         outputs = self.output_columns()
-        clash = [c for c, _ in outputs if c in types]
+        clash = [c for c, _, _ in outputs if c in types]
         if clash:
             raise ValueError(f"output column(s) {clash} already exist in the DataFrame: drop "
                              "them or set prediction_col / probability_col / raw_prediction_col")
@@ -143,49 +170,52 @@ class KerasModel(Model, MLReadable, MLWritable):
             for spec in feed.inputs:
                 spec.columns = [temp.get(c, c) for c in spec.columns]
         sc = dataset.sparkSession.sparkContext
-        payload = sc.broadcast({"json": [m.to_json() for m in self._models()],
-                                "weights": [m.get_weights() for m in self._models()]})
-        run_id, batch_size, output = uuid.uuid4().hex, self.getBatchSize(), dict(self.output)
+        payload = sc.broadcast([PortableModel.of(m, self.custom_objects, check=False).archive
+                                for m in self._models()])
+        custom_objects = self.custom_objects
+        run_id, batch_size = uuid.uuid4().hex, self.getBatchSize()
+        described = [o for _, o in self._outputs()]
         feed_dict = feed.to_dict()
-        kind = output["kind"]
         # pyspark 4 takes Spark ML vectors from Arrow as their struct; 3.5 gets arrays, made
         # vectors by the JVM afterwards
         native = _ARROW_VECTORS
-        vectors = {r: (c if native else f"__distkeras_{r}") for c, r in outputs
-                   if r != "prediction"}
-        prediction = self.getPredictionCol() or "__distkeras_prediction"
+        arrow_names = [c if native or r == "prediction" else f"__distkeras_{r}_{i}"
+                       for c, r, i in outputs]
+        roles = [(r, i) for _, r, i in outputs]
 
         def predict_batches(batches):
-            from distkeras.executor.replica import build_model, setup_tensorflow
+            from distkeras.executor.replica import setup_tensorflow
 
             spec = FeedSpec.from_dict(feed_dict)
             models = _WORKER_CACHE.get(run_id)
             if models is None:
                 setup_tensorflow(1)
                 _WORKER_CACHE.clear()
-                value = payload.value
-                models = [build_model(j, None, None, None, weights=w)
-                          for j, w in zip(value["json"], value["weights"])]
+                models = [PortableModel(archive, custom_objects).build()
+                          for archive in payload.value]
                 _WORKER_CACHE[run_id] = models
             for batch in batches:
                 table = pa.Table.from_batches([batch])
-                out = _predict(models, spec.features(table), batch_size)
-                columns = _output_arrays(out.reshape(len(out), -1), output, list(vectors),
-                                         native)
-                yield pa.RecordBatch.from_arrays(
-                    list(batch.columns) + columns,
-                    names=list(batch.schema.names) + list(vectors.values()) + [prediction])
+                outs = _predict(models, spec.features(table), batch_size)
+                columns = [_output_array(outs[i].reshape(len(outs[i]), -1), described[i], role,
+                                         native) for role, i in roles]
+                yield pa.RecordBatch.from_arrays(list(batch.columns) + columns,
+                                                 names=list(batch.schema.names) + arrow_names)
 
-        extra = [StructField(name, VectorUDT() if native else ArrayType(DoubleType()))
-                 for name in vectors.values()]
-        extra.append(StructField(prediction, DoubleType() if kind in ("classifier", "regressor")
-                                 else ArrayType(FloatType())))
+        extra = []
+        for name, (role, i) in zip(arrow_names, roles):
+            if role != "prediction":
+                extra.append(StructField(name, VectorUDT() if native
+                                         else ArrayType(DoubleType())))
+            else:
+                extra.append(StructField(name, DoubleType() if described[i]["kind"] in (
+                    "classifier", "regressor") else ArrayType(FloatType())))
         scored = dataset.mapInArrow(predict_batches, StructType(dataset.schema.fields + extra))
         if native:
             return scored.drop(*temp.values()) if temp else scored
         keep = [F.col(f"`{f.name}`") for f in dataset.schema.fields if f.name not in temp.values()]
-        final = [array_to_vector(F.col(vectors[r])).alias(c) if r != "prediction"
-                 else F.col(prediction) for c, r in outputs]
+        final = [array_to_vector(F.col(name)).alias(c) if r != "prediction" else F.col(name)
+                 for name, (c, r, _) in zip(arrow_names, outputs)]
         return scored.select(*keep, *final)
 
     # -- persistence ------------------------------------------------------------------------------
@@ -232,39 +262,47 @@ def _remove(path: str) -> None:
     fs.delete(fs.join(""))
 
 
-def load_model(path: str) -> KerasModel:
+def load_model(path: str, custom_objects: dict | None = None) -> KerasModel:
     """Load a :class:`KerasModel` written by ``KerasModel.save`` (or by a Pipeline that held
-    it); ``path`` is a local path or any Hadoop URI."""
-    return KerasModel.load(path)
+    it); ``path`` is a local path or any Hadoop URI. ``custom_objects`` (``{name: class or
+    function}``) as Keras' ``load_model`` takes them: the custom layers, losses, ... the model
+    was built with, where this process has not registered them.
+
+    Example::
+
+        fitted = distkeras.load_model("hlf_model", custom_objects={"Scaled": Scaled})
+    """
+    import keras
+
+    with keras.saving.custom_object_scope(custom_objects or {}):
+        fitted = KerasModel.load(path)
+    fitted.custom_objects = dict(custom_objects or {})
+    return fitted
 
 
-def _output_arrays(out: np.ndarray, output: dict, vectors: list[str],
-                   native: bool = True) -> list[pa.Array]:
-    """Arrow columns for one batch of model outputs: the vectors asked for (raw,
-    probability; Spark ML vector structs when ``native``, else arrays), then the prediction."""
-    kind, columns = output["kind"], []
-    if kind == "classifier":
-        raw = out.astype(np.float64)
-        if output.get("from_logits"):
-            if raw.shape[1] == 1:
-                prob = 1.0 / (1.0 + np.exp(-raw))
-            else:
-                shifted = np.exp(raw - raw.max(axis=1, keepdims=True))
-                prob = shifted / shifted.sum(axis=1, keepdims=True)
+def _output_array(out: np.ndarray, output: dict, role: str, native: bool = True) -> pa.Array:
+    """The Arrow column of one role (raw, probability, prediction) for one batch of one
+    output: Spark ML vector structs when ``native``, else arrays, for the vectors."""
+    kind = output["kind"]
+    if kind == "regressor":
+        return pa.array(out[:, 0].astype(np.float64))
+    if kind != "classifier":
+        return _list_array(out.astype(np.float32))
+    raw = out.astype(np.float64)
+    if output.get("from_logits"):
+        if raw.shape[1] == 1:
+            prob = 1.0 / (1.0 + np.exp(-raw))
         else:
-            prob = raw
-        if raw.shape[1] == 1:       # one sigmoid unit: P(class 1)
-            raw = np.hstack([-raw, raw]) if output.get("from_logits") else np.hstack([1 - raw, raw])
-            prob = np.hstack([1 - prob, prob])
-        as_column = _vector_array if native else _list_array
-        for role in vectors:
-            columns.append(as_column(raw if role == "raw" else prob))
-        columns.append(pa.array(prob.argmax(axis=1).astype(np.float64)))
-    elif kind == "regressor":
-        columns.append(pa.array(out[:, 0].astype(np.float64)))
+            shifted = np.exp(raw - raw.max(axis=1, keepdims=True))
+            prob = shifted / shifted.sum(axis=1, keepdims=True)
     else:
-        columns.append(_list_array(out.astype(np.float32)))
-    return columns
+        prob = raw
+    if raw.shape[1] == 1:       # one sigmoid unit: P(class 1)
+        raw = np.hstack([-raw, raw]) if output.get("from_logits") else np.hstack([1 - raw, raw])
+        prob = np.hstack([1 - prob, prob])
+    if role == "prediction":
+        return pa.array(prob.argmax(axis=1).astype(np.float64))
+    return (_vector_array if native else _list_array)(raw if role == "raw" else prob)
 
 
 def _vector_array(values: np.ndarray) -> pa.Array:
@@ -284,17 +322,29 @@ def _list_array(values: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pa.array(values.ravel()))
 
 
-def _predict(models: list, xs: list[np.ndarray], batch_size: int) -> np.ndarray:
-    """Outputs for ``xs`` (the mean over ensemble members), ``batch_size`` rows per call.
+def _predict(models: list, xs: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    """Each output for ``xs`` (the mean over ensemble members), ``batch_size`` rows per call.
 
     ``predict_on_batch`` per chunk, not ``Model.predict``: the latter builds a data pipeline on
     every call, ~25× slower on an Arrow batch of a small model."""
     n = len(xs[0])
-    outs = []
+    per_model = []
     for model in models:
-        parts = [np.asarray(model.predict_on_batch(model_inputs([x[i:i + batch_size]
-                                                                 for x in xs])))
-                 for i in range(0, n, batch_size)]
-        shape = (0,) + tuple(int(d) for d in model.outputs[0].shape[1:])
-        outs.append(np.concatenate(parts) if parts else np.zeros(shape, np.float32))
-    return outs[0] if len(outs) == 1 else np.mean(outs, axis=0)
+        chunks = [_as_list(model.predict_on_batch(model_inputs([x[i:i + batch_size]
+                                                               for x in xs])))
+                  for i in range(0, n, batch_size)]
+        if chunks:
+            per_model.append([np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))])
+        else:
+            shapes = [tuple(int(d) for d in t.shape[1:])
+                      for t in getattr(model, "outputs", None) or []] or [()]
+            per_model.append([np.zeros((0,) + s, np.float32) for s in shapes])
+    if len(per_model) == 1:
+        return per_model[0]
+    return [np.mean([outs[k] for outs in per_model], axis=0) for k in range(len(per_model[0]))]
+
+
+def _as_list(out) -> list[np.ndarray]:
+    if isinstance(out, dict):
+        return [np.asarray(v) for v in out.values()]
+    return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else [np.asarray(out)]

@@ -74,6 +74,32 @@ def _flag_or_name(value: Any) -> bool | str:
     raise TypeError(f"{value!r} is neither True/False nor a name")
 
 
+def _weights(value: Any) -> list[float] | dict[str, float]:
+    if isinstance(value, dict):
+        return {str(k): float(v) for k, v in value.items()}
+    return [float(v) for v in value]
+
+
+def _class_weight(value: Any) -> dict[int, float]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{value!r} is not a dict of class index to weight")
+    out = {int(k): float(v) for k, v in value.items()}
+    if any(k < 0 or v < 0 for k, v in out.items()):
+        raise TypeError(f"{value!r}: class indices and weights must be non-negative")
+    return out
+
+
+def _metrics(value: Any) -> list | dict:
+    if isinstance(value, (str, dict)) and not (isinstance(value, dict) and "class_name" not in
+                                               value):
+        return [value]
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]      # a metric object
+
+
 def _dict(value: Any) -> dict:
     if not isinstance(value, dict):
         raise TypeError(f"{value!r} is not a dict")
@@ -92,14 +118,23 @@ class Setting:
 
 _identity = TypeConverters.identity
 SETTINGS: tuple[Setting, ...] = (
-    Setting("loss", "Keras loss: a name, a loss object or its config dict (None: the model's "
-            "compiled loss)", _identity, None),
+    Setting("loss", "Keras loss: a name, a loss object or its config dict, or a list / dict by "
+            "output name of those (None: the model's compiled loss)", _identity, None),
+    Setting("loss_weights", "weights of the outputs' losses, a list or a dict by output name "
+            "(None: the model's compiled ones, else equal)", _optional(_weights), None),
     Setting("worker_optimizer", "optimizer of each replica: a name, a Keras optimizer or its "
-            "config dict", _identity, "adam"),
+            "config dict (None: the optimizer the model was compiled with, else Adam)",
+            _identity, None),
     Setting("learning_rate", "sets the worker optimizer's learning rate η (None: the "
-            "optimizer's own)", _optional(TypeConverters.toFloat), None),
-    Setting("metrics", "Keras metrics reported per epoch", TypeConverters.toListString,
-            ["accuracy"]),
+            "optimizer's own), as for one worker on all the data", _optional(TypeConverters.toFloat),
+            None),
+    Setting("learning_rate_scaling", "how η grows with num_workers n: 'linear' (η·n), 'sqrt' "
+            "(η·√n), 'none', or 'auto': the rule's own (linear where the run's model moves by "
+            "the mean of the workers' progress, none where their commits add up)",
+            _choice("auto", "none", "linear", "sqrt"), "auto"),
+    Setting("metrics", "Keras metrics reported per epoch: names or metric objects, a list or a "
+            "dict by output name (None: the model's compiled metrics, else accuracy)",
+            _optional(_metrics), None),
     Setting("num_workers", "Spark tasks = model replicas = partitions", _positive_int, 2),
     Setting("cores_per_worker", "CPU cores (TensorFlow threads) of each worker task; None: on a "
             "local master the cores shared among the workers, on a cluster spark.task.cpus. "
@@ -117,7 +152,16 @@ SETTINGS: tuple[Setting, ...] = (
             "concatenated into the single input): numbers, arrays of numbers or Spark ML "
             "vectors", _columns, "features"),
     Setting("label_col", "integer class index (one-hot made when the loss needs it) or an "
-            "array column", TypeConverters.toString, "label"),
+            "array column; a list of columns, one per output, for a model with several",
+            _columns, "label"),
+    Setting("weight_col", "a column of per-row sample weights (None: none), as Keras' "
+            "fit(sample_weight=)", _optional(TypeConverters.toString), None),
+    Setting("class_weight", "{class index: weight} for the label of a one-output model, as "
+            "Keras' fit(class_weight=)", _optional(_class_weight), None),
+    Setting("custom_objects", "{name: class or function} the model needs beyond the ones "
+            "registered with keras.saving.register_keras_serializable (found by themselves); "
+            "sent to the executors by value, as Keras' load_model(custom_objects=) takes them",
+            _optional(_dict), None),
     Setting("prediction_col", "output column: the class index as a double for classifiers, "
             "the value for a one-output regression, else an array", TypeConverters.toString,
             "prediction"),
@@ -170,7 +214,7 @@ SETTINGS: tuple[Setting, ...] = (
 NAMES = frozenset(s.name for s in SETTINGS)
 # not JSON: written by the persistence code in their own form, or not at all
 OBJECT_VALUED = frozenset({"loss", "worker_optimizer", "validation_data", "callbacks",
-                           "algorithm"})
+                           "algorithm", "custom_objects", "metrics"})
 _BASE_RULE_ARGS = frozenset({"self", "communication_window", "learning_rate", "num_workers"})
 
 

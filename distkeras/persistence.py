@@ -14,8 +14,10 @@ stages save and load with pyspark.ml's Pipeline writer and reader, and
 models are ``.keras`` files, optimizers and losses their Keras configs, a user-defined update
 rule its importable class name and constructor arguments.
 
-A trainer's ``callbacks`` and ``validation_data`` are live objects (a DataFrame, callbacks with
-state): they are not saved, and ``save`` logs which were left out.
+A trainer's ``callbacks``, ``validation_data`` and ``custom_objects`` are live objects (a
+DataFrame, callbacks with state, classes): they are not saved, and ``save`` logs which were left
+out. Loading a model with custom layers needs their classes, as Keras' own ``load_model`` does:
+registered in the loading process, or given as ``distkeras.load_model(path, custom_objects=)``.
 
 Example::
 
@@ -92,6 +94,8 @@ def write_keras(model, path: str, name: str) -> None:
 
 
 def read_keras(path: str, name: str):
+    """The ``.keras`` file ``path/name``; custom objects as Keras finds them (registered, or
+    in a ``keras.saving.custom_object_scope``: see :func:`distkeras.load_model`)."""
     import keras
 
     fs = _fs(path)
@@ -99,7 +103,16 @@ def read_keras(path: str, name: str):
         local = os.path.join(tmp, name)
         with open(local, "wb") as fh:
             fh.write(fs.read(fs.join(name)))
-        return keras.models.load_model(local)
+        try:
+            return keras.models.load_model(local)
+        except TypeError as exc:
+            if "Could not locate" not in str(exc) and "could not be deserialized" not in str(exc):
+                raise
+            raise TypeError(f"{path}/{name} needs a custom object this process does not know "
+                            f"({' '.join(str(exc).split())[:300]}): import the module that "
+                            "defines it (registered with keras.saving.register_keras_"
+                            "serializable), or load with distkeras.load_model(path, "
+                            "custom_objects={...})") from exc
 
 
 def write_json(path: str, name: str, value: Any) -> None:
@@ -156,16 +169,21 @@ def trainer_params_json(trainer) -> tuple[dict, list[str]]:
     """The trainer's set Params as JSON, and the names of those that cannot be saved."""
     import keras
 
+    from distkeras.portable import serialize_structure
+
     params, skipped = {}, []
     for param, value in trainer._paramMap.items():
         name = param.name
-        if name in ("callbacks", "validation_data"):
+        if name in ("callbacks", "validation_data", "custom_objects"):
             if value:
                 skipped.append(name)
             continue
-        if name == "loss" and value is not None and not isinstance(value, (str, dict)):
-            value = keras.losses.serialize(value)
-        elif name == "worker_optimizer" and not isinstance(value, (str, dict)):
+        if name == "loss":
+            value = serialize_structure(value, keras.losses)
+        elif name == "metrics":
+            value = serialize_structure(value, keras.metrics)
+        elif name == "worker_optimizer" and value is not None and not isinstance(value,
+                                                                                (str, dict)):
             value = keras.optimizers.serialize(value)
         elif name == "algorithm" and value is not None:
             value = encode_rule(value)

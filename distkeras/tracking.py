@@ -125,9 +125,11 @@ def _param_value(value: Any) -> Any:
     return value
 
 
-def run_params(trainer, algorithm, loss, optimizer: dict, learning_rate: float) -> dict:
-    """The parameters a run is compared by: algorithm, workers, λ, η, batch size, epochs, the
-    loss, the optimizer and the rule's own settings."""
+def run_params(trainer, algorithm, loss, optimizer: dict, learning_rate: float,
+               worker_learning_rate: float | None = None) -> dict:
+    """The parameters a run is compared by: algorithm, workers, λ, η (as given, and as the
+    workers ran it after ``learning_rate_scaling``), batch size, epochs, the loss, the optimizer
+    and the rule's own settings."""
     from distkeras.executor.feed import loss_name
 
     params = {"trainer": trainer.name, "algorithm": algorithm.name,
@@ -135,7 +137,10 @@ def run_params(trainer, algorithm, loss, optimizer: dict, learning_rate: float) 
               "communication_window": algorithm.communication_window,
               "learning_rate": learning_rate, "batch_size": trainer.batch_size,
               "epochs": trainer.epochs, "loss": loss_name(loss) or str(loss),
-              "worker_optimizer": optimizer.get("class_name"), "data_feed": trainer.data_feed}
+              "worker_optimizer": optimizer.get("class_name"), "data_feed": trainer.data_feed,
+              "learning_rate_scaling": getattr(trainer, "learning_rate_scaling", "none"),
+              "worker_learning_rate": (learning_rate if worker_learning_rate is None
+                                       else worker_learning_rate)}
     config = algorithm.get_config()
     params.update({k: v for k, v in config.items() if k not in params
                    and isinstance(v, (int, float, str, bool))})

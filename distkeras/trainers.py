@@ -52,6 +52,8 @@ class Trainer(Estimator, MLReadable, MLWritable):
     """
 
     rule: type[algorithms.Algorithm] = algorithms.Averaging   # the trainer's update rule
+    # the workers' optimizer when neither worker_optimizer= nor the model's compile names one
+    default_optimizer: Any = "adam"
     defaults: dict[str, Any] = {}     # a trainer's own defaults for the common Params
     fixed: dict[str, Any] = {}        # Params a trainer does not let a user change
     _rule_params: tuple[str, ...] = ()        # Params declared from the rule's signature
@@ -111,6 +113,16 @@ class Trainer(Estimator, MLReadable, MLWritable):
         values = {p.name: self.getOrDefault(p) for p in self.params}
         values["callbacks"] = list(values["callbacks"])
         return SimpleNamespace(keras_model=self.keras_model, name=type(self).__name__, **values)
+
+    def learning_rate_factor(self) -> float:
+        """What the worker learning rate is multiplied by for this run's number of workers
+        (``learning_rate_scaling``; 'auto': the rule's own)."""
+        scaling = self.getOrDefault("learning_rate_scaling")
+        if scaling == "auto":
+            rule = self.getOrDefault("algorithm") or self.rule
+            scaling = getattr(rule, "learning_rate_scaling", None) or "none"
+        workers = self.getOrDefault("num_workers")
+        return {"none": 1.0, "linear": float(workers), "sqrt": float(workers) ** 0.5}[scaling]
 
     def make_algorithm(self, learning_rate: float) -> algorithms.Algorithm:
         """The run's algorithm: the trainer's rule with its Params, or a copy of the instance
@@ -174,7 +186,8 @@ class Trainer(Estimator, MLReadable, MLWritable):
         that = super().copy(extra)
         that.coordinator = None
         if self.keras_model is not None:
-            that.keras_model = clone_keras_model(self.keras_model)
+            that.keras_model = clone_keras_model(self.keras_model, self.getOrDefault(
+                "custom_objects"))
         if that.isSet(that.callbacks):
             that._set(callbacks=[_copy_callback(cb) for cb in that.getCallbacks()])
         if that.isSet(that.algorithm) and isinstance(that.getAlgorithm(), algorithms.Algorithm):
@@ -221,16 +234,18 @@ for _setting in trainer_params.SETTINGS:
     trainer_params.add_accessors(Trainer, _setting.name)
 
 
-def clone_keras_model(model):
-    """A new Keras model with ``model``'s architecture, weights and compile settings."""
-    import keras
+def clone_keras_model(model, custom_objects: dict | None = None):
+    """A new Keras model with ``model``'s architecture, all its state (weights, statistics,
+    adapted preprocessing) and compile settings (a fresh optimizer)."""
+    from distkeras.portable import PortableModel
 
-    clone = keras.models.model_from_json(model.to_json())
-    clone.set_weights(model.get_weights())
-    if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
-        optimizer = model.optimizer
-        clone.compile(loss=model.loss, optimizer=type(optimizer).from_config(
-            optimizer.get_config()) if optimizer is not None else "adam")
+    portable = PortableModel.of(model, custom_objects, check=False)
+    clone = portable.build()
+    if getattr(model, "compiled", False):
+        config = model.get_compile_config()
+        if config.get("loss") is not None:
+            portable.compile(clone, config["loss"], config.get("optimizer"),
+                             config.get("metrics"), config.get("loss_weights"))
     return clone
 
 
@@ -306,19 +321,18 @@ class EASGD(Trainer):
 
 
 class AEASGD(Trainer):
-    """Asynchronous EASGD, λ=32, α=ρη with ``rho=5``; workers use plain SGD (η=0.1) unless
-    ``worker_optimizer`` says otherwise (its own learning rate is then kept)."""
+    """Asynchronous EASGD, λ=32, elastic force α = 0.9/n whatever the workers' optimizer
+    (``alpha=``, or ``rho=`` for the paper's α = ρη)."""
 
     rule = algorithms.AEASGD
-    defaults = {"worker_optimizer": {"class_name": "SGD", "config": {"learning_rate": 0.1}}}
 
 
 class EAMSGD(AEASGD):
     """AEASGD whose workers use SGD with Nesterov momentum 0.9 (η=0.05) by default."""
 
     rule = algorithms.EAMSGD
-    defaults = {"worker_optimizer": {"class_name": "SGD", "config": {
-        "learning_rate": 0.05, "momentum": 0.9, "nesterov": True}}}
+    default_optimizer = {"class_name": "SGD", "config": {"learning_rate": 0.05, "momentum": 0.9,
+                                                          "nesterov": True}}
 
 
 class ARSGD(Trainer):

@@ -16,7 +16,10 @@ import pytest
 from distkeras import algorithms
 from distkeras.driver.coordinator import Coordinator
 from distkeras.executor import remote
+from distkeras.executor.feed import Window
 from distkeras.executor.sources import MemorySource
+from distkeras.portable import PortableModel
+from distkeras.state import StateLayout
 from tests.data import blobs, mlp
 
 SEED, BATCH, EPOCHS, LR = 3, 16, 2, 0.05
@@ -32,7 +35,9 @@ def train_in_process(algorithm, parts, initial_model, epochs=EPOCHS, batch=BATCH
     initial = FlatWeights(initial_model).get()
     steps = min(len(y) for _, y in parts) // batch
     with Coordinator(n, initial, synchronous=algorithm.synchronous) as coord:
-        spec = {"model_json": initial_model.to_json(), "loss": "categorical_crossentropy",
+        spec = {"model": PortableModel.of(initial_model),
+                "layout": StateLayout.of(initial_model).to_dict(),
+                "loss": "categorical_crossentropy",
                 "optimizer": keras.optimizers.serialize(keras.optimizers.SGD(LR)),
                 "metrics": [], "seed": SEED, "batch_size": batch, "steps_per_epoch": steps,
                 "epochs": epochs, "num_workers": n, "algorithm": algorithm,
@@ -44,7 +49,7 @@ def train_in_process(algorithm, parts, initial_model, epochs=EPOCHS, batch=BATCH
         def work(w):
             try:
                 x, y = parts[w]
-                remote._train_worker(spec, MemorySource([x], y, SEED, w), w, 0, None)
+                remote._train_worker(spec, MemorySource(Window([x], [y]), SEED, w), w, 0, None)
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
 
@@ -83,14 +88,14 @@ def test_arsgd_equals_single_worker_sgd_on_the_concatenated_batch(parts):
     reference = keras.models.clone_model(model)
     reference.set_weights(model.get_weights())
     reference.compile(optimizer=keras.optimizers.SGD(LR), loss="categorical_crossentropy")
-    sources = [MemorySource([x], y, SEED, w) for w, (x, y) in enumerate(parts)]
+    sources = [MemorySource(Window([x], [y]), SEED, w) for w, (x, y) in enumerate(parts)]
     for epoch in range(EPOCHS):
         for s in sources:
             s.start_epoch(epoch)
         for _ in range(steps):
             batches = [s.take(BATCH) for s in sources]
-            x = np.concatenate([b[0][0] for b in batches])
-            y = np.concatenate([b[1] for b in batches])
+            x = np.concatenate([b.xs[0] for b in batches])
+            y = np.concatenate([b.ys[0] for b in batches])
             reference.train_on_batch(x, y)
     expected = FlatWeights(reference).get()
     moved = np.abs(expected - FlatWeights(model).get()).max()

@@ -273,3 +273,66 @@ def test_lost_ring_peer_fails_the_round_quickly_naming_it():
             exchanges[0].mean(np.ones(10, np.float32))
         assert time.monotonic() - t0 < 10
         exchanges[0].close()
+
+
+# -- finite inputs whose combination overflows float32 ------------------------------------------
+BIG = np.float32(3e38)
+
+
+def test_the_ring_mean_that_overflows_fails_every_worker_at_once():
+    """3e38 + 3e38 is not a float32: every worker gets the same non-finite mean and stops
+    with the overflow named, instead of training on (or sending) inf."""
+    from distkeras.exchange import DivergedError
+
+    with workers(2, size=16) as (coord, contexts):
+        exchanges = [RingExchange(None, c) for c in contexts]
+
+        def worker(i):
+            with exchanges[i] as ex:
+                hello(contexts[i], ex)
+                ex.start(np.zeros(16, np.float32))
+                try:
+                    ex.mean(np.full(16, BIG, np.float32))
+                except DivergedError as exc:
+                    return str(exc)
+                return None
+
+        out = run_all([lambda i=i: worker(i) for i in range(2)])
+    assert all(o is not None and "all-reduced mean became non-finite" in o for o in out), out
+
+
+def test_pairwise_gossip_of_extreme_replicas_stays_finite_and_keeps_the_mean():
+    """(3e38 − (−3e38))/2 overflows as written; the gossip step computes x/2 − y/2: both
+    sides land on the exact mean, 0, and every value stays finite."""
+    caller = SharedReplica(np.full(8, BIG, np.float32))
+    callee = SharedReplica(np.full(8, -BIG, np.float32))
+    sent = caller.snapshot()
+    answer = callee.respond(sent, np.empty(8, np.float32))
+    caller.absorb(sent, answer)
+    a, b = caller.fold(sent), callee.fold(answer)      # neither trained meanwhile
+    assert np.isfinite(a).all() and np.isfinite(b).all()
+    np.testing.assert_array_equal(a, np.zeros(8, np.float32))
+    np.testing.assert_array_equal(b, np.zeros(8, np.float32))
+
+
+def test_a_neighbour_mix_that_overflows_is_refused_naming_the_round():
+    """D-PSGD checks the mixed replica before the next window trains on it."""
+    from distkeras.exchange import DivergedError
+
+    ring = Topology.named("ring", 3)
+    with workers(3, size=8) as (coord, contexts):
+        exchanges = [NeighbourExchange(None, c, ring) for c in contexts]
+
+        def worker(i):
+            with exchanges[i] as ex:
+                hello(contexts[i], ex)
+                ex.start(np.zeros(8, np.float32))
+                ex.weights = {j: np.float32(1.0) for j in ex.weights}   # a matrix gone wrong
+                try:
+                    ex.after_window(np.full(8, BIG, np.float32), steps=1)
+                except DivergedError as exc:
+                    return str(exc)
+                return None
+
+        out = run_all([lambda i=i: worker(i) for i in range(3)])
+    assert all(o and "replica mixed with its neighbours became non-finite" in o for o in out), out

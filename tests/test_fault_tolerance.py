@@ -122,9 +122,9 @@ def test_a_diverged_worker_stops_with_a_clear_error_and_sends_nothing(train, nam
 class StragglingADAG(dk.algorithms.ADAG):
     """ADAG whose worker 1 is 5x slower: after each window it sleeps 4x what the window took."""
 
-    def local_steps(self, replica, exchange, xs, y, start):
+    def local_steps(self, replica, exchange, window, start):
         t0 = time.perf_counter()
-        theta = super().local_steps(replica, exchange, xs, y, start)
+        theta = super().local_steps(replica, exchange, window, start)
         if exchange.worker.worker == 1:
             time.sleep(4 * (time.perf_counter() - t0))
         return theta

@@ -78,16 +78,28 @@ def test_bad_keywords_and_values_fail_at_construction():
 
 
 def test_a_users_optimizer_keeps_its_learning_rate():
+    """worker_optimizer= first, then the optimizer the model was compiled with, then the
+    trainer's own default (Adam; EAMSGD: SGD with Nesterov momentum)."""
     import keras
 
-    from distkeras.driver.fit import _compile_settings
+    from distkeras.driver.compile import CompileSettings
 
-    mine = dk.trainers.AEASGD(mlp(), loss="mse", worker_optimizer=keras.optimizers.Adam(1e-3))
-    _, config, lr = _compile_settings(mine.settings())
-    assert config["class_name"] == "Adam" and lr == pytest.approx(1e-3)
-    default = dk.trainers.AEASGD(mlp(), loss="mse")     # the rule's published default: SGD 0.1
-    _, config, lr = _compile_settings(default.settings())
-    assert config["class_name"] == "SGD" and lr == pytest.approx(0.1)
+    def settings(trainer):
+        return CompileSettings.of(trainer.settings(), trainer.default_optimizer)
+
+    mine = settings(dk.trainers.AEASGD(mlp(), loss="mse",
+                                       worker_optimizer=keras.optimizers.Adam(1e-3)))
+    assert mine.optimizer["class_name"] == "Adam" and mine.learning_rate == pytest.approx(1e-3)
+    compiled = mlp()
+    compiled.compile(optimizer=keras.optimizers.RMSprop(3e-4), loss="mse", metrics=["mae"])
+    theirs = settings(dk.trainers.ADAG(compiled))
+    assert theirs.optimizer["class_name"] == "RMSprop"
+    assert theirs.learning_rate == pytest.approx(3e-4) and theirs.loss == "mse"
+    assert theirs.metrics == ["mae"]
+    default = settings(dk.trainers.EAMSGD(mlp(), loss="mse"))
+    assert default.optimizer["class_name"] == "SGD" and default.learning_rate == pytest.approx(0.05)
+    assert default.optimizer["config"]["nesterov"] is True
+    assert settings(dk.trainers.ADAG(mlp(), loss="mse")).optimizer["class_name"] == "Adam"
 
 
 def test_copy_owns_its_model_callbacks_and_rule():
@@ -274,12 +286,13 @@ def test_reduce_lr_on_plateau_changes_the_workers_learning_rate(train):
                                            communication_window=5, learning_rate=0.02,
                                            verbose=False)
     fitted = trainer.fit(train, callbacks=[plateau])
-    # the rate the workers' optimizers trained each epoch with: the first epoch sets the best
-    # loss, every later one misses it by min_delta and the driver halves the rate for the next
-    assert fitted.history["learning_rate"] == pytest.approx([0.02, 0.02, 0.01])
+    # the rate the workers' optimizers trained each epoch with (0.02 scaled linearly for the 2
+    # workers of an averaging rule): the first epoch sets the best loss, every later one misses
+    # it by min_delta and the driver halves the rate for the next
+    assert fitted.history["learning_rate"] == pytest.approx([0.04, 0.04, 0.02])
     # synchronous workers wait for the driver's verdict on their last epoch: they hold the
     # reduction made after it too
-    assert [w["learning_rate"] for w in fitted.history.workers] == pytest.approx([0.005] * 2)
+    assert [w["learning_rate"] for w in fitted.history.workers] == pytest.approx([0.01] * 2)
 
 
 def test_tensorboard_and_csv_logger_get_metrics_and_server_statistics(train, tmp_path):

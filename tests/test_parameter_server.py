@@ -317,3 +317,141 @@ def test_overlapped_commits_lose_no_window_and_fold_the_replies_in(name):
                 assert done[0][1].missed_commits == 0
             if workers == 2:
                 assert sum(stats.missed_commits for _, stats, _ in done.values()) > 0
+
+
+# -- real faults: silent crashes, contested ids, finite commits that overflow ------------------
+SILENT_WORKER = """
+import sys, time
+import numpy as np
+from distkeras import messages
+from distkeras.transport import Client
+host, port, secret = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+c = Client(host, port, secret, 0, connect_timeout=10)
+c.request(messages.PULL)
+c.request(messages.COMMIT, payload=np.ones(int(sys.argv[4]), np.float32))
+print("COMMITTED", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_silently_crashed_worker_is_replaced_by_its_retried_task():
+    """A worker whose process stops dead (SIGSTOP: no FIN, its socket looks alive forever) is
+    replaced at once by a new connection for its id, which trains on; the old connection's
+    later frames are never applied, and the worker is not reported lost."""
+    import signal
+    import subprocess
+    import sys
+
+    with serve("downpour") as ps:
+        proc = subprocess.Popen([sys.executable, "-c", SILENT_WORKER, *map(str, ps.address),
+                                 ps.secret.hex(), str(N)], stdout=subprocess.PIPE, text=True,
+                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        try:
+            assert proc.stdout.readline().strip() == "COMMITTED"
+            os.kill(proc.pid, signal.SIGSTOP)
+            t0 = time.monotonic()
+            with client(ps, 0) as retried:
+                assert time.monotonic() - t0 < 2
+                start = retried.request(messages.PULL).payload.copy()
+                assert np.array_equal(start, np.ones(N, np.float32))
+                for _ in range(3):
+                    retried.request(messages.COMMIT, payload=np.ones(N, np.float32))
+            assert np.array_equal(ps.centre, 4 * np.ones(N, np.float32)) and ps.updates == 4
+            assert ps.failure is None
+            assert ps.stats()["transport"]["dropped"].get("superseded") == 1
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_clean_reconnects_under_cpu_load_are_all_accepted():
+    """100 close-and-reconnect cycles of one worker id while both cores are busy: none is
+    refused (the old connection's goodbye may still be in flight: the newest wins)."""
+    import multiprocessing
+
+    burners = [multiprocessing.Process(target=_burn, args=(8.0,), daemon=True) for _ in range(2)]
+    for b in burners:
+        b.start()
+    try:
+        with serve("downpour", num_workers=1) as ps:
+            for _ in range(100):
+                with client(ps, 0) as c:
+                    c.request(messages.COMMIT, payload=np.ones(N, np.float32))
+            assert ps.updates == 100
+    finally:
+        for b in burners:
+            b.terminate()
+
+
+def _burn(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_a_contested_worker_id_never_holds_up_anyone_else():
+    """Worker 0 waits in a synchronous round; a new connection claims id 0. It is served at
+    once, and a third worker gets its challenge within the pre-auth deadline meanwhile (no
+    liveness check that waits on a socket under the admission lock)."""
+    with serve("averaging", num_workers=3) as ps:
+        waiting = client(ps, 0)
+        t, errors = commit_in_background(waiting, np.ones(N, np.float32))
+        t0 = time.monotonic()
+        claimant = client(ps, 0)
+        other = client(ps, 1)
+        assert time.monotonic() - t0 < 2.0
+        assert other.request(messages.PULL).payload.shape == (N,)
+        assert ps.failure is None        # replaced, not lost
+        for c in (claimant, other, waiting):
+            c.close()
+        t.join(5)
+
+
+BIG = 3e38      # finite; twice it is not
+
+
+# rule -> (θ̃ at the start, commits that leave θ̃ finite, the commit that overflows)
+OVERFLOWS = {
+    "downpour": (0.0, [BIG], BIG), "hogwild": (0.0, [BIG], BIG), "agn": (0.0, [BIG], BIG),
+    "adag": (0.0, [BIG], BIG), "dynsgd": (0.0, [BIG], BIG),
+    "aeasgd": (BIG, [], -BIG),            # E = α(θ − θ̃): −3e38 − 3e38 overflows
+}
+
+
+@pytest.mark.parametrize("name", sorted(OVERFLOWS))
+def test_finite_commits_that_overflow_are_refused_and_the_centre_stays_finite(name):
+    """Two commits of 3e38 are each finite, their sum is not: the rule's result is checked,
+    the commit refused with the overflow named, θ̃ rolled back and still served."""
+    initial, fine, overflowing = OVERFLOWS[name]
+    with serve(name, num_workers=1, initial=np.full(N, initial, np.float32)) as ps, \
+            client(ps, 0) as c:
+        c.request(messages.PULL)
+        for value in fine:
+            c.request(messages.COMMIT, payload=np.full(N, value, np.float32))
+        before, updates = ps.centre, ps.updates
+        with pytest.raises(PSRemoteError, match=r"worker 0's commit would have made θ̃ "
+                                                r"non-finite: the \w+ rule overflowed float32"):
+            c.request(messages.COMMIT, payload=np.full(N, overflowing, np.float32))
+        assert np.isfinite(ps.centre).all() and np.array_equal(ps.centre, before)
+        assert ps.updates == updates
+        c.request(messages.COMMIT, payload=np.zeros(N, np.float32))     # still served
+        assert ps.updates == updates + 1
+
+
+def test_a_synchronous_round_that_overflows_fails_at_once_and_averaging_never_does():
+    """EASGD's round sums the replicas: two of 3e38 overflow, the round fails for both
+    workers with the overflow named. Averaging's mean of the same stays finite (3e38)."""
+    for name in ("easgd", "averaging"):
+        with serve(name) as ps, client(ps, 0) as a, client(ps, 1) as b:
+            t, errors = commit_in_background(a, np.full(N, BIG, np.float32))
+            if name == "averaging":
+                b.request(messages.COMMIT, payload=np.full(N, BIG, np.float32))
+                t.join(5)
+                assert not errors and np.allclose(ps.centre, BIG, rtol=1e-6)
+                continue
+            with pytest.raises(PSRemoteError, match="the synchronous round would have made "
+                                                    "θ̃ non-finite"):
+                b.request(messages.COMMIT, payload=np.full(N, BIG, np.float32))
+            t.join(5)
+            assert errors and "non-finite" in errors[0]
+            assert np.array_equal(ps.centre, np.zeros(N, np.float32))

@@ -11,29 +11,32 @@ def _replica(model, jit_compile):
     import keras
 
     from distkeras.executor.replica import Replica, build_model, setup_tensorflow
+    from distkeras.portable import PortableModel
 
     setup_tensorflow()
     keras.utils.set_random_seed(0)
     optimizer = keras.optimizers.serialize(keras.optimizers.SGD(0.1))
-    compiled = build_model(model.to_json(), "categorical_crossentropy", optimizer, ["accuracy"],
-                           weights=model.get_weights())
+    compiled = build_model(PortableModel.of(model), "categorical_crossentropy", optimizer,
+                           ["accuracy"])
     return Replica(compiled, jit_compile=jit_compile)
 
 
 def _window(k=6, batch=32):
+    from distkeras.executor.feed import Window
+
     x, y = blobs(k * batch, seed=3)
-    return [x.reshape(k, batch, -1)], np.eye(3, dtype=np.float32)[y].reshape(k, batch, 3)
+    return Window([x], [np.eye(3, dtype=np.float32)[y]]).steps(k)
 
 
 def test_xla_window_matches_plain_window():
     """XLA is only a faster way to run the same steps: same start, same data, same weights."""
     model = mlp()
-    xs, y = _window()
+    window = _window()
     results = {}
     for jit in (False, True):
         replica = _replica(model, jit)
         start = replica.weights.get()
-        results[jit] = replica.train(xs, y, start=start)
+        results[jit] = replica.train(window, start=start)
         assert replica.jit_compile is jit
         assert np.abs(results[jit] - start).max() > 1e-3          # the steps moved the weights
     np.testing.assert_allclose(results[True], results[False], rtol=1e-4, atol=1e-5)
@@ -41,10 +44,10 @@ def test_xla_window_matches_plain_window():
 
 def test_continues_from_last_window_and_loads_start():
     replica = _replica(mlp(), "auto")
-    xs, y = _window()
-    first = replica.train(xs, y, start=replica.weights.get())
-    second = replica.train(xs, y)                     # no start: where the last window ended
-    again = replica.train(xs, y, start=first)         # start given: the same steps again
+    window = _window()
+    first = replica.train(window, start=replica.weights.get())
+    second = replica.train(window)                     # no start: where the last window ended
+    again = replica.train(window, start=first)         # start given: the same steps again
     np.testing.assert_allclose(again, second, rtol=1e-4, atol=1e-5)
     assert not np.allclose(second, first)
 
@@ -65,10 +68,10 @@ def test_falls_back_without_xla_when_it_cannot_compile(caplog):
     model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(HostOp()(inp)))
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy")
     replica = Replica(model, jit_compile=True)
-    xs, y = _window()
+    window = _window()
     start = FlatWeights(model).get()
     with caplog.at_level("WARNING"):
-        theta = replica.train(xs, y, start=start)
+        theta = replica.train(window, start=start)
     assert replica.jit_compile is False
     assert "XLA could not compile" in caplog.text
     assert np.abs(theta - start).max() > 1e-3

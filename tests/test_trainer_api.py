@@ -222,7 +222,7 @@ def test_model_not_built_or_without_loss(train):
     import keras
 
     unbuilt = keras.Sequential([keras.layers.Dense(3)])
-    with pytest.raises(ValueError, match="not built"):
+    with pytest.raises(ValueError, match="has no weights yet: give it an Input"):
         adag(unbuilt).fit(train)
     with pytest.raises(ValueError, match="no loss"):
         dk.trainers.ADAG(mlp(), verbose=False).fit(train)

@@ -34,15 +34,19 @@ class ARSGD(Algorithm):
 
     name = "arsgd"
     synchronous = True
+    windowed = False             # gradients are exchanged every step, whatever λ
     default_window = 32          # steps per data read; the gradients are exchanged every step
     exchange_type = GradientRing
 
-    def local_steps(self, replica, exchange, xs, y, start):
-        for i in range(len(y)):
-            gradient = replica.gradient([x[i] for x in xs], y[i], start=start)
+    def local_steps(self, replica, exchange, window, start):
+        for i in range(len(window)):
+            gradient = replica.gradient(window, i, start=start)
             start = None
-            # before the all-reduce: one diverged worker must not poison every replica
-            check_finite(gradient, "gradient", f"worker {exchange.worker.worker}, AR-SGD step")
+            # before the all-reduce: one diverged worker must not poison every replica (under
+            # loss scaling an overflow is expected: every replica then skips the same step)
+            if not replica.loss_scaling:
+                check_finite(gradient, "gradient",
+                             f"worker {exchange.worker.worker}, AR-SGD step")
             replica.apply_gradient(exchange.mean(gradient))
         return replica.read()
 

@@ -15,6 +15,7 @@ class DOWNPOUR(Algorithm):
 
     name = "downpour"
     default_window = 5
+    learning_rate_scaling = None      # θ̃ adds every worker's Δ: an epoch moves it as far as one
 
     def server_commit(self, centre, payload, worker, version):
         centre += payload
@@ -29,20 +30,30 @@ class Hogwild(DOWNPOUR):
 
 
 class AGN(DOWNPOUR):
-    """Accumulated gradient normalisation (Hermans 2017). Worker: send Δ/λ. Server: θ̃ ← θ̃ + Δ/λ."""
+    """Accumulated gradient normalisation (Hermans 2017). Worker: send Δ/m. Server: θ̃ ← θ̃ + Δ/m.
+
+    m = λ in the paper, where there are at least as many workers as local steps: θ̃ then takes
+    n commits of one "average step" each per window. With fewer workers (n < λ) that would
+    move θ̃ λ/n times slower than one worker, so m = min(λ, n): θ̃ moves by the mean of the
+    workers' updates, the averaging rules' pace (and their learning-rate scaling).
+    """
 
     name = "agn"
     default_window = 12
+    learning_rate_scaling = "linear"
+
+    def normaliser(self) -> np.float32:
+        return np.float32(max(1, min(self.communication_window, self.num_workers)))
 
     def worker_send(self, theta, anchor):
-        return (theta - anchor) / np.float32(self.communication_window)
+        return (theta - anchor) / self.normaliser()
 
 
 class ADAG(AGN):
     """Asynchronous distributed adaptive gradients (Hermans 2017).
 
-    Server: θ̃ ← θ̃ + (Δ/λ) ⊙ 1 / (1 + (θ̃ − θ̃_pulled)² / η), per weight: a weight that moved a lot
-    since this worker pulled (a stale commit) gets a proportionally smaller step.
+    Server: θ̃ ← θ̃ + (Δ/m) ⊙ 1 / (1 + (θ̃ − θ̃_pulled)² / η), per weight (m as AGN's): a weight that
+    moved a lot since this worker pulled (a stale commit) gets a proportionally smaller step.
     """
 
     name = "adag"
@@ -69,20 +80,28 @@ class DynSGD(DOWNPOUR):
 
 
 class AEASGD(Algorithm):
-    """Asynchronous elastic averaging (Zhang et al. 2015), α = ρη.
+    """Asynchronous elastic averaging (Zhang et al. 2015).
 
     Worker: send θ; the server answers the elastic difference E = α(θ − θ̃) computed against the
     freshest θ̃ and moves θ̃ ← θ̃ + E; the worker moves θ ← θ − E.
+
+    α = β/n with β = 0.9 (the paper's choice of the moving rate β = nα), whatever the workers'
+    optimizer; ``alpha`` sets it, or ``rho`` as α = ρη (the paper's parametrisation for plain
+    SGD: with Adam's η = 1e-3 it gives an elastic force too weak to move θ̃).
     """
 
     name = "aeasgd"
     default_window = 32
 
     def __init__(self, communication_window=None, learning_rate=0.1, num_workers=1,
-                 rho: float = 5.0, **params):
+                 alpha: float | None = None, rho: float | None = None, **params):
         super().__init__(communication_window, learning_rate, num_workers, **params)
-        self.rho = float(rho)
-        self.alpha = np.float32(self.rho * self.learning_rate)
+        if alpha is not None and rho is not None:
+            raise ValueError("give alpha or rho (α = ρη), not both")
+        self.rho = None if rho is None else float(rho)
+        self.alpha = np.float32(alpha if alpha is not None else
+                                self.rho * self.learning_rate if self.rho is not None
+                                else 0.9 / max(1, self.num_workers))
 
     def worker_send(self, theta, anchor):
         return theta

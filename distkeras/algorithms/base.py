@@ -53,6 +53,14 @@ class Algorithm:
     """
 
     name = "algorithm"
+    # how the workers' learning rate grows with their number n by default (the trainers'
+    # learning_rate_scaling="auto"): "linear" where the run's model moves by the *mean* of the
+    # workers' progress (averaging, elastic and all-reduce rules, gossip): each of n workers
+    # takes 1/n of the steps per epoch, so η·n keeps an epoch's progress that of one worker
+    # on all the data (Goyal et al. 2017; Horovod's examples scale Adam's rate the same way).
+    # None where commits add up (DOWNPOUR, Hogwild, DynSGD): they already move that far.
+    learning_rate_scaling: str | None = "linear"
+    windowed = True               # λ is a communication window (AR-SGD: a data read's steps)
     synchronous = False
     lock = True
     keeps_pulled_centre = False   # the server keeps a copy of θ̃ per worker (memory: workers × model)
@@ -84,17 +92,18 @@ class Algorithm:
     @property
     def can_overlap(self) -> bool:
         """Whether its commits can be in flight while the next window computes."""
-        return self.exchange_type is ParameterServerExchange and not self.synchronous
+        return self.exchange_type.can_overlap and not self.synchronous
 
     def window_length(self, rng: np.random.Generator, steps: int) -> int:
         """Local steps before the next exchange (λ; an epoch when λ is None)."""
         return self.communication_window or steps
 
-    def local_steps(self, replica, exchange: Exchange, xs: list[np.ndarray], y: np.ndarray,
-                    start: np.ndarray | None) -> np.ndarray:
-        """Run one window of ``len(y)`` local steps on ``replica`` from ``start`` (None: where
-        the last window ended); return the weights after it. Default: one compiled call."""
-        return replica.train(xs, y, start=start)
+    def local_steps(self, replica, exchange: Exchange, window, start: np.ndarray | None
+                    ) -> np.ndarray:
+        """Run one window of ``len(window)`` local steps on ``replica`` from ``start`` (None:
+        where the last window ended); return the weights after it. ``window`` is a
+        :class:`~distkeras.executor.feed.Window` of mini-batches. Default: one compiled call."""
+        return replica.train(window, start=start)
 
     def worker_send(self, theta: np.ndarray, anchor: np.ndarray) -> np.ndarray:
         """The payload a worker commits after λ local steps (default: its update Δ = θ − θ₀)."""

@@ -78,12 +78,12 @@ class SwarmSGD(_Decentralised):
             return self.communication_window
         return int(min(rng.geometric(1.0 / self.communication_window), 8 * self.communication_window))
 
-    def local_steps(self, replica, exchange, xs, y, start):
+    def local_steps(self, replica, exchange, window, start):
         if not self.geometric:
-            return replica.train(xs, y, start=start)
+            return replica.train(window, start=start)
         done, theta = 0, None
-        while done < len(y):    # power-of-two pieces: one compiled program per size
-            k = 1 << ((len(y) - done).bit_length() - 1)
-            theta = replica.train([x[done:done + k] for x in xs], y[done:done + k], start=start)
+        while done < len(window):    # power-of-two pieces: one compiled program per size
+            k = 1 << ((len(window) - done).bit_length() - 1)
+            theta = replica.train(window[done:done + k], start=start)
             start, done = None, done + k
         return theta

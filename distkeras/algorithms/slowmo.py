@@ -83,5 +83,5 @@ class SlowMo(Algorithm):
     def window_length(self, rng, steps):
         return self.base.window_length(rng, steps)
 
-    def local_steps(self, replica, exchange, xs, y, start):
-        return self.base.local_steps(replica, exchange, xs, y, start)
+    def local_steps(self, replica, exchange, window, start):
+        return self.base.local_steps(replica, exchange, window, start)

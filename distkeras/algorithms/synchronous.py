@@ -33,7 +33,10 @@ class Averaging(Algorithm):
         return theta
 
     def server_round(self, centre, payloads):
-        np.mean(payloads, axis=0, out=centre)
+        total = np.zeros(centre.shape, np.float64)     # float64: a mean of floats never overflows
+        for payload in payloads:
+            total += payload
+        np.divide(total, len(payloads), out=centre, casting="unsafe")
         return centre
 
 

@@ -36,12 +36,14 @@ log = logging.getLogger(__name__)
 _EPOCH = re.compile(r"^epoch-(\d+)$")
 
 
-def fingerprint(model, algorithm: str, num_workers: int) -> str:
+def fingerprint(model, algorithm: str, num_workers: int, layout=None) -> str:
     """What a checkpoint must match to be resumed: the model's layers and weight shapes (not
-    its auto-generated names), the algorithm and the number of workers."""
+    its auto-generated names), the layout of the saved vector (``distkeras.state``), the
+    algorithm and the number of workers."""
     layers = [[type(layer).__name__, [list(w.shape) for w in layer.weights]]
               for layer in model.layers]
-    text = json.dumps([layers, algorithm, int(num_workers)])
+    order = None if layout is None else [list(layout.order), layout.params, layout.size]
+    text = json.dumps([layers, algorithm, int(num_workers)] + ([order] if order else []))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -44,6 +44,17 @@ def _epoch_number(value) -> int:
     return value
 
 
+def _mean(vectors) -> np.ndarray:
+    """The mean of finite float32 vectors, accumulated in float64: finite even where their sum
+    would overflow float32."""
+    return np.mean(np.asarray(vectors), axis=0, dtype=np.float64).astype(np.float32)
+
+
+def _said(worker: int, raised: dict) -> str:
+    at = f"; at {raised['line']}" if raised["line"] else ""
+    return f"worker {worker} raised {raised['error']} (while {raised['where']}{at})"
+
+
 class WorkerLostError(RuntimeError):
     """A worker of a synchronous algorithm disappeared: the run can never complete."""
 
@@ -80,12 +91,15 @@ class Coordinator:
             processed it yet (asynchronous parameter-server runs: a fast worker never waits
             for a straggler, only for the driver's validation and callbacks).
         start_epoch: epochs already done (a run resumed from a checkpoint): workers start there.
+        params: where the statistics start in a flat vector (the consensus distance is over the
+            parameters).
     """
 
     def __init__(self, num_workers: int, initial: np.ndarray, synchronous: bool = False,
                  name: str = "training", host: str = "127.0.0.1", port: int = 0,
                  secret: bytes | None = None, ssl_context=None, round_timeout: float = 600.0,
-                 epoch_barrier: bool | str = False, data_service=None, start_epoch: int = 0):
+                 epoch_barrier: bool | str = False, data_service=None, start_epoch: int = 0,
+                 params: int | None = None):
         self.num_workers = int(num_workers)
         self.synchronous = synchronous
         self.name = name
@@ -94,6 +108,7 @@ class Coordinator:
         self.epoch_barrier = epoch_barrier
         self.data_service = data_service
         self._initial = np.array(initial, dtype=np.float32, copy=True).ravel()
+        self._params = self._initial.size if params is None else int(params)
         self._workers = {w: _WorkerControl() for w in range(self.num_workers)}
         self._completed_epochs = [int(start_epoch)] * self.num_workers
         self.epoch_logs: dict[int, dict[int, dict]] = collections.defaultdict(dict)
@@ -105,6 +120,7 @@ class Coordinator:
         self.samples_seen = 0
         self._learning_rate: tuple[int, float] = (0, 0.0)   # (version, value) for the workers
         self.failure: str | None = None
+        self.raised: list[tuple[int, dict]] = []    # (worker, report) of exceptions, in order
         self._stop = False
         self._epochs_processed = int(start_epoch)
         self._cond = threading.Condition()
@@ -163,7 +179,7 @@ class Coordinator:
         if self.data_service is not None:
             return self.data_service.centre
         if self.final_models and epoch is None and len(self.final_models) == self.num_workers:
-            return np.mean([self.final_models[w] for w in sorted(self.final_models)], axis=0)
+            return _mean([self.final_models[w] for w in sorted(self.final_models)])
         with self._cond:
             if epoch is None:
                 epoch = max(self.epoch_means, default=None)
@@ -218,7 +234,30 @@ class Coordinator:
             control.done = True
             conn.state["done"] = True
             return Reply(op)
+        if op == messages.FAILED:
+            self._raised(worker, control, frame.payload if isinstance(frame.payload, dict) else {})
+            conn.state["done"] = True      # going down on purpose: not lost
+            return Reply(op)
         raise ValueError(f"unknown op {op}")
+
+    def _raised(self, worker: int, control: _WorkerControl, report: dict) -> None:
+        """A worker reports the exception it raised. A synchronous run cannot go on without it:
+        it fails now, with this cause (not with the loss of the worker it leads to)."""
+        text = lambda key: str(report.get(key) or "")[:4000]  # noqa: E731
+        raised = {"error": text("error"), "where": text("where"), "line": text("line")}
+        if len(self.raised) < 64:      # the first ones matter; a flood stays bounded
+            self.raised.append((worker, raised))
+        log.warning("%s", _said(worker, raised))
+        if self.synchronous:
+            with self._cond:
+                self.failure = self.failure or self.worker_error()
+                self._cond.notify_all()
+            if self.data_service is not None:
+                self.data_service.fail(self.failure)
+
+    def worker_error(self) -> str | None:
+        """The first exception a worker reported, said as the user needs it, or None."""
+        return _said(*self.raised[0]) if self.raised else None
 
     def peers(self) -> dict[str, str]:
         """The rendezvous table: worker id → ``host:port`` of its live peer endpoint."""
@@ -265,9 +304,11 @@ class Coordinator:
             replicas[worker] = payload.copy()
             if len(replicas) == self.num_workers:
                 stack = np.stack([replicas[w] for w in sorted(replicas)])
-                mean = stack.mean(axis=0)
+                mean = _mean(stack)
                 self.epoch_means[epoch] = mean
-                self.consensus_distance[epoch] = float(np.square(stack - mean).sum())
+                n = self._params
+                self.consensus_distance[epoch] = float(sum(
+                    np.square(row[:n] - mean[:n], dtype=np.float64).sum() for row in stack))
                 self._replicas.pop(epoch)
 
     def _epoch_end(self, worker: int, control: _WorkerControl, frame):
@@ -297,8 +338,8 @@ class Coordinator:
 
     def _on_disconnect(self, conn, clean: bool) -> None:
         worker = conn.state.get("worker")
-        if worker is None or conn.state.get("done"):
-            return
+        if worker is None or conn.state.get("done") or conn.superseded:
+            return          # finished, or back on a newer connection: not lost
         control = self._workers[worker]
         control.lost += 1
         control.endpoint = None

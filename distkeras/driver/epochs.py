@@ -132,9 +132,10 @@ def monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, steps
     try:
         job.result()   # raises the executor-side error, if any
     except TrainingError as exc:
-        # the driver often knows better (a lost synchronous worker) than the JVM stack
-        failure = coordinator.failure or (coordinator.data_service.failure
-                                          if coordinator.data_service is not None else None)
+        # the driver often knows better than the JVM stack: what a worker raised (first), or
+        # that a synchronous worker was lost
+        failure = coordinator.worker_error() or coordinator.failure or (
+            coordinator.data_service.failure if coordinator.data_service is not None else None)
         raise TrainingError(f"{failure} (Spark: {exc})" if failure else str(exc)) from exc
     flat.set(coordinator.model())
     cbs.on_train_end()   # EarlyStopping(restore_best_weights=True) may reset the weights here

@@ -8,11 +8,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from distkeras import tracking
 from distkeras.driver import preflight
+from distkeras.driver.compile import CompileSettings
 from distkeras.driver.coordinator import Coordinator
 from distkeras.driver.epochs import Resume, monitor
 from distkeras.driver.job import SparkJob, TrainingError
@@ -20,7 +23,11 @@ from distkeras.driver.parameter_server import ParameterServer
 from distkeras.driver.resources import worker_cores
 from distkeras.executor import remote
 from distkeras.executor.feed import FeedSpec, feed_spec_for
+from distkeras.executor.replica import FlatWeights
+from distkeras.model import KerasModel, describe_output
+from distkeras.portable import PortableModel, ship_by_value
 from distkeras.spark import warn_if_unauthenticated
+from distkeras.state import StateLayout
 
 log = logging.getLogger(__name__)
 # overlap_communication=None: off. On loopback with every core computing, a round trip is CPU
@@ -31,28 +38,6 @@ OVERLAP_BY_DEFAULT = False
 # where the import competes with the checks for the same cores (benchmarks/cold_start.py)
 WARM_UP = False
 WARM_UP_WAIT = 60.0  # seconds the training job waits for the warm-up at most
-
-
-def _compile_settings(trainer):
-    """(loss, optimizer config, learning rate) as JSON-able values for the executors."""
-    import keras
-
-    model = trainer.keras_model
-    loss = trainer.loss if trainer.loss is not None else getattr(model, "loss", None)
-    if loss is None:
-        raise ValueError("no loss: pass loss= to the trainer or compile the model first")
-    if not isinstance(loss, (str, dict)):
-        loss = keras.losses.serialize(loss)
-    opt = trainer.worker_optimizer
-    if isinstance(opt, dict):
-        opt = keras.optimizers.deserialize(opt)
-    opt = keras.optimizers.get(opt) if isinstance(opt, str) else opt
-    config = keras.optimizers.serialize(opt)
-    if trainer.learning_rate is not None:
-        config["config"]["learning_rate"] = float(trainer.learning_rate)
-    lr = config["config"].get("learning_rate")
-    lr = float(lr) if isinstance(lr, (int, float)) else 0.01
-    return loss, config, lr
 
 
 def collect_arrays(data, feed: FeedSpec, what: str = "validation data"):
@@ -119,159 +104,250 @@ def server_tls(cert: str | None, key: str | None):
     return context
 
 
-def _ship_by_value(algorithm) -> None:
-    """A rule defined outside distkeras (a notebook, a test module, a user package the executors
-    lack) travels by value in the task closure, not as an import the executors may fail."""
-    import sys
+@dataclass
+class UserModel:
+    """The user's model as a run needs it: what travels to the executors (``portable``), how
+    its state is exchanged (``layout``), how the DataFrame feeds it (``feed``), and the
+    driver's copy (``driver``, compiled: validated, given to callbacks, returned) with its flat
+    view (``flat``)."""
 
-    from pyspark import cloudpickle
+    original: Any
+    portable: PortableModel
+    layout: StateLayout
+    feed: FeedSpec
+    driver: Any
+    flat: FlatWeights
 
-    seen = {type(algorithm)} | ({type(algorithm.base)} if hasattr(algorithm, "base") else set())
-    for cls in seen:
-        for klass in cls.__mro__:
-            module = sys.modules.get(klass.__module__)
-            if module is None or klass.__module__ in ("__main__", "builtins") \
-                    or klass.__module__.split(".")[0] == "distkeras":
-                continue
-            try:
-                cloudpickle.register_pickle_by_value(module)
-            except ValueError:   # a package already registered, or not a Python module
-                pass
+    @classmethod
+    def of(cls, trainer, compiled: CompileSettings) -> "UserModel":
+        from distkeras.executor.replica import build_model
+
+        model = trainer.keras_model
+        configs = (compiled.loss, compiled.metrics, compiled.optimizer)
+        portable = PortableModel.of(model, trainer.custom_objects, extra_configs=configs)
+        layout = StateLayout.of(model)
+        feed = feed_spec_for(model, trainer.features_col, trainer.label_col, compiled.loss,
+                             trainer.input_shapes, trainer.weight_col, trainer.class_weight)
+        driver = build_model(portable, compiled.loss, compiled.optimizer, compiled.metrics,
+                             compiled.loss_weights)
+        return cls(model, portable, layout, feed, driver, FlatWeights(driver, layout))
+
+    def member(self, vector: np.ndarray):
+        """A copy of the model (all its state) with ``vector`` as its exchanged state."""
+        member = self.portable.build()
+        FlatWeights(member, self.layout).set(vector)
+        return member
 
 
 def run_training(estimator, df, validation_data, callbacks):
     """One ``fit`` of ``estimator`` (a :class:`~distkeras.trainers.Trainer`) on ``df``."""
-    import keras
-
-    from distkeras.executor.replica import FlatWeights, build_model, setup_tensorflow
-    from distkeras.model import KerasModel, describe_output
+    from distkeras.executor.replica import setup_tensorflow
 
     began = time.perf_counter()
     setup_tensorflow()
     trainer = estimator.settings()      # every Param's value, read once
-    loss, optimizer, lr = _compile_settings(trainer)
-    algorithm = estimator.make_algorithm(lr)
-    exchange = algorithm.exchange_type
-    model = trainer.keras_model
-    feed = feed_spec_for(model, trainer.features_col, trainer.label_col, loss, trainer.input_shapes)
+    compiled = CompileSettings.of(trainer, estimator.default_optimizer)
+    factor = estimator.learning_rate_factor()
+    if factor != 1.0:
+        log.info("learning rate %.4g x %.3g for %d workers (learning_rate_scaling=%s)",
+                 compiled.learning_rate, factor, trainer.num_workers,
+                 trainer.learning_rate_scaling)
+    compiled = compiled.scaled(factor)
+    algorithm = estimator.make_algorithm(compiled.learning_rate)
+    user = UserModel.of(trainer, compiled)
     barrier = algorithm.synchronous and trainer.num_workers > 1
     cores = worker_cores(df.sparkSession, trainer.num_workers, trainer.cores_per_worker)
     warming = warm_up(df.sparkSession, cores, trainer.num_workers) if WARM_UP else None
     checked = time.perf_counter()
-    in_memory = trainer.data_feed == "memory"     # its workers check the arrays' values
-    prepared, rows, owned = preflight.prepare_training_data(df, feed, trainer.num_workers,
-                                                     trainer.batch_size, barrier,
-                                                     trainer.cores_per_worker,
-                                                     array_values=not in_memory)
+    data = TrainingData.prepare(df, trainer, user.feed, barrier)
     startup = {"preflight_seconds": time.perf_counter() - checked}
-    staged = None
     try:
-        val = collect_arrays(validation_data, feed) if validation_data is not None else None
-        job_df, stream = prepared, None
-        if trainer.data_feed != "memory":
-            staged, files = stage_parquet(prepared, trainer)
-            stream = {"files": files, "reader": "pyarrow" if trainer.data_feed == "stream"
-                      else "petastorm"}
-            job_df = df.sparkSession.range(0, trainer.num_workers, 1, trainer.num_workers)
-        steps = rows // trainer.batch_size
-        if algorithm.communication_window is not None and algorithm.communication_window > steps:
-            log.warning("communication window %d > %d steps per epoch: workers exchange once "
-                        "per epoch", algorithm.communication_window, steps)
-        # the driver's copy: evaluates the run's model and is what callbacks see
-        driver_model = build_model(model.to_json(), loss, optimizer, trainer.metrics,
-                                   weights=model.get_weights())
-        flat = FlatWeights(driver_model)
-        spark = df.sparkSession
-        warn_if_unauthenticated(spark)     # the run's secret travels in the task closure
-        store, resumed = _open_checkpoint(trainer, spark, algorithm, exchange, model, flat,
-                                          callbacks)
-        trackers = tracking.loggers(trainer, callbacks)
-        if trackers:
-            example = _input_example(model, val if val is not None
-                                     else collect_arrays(prepared.limit(5), feed))
-            for tracker in trackers:
-                tracker.configure(tracking.run_params(trainer, algorithm, loss, optimizer, lr),
-                                  example, f"{trainer.name} x{trainer.num_workers}")
-        host = trainer.ps_host or spark.sparkContext.getConf().get("spark.driver.host", "127.0.0.1")
-        bind = trainer.ps_bind_host or host
-        tls = server_tls(trainer.tls_cert, trainer.tls_key)
-        initial = flat.get()
-        start_epoch = resumed["epochs"] if resumed else 0
+        val = collect_arrays(validation_data, user.feed) if validation_data is not None else None
+        data.stage(trainer)
+        _warn_about_windows(algorithm, data.steps)
+        run = _Run(estimator, trainer, compiled, algorithm, user, data, cores, val, callbacks)
+        history, members = run.train(warming, startup, began)
+    finally:
+        estimator.coordinator = None
+        data.release()
+    return KerasModel(user.driver, history=history, feed=user.feed,
+                      members=[user.member(v) for v in members],
+                      output=describe_output(user.original, compiled.loss),
+                      custom_objects=user.portable.custom_objects,
+                      prediction_col=trainer.prediction_col,
+                      probability_col=trainer.probability_col,
+                      raw_prediction_col=trainer.raw_prediction_col)
+
+
+@dataclass
+class TrainingData:
+    """The checked training data: ``prepared`` (one partition per worker), ``steps`` per epoch,
+    and, for the streaming feeds, the staged Parquet files each worker reads."""
+
+    df: Any
+    prepared: Any
+    steps: int
+    owned: bool                 # the cache is the fit's own: released afterwards
+    job_df: Any = None          # what the Spark job maps over
+    stream: dict | None = None
+    staged: str | None = None
+
+    @classmethod
+    def prepare(cls, df, trainer, feed: FeedSpec, barrier: bool) -> "TrainingData":
+        in_memory = trainer.data_feed == "memory"     # its workers check the arrays' values
+        prepared, rows, owned = preflight.prepare_training_data(
+            df, feed, trainer.num_workers, trainer.batch_size, barrier,
+            trainer.cores_per_worker, array_values=not in_memory)
+        return cls(df, prepared, rows // trainer.batch_size, owned, job_df=prepared)
+
+    def stage(self, trainer) -> None:
+        """Write the partitions as Parquet for the streaming feeds ('stream', 'petastorm')."""
+        if trainer.data_feed == "memory":
+            return
+        self.staged, files = stage_parquet(self.prepared, trainer)
+        self.stream = {"files": files, "reader": "pyarrow" if trainer.data_feed == "stream"
+                       else "petastorm"}
+        self.job_df = self.df.sparkSession.range(0, trainer.num_workers, 1, trainer.num_workers)
+
+    def release(self) -> None:
+        if self.owned:           # the user's own cache stays
+            self.prepared.unpersist()
+        if self.staged:
+            remove_path(self.df.sparkSession, self.staged)
+
+
+class _Run:
+    """One run's services (coordinator, parameter server), its Spark job and the driver's
+    epoch loop, set up in this order and always torn down."""
+
+    def __init__(self, estimator, trainer, compiled, algorithm, user, data, cores, val,
+                 callbacks):
+        self.estimator, self.trainer, self.compiled = estimator, trainer, compiled
+        self.algorithm, self.user, self.data, self.cores = algorithm, user, data, cores
+        self.exchange = algorithm.exchange_type
+        self.val = None if self.exchange.run_model.ensemble else val
+        self.callbacks = callbacks
+        self.spark = data.df.sparkSession
+
+    def train(self, warming, startup: dict, began: float):
+        trainer, algorithm = self.trainer, self.algorithm
+        warn_if_unauthenticated(self.spark)     # the run's secret travels in the task closure
+        store, resumed = _open_checkpoint(trainer, self.spark, algorithm, self.exchange,
+                                          self.user, self.callbacks)
+        trackers = self._trackers()
+        host = trainer.ps_host or self.spark.sparkContext.getConf().get("spark.driver.host",
+                                                                       "127.0.0.1")
         with contextlib.ExitStack() as services:
-            ps = None
-            if exchange.needs_parameter_server:
-                ps = services.enter_context(ParameterServer(
-                    algorithm, initial, trainer.num_workers, host=bind, port=trainer.ps_port,
-                    ssl_context=tls, round_timeout=trainer.round_timeout,
-                    updates=resumed["updates"] if resumed else 0))
-            coordinator = services.enter_context(Coordinator(
-                trainer.num_workers, initial, synchronous=algorithm.synchronous,
-                name=algorithm.name, host=bind, port=0, secret=ps.secret if ps else None,
-                ssl_context=tls, round_timeout=trainer.round_timeout, data_service=ps,
-                # workers wait at epoch ends while the driver validates the model, runs
-                # callbacks and writes the checkpoint: otherwise a fast epoch's val_* are
-                # measured on whatever model is current when the driver gets to it
-                epoch_barrier=_epoch_barrier(
-                    algorithm, exchange, bool(callbacks) or val is not None or store is not None),
-                start_epoch=start_epoch))
-            estimator.coordinator = coordinator
-            _ship_by_value(algorithm)
-            spec = _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream,
-                              host, coordinator, ps, cores)
+            ps, coordinator = self._services(services, host, resumed, store)
+            ship_by_value([algorithm] + ([algorithm.base] if hasattr(algorithm, "base") else []))
+            spec = _task_spec(self, host, coordinator, ps)
             if warming is not None:     # its workers must be idle, not importing, to be reused
                 warming.join(WARM_UP_WAIT)
             startup["submitted_after_seconds"] = time.perf_counter() - began
             submitted = time.time()
-            job = SparkJob(job_df, remote.train_task(spec), remote.STATUS_DDL, barrier=barrier,
-                           description=f"distkeras {trainer.name}", cores=cores).start()
-            try:
-                history = monitor(trainer, coordinator, job, driver_model, flat,
-                                  None if exchange.model == "members" else val, callbacks, steps,
-                                  Resume(store, resumed, algorithm))
-            except BaseException as exc:
-                coordinator.request_stop()
-                job.cancel()
-                for tracker in trackers:
-                    tracker.on_train_failed(exc)
-                error = bad_data(exc)
-                if error is exc:
-                    raise
-                raise error from exc
+            job = SparkJob(self.data.job_df, remote.train_task(spec), remote.STATUS_DDL,
+                           barrier=algorithm.synchronous and trainer.num_workers > 1,
+                           description=f"distkeras {trainer.name}", cores=self.cores).start()
+            history = self._monitor(coordinator, job, trackers, store, resumed)
             history.workers = [r.asDict() for r in job.result()]
             history.startup = startup_summary(startup, submitted, history.workers)
             history.mlflow_run_id = trackers[0].run_id if trackers else None
             if store is not None and not store.keep:
                 store.clear()        # completed: a rerun trains afresh (as BackupAndRestore)
-            if exchange.model == "mean" and trainer.num_workers > 1:
+            if self.exchange.run_model.epoch_replicas and trainer.num_workers > 1:
                 _warn_isolated(history.workers)
             history.ps_stats = coordinator.stats()
             members = ([coordinator.final_models[w] for w in sorted(coordinator.final_models)]
-                       if exchange.model == "members" else [])
-    finally:
-        estimator.coordinator = None
-        if owned:                # the user's own cache stays
-            prepared.unpersist()
-        if staged:
-            remove_path(df.sparkSession, staged)
-    keras_models = []
-    for vector in members:
-        member = keras.models.clone_model(driver_model)
-        FlatWeights(member).set(vector)
-        keras_models.append(member)
-    return KerasModel(driver_model, history=history, feed=feed, members=keras_models,
-                      output=describe_output(model, loss), prediction_col=trainer.prediction_col,
-                      probability_col=trainer.probability_col,
-                      raw_prediction_col=trainer.raw_prediction_col)
+                       if self.exchange.run_model.ensemble else [])
+        return history, members
+
+    def _trackers(self) -> list:
+        trainer, compiled = self.trainer, self.compiled
+        trackers = tracking.loggers(trainer, self.callbacks)
+        if trackers:
+            example = _input_example(self.user.original, self.val if self.val is not None
+                                     else collect_arrays(self.data.prepared.limit(5),
+                                                         self.user.feed))
+            for tracker in trackers:
+                tracker.configure(tracking.run_params(trainer, self.algorithm, compiled.loss,
+                                                      compiled.optimizer,
+                                                      compiled.single_worker_rate,
+                                                      compiled.learning_rate),
+                                  example, f"{trainer.name} x{trainer.num_workers}")
+        return trackers
+
+    def _services(self, services: contextlib.ExitStack, host: str, resumed, store):
+        trainer, algorithm, layout = self.trainer, self.algorithm, self.user.layout
+        bind = trainer.ps_bind_host or host
+        tls = server_tls(trainer.tls_cert, trainer.tls_key)
+        initial = self.user.flat.get()
+        ps = None
+        if self.exchange.needs_parameter_server:
+            ps = services.enter_context(ParameterServer(
+                algorithm, initial, trainer.num_workers, host=bind, port=trainer.ps_port,
+                ssl_context=tls, round_timeout=trainer.round_timeout,
+                updates=resumed["updates"] if resumed else 0, params=layout.params))
+        coordinator = services.enter_context(Coordinator(
+            trainer.num_workers, initial, synchronous=algorithm.synchronous,
+            name=algorithm.name, host=bind, port=0, secret=ps.secret if ps else None,
+            ssl_context=tls, round_timeout=trainer.round_timeout, data_service=ps,
+            # workers wait at epoch ends while the driver validates the model, runs
+            # callbacks and writes the checkpoint: otherwise a fast epoch's val_* are
+            # measured on whatever model is current when the driver gets to it
+            epoch_barrier=_epoch_barrier(algorithm, self.exchange, bool(self.callbacks)
+                                         or self.val is not None or store is not None),
+            start_epoch=resumed["epochs"] if resumed else 0, params=layout.params))
+        self.estimator.coordinator = coordinator
+        return ps, coordinator
+
+    def _monitor(self, coordinator, job, trackers, store, resumed):
+        try:
+            return monitor(self.trainer, coordinator, job, self.user.driver, self.user.flat,
+                           self.val, self.callbacks, self.data.steps,
+                           Resume(store, resumed, self.algorithm))
+        except BaseException as exc:
+            coordinator.request_stop()
+            job.cancel()
+            for tracker in trackers:
+                tracker.on_train_failed(exc)
+            error = bad_data(exc, coordinator)
+            if error is exc:
+                raise
+            raise error from exc
 
 
-def bad_data(exc: BaseException) -> BaseException:
+EXCHANGES_PER_EPOCH = 4     # fewer per worker and epoch: the workers hardly share progress
+
+
+def _warn_about_windows(algorithm, steps: int) -> None:
+    """Say so, with the fix, when a worker would exchange only a few times per epoch."""
+    window = algorithm.communication_window
+    if window is None or algorithm.num_workers < 2 or not algorithm.windowed:
+        return
+    exchanges = -(-steps // window)
+    if exchanges < EXCHANGES_PER_EPOCH:
+        log.warning("communication_window=%d with %d steps per epoch: each worker exchanges "
+                    "only %d time(s) per epoch, so the workers hardly share what they learn; "
+                    "use communication_window <= %d (or a smaller batch_size)", window, steps,
+                    exchanges, max(1, steps // EXCHANGES_PER_EPOCH))
+
+
+def bad_data(exc: BaseException, coordinator=None) -> BaseException:
     """A worker that found bad values in its partition (a ``FeedError``) fails the fit with a
     `DataError`, as the driver's own data checks do; other errors stay as they are."""
-    if isinstance(exc, TrainingError) and "FeedError: " in str(exc):
-        error = preflight.DataError(str(exc).split("FeedError: ", 1)[1].rstrip(")"))
-        error.__cause__ = exc
-        return error
-    return exc
+    if not isinstance(exc, TrainingError):
+        return exc
+    reported = [r["error"] for _, r in (coordinator.raised if coordinator is not None else [])]
+    found = [e for e in reported if e.startswith("FeedError: ")]
+    if found:
+        message = found[0].split("FeedError: ", 1)[1]
+    elif "FeedError: " in str(exc):
+        message = str(exc).split("FeedError: ", 1)[1].rstrip(")")
+    else:
+        return exc
+    error = preflight.DataError(message)
+    error.__cause__ = exc
+    return error
 
 
 def warm_up(spark, cores, num_workers: int) -> SparkJob | None:
@@ -307,7 +383,10 @@ def _input_example(model, arrays):
     xs = [np.asarray(x[:5]) for x in arrays[0]]
     if len(xs) == 1:
         return xs[0]
-    return {t.name.split(":")[0]: x for t, x in zip(model.inputs, xs)}
+    names = [t.name.split(":")[0] for t in getattr(model, "inputs", None) or []]
+    if len(names) != len(xs):
+        names = [f"input_{i}" for i in range(len(xs))]
+    return dict(zip(names, xs))
 
 
 def _epoch_barrier(algorithm, exchange, driver_work: bool) -> bool | str:
@@ -341,17 +420,19 @@ def _warn_isolated(workers: list[dict]) -> None:
                     "as many free task slots as workers.", alone, spans)
 
 
-def _task_spec(trainer, model, loss, optimizer, feed, steps, algorithm, stream, host,
-               coordinator, ps, cores) -> dict:
-    """Everything a worker task needs: JSON-able values, the per-run secret and the algorithm
-    object (all travel in Spark's task closure)."""
+def _task_spec(run: "_Run", host: str, coordinator, ps) -> dict:
+    """Everything a worker task needs: the portable model, JSON-able settings, the per-run
+    secret and the algorithm object (all travel in Spark's task closure)."""
+    trainer, compiled, user = run.trainer, run.compiled, run.user
     return {
-        "model_json": model.to_json(), "loss": loss, "optimizer": optimizer,
-        "metrics": trainer.metrics, "feed": feed.to_dict(), "seed": trainer.seed,
-        "batch_size": trainer.batch_size, "steps_per_epoch": steps,
-        "epochs": trainer.epochs, "num_workers": trainer.num_workers,
-        "algorithm": algorithm, "stream": stream, "jit_compile": trainer.jit_compile,
-        "threads": cores.threads, "overlap": overlap_communication(trainer, algorithm),
+        "model": user.portable, "layout": user.layout.to_dict(), "loss": compiled.loss,
+        "optimizer": compiled.optimizer, "metrics": compiled.metrics,
+        "loss_weights": compiled.loss_weights, "feed": user.feed.to_dict(),
+        "seed": trainer.seed, "batch_size": trainer.batch_size,
+        "steps_per_epoch": run.data.steps, "epochs": trainer.epochs,
+        "num_workers": trainer.num_workers, "algorithm": run.algorithm,
+        "stream": run.data.stream, "jit_compile": trainer.jit_compile,
+        "threads": run.cores.threads, "overlap": overlap_communication(trainer, run.algorithm),
         "run": {"coordinator": [host, coordinator.address[1]],
                 "ps": [host, ps.address[1]] if ps is not None else None,
                 "secret": coordinator.secret, "connect_timeout": trainer.connect_timeout,
@@ -372,7 +453,7 @@ def overlap_communication(trainer, algorithm) -> bool:
     return bool(trainer.overlap_communication)
 
 
-def _open_checkpoint(trainer, spark, algorithm, exchange, model, flat, callbacks):
+def _open_checkpoint(trainer, spark, algorithm, exchange, user: UserModel, callbacks):
     """The run's checkpoint store and the state to resume from (None, None without one).
     ``keras.callbacks.BackupAndRestore`` in ``callbacks`` gives its ``backup_dir`` and is
     taken out: the driver does its job for the whole run (θ̃, server state, history)."""
@@ -387,14 +468,15 @@ def _open_checkpoint(trainer, spark, algorithm, exchange, model, flat, callbacks
         callbacks.remove(cb)
     if not path:
         return None, None
-    if exchange.model == "members":
+    if exchange.run_model.ensemble:
         raise ValueError(f"{trainer.name} cannot resume from a checkpoint: each "
                          "member's weights live only on its worker; drop checkpoint_dir")
-    store = Checkpoint(spark, path, fingerprint(model, algorithm.name, trainer.num_workers))
+    store = Checkpoint(spark, path, fingerprint(user.original, algorithm.name,
+                                                trainer.num_workers, user.layout))
     store.keep = keep       # BackupAndRestore(delete_checkpoint=False): kept after the run
     state = store.load()
     if state is not None:
-        flat.set(state["centre"])
+        user.flat.set(state["centre"])
         algorithm.restore_server_state(state["server_state"])
         log.warning("resuming from the checkpoint in %s: %d of %d epochs done, %d updates",
                     path, state["epochs"], trainer.epochs, state["updates"])

@@ -1,6 +1,9 @@
 """The parameter server hosted on the driver: the centre variable θ̃ and the algorithm's server
 rule, served over the authenticated binary transport (``distkeras.transport``).
 
+The rule works on the parameters of θ̃ only; the statistics at the end of each vector
+(BatchNorm's moving moments, ``distkeras.state``) are the mean of every worker's latest ones.
+
 It is one data service among others (ring all-reduce and gossip run between the workers' own
 peer endpoints): control (progress, epoch logs, the stop flag) is the coordinator's
 (``distkeras.driver.coordinator``). It keeps what its rule needs (update count, each worker's
@@ -27,7 +30,8 @@ import numpy as np
 from distkeras import messages
 from distkeras.algorithms import Algorithm, WorkerRecord
 from distkeras.driver.coordinator import WorkerLostError
-from distkeras.exchange.base import all_finite
+from distkeras.exchange.base import all_finite, split
+from distkeras.state import mean_of
 from distkeras.transport import FrameServer, Reply, frame_limit
 
 log = logging.getLogger(__name__)
@@ -52,12 +56,16 @@ class ParameterServer:
 
     def __init__(self, algorithm: Algorithm, initial: np.ndarray, num_workers: int,
                  host: str = "127.0.0.1", port: int = 0, secret: bytes | None = None,
-                 ssl_context=None, round_timeout: float = 600.0, updates: int = 0):
+                 ssl_context=None, round_timeout: float = 600.0, updates: int = 0,
+                 params: int | None = None):
         self.algorithm = algorithm
         self.num_workers = int(num_workers)
         self.secret = secret or secrets.token_bytes(32)
         self.round_timeout = float(round_timeout)
         self._centre = np.array(initial, dtype=np.float32, copy=True).ravel()
+        self._params, self._statistics = split(self._centre, params)   # views of θ̃
+        self._backup = np.empty_like(self._params)   # θ̃'s parameters before the commit in hand
+        self._latest: dict[int, np.ndarray] = {}     # each worker's latest statistics
         self._version = int(updates)      # a resumed run goes on counting
         self._lock = threading.Lock()
         self._records = {w: WorkerRecord() for w in range(self.num_workers)}
@@ -153,6 +161,31 @@ class ParameterServer:
         log.warning("%s", message)
         raise ValueError(message)
 
+    def _refuse_overflow(self, worker: int | None, result: np.ndarray) -> None:
+        """Refuse a commit (``worker``) or a round (None) whose rule left θ̃ or the reply
+        non-finite, though every payload was finite (e.g. two commits of 3e38 overflow): θ̃ is
+        rolled back, the sender gets the error naming the overflow, a synchronous round fails.
+        A lock-free rule (Hogwild) cannot undo the part of the commit that others may already
+        have built on: its overflowed values are restored, the rest of the commit stays."""
+        if all_finite(self._params) and (result is self._params or all_finite(result)):
+            return
+        bad = int(np.count_nonzero(~np.isfinite(self._params)))
+        if self.algorithm.lock:
+            np.copyto(self._params, self._backup)
+        else:
+            with self._lock:
+                overflowed = ~np.isfinite(self._params)
+                self._params[overflowed] = self._backup[overflowed]
+        who = f"worker {worker}'s commit" if worker is not None else "the synchronous round"
+        message = (f"{who} would have made θ̃ non-finite: the {self.algorithm.name} rule "
+                   f"overflowed float32 in {bad or 'its reply'} value(s) although every "
+                   "payload was finite. It was refused and θ̃ is unchanged; lower the learning "
+                   "rate or clip gradients (an optimizer with clipnorm=1.0)")
+        if self.algorithm.synchronous:
+            self.fail(message)
+        log.warning("%s", message)
+        raise FloatingPointError(message)
+
     def _reply_buffer(self, conn) -> np.ndarray:
         buf = conn.state.get("reply")
         if buf is None:
@@ -164,9 +197,21 @@ class ParameterServer:
         record.pulled_version = self._version
         if self.algorithm.keeps_pulled_centre:
             if record.pulled_centre is None:
-                record.pulled_centre = self._centre.copy()
+                record.pulled_centre = self._params.copy()
             else:
-                np.copyto(record.pulled_centre, self._centre)
+                np.copyto(record.pulled_centre, self._params)
+
+    def _take_statistics(self, worker: int, payload: np.ndarray) -> None:
+        """θ̃'s statistics ← the mean of every worker's latest (exact when they agree)."""
+        if self._statistics.size:
+            self._latest[worker] = split(payload, self._params.size)[1].copy()
+            np.copyto(self._statistics, mean_of([self._latest[w] for w in sorted(self._latest)]))
+
+    def _reply(self, reply: np.ndarray, result: np.ndarray) -> None:
+        """The rule's reply for the parameters, then θ̃'s statistics."""
+        params, statistics = split(reply, self._params.size)
+        np.copyto(params, result)
+        np.copyto(statistics, self._statistics)
 
     def _async_commit(self, conn, worker, payload):
         stats = self._stats[worker]
@@ -178,11 +223,15 @@ class ParameterServer:
         try:
             stats.wait_seconds += time.perf_counter() - t0
             staleness = self._version - record.pulled_version
+            np.copyto(self._backup, self._params)
+            result = self.algorithm.server_commit(self._params, payload[:self._params.size],
+                                                  record, self._version)
+            self._refuse_overflow(worker, result)
             stats.staleness[staleness] += 1
-            result = self.algorithm.server_commit(self._centre, payload, record, self._version)
+            self._take_statistics(worker, payload)
             self._version += 1
             version = self._version
-            np.copyto(reply, result)
+            self._reply(reply, result)
             self._note_pull(worker)
         finally:
             if self.algorithm.lock:
@@ -201,7 +250,14 @@ class ParameterServer:
             if len(self._round_payloads) == self.num_workers:
                 with self._lock:
                     payloads = [self._round_payloads[w] for w in sorted(self._round_payloads)]
-                    self._round_reply = self.algorithm.server_round(self._centre, payloads).copy()
+                    n = self._params.size
+                    np.copyto(self._backup, self._params)
+                    result = self.algorithm.server_round(self._params, [p[:n] for p in payloads])
+                    self._refuse_overflow(None, result)
+                    for w in sorted(self._round_payloads):
+                        self._take_statistics(w, self._round_payloads[w])
+                    self._round_reply = np.empty_like(self._centre)
+                    self._reply(self._round_reply, result)
                     self._version += 1
                 self._round_payloads.clear()
                 self._round += 1
@@ -226,8 +282,8 @@ class ParameterServer:
 
     def _on_disconnect(self, conn, clean: bool) -> None:
         worker = conn.worker_id
-        if worker is None or clean:
-            return
+        if worker is None or clean or conn.superseded:
+            return          # said goodbye, or back on a newer connection: not lost
         if self.algorithm.synchronous:
             self.fail(f"worker {worker} was lost during training; {self.algorithm.name} is "
                       "synchronous and cannot continue without it (use an asynchronous "

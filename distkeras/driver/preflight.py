@@ -51,7 +51,7 @@ def select_feed_columns(df, feed: FeedSpec):
         col = F.col(name)
         if kinds[name] == "vector":
             col = vector_to_array(col, "float32")
-        elif kinds[name] == "array" and name != feed.label_col:
+        elif kinds[name] == "array" and name not in feed.label_columns:
             col = col.cast("array<float>")
         cols.append(col.alias(name))
     return df.select(*cols), kinds
@@ -87,8 +87,12 @@ def check_data(df, feed: FeedSpec, kinds: dict, what: str = "training data",
                         .alias(f"bad{i}"))
         if kinds[name] != "scalar":
             aggs += [F.min(F.size(name)).alias(f"minlen{i}"), F.max(F.size(name)).alias(f"maxlen{i}")]
-    if feed.label_col and kinds[feed.label_col] == "scalar":
-        aggs += [F.min(feed.label_col).alias("ymin"), F.max(feed.label_col).alias("ymax")]
+    for j, target in enumerate(feed.targets):
+        if kinds[target.column] == "scalar":
+            aggs += [F.min(target.column).alias(f"ymin{j}"),
+                     F.max(target.column).alias(f"ymax{j}")]
+    if feed.weight_col:
+        aggs.append(F.min(feed.weight_col).alias("wmin"))
     parts = [r.asDict() for r in df.groupBy(F.spark_partition_id().alias("partition")).agg(*aggs).collect()]
     row = _combine(parts)
     if not row["rows"]:
@@ -111,19 +115,25 @@ def check_data(df, feed: FeedSpec, kinds: dict, what: str = "training data",
             raise DataError(f"{what}: columns {spec.columns} hold {got} values per row but the "
                             f"model input has shape {spec.shape} = {spec.size} values; fix the "
                             "feature column or pass input_shapes=")
-    if feed.label_col:
-        if kinds[feed.label_col] == "scalar" and feed.one_hot:
-            ymin, ymax = row["ymin"], row["ymax"]
-            if ymin < 0 or ymax >= feed.num_classes or float(ymin) != int(ymin):
-                raise DataError(f"{what}: labels in {feed.label_col!r} range over [{ymin}, {ymax}] "
-                                f"but the model has {feed.num_classes} classes (0.."
-                                f"{feed.num_classes - 1}); remap the labels or widen the output")
-        elif kinds[feed.label_col] != "scalar":
-            width = lengths[feed.label_col]
-            if feed.num_classes and width != feed.num_classes:
-                raise DataError(f"{what}: label arrays in {feed.label_col!r} have {width} values, "
-                                f"the model outputs {feed.num_classes}")
+    for j, target in enumerate(feed.targets):
+        _check_labels(target, kinds[target.column], row.get(f"ymin{j}"), row.get(f"ymax{j}"),
+                      lengths[target.column], what)
+    if feed.weight_col and row["wmin"] is not None and row["wmin"] < 0:
+        raise DataError(f"{what}: sample weights in {feed.weight_col!r} go down to "
+                        f"{row['wmin']}; weights must be non-negative")
     return [int(p["rows"]) for p in parts]
+
+
+def _check_labels(target, kind: str, ymin, ymax, width: int, what: str) -> None:
+    """Class indices within the output's classes; label arrays as wide as the output."""
+    if kind == "scalar" and target.one_hot:
+        if ymin < 0 or ymax >= target.num_classes or float(ymin) != int(ymin):
+            raise DataError(f"{what}: labels in {target.column!r} range over [{ymin}, {ymax}] "
+                            f"but the model has {target.num_classes} classes (0.."
+                            f"{target.num_classes - 1}); remap the labels or widen the output")
+    elif kind != "scalar" and target.num_classes and width != target.num_classes:
+        raise DataError(f"{what}: label arrays in {target.column!r} have {width} values, "
+                        f"the model outputs {target.num_classes}")
 
 
 def _combine(parts: list[dict]) -> dict:
@@ -135,7 +145,7 @@ def _combine(parts: list[dict]) -> dict:
         if key == "partition":
             continue
         values = [p[key] for p in parts if p[key] is not None]
-        if key.startswith(("min", "ymin")):
+        if key.startswith(("min", "ymin", "wmin")):
             out[key] = min(values) if values else None
         elif key.startswith(("max", "ymax")):
             out[key] = max(values) if values else None

@@ -13,8 +13,8 @@
 
 Nothing here imports TensorFlow or Spark: exchanges run in executors and are tested alone.
 """
-from distkeras.exchange.base import (DivergedError, Exchange, ExchangeStats, WorkerContext,
-                                     check_finite)
+from distkeras.exchange.base import (CENTRE, MEAN, MEMBERS, DivergedError, Exchange,
+                                     ExchangeStats, RunModel, WorkerContext, check_finite, split)
 from distkeras.exchange.gossip import NeighbourExchange, PairwiseGossip, SharedReplica
 from distkeras.exchange.parameter_server import (OverlappedParameterServerExchange,
                                                 ParameterServerExchange)
@@ -23,7 +23,8 @@ from distkeras.exchange.ring import RingAllReduce, RingExchange
 from distkeras.exchange.slowmo import SlowMoExchange
 from distkeras.exchange.topology import Topology
 
-__all__ = ["DivergedError", "check_finite", "Exchange", "ExchangeStats", "WorkerContext",
+__all__ = ["DivergedError", "check_finite", "split", "Exchange", "ExchangeStats", "WorkerContext",
+           "RunModel", "CENTRE", "MEAN", "MEMBERS",
            "NeighbourExchange", "PairwiseGossip", "SharedReplica",
            "OverlappedParameterServerExchange", "ParameterServerExchange", "PeerEndpoint",
            "PeerExchange", "PeerGroup", "PeerLostError", "RingAllReduce", "RingExchange",

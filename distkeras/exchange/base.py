@@ -9,16 +9,21 @@ coordinator, whatever the exchange.
 
 An exchange says how it communicates:
 
-- ``model``: what the run's model is: ``"centre"`` (θ̃ on the parameter server), ``"mean"``
-  (the mean of the replicas, reported to the coordinator at epoch ends) or ``"members"``
-  (an ensemble of the workers' final replicas);
+- ``run_model``: what the run's model is, a :class:`RunModel`: ``CENTRE`` (θ̃ on the parameter
+  server), ``MEAN`` (the mean of the replicas, reported to the coordinator at epoch ends) or
+  ``MEMBERS`` (an ensemble of the workers' final replicas);
 - ``needs_parameter_server``: the driver hosts a parameter server for it;
+- ``can_overlap``: its round trips can be in flight while the next window computes;
 - ``endpoint``: the ``host:port`` of this worker's peer endpoint, if it serves one.
+
+A flat vector is ``[parameters | statistics]`` (``distkeras.state``): the first
+``worker.params`` values are what update rules move, the rest (BatchNorm moving moments) is
+only ever averaged.
 
 Example (a custom exchange; ``Algorithm.exchange`` returns it)::
 
     class Halve(Exchange):
-        model = "mean"
+        run_model = MEAN
         def after_window(self, theta, steps):
             return theta * 0.5           # the weights the next window starts from
 """
@@ -42,12 +47,38 @@ def all_finite(vector: np.ndarray) -> bool:
 
 
 def check_finite(vector: np.ndarray, what: str, where: str) -> None:
-    """Raise :class:`DivergedError` before a non-finite vector reaches a peer or the driver."""
+    """Raise :class:`DivergedError` before a non-finite vector reaches a peer, the driver or
+    the next window."""
     if not all_finite(vector):
         raise DivergedError(
             f"{where}: the {what} became non-finite (NaN/inf): the loss diverged, so nothing "
             "was sent. Lower the learning rate, clip gradients (an optimizer with clipnorm=1.0) "
             "or look for extreme values in the inputs")
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """What the model of a run is, and what the workers report to the driver for it."""
+
+    name: str
+    epoch_replicas: bool = False    # each worker reports θ at every epoch end (model: the mean)
+    final_replicas: bool = False    # each worker reports its final θ
+    ensemble: bool = False          # the final replicas are the members of an ensemble
+
+    def __str__(self) -> str:
+        return self.name
+
+
+CENTRE = RunModel("centre")                                          # θ̃ on the parameter server
+MEAN = RunModel("mean", epoch_replicas=True, final_replicas=True)    # mean of the replicas
+MEMBERS = RunModel("members", final_replicas=True, ensemble=True)    # one model per worker
+
+
+def split(vector: np.ndarray, params: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(parameters, statistics)`` views of a flat vector whose statistics start at
+    ``params`` (None: it is all parameters)."""
+    cut = vector.size if params is None else params
+    return vector[:cut], vector[cut:]
 
 
 @dataclass
@@ -93,6 +124,7 @@ class WorkerContext:
     peer_host: Optional[str] = None          # address this worker's endpoint advertises
     peer_ports: Optional[tuple[int, int]] = None   # port range for the endpoint (None: ephemeral)
     overlap: bool = False                    # parameter-server commits in flight during windows
+    params: Optional[int] = None             # where the statistics start in a flat vector
     barrier: Any = None                      # BarrierTaskContext in a barrier stage
     control: Any = None                      # the coordinator client (rendezvous of async peers)
 
@@ -100,8 +132,9 @@ class WorkerContext:
 class Exchange:
     """Base exchange: no communication at all (each worker trains alone)."""
 
-    model = "members"
+    run_model: RunModel = MEMBERS
     needs_parameter_server = False
+    can_overlap = False            # round trips can be in flight during the next window
     peer_endpoint = None   # a PeerEndpoint, for exchanges between workers
 
     def __init__(self, algorithm, worker: WorkerContext):

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from distkeras import messages
-from distkeras.exchange.base import WorkerContext, all_finite
+from distkeras.exchange.base import WorkerContext, all_finite, check_finite
 from distkeras.exchange.peers import PeerExchange, PeerLostError, Rounds, ack, reply_buffer
 from distkeras.exchange.topology import Topology
 from distkeras.transport import Reply
@@ -63,7 +63,7 @@ class SharedReplica:
         """Callee side of x_i, x_j ← (x_i + x_j)/2: reply x_j (into ``out``), move to the mean."""
         with self._lock:
             np.add(self._current, self._correction, out=out)
-            self._correction += (other - out) * np.float32(0.5)
+            self._correction += _half_difference(other, out)
             self._dirty = True
         return out
 
@@ -71,8 +71,15 @@ class SharedReplica:
         """Caller side: having sent ``sent`` and got the callee's ``answer``, move by
         (answer − sent)/2, the mirror of the callee's move."""
         with self._lock:
-            self._correction += (answer - sent) * np.float32(0.5)
+            self._correction += _half_difference(answer, sent)
             self._dirty = True
+
+
+def _half_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a − b)/2 as a/2 − b/2: finite for any finite a and b (a − b can overflow float32), and
+    still the exact negative of ``_half_difference(b, a)``, so both sides' moves cancel."""
+    half = np.float32(0.5)
+    return a * half - b * half
 
 
 def refuse_non_finite(payload: np.ndarray, sender: int) -> None:
@@ -133,6 +140,8 @@ class NeighbourExchange(PeerExchange):
         with self.stats.waiting():
             self.rounds.wait(len(self.neighbours), self._check,
                              f"neighbours {self.neighbours}")
+        check_finite(mixed, "replica mixed with its neighbours",
+                     f"worker {self.worker.worker}, D-PSGD round {round_}")
         self.stats.exchanges += 1
         self.stats.peers.update(self.neighbours)
         return mixed

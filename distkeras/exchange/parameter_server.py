@@ -2,7 +2,9 @@
 
 Every λ local steps the worker sends ``algorithm.worker_send(θ, θ₀)`` and continues from
 ``algorithm.worker_receive(θ, θ₀, reply)``; θ₀ (the anchor) is the replica right after its last
-exchange. The server side is ``distkeras.driver.parameter_server``.
+exchange. The rule sees the parameters only: the statistics (``distkeras.state``) ride along
+unchanged at the end of each commit, for the server to average into θ̃, and the worker keeps its
+own. The server side is ``distkeras.driver.parameter_server``.
 
 :class:`OverlappedParameterServerExchange` hides the round trip behind the next window: the
 commit of window k is in flight while window k+1 computes, and its reply is folded in at the
@@ -22,13 +24,14 @@ from typing import Optional
 import numpy as np
 
 from distkeras import messages
-from distkeras.exchange.base import Exchange, WorkerContext
+from distkeras.exchange.base import CENTRE, Exchange, WorkerContext, split
 from distkeras.transport import Client, pinned_tls
 
 
 class ParameterServerExchange(Exchange):
-    model = "centre"
+    run_model = CENTRE
     needs_parameter_server = True
+    can_overlap = True
 
     def __init__(self, algorithm, worker: WorkerContext):
         super().__init__(algorithm, worker)
@@ -51,8 +54,13 @@ class ParameterServerExchange(Exchange):
         return self.timed(self._commit, theta)
 
     def _commit(self, theta: np.ndarray) -> np.ndarray:
-        payload = self.algorithm.worker_send(theta, self.anchor)
-        return self._take_reply(theta, *self._round_trip(payload))
+        return self._take_reply(theta, *self._round_trip(self._payload(theta)))
+
+    def _payload(self, theta: np.ndarray) -> np.ndarray:
+        """``worker_send`` on the parameters, followed by this worker's statistics."""
+        params, statistics = split(theta, self.worker.params)
+        payload = self.algorithm.worker_send(params, split(self.anchor, self.worker.params)[0])
+        return np.concatenate([payload, statistics]) if statistics.size else payload
 
     def _round_trip(self, payload: np.ndarray) -> tuple[np.ndarray, int]:
         """Commit ``payload``; the reply (a view of the client's receive buffer) and θ̃'s
@@ -63,9 +71,15 @@ class ParameterServerExchange(Exchange):
         return reply.payload, reply.aux
 
     def _take_reply(self, sent: np.ndarray, reply: np.ndarray, version: int) -> np.ndarray:
-        """The replica the reply to a commit sent from ``sent`` gives; it becomes the anchor."""
-        self.anchor = np.ascontiguousarray(
-            self.algorithm.worker_receive(sent, self.anchor, reply), dtype=np.float32).copy()
+        """The replica the reply to a commit sent from ``sent`` gives (its parameters from the
+        rule, its own statistics); it becomes the anchor."""
+        params, statistics = split(sent, self.worker.params)
+        anchor = np.empty(sent.size, np.float32)
+        moved, kept = split(anchor, self.worker.params)
+        moved[:] = self.algorithm.worker_receive(params, split(self.anchor, self.worker.params)[0],
+                                                 split(reply, self.worker.params)[0])
+        kept[:] = statistics
+        self.anchor = anchor
         self.stats.exchanges += 1
         self.version = version
         return self.anchor
@@ -107,7 +121,7 @@ class OverlappedParameterServerExchange(ParameterServerExchange):
     def _send(self, theta: np.ndarray) -> np.ndarray:
         if self._in_flight is not None:
             theta = self._fold(theta)
-        payload = self.algorithm.worker_send(theta, self.anchor)
+        payload = self._payload(theta)
         self._sent = np.array(theta, dtype=np.float32, copy=True)
         self._in_flight = self._pool.submit(self._round_trip, payload)
         return theta

@@ -31,7 +31,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from distkeras import messages
-from distkeras.exchange.base import Exchange, WorkerContext
+from distkeras.exchange.base import MEAN, Exchange, WorkerContext
 from distkeras.transport import Client, FrameServer, PSBindError, PSError, Reply
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 PEER_HINT = ("Executors must reach each other: set SPARK_LOCAL_IP on the executors (or the "
              "trainer's peer_host=) to an address other executors can reach, and open the ports "
              "of peer_ports= between executors.")
+
+
+#: connections one worker may hold to a peer endpoint (a gossip client, SlowMo's ring client,
+#: one spare); a newer one replaces its oldest (a retried task, a crashed host's silent socket)
+PER_WORKER = 3
 
 
 class PeerLostError(ConnectionError):
@@ -84,7 +89,8 @@ class PeerEndpoint:
             server = FrameServer(self._handle, self.ctx.secret, host=self.host, port=port,
                                  on_disconnect=self._on_disconnect,
                                  max_connections=4 * self.ctx.num_workers + 8,
-                                 payload_target=self._target, num_workers=self.ctx.num_workers)
+                                 payload_target=self._target, num_workers=self.ctx.num_workers,
+                                 per_worker=PER_WORKER)
             try:
                 return server.start()
             except PSBindError as exc:
@@ -120,7 +126,7 @@ class PeerEndpoint:
         return reply
 
     def _on_disconnect(self, conn, clean: bool) -> None:
-        if clean or conn.worker_id is None:
+        if clean or conn.worker_id is None or conn.superseded:
             return
         self.lost[conn.worker_id] = f"connection from {conn.peer} broke"
         for listener in self._listeners:
@@ -317,7 +323,7 @@ class PeerExchange(Exchange):
     """Base of the exchanges between workers: binds this worker's endpoint at ``open`` (so the
     coordinator learns its address at HELLO) and closes it, and its clients, at ``close``."""
 
-    model = "mean"
+    run_model = MEAN
 
     def handlers(self) -> dict[int, Callable]:
         """Peer ops this exchange serves: {op: handler(conn, frame) -> Reply}."""

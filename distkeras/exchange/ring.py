@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from distkeras import messages
-from distkeras.exchange.base import ExchangeStats, WorkerContext
+from distkeras.exchange.base import ExchangeStats, WorkerContext, check_finite
 from distkeras.exchange.peers import (PeerEndpoint, PeerExchange, PeerGroup, PeerLostError, Rounds,
                                       ack)
 
@@ -150,8 +150,13 @@ class RingExchange(PeerExchange):
         return theta
 
     def mean(self, vector: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The exact mean over the workers (identical on each: if it overflowed, every worker
+        raises here, and the synchronous run fails at once)."""
         self.stats.exchanges += 1
-        return self.timed(self.ring.mean, vector, out)
+        mean = self.timed(self.ring.mean, vector, out)
+        check_finite(mean, "all-reduced mean", f"worker {self.worker.worker}, ring round "
+                                                f"{self.ring._round - 1}")
+        return mean
 
     def after_window(self, theta: np.ndarray, steps: int) -> np.ndarray:
         return self.mean(theta)

@@ -1,6 +1,7 @@
 """Slow momentum around a peer exchange: the base exchange runs as usual, and every ``τ`` base
-steps the algorithm's slow step (``SlowMo.slow_step``) moves the replica from where the period
-started, after an exact ring average when the algorithm asks for one.
+steps the algorithm's slow step (``SlowMo.slow_step``) moves the replica's parameters from where
+the period started, after an exact ring average when the algorithm asks for one (statistics
+such as BatchNorm's moving moments are averaged, never extrapolated by the momentum).
 
 Example::
 
@@ -12,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from distkeras.exchange.base import Exchange, WorkerContext
+from distkeras.exchange.base import MEAN, Exchange, WorkerContext, split
 from distkeras.exchange.peers import PeerExchange, PeerGroup
 from distkeras.exchange.ring import RingAllReduce
 
@@ -21,7 +22,7 @@ class SlowMoExchange(Exchange):
     """``algorithm`` is a SlowMo rule (``slow_period``, ``average``, ``slow_step``); ``base`` the
     exchange of its base algorithm (a :class:`PeerExchange`)."""
 
-    model = "mean"
+    run_model = MEAN
 
     def __init__(self, algorithm, worker: WorkerContext, base: PeerExchange):
         super().__init__(algorithm, worker)
@@ -52,7 +53,7 @@ class SlowMoExchange(Exchange):
         if self.ring is not None:
             self.ring_group.meet(wait_for_all=True)
         self.x_start = np.array(theta, dtype=np.float32, copy=True)
-        self.momentum = np.zeros_like(self.x_start)
+        self.momentum = np.zeros_like(split(self.x_start, self.worker.params)[0])
         return theta
 
     def after_window(self, theta: np.ndarray, steps: int) -> Optional[np.ndarray]:
@@ -64,7 +65,10 @@ class SlowMoExchange(Exchange):
         if self.ring is not None:
             x = self.timed(self.ring.mean, x)
             self.stats.exchanges += 1
-        x = self.algorithm.slow_step(self.x_start, x, self.momentum)
+        x = np.array(x, dtype=np.float32, copy=True)
+        params, _ = split(x, self.worker.params)     # statistics are averaged, never stepped
+        params[:] = self.algorithm.slow_step(split(self.x_start, self.worker.params)[0], params,
+                                             self.momentum)
         np.copyto(self.x_start, x)
         self.since = 0
         return x

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,12 +36,38 @@ class InputSpec:
 
 
 @dataclass
-class FeedSpec:
-    inputs: list[InputSpec]
-    label_col: str | None = None
-    num_classes: int | None = None   # outputs of the model's last layer
+class TargetSpec:
+    """The label column of one model output: a class index (made one-hot when the loss wants
+    it) or a number / array of numbers reshaped to ``shape``."""
+
+    column: str
+    num_classes: int | None = None   # width of the output (the last axis)
     one_hot: bool = False            # integer class index → one-hot vector
-    label_shape: tuple[int, ...] = field(default_factory=tuple)
+    shape: tuple[int, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class FeedSpec:
+    """Which columns feed each model input, each output's label and the sample weights.
+
+    ``weight_col`` holds one non-negative weight per row; ``class_weight`` maps a class index
+    of the (single) output's label to a weight, as Keras' ``fit(class_weight=)``: the weight of
+    a row is the product of both.
+    """
+
+    inputs: list[InputSpec]
+    targets: list[TargetSpec] = field(default_factory=list)
+    weight_col: str | None = None
+    class_weight: dict[int, float] | None = None
+
+    @property
+    def label_col(self) -> str | None:
+        """The first output's label column (None: no labels)."""
+        return self.targets[0].column if self.targets else None
+
+    @property
+    def label_columns(self) -> list[str]:
+        return [t.column for t in self.targets]
 
     @property
     def feature_columns(self) -> list[str]:
@@ -48,16 +75,32 @@ class FeedSpec:
 
     @property
     def columns(self) -> list[str]:
-        return self.feature_columns + ([self.label_col] if self.label_col else [])
+        return (self.feature_columns + self.label_columns
+                + ([self.weight_col] if self.weight_col else []))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.class_weight is not None:          # JSON keys are strings
+            out["class_weight"] = {str(k): float(v) for k, v in self.class_weight.items()}
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeedSpec":
         inputs = [InputSpec(list(i["columns"]), tuple(i["shape"])) for i in d["inputs"]]
-        return cls(inputs=inputs, label_col=d.get("label_col"), num_classes=d.get("num_classes"),
-                   one_hot=bool(d.get("one_hot")), label_shape=tuple(d.get("label_shape") or ()))
+        if "targets" in d:
+            targets = [TargetSpec(t["column"], t.get("num_classes"), bool(t.get("one_hot")),
+                                  tuple(t.get("shape") or ())) for t in d["targets"]]
+        else:   # saved before several outputs (one label_col)
+            targets = [TargetSpec(d["label_col"], d.get("num_classes"), bool(d.get("one_hot")),
+                                  tuple(d.get("label_shape") or ()))] if d.get("label_col") else []
+        weights = d.get("class_weight")
+        return cls(inputs=inputs, targets=targets, weight_col=d.get("weight_col"),
+                   class_weight={int(k): float(v) for k, v in weights.items()} if weights
+                   else None)
+
+    def without_targets(self) -> "FeedSpec":
+        """The same inputs, nothing else (what prediction reads)."""
+        return FeedSpec(inputs=[InputSpec(list(i.columns), tuple(i.shape)) for i in self.inputs])
 
     def features(self, table: pa.Table) -> list[np.ndarray]:
         """One float32 array per model input, shaped ``(n, *shape)``."""
@@ -71,19 +114,95 @@ class FeedSpec:
             out.append(flat.reshape((flat.shape[0],) + tuple(spec.shape)))
         return out
 
-    def labels(self, table: pa.Table) -> np.ndarray:
-        y = column_matrix(table, self.label_col)
-        if self.one_hot:
-            index = y[:, 0].astype(np.int64)
-            onehot = np.zeros((len(index), self.num_classes), dtype=np.float32)
-            onehot[np.arange(len(index)), index] = 1.0
-            return onehot
-        if y.shape[1] == 1 and not self.label_shape:
-            return y[:, 0]
-        return y.reshape((y.shape[0],) + tuple(self.label_shape or (y.shape[1],)))
+    def labels(self, table: pa.Table) -> list[np.ndarray]:
+        """One float32 array per model output."""
+        return [_target(column_matrix(table, t.column), t) for t in self.targets]
 
-    def arrays(self, table: pa.Table) -> tuple[list[np.ndarray], np.ndarray | None]:
-        return self.features(table), (self.labels(table) if self.label_col else None)
+    def sample_weights(self, table: pa.Table) -> np.ndarray | None:
+        """One weight per row (``weight_col`` × ``class_weight``), or None without either."""
+        weights = None
+        if self.weight_col:
+            weights = column_matrix(table, self.weight_col)[:, 0]
+        if self.class_weight:
+            index = column_matrix(table, self.label_col)[:, 0].astype(np.int64)
+            lookup = np.ones(max(max(self.class_weight), int(index.max(initial=0))) + 1,
+                             np.float32)
+            for k, v in self.class_weight.items():
+                lookup[k] = v
+            by_class = lookup[index]
+            weights = by_class if weights is None else weights * by_class
+        return weights
+
+    def window(self, table: pa.Table) -> "Window":
+        """Everything training reads from ``table`` (inputs, labels, weights) as one
+        :class:`Window` without a step axis."""
+        return Window(self.features(table), self.labels(table), self.sample_weights(table))
+
+    def arrays(self, table: pa.Table) -> tuple[list[np.ndarray], Any]:
+        """``(xs, y)``: the inputs and what Keras takes as ``y`` (one array for one output,
+        a list for several; None without labels)."""
+        return self.features(table), (keras_targets(self.labels(table)) if self.targets
+                                      else None)
+
+
+def _target(y: np.ndarray, target: TargetSpec) -> np.ndarray:
+    if target.one_hot:
+        index = y[:, 0].astype(np.int64)
+        onehot = np.zeros((len(index), target.num_classes), dtype=np.float32)
+        onehot[np.arange(len(index)), index] = 1.0
+        return onehot
+    if y.shape[1] == 1 and not target.shape:
+        return y[:, 0]
+    return y.reshape((y.shape[0],) + tuple(target.shape or (y.shape[1],)))
+
+
+def keras_targets(ys: list[np.ndarray]):
+    """What Keras expects for ``y``: the array itself for one output, the list for several."""
+    return ys[0] if len(ys) == 1 else list(ys)
+
+
+@dataclass
+class Window:
+    """Mini-batches for one call of local steps: every array has a leading step axis, then
+    the batch (``xs[j]``: ``(steps, batch, *input_shape)``); ``sample_weight`` ``(steps,
+    batch)`` or None. Without a step axis (``feed.window(table)``) it is a block of rows.
+
+    Example::
+
+        window = source.take(k * batch).steps(k)     # k mini-batches of ``batch`` rows
+        x, y, w = window.batch(0)                    # the first one, as Keras takes it
+    """
+
+    xs: list[np.ndarray]
+    ys: list[np.ndarray]
+    sample_weight: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.xs[0])
+
+    def __getitem__(self, index) -> "Window":
+        """Rows (or steps) ``index`` of every array: an index array or a slice."""
+        return Window([x[index] for x in self.xs], [y[index] for y in self.ys],
+                      None if self.sample_weight is None else self.sample_weight[index])
+
+    def steps(self, k: int) -> "Window":
+        """These rows as ``k`` mini-batches (a step axis in front)."""
+        split = lambda a: a.reshape((k, len(a) // k) + a.shape[1:])  # noqa: E731
+        return Window([split(x) for x in self.xs], [split(y) for y in self.ys],
+                      None if self.sample_weight is None else split(self.sample_weight))
+
+    def batch(self, i: int) -> tuple[Any, Any, np.ndarray | None]:
+        """Step ``i`` as Keras' ``(x, y, sample_weight)``."""
+        return (model_inputs([x[i] for x in self.xs]), keras_targets([y[i] for y in self.ys]),
+                None if self.sample_weight is None else self.sample_weight[i])
+
+    @staticmethod
+    def concatenate(parts: list["Window"]) -> "Window":
+        first = parts[0]
+        return Window([np.concatenate([p.xs[j] for p in parts]) for j in range(len(first.xs))],
+                      [np.concatenate([p.ys[j] for p in parts]) for j in range(len(first.ys))],
+                      None if first.sample_weight is None
+                      else np.concatenate([p.sample_weight for p in parts]))
 
 
 def column_matrix(table: pa.Table, name: str) -> np.ndarray:
@@ -115,18 +234,30 @@ def model_inputs(xs: list[np.ndarray]):
     return xs[0] if len(xs) == 1 else list(xs)
 
 
-def feed_spec_for(model, features_col, label_col, loss, input_shapes=None) -> FeedSpec:
-    """How the DataFrame's columns map onto ``model``'s inputs and output."""
-    if not model.built or not getattr(model, "inputs", None):
-        raise ValueError("the Keras model is not built: give it an Input layer (or call "
-                         "model.build(input_shape)) before training")
+ONE_HOT_LOSSES = frozenset({"categoricalcrossentropy", "categoricalfocalcrossentropy",
+                            "kldivergence", "categoricalhinge"})
+
+
+def feed_spec_for(model, features_col, label_col, loss, input_shapes=None,
+                  weight_col: str | None = None,
+                  class_weight: dict[int, float] | None = None) -> FeedSpec:
+    """How the DataFrame's columns map onto ``model``'s inputs and outputs.
+
+    ``features_col``: one column per input (or several concatenated into a single input);
+    ``label_col``: one column per output; ``loss``: one loss for every output, or a list / a
+    dict by output name (it decides which labels become one-hot vectors).
+    """
+    from distkeras.portable import ModelError, output_specs
+    from distkeras.portable import input_shapes as model_input_shapes
+
     columns = [features_col] if isinstance(features_col, str) else list(features_col)
-    shapes = [tuple(int(d) for d in t.shape[1:]) for t in model.inputs]
+    shapes = model_input_shapes(model)
     if input_shapes is not None:
         shapes = [tuple(s) for s in (input_shapes if isinstance(input_shapes[0], (list, tuple))
                                      else [input_shapes])]
-    if None in [d for s in shapes for d in s]:
-        raise ValueError(f"model input shapes {shapes} have unknown dimensions; pass input_shapes=")
+    if shapes is None or None in [d for s in shapes for d in s]:
+        raise ModelError(f"the input shapes of {model.name!r} are not known ({shapes}): give it "
+                         "an Input, call it once on data, or pass input_shapes=")
     if len(shapes) > 1:
         if len(columns) != len(shapes):
             raise ValueError(f"the model has {len(shapes)} inputs but features_col names "
@@ -134,10 +265,38 @@ def feed_spec_for(model, features_col, label_col, loss, input_shapes=None) -> Fe
         inputs = [InputSpec([c], s) for c, s in zip(columns, shapes)]
     else:
         inputs = [InputSpec(columns, shapes[0])]
-    num_classes = int(model.outputs[0].shape[-1]) if model.outputs else None
-    one_hot = loss_name(loss) in ("categoricalcrossentropy", "categoricalfocalcrossentropy",
-                                  "kldivergence", "categoricalhinge")
-    return FeedSpec(inputs=inputs, label_col=label_col, num_classes=num_classes, one_hot=one_hot)
+    outputs = output_specs(model, shapes)
+    labels = [] if label_col is None else (
+        [label_col] if isinstance(label_col, str) else list(label_col))
+    if labels and len(labels) != len(outputs):
+        names = ", ".join(name for name, _ in outputs)
+        raise ValueError(f"the model has {len(outputs)} outputs ({names}) but label_col names "
+                         f"{len(labels)} column(s); give one label column per output, in order")
+    losses = per_output(loss, [name for name, _ in outputs])
+    targets = [TargetSpec(column, int(shape[-1]) if shape else 1,
+                          loss_name(each) in ONE_HOT_LOSSES)
+               for column, (_, shape), each in zip(labels, outputs, losses)]
+    if class_weight and len(targets) != 1:
+        raise ValueError("class_weight applies to a model with one output (as in Keras); "
+                         "give per-row weights in weight_col= instead")
+    return FeedSpec(inputs=inputs, targets=targets, weight_col=weight_col,
+                    class_weight={int(k): float(v) for k, v in class_weight.items()}
+                    if class_weight else None)
+
+
+def per_output(value, names: list[str]) -> list:
+    """A loss (or metric set) given once, as a list or as a dict by output name, spread over
+    the outputs ``names``."""
+    if isinstance(value, dict) and "class_name" not in value:
+        missing = [n for n in names if n not in value]
+        if missing:
+            raise ValueError(f"no loss for output(s) {missing}: the dict names {sorted(value)}")
+        return [value[n] for n in names]
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(names):
+            raise ValueError(f"{len(value)} losses for {len(names)} outputs {names}")
+        return list(value)
+    return [value] * len(names)
 
 
 def loss_name(loss) -> str:

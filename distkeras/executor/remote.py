@@ -80,7 +80,13 @@ def train_task(spec: dict) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.R
         worker = ctx.partitionId() if ctx else 0
         attempt = ctx.attemptNumber() if ctx else 0
         t0 = time.perf_counter()
-        source = _source(spec, batches, worker)
+        try:
+            source = _source(spec, batches, worker)
+        except Exception as exc:
+            where = _Where()
+            where.stage = "reading its partition"
+            _report_failure(spec, worker, None, exc, where)
+            raise
         stats = _train_worker(spec, source, worker, attempt, ctx)
         stats["read_seconds"] = time.perf_counter() - t0 - stats["seconds"]
         yield pa.RecordBatch.from_pylist([stats], schema=STATUS_SCHEMA)
@@ -122,15 +128,17 @@ def _source(spec: dict, batches: Iterator[pa.RecordBatch], worker: int):
     batches = list(batches)
     if not batches or sum(b.num_rows for b in batches) == 0:
         raise ValueError(f"worker {worker}: empty partition (more workers than rows?)")
-    xs, y = feed.arrays(pa.Table.from_batches(batches))
-    for inputs, x in zip(feed.inputs, xs):     # the driver's data checks leave this to us
+    rows = feed.window(pa.Table.from_batches(batches))
+    named = ([(spec.columns, x) for spec, x in zip(feed.inputs, rows.xs)]
+             + [([t.column], y) for t, y in zip(feed.targets, rows.ys)])
+    for columns, x in named:     # the driver's data checks leave array values to us
         bad = x.size - int(np.count_nonzero(np.isfinite(x)))
         if bad:
-            raise FeedError(f"training data: columns {inputs.columns} have {bad} NaN/inf "
+            raise FeedError(f"training data: columns {columns} have {bad} NaN/inf "
                             f"value{'s' if bad > 1 else ''} "
                             f"(worker {worker}'s partition); clean or impute them (e.g. "
                             "F.nanvl / df.fillna) before training")
-    return MemorySource(xs, y, int(spec["seed"]), worker)
+    return MemorySource(rows, int(spec["seed"]), worker)
 
 
 def _take_learning_rate(reply, replica, algorithm, known: int) -> int:
@@ -147,7 +155,7 @@ def _take_learning_rate(reply, replica, algorithm, known: int) -> int:
     return body["lr_version"]
 
 
-def _worker_context(spec: dict, worker: int, ctx, control):
+def _worker_context(spec: dict, worker: int, ctx, control, params: int):
     """What the algorithm's exchange needs to know of this worker and the run."""
     from pyspark import BarrierTaskContext
 
@@ -161,110 +169,214 @@ def _worker_context(spec: dict, worker: int, ctx, control):
         connect_timeout=run["connect_timeout"], round_timeout=run["round_timeout"],
         tls_cert=run.get("tls_cert"), seed=int(spec["seed"]), peer_host=run.get("peer_host"),
         peer_ports=tuple(run["peer_ports"]) if run.get("peer_ports") else None,
-        overlap=bool(spec.get("overlap")),
+        overlap=bool(spec.get("overlap")), params=params,
         barrier=ctx if isinstance(ctx, BarrierTaskContext) else None, control=control)
 
 
-def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
-    from distkeras.exchange import check_finite
-    from distkeras.executor.replica import Replica, build_model, setup_tensorflow
-    from distkeras.transport import Client, PSRemoteError, pinned_tls
+def _control_client(spec: dict, worker: int, connect_timeout: float | None = None):
+    from distkeras.transport import Client, pinned_tls
 
-    started, started_at = time.perf_counter(), time.time()
+    run = spec["run"]
+    return Client(*run["coordinator"], run["secret"], worker,
+                  connect_timeout=run["connect_timeout"] if connect_timeout is None
+                  else connect_timeout, ssl_context=pinned_tls(run.get("tls_cert")),
+                  role="the driver's coordinator", hint=COORDINATOR_HINT)
+
+
+def _build_replica(spec: dict, worker: int, ctx):
+    """TensorFlow set up for the task's cores and GPUs, the user's model rebuilt and compiled,
+    the replica around it."""
+    from distkeras.executor.replica import Replica, build_model, setup_tensorflow
+    from distkeras.state import StateLayout, pace_statistics
+
     cpus, gpus = _task_resources(ctx)
     tf = setup_tensorflow(spec.get("threads") or cpus, gpus)  # threads: a local master's share
     import keras
 
     keras.utils.set_random_seed(int(spec["seed"]) + worker)
-    model = build_model(spec["model_json"], spec["loss"], spec["optimizer"], spec["metrics"])
-    replica = Replica(model, spec.get("jit_compile", "auto"))
-    setup_seconds, first_window_seconds = time.perf_counter() - started, None
-    algorithm = spec["algorithm"]
-    rng = np.random.default_rng([int(spec["seed"]), worker, 1])
-    batch, steps, epochs = int(spec["batch_size"]), int(spec["steps_per_epoch"]), int(spec["epochs"])
-    run = spec["run"]
-    samples, epochs_run, compute_seconds = 0, 0, 0.0
-    with Client(*run["coordinator"], run["secret"], worker, connect_timeout=run["connect_timeout"],
-                ssl_context=pinned_tls(run.get("tls_cert")), role="the driver's coordinator",
-                hint=COORDINATOR_HINT) as control:
-        with algorithm.exchange(_worker_context(spec, worker, ctx, control)) as exchange:
-            hello = control.request(messages.HELLO, payload={
-                "pid": os.getpid(), "host": socket.gethostname(), "attempt": attempt,
-                "endpoint": exchange.endpoint})
-            start_epoch = int(hello.payload["start_epoch"])
-            initial = (None if exchange.needs_parameter_server
-                       else control.request(messages.PULL).payload.copy())
-            start = exchange.start(initial)
-            training_from = time.time()   # the peers met: the timeline of a run shows overlaps
-            theta = start          # the replica's weights after the last window (or exchange)
-            pending = 0            # samples not yet reported to the coordinator
-            reported_at = time.perf_counter()
-            stop = False
-            lr_version = 0         # the driver's learning-rate changes taken so far
-            for epoch in range(start_epoch, epochs):
-                source.start_epoch(epoch)
-                replica.reset_metrics()
-                exchanged_before = exchange.stats.exchange_seconds
-                step = since_exchange = 0
-                window = algorithm.window_length(rng, steps)
-                while step < steps and not stop:
-                    k = min(window - since_exchange, steps - step)
-                    t0, inside = time.perf_counter(), exchange.stats.exchange_seconds
-                    xs, y = source.take(k * batch)
-                    theta = algorithm.local_steps(
-                        replica, exchange, [x.reshape((k, batch) + x.shape[1:]) for x in xs],
-                        y.reshape((k, batch) + y.shape[1:]), start)
-                    # exchanges inside the window (AR-SGD's gradients) are not compute
-                    compute_seconds += (time.perf_counter() - t0
-                                        - (exchange.stats.exchange_seconds - inside))
-                    if first_window_seconds is None:     # tracing and XLA compilation
-                        first_window_seconds = time.perf_counter() - t0
-                    step += k
-                    since_exchange += k
-                    pending += k * batch
-                    start = None
-                    check_finite(theta, "weights", f"worker {worker}, epoch {epoch}, step {step}")
-                    if since_exchange == window or step == steps:
-                        try:
-                            start = exchange.after_window(theta, since_exchange)
-                        except PSRemoteError as exc:     # the server refused what we sent
-                            raise PSRemoteError(f"worker {worker}, epoch {epoch}, step {step}: "
-                                                f"{exc}") from None
-                        if start is not None:
-                            theta = start = np.ascontiguousarray(start, dtype=np.float32)
-                        since_exchange = 0
-                        window = algorithm.window_length(rng, steps)
-                    if time.perf_counter() - reported_at >= PROGRESS_INTERVAL:
-                        reply = control.request(messages.PROGRESS, aux=pending, payload={
-                            "exchanges": exchange.stats.exchanges})
-                        lr_version = _take_learning_rate(reply, replica, algorithm, lr_version)
-                        samples, pending = samples + pending, 0
-                        reported_at = time.perf_counter()
-                        stop = bool(reply.flags & messages.FLAG_STOP)
-                settled = exchange.settle(theta)     # nothing in flight over an epoch end
-                if settled is not None:
-                    theta = start = np.ascontiguousarray(settled, dtype=np.float32)
-                if step < steps:
-                    break           # stopped mid-epoch: this epoch is not complete
-                if exchange.model == "mean":
-                    control.request(messages.REPLICA, payload=theta, aux=epoch)
-                logs = {**replica.metrics(), "learning_rate": replica.learning_rate,
-                        "exchange_seconds": exchange.stats.exchange_seconds - exchanged_before}
-                reply = control.request(messages.EPOCH_END, aux=pending,
-                                        payload={"epoch": epoch, "logs": logs})
-                lr_version = _take_learning_rate(reply, replica, algorithm, lr_version)
-                samples, pending = samples + pending, 0
-                epochs_run += 1
-                if stop or reply.flags & messages.FLAG_STOP:
-                    break
-            theta = exchange.finish(theta)
-            if exchange.model in ("mean", "members"):
-                control.request(messages.FINAL, payload=theta)
-            control.request(messages.DONE)
-    return {"worker": worker, "attempt": attempt, "epochs": epochs_run, "samples": samples,
-            "seconds": time.perf_counter() - started, "compute_seconds": compute_seconds,
-            "learning_rate": replica.learning_rate,
+    model = build_model(spec["model"], spec["loss"], spec["optimizer"], spec["metrics"],
+                        spec.get("loss_weights"))
+    pace_statistics(model, int(spec["num_workers"]))
+    layout = StateLayout.from_dict(spec["layout"])
+    return tf, Replica(model, spec.get("jit_compile", "auto"), layout)
+
+
+class _Where:
+    """Where a worker is, for the report of an exception it raised."""
+
+    def __init__(self) -> None:
+        self.stage, self.epoch, self.step = "building the model replica", None, None
+
+    def __str__(self) -> str:
+        if self.epoch is None:
+            return self.stage
+        return f"{self.stage}, epoch {self.epoch}, step {self.step}"
+
+
+def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
+    started, started_at = time.perf_counter(), time.time()
+    where = _Where()
+    control = None
+    try:
+        tf, replica = _build_replica(spec, worker, ctx)
+        setup_seconds = time.perf_counter() - started
+        where.stage = "meeting the driver and the peers"
+        with _control_client(spec, worker) as control:
+            with spec["algorithm"].exchange(_worker_context(
+                    spec, worker, ctx, control, replica.weights.params)) as exchange:
+                loop = _Loop(spec, replica, exchange, control, worker, attempt, where)
+                loop.run(source)
+                control.request(messages.DONE)
+    except Exception as exc:
+        _report_failure(spec, worker, control, exc, where)
+        raise
+    return {"worker": worker, "attempt": attempt, "epochs": loop.epochs_run,
+            "samples": loop.samples, "seconds": time.perf_counter() - started,
+            "compute_seconds": loop.compute_seconds, "learning_rate": replica.learning_rate,
             "threads": tf.config.threading.get_intra_op_parallelism_threads(),
-            "setup_seconds": setup_seconds, "first_window_seconds": first_window_seconds,
+            "setup_seconds": setup_seconds, "first_window_seconds": loop.first_window_seconds,
             **exchange.stats.as_row(), "host": socket.gethostname(), "pid": os.getpid(),
-            "started_at": started_at, "training_from": training_from, "finished_at": time.time()}
+            "started_at": started_at, "training_from": loop.training_from,
+            "finished_at": time.time()}
+
+
+class _Loop:
+    """The training loop shared by every algorithm: windows of local steps, the exchange after
+    each, progress reports, epoch ends."""
+
+    def __init__(self, spec, replica, exchange, control, worker, attempt, where: _Where):
+        self.spec, self.replica, self.exchange, self.control = spec, replica, exchange, control
+        self.worker, self.where = worker, where
+        self.algorithm = spec["algorithm"]
+        self.rng = np.random.default_rng([int(spec["seed"]), worker, 1])
+        self.batch, self.steps = int(spec["batch_size"]), int(spec["steps_per_epoch"])
+        self.samples = self.epochs_run = self.pending = self.lr_version = 0
+        self.compute_seconds, self.first_window_seconds = 0.0, None
+        self.stop = False
+        hello = control.request(messages.HELLO, payload={
+            "pid": os.getpid(), "host": socket.gethostname(), "attempt": attempt,
+            "endpoint": exchange.endpoint})
+        self.start_epoch = int(hello.payload["start_epoch"])
+
+    def run(self, source) -> None:
+        exchange, control = self.exchange, self.control
+        initial = (None if exchange.needs_parameter_server
+                   else control.request(messages.PULL).payload.copy())
+        self.start = exchange.start(initial)
+        self.training_from = time.time()   # the peers met: the timeline of a run shows overlaps
+        self.theta = self.start    # the replica's weights after the last window (or exchange)
+        self.reported_at = time.perf_counter()
+        for epoch in range(self.start_epoch, int(self.spec["epochs"])):
+            self.where.stage, self.where.epoch, self.where.step = "training", epoch, 0
+            complete = self._epoch(source, epoch)
+            if not complete:
+                break           # stopped mid-epoch: this epoch is not complete
+            if self._epoch_end(epoch):
+                break
+        self.where.stage = "finishing"
+        self.theta = exchange.finish(self.theta)
+        if exchange.run_model.final_replicas:
+            control.request(messages.FINAL, payload=self.theta)
+
+    def _epoch(self, source, epoch: int) -> bool:
+        from distkeras.exchange import check_finite
+        from distkeras.transport import PSRemoteError
+
+        exchange, algorithm, steps = self.exchange, self.algorithm, self.steps
+        source.start_epoch(epoch)
+        self.replica.reset_metrics()
+        self.exchanged_before = exchange.stats.exchange_seconds
+        step = since_exchange = 0
+        window = algorithm.window_length(self.rng, steps)
+        while step < steps and not self.stop:
+            k = min(window - since_exchange, steps - step)
+            t0, inside = time.perf_counter(), exchange.stats.exchange_seconds
+            batches = source.take(k * self.batch).steps(k)
+            self.theta = algorithm.local_steps(self.replica, exchange, batches, self.start)
+            # exchanges inside the window (AR-SGD's gradients) are not compute
+            self.compute_seconds += (time.perf_counter() - t0
+                                     - (exchange.stats.exchange_seconds - inside))
+            if self.first_window_seconds is None:     # tracing and XLA compilation
+                self.first_window_seconds = time.perf_counter() - t0
+            step += k
+            since_exchange += k
+            self.where.step = step
+            self.pending += k * self.batch
+            self.start = None
+            check_finite(self.theta, "weights", f"worker {self.worker}, epoch {epoch}, step {step}")
+            if since_exchange == window or step == steps:
+                try:
+                    start = exchange.after_window(self.theta, since_exchange)
+                except PSRemoteError as exc:     # the server refused what we sent
+                    raise PSRemoteError(f"worker {self.worker}, epoch {epoch}, step {step}: "
+                                        f"{exc}") from None
+                if start is not None:
+                    self.theta = self.start = np.ascontiguousarray(start, dtype=np.float32)
+                since_exchange = 0
+                window = algorithm.window_length(self.rng, steps)
+            if time.perf_counter() - self.reported_at >= PROGRESS_INTERVAL:
+                self._progress()
+        settled = exchange.settle(self.theta)     # nothing in flight over an epoch end
+        if settled is not None:
+            self.theta = self.start = np.ascontiguousarray(settled, dtype=np.float32)
+        return step >= steps
+
+    def _progress(self) -> None:
+        reply = self.control.request(messages.PROGRESS, aux=self.pending, payload={
+            "exchanges": self.exchange.stats.exchanges})
+        self._take_reply(reply)
+        self.reported_at = time.perf_counter()
+        self.stop = bool(reply.flags & messages.FLAG_STOP)
+
+    def _take_reply(self, reply) -> None:
+        self.lr_version = _take_learning_rate(reply, self.replica, self.algorithm,
+                                              self.lr_version)
+        self.samples, self.pending = self.samples + self.pending, 0
+
+    def _epoch_end(self, epoch: int) -> bool:
+        """Report the epoch; True when training stops here."""
+        exchange, control = self.exchange, self.control
+        if exchange.run_model.epoch_replicas:
+            control.request(messages.REPLICA, payload=self.theta, aux=epoch)
+        logs = {**self.replica.metrics(), "learning_rate": self.replica.learning_rate,
+                "exchange_seconds": exchange.stats.exchange_seconds - self.exchanged_before}
+        reply = control.request(messages.EPOCH_END, aux=self.pending,
+                                payload={"epoch": epoch, "logs": logs})
+        self._take_reply(reply)
+        self.epochs_run += 1
+        return self.stop or bool(reply.flags & messages.FLAG_STOP)
+
+
+def _report_failure(spec: dict, worker: int, control, exc: BaseException, where: _Where) -> None:
+    """Tell the coordinator what this worker raised, and where, before its connections close
+    (so that the driver reports the cause, not the loss of the worker it led to). Best effort:
+    a connection that is itself the problem is left alone."""
+    from distkeras.transport import PSError
+
+    if isinstance(exc, (PSError, ConnectionError)):
+        return      # the services or a peer failed this worker: they know, and say so
+    report = {"error": f"{type(exc).__name__}: {exc}"[:4000], "where": str(where),
+              "line": _user_line(exc)}
+    try:
+        if control is not None and control.connected:
+            control.request(messages.FAILED, payload=report)
+            return
+        with _control_client(spec, worker, connect_timeout=5.0) as fresh:
+            fresh.request(messages.FAILED, payload=report)
+    except Exception as report_error:  # noqa: BLE001 - the original error matters, not this
+        log.warning("worker %d could not report its failure to the driver: %s", worker,
+                    report_error)
+
+
+def _user_line(exc: BaseException) -> str | None:
+    """``file:line in function`` of the innermost frame of the traceback in user code (not in
+    Python, installed packages or distkeras), or None."""
+    import traceback
+
+    from distkeras.portable import is_user_file
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_user_file(f.filename)]
+    if not frames:
+        return None
+    frame = frames[-1]
+    return f"{frame.filename}:{frame.lineno} in {frame.name}"

@@ -11,7 +11,6 @@ import os
 
 import numpy as np
 
-from distkeras.executor.feed import model_inputs
 
 log = logging.getLogger(__name__)
 _TF_THREADS: int | None = None
@@ -51,52 +50,57 @@ def setup_tensorflow(threads: int | None = None, gpus: list[str] | None = None):
     return tf
 
 
-def build_model(model_json: str, loss, optimizer: dict | None, metrics, weights=None):
-    """Rebuild a compiled Keras model from its JSON config (never from a pickle)."""
-    import keras
-
-    model = keras.models.model_from_json(model_json)
-    if weights is not None:
-        if isinstance(weights, np.ndarray):
-            FlatWeights(model).set(weights)
-        else:
-            model.set_weights(weights)
+def build_model(portable, loss=None, optimizer: dict | None = None, metrics=None,
+                loss_weights=None):
+    """The user's model rebuilt from its :class:`~distkeras.portable.PortableModel` (never
+    from a pickle), compiled with ``loss``/``optimizer``/``metrics`` when a loss is given."""
+    model = portable.build()
     if loss is not None:
-        opt = keras.optimizers.deserialize(optimizer) if optimizer else "adam"
-        model.compile(optimizer=opt, loss=_deserialize_loss(loss), metrics=list(metrics or []))
+        portable.compile(model, loss, optimizer, metrics, loss_weights)
     return model
 
 
-def _deserialize_loss(loss):
-    import keras
-
-    return keras.losses.deserialize(loss) if isinstance(loss, dict) else loss
-
-
 class FlatWeights:
-    """View a model's weights as one flat float32 vector (the parameter server's currency)."""
+    """View a model's exchanged state as one flat float32 vector, the currency of every
+    exchange: ``[parameters | statistics]`` of its :class:`~distkeras.state.StateLayout`
+    (the fixed state is never read nor written here)."""
 
-    def __init__(self, model):
+    def __init__(self, model, layout=None):
         import tensorflow as tf
 
-        self.variables = [w.value if hasattr(w, "value") else w for w in model.weights]
+        from distkeras.state import StateLayout
+
+        self.layout = layout if layout is not None else StateLayout.of(model)
+        weights = list(model.weights)
+        self.variables = [weights[i].value if hasattr(weights[i], "value") else weights[i]
+                          for i in self.layout.order]
         self.shapes = [tuple(v.shape) for v in self.variables]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.size = int(sum(self.sizes))
+        if self.size != self.layout.size:
+            raise ValueError(f"the model has {self.size} floats to exchange, the run's layout "
+                             f"{self.layout.size}: it is not the model the driver sent")
         variables, shapes, sizes = self.variables, self.shapes, self.sizes
 
         @tf.function(autograph=False)
         def _get():
+            if not variables:
+                return tf.zeros([0], tf.float32)
             return tf.concat([tf.reshape(tf.cast(v, tf.float32), [-1]) for v in variables], 0)
 
         @tf.function(autograph=False)
         def _set(vector):
-            parts = tf.split(vector, sizes)
+            parts = tf.split(vector, sizes) if variables else []
             for v, p, s in zip(variables, parts, shapes):
                 v.assign(tf.cast(tf.reshape(p, s), v.dtype))
             return tf.constant(0)
 
         self._get, self._set = _get, _set
+
+    @property
+    def params(self) -> int:
+        """Where the statistics start in the vector."""
+        return self.layout.params
 
     def get(self) -> np.ndarray:
         return self._get().numpy()
@@ -131,9 +135,9 @@ class Replica:
     logs a warning and trains without it.
     """
 
-    def __init__(self, model, jit_compile: bool | str = "auto"):
+    def __init__(self, model, jit_compile: bool | str = "auto", layout=None):
         self.model = model
-        self.weights = FlatWeights(model)
+        self.weights = FlatWeights(model, layout)
         self.theta = self.weights.get()      # the replica's weights after its last window
         self._built = False
         self._called = False
@@ -143,29 +147,34 @@ class Replica:
     def _compile(self, jit_compile: bool):
         import tensorflow as tf
 
-        model, weights, multi = self.model, self.weights, len(self.model.inputs) > 1
+        model, weights = self.model, self.weights
 
-        def run_steps(xs, y, start):
+        def run_steps(xs, ys, sample_weight, start):
             weights._set.python_function(start)
-            for i in tf.range(tf.shape(y)[0]):
-                x = [t[i] for t in xs] if multi else xs[0][i]
-                model.train_step((x, y[i]))
+            for i in tf.range(tf.shape(xs[0])[0]):
+                x = _structure([t[i] for t in xs])
+                y = _structure([t[i] for t in ys])
+                model.train_step((x, y) if sample_weight is None
+                                 else (x, y, sample_weight[i]))
             return weights._get.python_function()
 
         return tf.function(run_steps, reduce_retracing=True, jit_compile=jit_compile)
 
-    def train(self, xs: list[np.ndarray], y: np.ndarray,
-              start: np.ndarray | None = None) -> np.ndarray:
-        """Run ``len(y)`` local steps from ``start`` (default: where the last window ended) and
-        return the flat weights after them; ``xs[j]`` has shape ``(steps, batch, *input_shape)``.
-        """
+    def _build(self, window) -> None:
         if not self._built:
-            batch = (model_inputs([x[0] for x in xs]), y[0])
-            self.model._symbolic_build(data_batch=batch)  # builds optimizer + metric variables
+            x, y, _ = window.batch(0)
+            self.model._symbolic_build(data_batch=(x, y))  # builds optimizer + metric variables
             self._built = True
+
+    def train(self, window, start: np.ndarray | None = None) -> np.ndarray:
+        """Run ``len(window)`` local steps from ``start`` (default: where the last window
+        ended) and return the flat weights after them (``window``: an
+        :class:`~distkeras.executor.feed.Window` with a step axis)."""
+        self._build(window)
         vector = np.ascontiguousarray(self.theta if start is None else start, dtype=np.float32)
+        args = (list(window.xs), list(window.ys), window.sample_weight, vector)
         try:
-            out = self._run_steps(xs, y, vector)
+            out = self._run_steps(*args)
         except Exception as exc:  # noqa: BLE001 - only XLA's compile errors, on the first call
             if not self.jit_compile or self._called:
                 raise
@@ -174,7 +183,7 @@ class Replica:
                         str(exc).splitlines()[0] if str(exc) else "")
             self.jit_compile = False
             self._run_steps = self._compile(False)
-            out = self._run_steps(xs, y, vector)
+            out = self._run_steps(*args)
         self._called = True
         self.theta = out.numpy()
         return self.theta
@@ -184,23 +193,24 @@ class Replica:
         import tensorflow as tf
         from keras.src.losses import loss as loss_module
 
-        model, weights, multi = self.model, self.weights, len(self.model.inputs) > 1
+        model, weights = self.model, self.weights
         trainable = model.trainable_weights
         sizes = [int(np.prod(v.shape)) for v in trainable]
         shapes = [tuple(v.shape) for v in trainable]
 
-        def gradient(x, y, start, load):
+        def gradient(xs, ys, sample_weight, start, load):
             if load:
                 weights._set.python_function(start)
-            x = list(x) if multi else x[0]
+            x, y = _structure(list(xs)), _structure(list(ys))
             with tf.GradientTape() as tape:
                 y_pred = model(x, training=True)
-                loss = model._compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+                loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                           training=True)
                 model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
-                                                 sample_weight=tf.shape(y)[0])
+                                                 sample_weight=tf.shape(xs[0])[0])
                 loss = model.optimizer.scale_loss(loss)
             grads = tape.gradient(loss, trainable)
-            model.compute_metrics(x, y, y_pred, sample_weight=None)
+            model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
             return tf.concat([tf.reshape(tf.cast(g, tf.float32), [-1]) for g in grads], 0)
 
         def apply(flat):
@@ -210,23 +220,24 @@ class Replica:
             return tf.constant(0)
 
         jit = self.jit_compile
-        self._gradient = {load: tf.function(lambda x, y, s, load=load: gradient(x, y, s, load),
+        self._gradient = {load: tf.function(lambda x, y, w, s, load=load: gradient(x, y, w, s,
+                                                                                   load),
                                             jit_compile=jit, reduce_retracing=True)
                           for load in (False, True)}
         self._apply = tf.function(apply, jit_compile=jit)
 
-    def gradient(self, xs: list[np.ndarray], y: np.ndarray,
-                 start: np.ndarray | None = None) -> np.ndarray:
-        """The flat gradient (trainable weights, float32) of one batch at ``start`` (default:
-        the current weights); updates the loss and metrics like a training step."""
-        if not self._built:
-            self.model._symbolic_build(data_batch=(model_inputs(xs), y))
-            self._built = True
+    def gradient(self, window, step: int, start: np.ndarray | None = None) -> np.ndarray:
+        """The flat gradient (trainable weights, float32) of mini-batch ``step`` of ``window``
+        at ``start`` (default: the current weights); updates the loss and metrics like a
+        training step."""
+        self._build(window)
         if getattr(self, "_gradient", None) is None:
             self._compile_gradient_steps()
         load = start is not None
         vector = np.ascontiguousarray(start if load else self.theta, dtype=np.float32)
-        return self._gradient[load](list(xs), y, vector).numpy()
+        weight = None if window.sample_weight is None else window.sample_weight[step]
+        return self._gradient[load]([x[step] for x in window.xs], [y[step] for y in window.ys],
+                                    weight, vector).numpy()
 
     def apply_gradient(self, gradient: np.ndarray) -> None:
         """One optimizer step with ``gradient`` (as returned by :meth:`gradient`)."""
@@ -236,6 +247,14 @@ class Replica:
         """The replica's current flat weights (after gradient steps)."""
         self.theta = self.weights.get()
         return self.theta
+
+    @property
+    def loss_scaling(self) -> bool:
+        """Whether the optimizer scales the loss (mixed_float16): a non-finite gradient is then
+        an overflow the optimizer handles by skipping the step, not a divergence."""
+        import keras
+
+        return isinstance(self.model.optimizer, keras.optimizers.LossScaleOptimizer)
 
     @property
     def learning_rate(self) -> float:
@@ -253,3 +272,8 @@ class Replica:
 
     def reset_metrics(self) -> None:
         self.model.reset_metrics()
+
+
+def _structure(tensors: list):
+    """One tensor for one input (or output), the list for several, as Keras' steps take them."""
+    return tensors[0] if len(tensors) == 1 else list(tensors)

@@ -13,26 +13,27 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from distkeras.executor.feed import FeedSpec
+from distkeras.executor.feed import FeedSpec, Window
 
 log = logging.getLogger(__name__)
 
 
 class MemorySource:
-    """A partition held as numpy arrays; a fresh permutation per (seed, worker, epoch)."""
+    """A partition held as numpy arrays (a :class:`Window` of rows); a fresh permutation per
+    (seed, worker, epoch)."""
 
-    def __init__(self, xs: list[np.ndarray], y: np.ndarray, seed: int, worker: int):
-        self.xs, self.y, self.seed, self.worker = xs, y, seed, worker
-        self.rows = len(y)
+    def __init__(self, rows: Window, seed: int, worker: int):
+        self.data, self.seed, self.worker = rows, seed, worker
+        self.rows = len(rows)
 
     def start_epoch(self, epoch: int) -> None:
         self._order = np.random.default_rng([self.seed, self.worker, epoch]).permutation(self.rows)
         self._pos = 0
 
-    def take(self, n: int) -> tuple[list[np.ndarray], np.ndarray]:
+    def take(self, n: int) -> Window:
         idx = self._order[self._pos:self._pos + n]
         self._pos += n
-        return [x[idx] for x in self.xs], self.y[idx]
+        return self.data[idx]
 
 
 class StreamSource:
@@ -51,25 +52,23 @@ class StreamSource:
         self._make_blocks = (self._petastorm_blocks if self.reader == "petastorm"
                              else self._arrow_blocks)
         self._blocks = self._make_blocks()
-        self._buffer: list[tuple[list[np.ndarray], np.ndarray]] = []
+        self._buffer: list[Window] = []
         self._buffered = 0
 
-    def take(self, n: int) -> tuple[list[np.ndarray], np.ndarray]:
+    def take(self, n: int) -> Window:
         while self._buffered < n:
             try:
                 table = next(self._blocks)
             except StopIteration:   # fewer rows than asked: wrap around (a new pass)
                 self._blocks = self._make_blocks()
                 continue
-            xs, y = self.feed.arrays(table)
-            order = self._rng.permutation(len(y))
-            self._buffer.append(([x[order] for x in xs], y[order]))
-            self._buffered += len(y)
-        xs = [np.concatenate([b[0][i] for b in self._buffer]) for i in range(len(self.feed.inputs))]
-        y = np.concatenate([b[1] for b in self._buffer])
-        self._buffer = [([x[n:] for x in xs], y[n:])] if len(y) > n else []
-        self._buffered = len(y) - n
-        return [x[:n] for x in xs], y[:n]
+            rows = self.feed.window(table)
+            self._buffer.append(rows[self._rng.permutation(len(rows))])
+            self._buffered += len(rows)
+        rows = Window.concatenate(self._buffer)
+        self._buffer = [rows[n:]] if len(rows) > n else []
+        self._buffered = len(rows) - n
+        return rows[:n]
 
     def _arrow_blocks(self):
         import pyarrow.parquet as pq

@@ -3,23 +3,32 @@
 Connections that have not authenticated yet live in their own small budget (``max_pending``,
 ``max_pending_per_host`` per peer address); when it is full the *oldest* is evicted, so idle or
 slowloris connections can delay a worker's handshake by a retry at most and never take the
-slots of authenticated workers (``max_connections``). With ``unique_workers`` a second live
-connection claiming a worker id is refused; it replaces the first once that one is gone.
+slots of authenticated workers (``max_connections``).
+
+**Rejoin by the newest proof.** A worker holds at most ``per_worker`` connections (1 for the
+driver's services; a few for a peer endpoint, where a worker may keep one client per channel).
+A connection that authenticates for worker id w beyond that *replaces* w's oldest: a host that
+crashed or dropped off the network sent no FIN, so its old socket looks alive forever, and the
+retried task must be served all the same. The replaced connection is shut down (its frame in
+flight, if any, is dropped) and reported as superseded, not as a lost worker.
+
+Nothing here blocks or waits on a socket while the lock is held: shutting the replaced
+connection down is the caller's job, after ``admit`` returns.
 
 Example::
 
     admission = Admission(max_connections=256, max_pending=128, max_pending_per_host=64)
     evicted = admission.arrive(conn)          # close ``evicted`` (if any): it waited longest
-    refusal = admission.admit(conn, worker)   # None, or (error code, message, reason)
+    refusal, replaced = admission.admit(conn, worker)   # refusal: None or (code, message, reason)
+    for old in replaced: old.sock.shutdown(socket.SHUT_RDWR)
     admission.leave(conn)
 """
 from __future__ import annotations
 
-import socket
 import threading
 from typing import Any, Optional
 
-from .protocol import ERR_FULL, ERR_HANDLER
+from .protocol import ERR_FULL
 
 BUSY = "server busy with pending connections; retry"
 
@@ -28,14 +37,14 @@ class Admission:
     """The pending budget, the authenticated slots and the worker ids of one server."""
 
     def __init__(self, max_connections: int = 256, max_pending: int = 128,
-                 max_pending_per_host: int = 64, unique_workers: bool = False):
+                 max_pending_per_host: int = 64, per_worker: int | None = None):
         self.max_connections = int(max_connections)
         self.max_pending, self.max_pending_per_host = int(max_pending), int(max_pending_per_host)
-        self.unique_workers = unique_workers
+        self.per_worker = per_worker          # None: no limit
         self._lock = threading.Lock()
         self._pending: dict[Any, None] = {}         # in the handshake, oldest first
         self._admitted: set = set()
-        self._by_worker: dict[int, Any] = {}
+        self._by_worker: dict[int, list] = {}       # each worker's connections, oldest first
 
     def arrive(self, conn) -> Optional[Any]:
         """Count a new connection as pending; returns the one it pushes out of the budget (its
@@ -55,30 +64,36 @@ class Admission:
             self._pending[conn] = None
         return evict
 
-    def admit(self, conn, worker: int) -> Optional[tuple[int, str, str]]:
-        """Move an authenticated connection to the workers' slots; returns (error code,
-        message, reason counted as dropped) when it cannot be served."""
+    def admit(self, conn, worker: int) -> tuple[Optional[tuple[int, str, str]], list]:
+        """Move an authenticated connection to the workers' slots. Returns ``(refusal,
+        replaced)``: ``refusal`` is (error code, message, reason counted as dropped) when it
+        cannot be served, else None; ``replaced`` the worker's older connections it takes the
+        place of (marked ``superseded``: shut them down)."""
         with self._lock:
             self._pending.pop(conn, None)
             if conn.evicted:          # evicted while its AUTH was being checked: retry
-                return ERR_FULL, BUSY, "evicted"
-            if len(self._admitted) >= self.max_connections:
+                return (ERR_FULL, BUSY, "evicted"), []
+            mine = self._by_worker.setdefault(worker, [])
+            excess = 0 if self.per_worker is None else len(mine) + 1 - self.per_worker
+            replaced = mine[:max(0, excess)]
+            if len(self._admitted) - len(replaced) >= self.max_connections:
                 return (ERR_FULL, f"server full ({self.max_connections} connections)",
-                        "too_many_connections")
-            old = self._by_worker.get(worker) if self.unique_workers else None
-            if old is not None and _alive(old.sock):
-                return (ERR_HANDLER, f"worker id {worker} already has a live connection (from "
-                                     f"{old.peer}); a second one is refused", "duplicate_worker")
+                        "too_many_connections"), []
+            for old in replaced:
+                mine.remove(old)
+                self._admitted.discard(old)
+                old.superseded = True
             self._admitted.add(conn)
-            self._by_worker[worker] = conn
-        return None
+            mine.append(conn)
+        return None, replaced
 
     def leave(self, conn) -> None:
         with self._lock:
             self._admitted.discard(conn)
             self._pending.pop(conn, None)
-            if self._by_worker.get(conn.worker_id) is conn:
-                del self._by_worker[conn.worker_id]
+            mine = self._by_worker.get(conn.worker_id)
+            if mine is not None and conn in mine:
+                mine.remove(conn)
 
     def connections(self) -> list:
         """Every connection, pending or admitted (to close them)."""
@@ -93,14 +108,3 @@ class Admission:
 
 def _host(peer: Any) -> Any:
     return peer[0] if isinstance(peer, tuple) and peer else peer
-
-
-def _alive(sock: socket.socket) -> bool:
-    """Is this connection still open (no EOF or error waiting on it)? Non-blocking peek."""
-    try:
-        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        return data != b""
-    except (BlockingIOError, InterruptedError, ValueError):   # ValueError: TLS cannot peek
-        return True
-    except OSError:
-        return False

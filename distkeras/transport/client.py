@@ -102,6 +102,11 @@ class Client:
     def where(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def connected(self) -> bool:
+        """Open, and in step with the server (a request can be made)."""
+        return self._sock is not None and not self._broken
+
     # ------------------------------------------------------------------ connect
     def _connect(self, timeout: float, socket_buffer: int) -> socket.socket:
         t0 = time.monotonic()

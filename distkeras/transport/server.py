@@ -9,9 +9,11 @@ Malformed or unauthenticated input never reaches the handler: the frame is dropp
 in ``stats["dropped"][reason]``, and that connection is closed (a byte stream cannot resync).
 
 Workers are served first (``admission.py``): connections still in the handshake have their own
-budget, the oldest evicted first, and a short deadline; with ``unique_workers`` one live
-connection per worker id. A frame whose header arrived must complete within ``frame_timeout``
-(plus time for its size).
+budget, the oldest evicted first, and a short deadline. A worker that connects again (a retried
+task, a host back from a crash that never said goodbye) is served at once: its newest
+authenticated connection replaces the oldest beyond ``per_worker`` (one with
+``unique_workers``), whose frame in flight is dropped. A frame whose header arrived must complete
+within ``frame_timeout`` (plus time for its size).
 
 Example::
 
@@ -73,6 +75,7 @@ class Connection:
         self.connected_at = time.time()
         self.thread: Optional[threading.Thread] = None
         self.evicted = False          # pushed out of the pending budget by newer connections
+        self.superseded = False       # replaced by a newer connection of the same worker
 
     def __repr__(self) -> str:
         return f"Connection(worker_id={self.worker_id}, peer={self.peer})"
@@ -91,7 +94,8 @@ class FrameServer:
         max_payload: larger declared payloads are rejected before any allocation.
         handshake_timeout: seconds a new connection has to finish TLS + authentication.
         on_disconnect: ``on_disconnect(conn, clean)`` after an authenticated connection ends;
-            ``clean`` is True when the client said BYE.
+            ``clean`` is True when the client said BYE. ``conn.superseded`` is True when a
+            newer connection of the same worker replaced it (the worker is not lost).
         max_connections: further connections are refused with an ERROR frame.
         payload_target: ``payload_target(conn, op, aux, nbytes)`` for a float32 frame whose
             header has arrived; may return a C-contiguous float32 array of exactly that size to
@@ -100,7 +104,9 @@ class FrameServer:
         num_workers: when given, an authenticated worker id outside ``0..num_workers-1`` is
             refused at the handshake (an ERROR frame naming the valid range).
         max_pending, max_pending_per_host: budget of connections still in the handshake.
-        unique_workers: refuse a second live connection claiming the same worker id.
+        unique_workers: one connection per worker id (``per_worker=1``).
+        per_worker: connections a worker id may hold; a newer one replaces its oldest
+            (None: no limit).
         frame_timeout: seconds (plus 1 s per 20 MB) a started frame has to arrive in full.
     """
 
@@ -113,7 +119,7 @@ class FrameServer:
                                                    Optional[Any]]] = None,
                  num_workers: Optional[int] = None, max_pending: int = 128,
                  max_pending_per_host: int = 64, unique_workers: bool = False,
-                 frame_timeout: float = 30.0):
+                 frame_timeout: float = 30.0, per_worker: Optional[int] = None):
         if not isinstance(secret, (bytes, bytearray)) or len(secret) < 16:
             raise ValueError("secret must be at least 16 bytes (use secrets.token_bytes(32))")
         self.handler = handler
@@ -125,7 +131,7 @@ class FrameServer:
         self.on_disconnect = on_disconnect
         self.max_connections = int(max_connections)
         self.admission = Admission(max_connections, max_pending, max_pending_per_host,
-                                   unique_workers)
+                                   1 if unique_workers else per_worker)
         self.socket_buffer = int(socket_buffer)
         self.payload_target = payload_target
         self.num_workers = num_workers
@@ -317,13 +323,19 @@ class FrameServer:
                 io.send(OP_ERROR, aux=ERR_HANDLER, payload={
                     "error": f"worker id {wid} outside 0..{self.num_workers - 1}"})
                 return None
-            refusal = self.admission.admit(conn, wid)
+            refusal, replaced = self.admission.admit(conn, wid)
             if refusal is not None:
                 code, message, reason = refusal
                 with self._lock:
                     self._dropped[reason] += 1
                 io.send(OP_ERROR, aux=code, payload={"error": message})
                 return None
+            for old in replaced:           # outside the admission lock: never waits
+                shutdown_quietly(old.sock)
+                with self._lock:
+                    self._dropped["superseded"] += 1
+                log.info("worker %d connected again from %s: its connection from %s is "
+                         "replaced", wid, conn.peer, old.peer)
             io.send(OP_AUTH_OK, worker_id=wid, payload=server_mac(self.secret, client_nonce))
             io.start_session(session_key(self.secret, nonce, client_nonce, wid), server=True)
             conn.sock.settimeout(None)  # handlers and training steps may take arbitrarily long
@@ -381,6 +393,8 @@ class FrameServer:
                 return False
             if frame.worker_id != conn.worker_id:
                 self._drop(conn, "worker_id_mismatch", f"frame claims worker {frame.worker_id}")
+                return False
+            if conn.superseded:    # a newer connection speaks for this worker: not applied
                 return False
             if frame.op == OP_BYE:
                 return True

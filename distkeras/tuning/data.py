@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from distkeras.executor.feed import FeedSpec, InputSpec
+from distkeras.executor.feed import FeedSpec, InputSpec, TargetSpec
 
 log = logging.getLogger(__name__)
 _WARN_BYTES = 1 << 30
@@ -48,7 +48,7 @@ def ship(df, feed: FeedSpec | None, features_col, label_col: str, checked: bool 
 
     if feed is None:
         cols = [features_col] if isinstance(features_col, str) else list(features_col)
-        feed = FeedSpec(inputs=[InputSpec(cols, ())], label_col=label_col)
+        feed = FeedSpec(inputs=[InputSpec(cols, ())], targets=[TargetSpec(label_col)])
         checked = False
     selected, kinds = preflight.select_feed_columns(df, feed)
     if checked:

@@ -1,0 +1,157 @@
+"""Every trainer at its own defaults, given a model compiled the way a Keras user compiles it
+(Adam at 1e-3), against plain ``model.fit`` on the same rows and epochs: the accuracy gap on
+held-out data, on three problems, in one run.
+
+- ``hlf``: the HLF classifier on a generated Delphes-like sample (ROOT → features, cached in
+  ``--cache``), 14 standardised features, 3 classes;
+- ``digits``: scikit-learn's bundled 8×8 digits (1,797 images, 10 classes), an MLP;
+- ``scales``: 10 features spanning six orders of magnitude, 3 classes, a model with
+  BatchNormalization and Dropout (non-trainable state, the data-parallel trap).
+
+Each trainer trains on ``--workers`` workers with ``batch_size`` per worker and the same epochs
+as ``model.fit``; the target is a gap of at most 2 points.
+
+    python benchmarks/defaults.py [--problems hlf,digits,scales] [--trainers ADAG,ARSGD]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TRAINERS = ["SingleTrainer", "AveragingTrainer", "LocalSGD", "EnsembleTrainer", "DOWNPOUR",
+            "Hogwild", "AGN", "ADAG", "DynSGD", "EASGD", "AEASGD", "EAMSGD", "ARSGD", "DPSGD",
+            "ADPSGD", "SwarmSGD", "SlowMo"]
+TARGET = 0.02
+
+
+def hlf_problem(spark, cache: str):
+    """(train x, y), (test x, y) of the HLF features of a generated sample (cached)."""
+    from distkeras import pipeline
+    from distkeras.pipeline.data import load_split
+
+    features = os.path.join(cache, "features")
+    if not os.path.exists(os.path.join(features, "features.json")):
+        sample = os.path.join(cache, "sample")
+        pipeline.generate_sample(sample, 3000, seed=7)
+        events = os.path.join(cache, "events.parquet")
+        pipeline.ingest_sample(spark, pipeline.sample_labels(sample), events)
+        pipeline.make_features(spark, events, features, hlf_only=True)
+    train, test = load_split(spark, features)
+    return _arrays(train, "hlf"), _arrays(test, "hlf")
+
+
+def _arrays(df, column: str):
+    rows = df.select(column, "label").toPandas()
+    return np.stack(rows[column].to_numpy()).astype("float32"), rows["label"].to_numpy()
+
+
+def digits_problem():
+    from distkeras.datasets.digits import digits_arrays
+
+    x, y = digits_arrays()
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y = x[order], y[order]
+    cut = int(0.8 * len(y))
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+
+
+def scales_problem(n: int = 6000, dim: int = 10, classes: int = 3):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(classes, dim))
+    y = rng.integers(0, classes, n)
+    scales = np.logspace(-2, 4, dim)
+    x = ((centres[y] + rng.normal(size=(n, dim)) * 1.3) * scales + scales).astype("float32")
+    cut = 5000
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+
+
+def build(problem: str, dim: int, classes: int):
+    import keras
+
+    from distkeras.models import hlf_classifier
+
+    if problem == "hlf":
+        model = hlf_classifier(dim, classes, compile=False)
+    elif problem == "digits":
+        from distkeras.datasets.digits import digits_mlp
+
+        model = digits_mlp()
+    else:
+        model = keras.Sequential([
+            keras.Input((dim,)), keras.layers.BatchNormalization(),
+            keras.layers.Dense(32, activation="relu"), keras.layers.BatchNormalization(),
+            keras.layers.Dropout(0.2), keras.layers.Dense(classes, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def accuracy(predict, test) -> float:
+    x, y = test
+    return float((np.asarray(predict(x)).argmax(axis=1) == y).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", default="hlf,digits,scales")
+    ap.add_argument("--trainers", default=",".join(TRAINERS))
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--cache", default="/tmp/distkeras-bench-defaults")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    import keras
+
+    import distkeras as dk
+    from distkeras.spark import arrays_to_dataframe, session
+
+    spark = session("local[2]", app_name="bench-defaults")
+    print(f"{args.workers} workers, batch {args.batch_size} per worker, {args.epochs} epochs, "
+          f"Adam 1e-3 compiled into the model; gap = trainer - model.fit (target >= "
+          f"-{TARGET:.2f})")
+    print(f"{'problem':>7} {'trainer':>16} {'accuracy':>8} {'keras':>7} {'gap':>7} {'s':>6}")
+    misses = []
+    for problem in args.problems.split(","):
+        train, test = (hlf_problem(spark, args.cache) if problem == "hlf"
+                       else digits_problem() if problem == "digits" else scales_problem())
+        dim, classes = train[0].shape[1], int(train[1].max()) + 1
+        keras.utils.set_random_seed(1)
+        reference = build(problem, dim, classes)
+        reference.fit(train[0], train[1], batch_size=args.batch_size, epochs=args.epochs,
+                      verbose=0)
+        keras_acc = accuracy(lambda x: reference.predict(x, verbose=0), test)
+        df = arrays_to_dataframe(spark, {"features": train[0], "label": train[1]},
+                                 partitions=args.workers).cache()
+        df.count()
+        for name in args.trainers.split(","):
+            keras.utils.set_random_seed(1)
+            extra = {} if name == "SingleTrainer" else {"num_workers": args.workers}
+            trainer = getattr(dk.trainers, name)(
+                build(problem, dim, classes), batch_size=args.batch_size, epochs=args.epochs,
+                verbose=False, **extra)
+            t0 = time.perf_counter()
+            fitted = trainer.fit(df)
+            seconds = time.perf_counter() - t0
+            acc = accuracy(lambda x: fitted.predict([x]), test)
+            gap = acc - keras_acc
+            if gap < -TARGET:
+                misses.append(f"{problem}/{name}")
+            print(f"{problem:>7} {name:>16} {acc:>8.3f} {keras_acc:>7.3f} {gap:>+7.3f} "
+                  f"{seconds:>6.1f}", flush=True)
+        df.unpersist()
+    print(f"beyond the {TARGET:.2f} target: {', '.join(misses) if misses else 'none'}")
+    spark.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""What every replica is compiled with: the trainer's settings where given, else what the user
+compiled the model with (as ``model.fit`` would use), else the trainer's defaults.
+
+Everything here is JSON-able (Keras configs), so it travels to the executors and into saved
+trainers as it is; custom losses and metrics travel as custom objects with the model
+(``distkeras.portable``).
+
+Example::
+
+    settings = CompileSettings.of(trainer)      # trainer: Trainer.settings()
+    settings.loss, settings.optimizer, settings.learning_rate
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_OPTIMIZER = "adam"
+DEFAULT_LEARNING_RATE = 0.01      # for an optimizer config that does not say (a schedule)
+
+
+@dataclass
+class CompileSettings:
+    loss: Any                       # a name, a Keras config, or a list / dict per output
+    optimizer: dict                 # a Keras optimizer config
+    metrics: Any                    # as Keras' compile takes them, serialised
+    loss_weights: Any = None        # a list or a dict by output name
+    learning_rate: float = DEFAULT_LEARNING_RATE     # what the workers run with
+    factor: float = 1.0             # learning_rate = the single-worker rate × factor
+
+    @property
+    def single_worker_rate(self) -> float:
+        """The rate as given (or compiled), before it was scaled for the workers."""
+        return self.learning_rate / self.factor
+
+    @classmethod
+    def of(cls, trainer, default_optimizer: Any = DEFAULT_OPTIMIZER) -> "CompileSettings":
+        """``trainer``: the run's settings (``Trainer.settings()``)."""
+        import keras
+
+        from distkeras.portable import serialize_structure
+
+        model = trainer.keras_model
+        compiled = model.get_compile_config() if getattr(model, "compiled", False) else None
+        compiled = compiled or {}
+        loss = trainer.loss if trainer.loss is not None else compiled.get("loss")
+        if loss is None:
+            raise ValueError("no loss: pass loss= to the trainer or compile the model first")
+        optimizer = trainer.worker_optimizer
+        if optimizer is None:
+            optimizer = compiled.get("optimizer") or default_optimizer
+        config = keras.optimizers.serialize(_optimizer(optimizer))
+        if trainer.learning_rate is not None:
+            _inner(config)["learning_rate"] = float(trainer.learning_rate)
+        lr = _inner(config).get("learning_rate")
+        metrics = trainer.metrics if trainer.metrics is not None else compiled.get("metrics")
+        if metrics is None:
+            metrics = ["accuracy"] if len(getattr(model, "outputs", None) or [0]) == 1 else []
+        loss_weights = (trainer.loss_weights if trainer.loss_weights is not None
+                        else compiled.get("loss_weights"))
+        return cls(serialize_structure(loss, keras.losses), config,
+                   serialize_structure(metrics, keras.metrics), loss_weights,
+                   float(lr) if isinstance(lr, (int, float)) else DEFAULT_LEARNING_RATE)
+
+
+    def scaled(self, factor: float) -> "CompileSettings":
+        """The same settings with the workers' learning rate multiplied by ``factor``."""
+        if factor == 1.0:
+            return self
+        config = {**self.optimizer, "config": dict(self.optimizer["config"])}
+        inner = config["config"].get("inner_optimizer")
+        if isinstance(inner, dict):
+            config["config"]["inner_optimizer"] = {**inner, "config": dict(inner["config"])}
+        lr = self.learning_rate * factor
+        if isinstance(_inner(config).get("learning_rate"), (int, float)):
+            _inner(config)["learning_rate"] = lr
+        return CompileSettings(self.loss, config, self.metrics, self.loss_weights, lr,
+                               self.factor * factor)
+
+
+def _optimizer(value):
+    import keras
+
+    if isinstance(value, dict):
+        return keras.optimizers.deserialize(value)
+    return keras.optimizers.get(value) if isinstance(value, str) else value
+
+
+def _inner(config: dict) -> dict:
+    """The config holding the learning rate (a LossScaleOptimizer's inner optimizer's)."""
+    inner = config["config"].get("inner_optimizer")
+    return inner["config"] if isinstance(inner, dict) else config["config"]

@@ -1,0 +1,497 @@
+"""The Keras models users write, trained on real Spark as a Keras user would train them: custom
+layers from a notebook, subclassed models, adapted preprocessing, BatchNorm, several inputs and
+outputs, sample and class weights, mixed precision, and a worker that raises.
+
+Each is compared with what Keras itself does with the same model: its own ``model.fit`` for
+accuracy, its own ``.keras`` round trip for state.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import distkeras as dk
+
+N, DIM, CLASSES, EPOCHS, BATCH = 3000, 10, 3, 5, 64
+FACTORS = np.logspace(-1, 3, DIM)
+UNIT = (1.0 / FACTORS).tolist()        # per-feature scale that brings the features to O(1)
+
+
+def scales(n: int = N, seed: int = 0):
+    """10 features spanning four orders of magnitude, 3 overlapping classes."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).normal(size=(CLASSES, DIM))
+    y = rng.integers(0, CLASSES, n)
+    x = ((centres[y] + rng.normal(size=(n, DIM)) * 1.2) * FACTORS + FACTORS).astype("float32")
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def data(spark):
+    from distkeras.spark import arrays_to_dataframe
+
+    x, y = scales()
+    weight = np.where(y == 2, 2.0, 1.0).astype("float32")
+    df = arrays_to_dataframe(spark, {"features": x, "a": x[:, :5].copy(), "b": x[:, 5:].copy(),
+                                     "label": y, "big": (x[:, 9] > np.median(x[:, 9])
+                                                         ).astype("int64"),
+                                     "weight": weight}, partitions=2).cache()
+    df.count()
+    return df, (x, y), scales(1500, seed=1)
+
+
+def accuracy(predict, test) -> float:
+    x, y = test
+    return float((np.asarray(predict(x)).argmax(axis=1) == y).mean())
+
+
+def keras_accuracy(build, train, test, **fit) -> float:
+    """Plain ``model.fit`` on the same rows and epochs: the reference."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    model = build()
+    model.fit(train[0], train[1], batch_size=BATCH, epochs=EPOCHS, verbose=0, **fit)
+    return accuracy(lambda x: model.predict(x, verbose=0), test)
+
+
+def compiled(model, **kw):
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], **kw)
+    return model
+
+
+def fit(trainer_name: str, model, df, **kw):
+    import keras
+
+    keras.utils.set_random_seed(1)
+    extra = {} if trainer_name == "SingleTrainer" else {"num_workers": 2}
+    return getattr(dk.trainers, trainer_name)(model, batch_size=BATCH, epochs=EPOCHS,
+                                              verbose=False, **{**extra, **kw}).fit(df)
+
+
+# -- a custom layer from a notebook -------------------------------------------------------------
+def notebook_layer():
+    """A layer as a notebook defines it: its class lives in ``__main__`` of the driver only,
+    so an executor can get it by value and in no other way."""
+    import keras
+
+    class Scaled(keras.layers.Layer):
+        def __init__(self, factor=1.0, **kwargs):
+            super().__init__(**kwargs)
+            self.factor = factor
+
+        def call(self, x):
+            return x * keras.ops.convert_to_tensor(self.factor, dtype=x.dtype)
+
+        def get_config(self):
+            return {**super().get_config(), "factor": self.factor}
+
+    Scaled.__module__ = "__main__"
+    Scaled.__qualname__ = "Scaled"
+    return keras.saving.register_keras_serializable(package="notebook")(Scaled)
+
+
+def test_a_custom_layer_from_a_notebook_trains_transforms_saves_and_loads(spark, data,
+                                                                          tmp_path):
+    import keras
+
+    df, train, test = data
+    Scaled = notebook_layer()
+
+    def build():
+        return compiled(keras.Sequential([keras.Input((DIM,)), Scaled(UNIT),
+                                          keras.layers.Dense(32, activation="relu"),
+                                          keras.layers.Dense(CLASSES, activation="softmax")]))
+
+    fitted = fit("ADAG", build(), df)
+    acc = accuracy(lambda x: fitted.predict([x]), test)
+    reference = keras_accuracy(build, train, test)
+    assert acc >= reference - 0.03, (acc, reference)      # as model.fit (chance is 0.33)
+    scored = fitted.transform(spark.createDataFrame(
+        [(list(map(float, row)),) for row in test[0][:50]], "features array<float>"))
+    probabilities = np.array([r.probability.toArray() for r in scored.collect()])
+    np.testing.assert_allclose(probabilities, fitted.keras_model.predict(test[0][:50], verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    fitted.save(str(tmp_path / "model"))
+    keras.saving.get_custom_objects().pop("notebook>Scaled")   # a fresh process would not know it
+    with pytest.raises(TypeError, match=r"needs a custom object .*custom_objects="):
+        dk.load_model(str(tmp_path / "model"))
+    again = dk.load_model(str(tmp_path / "model"), custom_objects={"notebook>Scaled": Scaled})
+    np.testing.assert_allclose(again.predict([test[0][:50]]), fitted.predict([test[0][:50]]),
+                               rtol=1e-6)
+
+
+def test_an_unregistered_custom_layer_travels_as_custom_objects(data):
+    import keras
+
+    df, _, test = data
+
+    class Clip(keras.layers.Layer):           # not registered: Keras looks it up by name
+        def call(self, x):
+            return keras.ops.clip(x, -5.0, 5.0)
+
+    model = compiled(keras.Sequential([keras.Input((DIM,)), keras.layers.Rescaling(UNIT),
+                                       Clip(), keras.layers.Dense(32, activation="relu"),
+                                       keras.layers.Dense(CLASSES, activation="softmax")]))
+    fitted = fit("DOWNPOUR", model, df, custom_objects={"Clip": Clip})
+    assert accuracy(lambda x: fitted.predict([x]), test) > 0.55      # learned (chance: 0.33)
+
+
+def test_a_layer_whose_config_forgets_an_argument_is_refused_at_once(data):
+    """Rebuilt from its config on the executors it would be another model: refused in a
+    second, naming the layer and the argument, instead of training something else."""
+    import keras
+
+    df, _, _ = data
+
+    class Forgetful(keras.layers.Layer):
+        def __init__(self, factor=1.0, **kwargs):
+            super().__init__(**kwargs)
+            self.factor = factor
+
+        def call(self, x):
+            return x * self.factor
+
+        def get_config(self):            # the classic slip: factor is left out
+            return super().get_config()
+
+    model = keras.Sequential([keras.Input((DIM,)), Forgetful(1e-3, name="forgetful"),
+                              keras.layers.Dense(CLASSES, activation="softmax")])
+    t0 = time.monotonic()
+    with pytest.raises(dk.ModelError, match=r"'forgetful' \(Forgetful\) has factor=0.001 in "
+                                            r"your model but factor=1.0 .*get_config"):
+        fit("ADAG", compiled(model), df, custom_objects={"Forgetful": Forgetful})
+    assert time.monotonic() - t0 < 5
+
+
+# -- subclassed models ----------------------------------------------------------------------------
+class Subclassed:
+    """Built lazily: keras is imported inside the tests."""
+
+    @staticmethod
+    def serialisable():
+        import keras
+
+        class TwoLayers(keras.Model):
+            def __init__(self, units=32, **kwargs):
+                super().__init__(**kwargs)
+                self.units = units
+                self.scale = keras.layers.Rescaling(UNIT)
+                self.hidden = keras.layers.Dense(units, activation="relu")
+                self.out = keras.layers.Dense(CLASSES, activation="softmax")
+
+            def call(self, x):
+                return self.out(self.hidden(self.scale(x)))
+
+        return TwoLayers
+
+    @staticmethod
+    def opaque():
+        import keras
+
+        class Stack(keras.Model):            # its __init__ takes layers: no config Keras can write
+            def __init__(self, layers):
+                super().__init__()
+                self.stack = layers
+
+            def call(self, x):
+                for layer in self.stack:
+                    x = layer(x)
+                return x
+
+        return Stack
+
+
+def test_a_subclassed_model_called_on_data_trains(data):
+    df, train, test = data
+    TwoLayers = Subclassed.serialisable()
+
+    def build():
+        model = TwoLayers()
+        model(train[0][:2])                 # built, as a Keras user builds it
+        return compiled(model)
+
+    fitted = fit("AveragingTrainer", build(), df)
+    assert type(fitted.keras_model).__name__ == "TwoLayers"
+    acc, reference = accuracy(lambda x: fitted.predict([x]), test), keras_accuracy(build, train,
+                                                                                   test)
+    assert acc >= reference - 0.03, (acc, reference)
+
+
+def test_subclassed_models_keras_cannot_rebuild_are_refused_with_the_fix(data):
+    import keras
+
+    df, train, _ = data
+    Stack = Subclassed.opaque()
+    model = Stack([keras.layers.Dense(8), keras.layers.Dense(CLASSES, activation="softmax")])
+    model(train[0][:2])
+    t0 = time.monotonic()
+    with pytest.raises(dk.ModelError, match=r"Stack is a subclassed keras.Model that Keras "
+                                            r"cannot rebuild .*get_config\(\).*functional API"):
+        fit("ADAG", compiled(model), df)
+    unbuilt = Subclassed.serialisable()()
+    with pytest.raises(dk.ModelError, match=r"no weights yet: .*model\(x\[:1\]\)"):
+        fit("ADAG", compiled(unbuilt), df)
+    assert time.monotonic() - t0 < 5
+
+
+# -- state that is not trainable -----------------------------------------------------------------
+def test_the_state_layout_says_what_is_exchanged_and_what_is_kept():
+    import keras
+
+    from distkeras.state import StateLayout
+
+    norm = keras.layers.Normalization(name="norm")
+    norm.adapt(np.random.default_rng(0).normal(size=(64, DIM)).astype("float32"))
+    frozen = keras.layers.Dense(4, name="frozen")
+    model = keras.Sequential([keras.Input((DIM,)), norm, frozen,
+                              keras.layers.BatchNormalization(name="bn"),
+                              keras.layers.Dropout(0.1), keras.layers.Dense(CLASSES, name="head")],
+                             name="net")
+    frozen.trainable = False
+    layout = StateLayout.of(model)
+    paths = [w.path for w in model.weights]
+    assert [paths[i] for i in layout.parameters] == ["net/bn/gamma", "net/bn/beta",
+                                                     "net/head/kernel", "net/head/bias"]
+    assert [paths[i] for i in layout.statistics] == ["net/bn/moving_mean",
+                                                     "net/bn/moving_variance"]
+    assert set(layout.fixed) == {"norm/mean", "norm/variance", "norm/count",
+                                 "net/frozen/kernel", "net/frozen/bias"}
+    assert layout.params == 2 * 4 + 4 * CLASSES + CLASSES and layout.size == layout.params + 8
+
+
+@pytest.mark.parametrize("trainer", ["DOWNPOUR", "ARSGD", "SlowMo"])
+def test_an_adapted_normalization_keeps_its_statistics_bit_exactly(spark, data, trainer,
+                                                                   tmp_path):
+    import keras
+
+    df, train, test = data
+    norm = keras.layers.Normalization()
+    norm.adapt(train[0])
+    model = compiled(keras.Sequential([keras.Input((DIM,)), norm,
+                                       keras.layers.Dense(32, activation="relu"),
+                                       keras.layers.Dense(CLASSES, activation="softmax")]))
+    mean, variance = np.array(norm.mean), np.array(norm.variance)
+    fitted = fit(trainer, model, df)
+    again = fitted.keras_model.layers[0]
+    np.testing.assert_array_equal(np.array(again.mean), mean)
+    np.testing.assert_array_equal(np.array(again.variance), variance)
+    assert accuracy(lambda x: fitted.predict([x]), test) > 0.75       # normalised inputs learn
+    fitted.save(str(tmp_path / "norm"))
+    loaded = dk.load_model(str(tmp_path / "norm")).keras_model.layers[0]
+    np.testing.assert_array_equal(np.array(loaded.mean), mean)
+    scored = fitted.transform(spark.createDataFrame(
+        [(list(map(float, row)),) for row in test[0][:20]], "features array<float>"))
+    got = np.array([r.probability.toArray() for r in scored.collect()])
+    np.testing.assert_allclose(got, fitted.keras_model.predict(test[0][:20], verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+
+def batchnorm_model():
+    import keras
+
+    return compiled(keras.Sequential([
+        keras.Input((DIM,)), keras.layers.BatchNormalization(),
+        keras.layers.Dense(32, activation="relu"), keras.layers.BatchNormalization(),
+        keras.layers.Dropout(0.2), keras.layers.Dense(CLASSES, activation="softmax")]))
+
+
+@pytest.fixture(scope="module")
+def batchnorm_reference(data):
+    _, train, test = data
+    return keras_accuracy(batchnorm_model, train, test)
+
+
+@pytest.mark.parametrize("trainer", ["ADAG", "AveragingTrainer", "ARSGD", "ADPSGD", "SlowMo",
+                                     "EnsembleTrainer"])
+def test_a_batchnorm_model_reaches_keras_accuracy(data, batchnorm_reference, trainer):
+    """One algorithm of every family (asynchronous and synchronous parameter server, ring,
+    gossip, SlowMo, ensemble), at its defaults, within 3 points of Keras' own model.fit."""
+    df, _, test = data
+    fitted = fit(trainer, batchnorm_model(), df)
+    acc = accuracy(lambda x: fitted.predict([x]), test)
+    print(f"{trainer}: {acc:.3f} (keras {batchnorm_reference:.3f})")
+    assert acc >= batchnorm_reference - 0.03, (acc, batchnorm_reference)
+    bn = fitted.keras_model.layers[0]
+    assert np.abs(np.array(bn.moving_mean)).max() > 1.0    # the statistics came back trained
+
+
+# -- several inputs and outputs, weights --------------------------------------------------------
+def two_inputs_two_outputs():
+    import keras
+
+    a, b = keras.Input((5,), name="a"), keras.Input((5,), name="b")
+    h = keras.layers.Concatenate()([keras.layers.Normalization(name="na")(a),
+                                    keras.layers.Normalization(name="nb")(b)])
+    h = keras.layers.Dense(32, activation="relu")(h)
+    cls = keras.layers.Dense(CLASSES, activation="softmax", name="cls")(h)
+    big = keras.layers.Dense(1, activation="sigmoid", name="big")(h)
+    return keras.Model([a, b], [cls, big])
+
+
+def test_several_inputs_and_outputs_train_and_transform_each_output(spark, data):
+    df, train, test = data
+    big = (train[0][:, 9] > np.median(train[0][:, 9])).astype("int64")
+
+    def build():
+        model = two_inputs_two_outputs()
+        model.get_layer("na").adapt(train[0][:, :5])
+        model.get_layer("nb").adapt(train[0][:, 5:])
+        model.compile(optimizer="adam", loss={"cls": "sparse_categorical_crossentropy",
+                                              "big": "binary_crossentropy"},
+                      loss_weights={"cls": 1.0, "big": 0.5},
+                      metrics={"cls": ["accuracy"], "big": ["accuracy"]})
+        return model
+
+    def scores(cls, big_out):
+        truth = test[0][:, 9] > np.median(train[0][:, 9])
+        return (float((cls.argmax(1) == test[1]).mean()),
+                float(((big_out[:, 0] > 0.5) == truth).mean()))
+
+    import keras
+
+    keras.utils.set_random_seed(1)
+    reference = build()
+    reference.fit([train[0][:, :5], train[0][:, 5:]], [train[1], big], batch_size=BATCH,
+                  epochs=EPOCHS, verbose=0)
+    want = scores(*reference.predict([test[0][:, :5], test[0][:, 5:]], verbose=0))
+    fitted = fit("DOWNPOUR", build(), df, features_col=["a", "b"], label_col=["label", "big"])
+    assert {"cls_accuracy", "big_accuracy"} <= set(fitted.history)
+    got = scores(*fitted.predict([test[0][:, :5], test[0][:, 5:]]))
+    assert got[0] >= want[0] - 0.03 and got[1] >= want[1] - 0.03, (got, want)
+    scored = fitted.transform(df.limit(30))
+    for column in ("prediction_cls", "probability_cls", "rawPrediction_cls", "prediction_big",
+                   "probability_big"):
+        assert column in scored.columns
+    rows = scored.collect()
+    assert all(r.prediction_cls in (0.0, 1.0, 2.0) and r.prediction_big in (0.0, 1.0)
+               for r in rows)
+    with pytest.raises(ValueError, match=r"2 outputs \(cls, big\) but label_col names 1"):
+        fit("DOWNPOUR", build(), df, features_col=["a", "b"], label_col="label")
+
+
+def test_sample_and_class_weights_weigh_the_loss_as_in_keras(data):
+    """A weight column and class_weight= tilt the model towards class 2 as Keras' own
+    sample_weight / class_weight do."""
+    import keras
+
+    df, train, test = data
+
+    def build():
+        return compiled(keras.Sequential([keras.Input((DIM,)), keras.layers.Rescaling(UNIT),
+                                          keras.layers.Dense(CLASSES, activation="softmax")]))
+
+    def share_of_two(predict):
+        return float((np.asarray(predict(test[0])).argmax(1) == 2).mean())
+
+    plain = fit("DOWNPOUR", build(), df)
+    weighted = fit("DOWNPOUR", build(), df, weight_col="weight", class_weight={2: 4.0})
+    tilted = share_of_two(lambda x: weighted.predict([x]))
+    assert tilted > share_of_two(lambda x: plain.predict([x])) + 0.05
+    keras.utils.set_random_seed(1)
+    reference = build()      # Keras takes one or the other: their product, as distkeras does
+    reference.fit(train[0], train[1], sample_weight=np.where(train[1] == 2, 2.0 * 4.0, 1.0),
+                  batch_size=BATCH, epochs=EPOCHS, verbose=0)
+    assert abs(tilted - share_of_two(lambda x: reference.predict(x, verbose=0))) < 0.15
+
+
+# -- mixed precision ----------------------------------------------------------------------------
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_with_float32_exchanges(data, policy):
+    import keras
+
+    df, train, test = data
+
+    def build():
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            return compiled(keras.Sequential([
+                keras.Input((DIM,)), keras.layers.Rescaling(UNIT),
+                keras.layers.Dense(32, activation="relu"),
+                keras.layers.Dense(CLASSES, activation="softmax", dtype="float32")]))
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+
+    reference = keras_accuracy(build, train, test)
+    for trainer in ("ADAG", "ARSGD"):
+        fitted = fit(trainer, build(), df)
+        acc = accuracy(lambda x: fitted.predict([x]), test)
+        assert acc >= reference - 0.03, (trainer, acc, reference)
+        assert fitted.keras_model.layers[1].dtype_policy.name == policy
+        assert fitted.keras_model.layers[1].kernel.dtype == "float32"
+
+
+def test_mixed_float16_replicas_scale_the_loss():
+    import keras
+
+    from distkeras.executor.replica import build_model
+    from distkeras.portable import PortableModel
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential([keras.Input((DIM,)), keras.layers.Dense(CLASSES)])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    replica = build_model(PortableModel.of(model), "mse", {"class_name": "Adam", "config": {}})
+    assert isinstance(replica.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+# -- a worker that raises ----------------------------------------------------------------------
+def raising_layer():
+    import keras
+
+    class Fragile(keras.layers.Layer):
+        """Fine for inference (the driver's checks), broken in training (the workers)."""
+
+        def call(self, x, training=False):
+            if training:
+                return x.no_such_attribute
+            return x
+
+    return Fragile
+
+
+def test_a_worker_that_raises_is_reported_as_itself(data):
+    """An exception in a synchronous worker reaches the user as what it is, where it
+    happened and the line of user code, not as a worker 'lost during training'."""
+    import keras
+
+    from distkeras.driver.job import TrainingError
+
+    df, _, _ = data
+    Fragile = raising_layer()
+    model = compiled(keras.Sequential([keras.Input((DIM,)), Fragile(),
+                                       keras.layers.Dense(CLASSES, activation="softmax")]))
+    with pytest.raises(TrainingError) as caught:
+        fit("AveragingTrainer", model, df, custom_objects={"Fragile": Fragile})
+    message = str(caught.value)
+    assert message.startswith("worker "), message
+    assert "raised AttributeError" in message and "no_such_attribute" in message
+    assert "while training, epoch 0, step 0" in message
+    assert "test_user_models.py" in message and "in call" in message
+    assert "was lost" not in message.split("(Spark:")[0]
+
+
+# -- defaults that learn ----------------------------------------------------------------------------
+@pytest.mark.parametrize("trainer", ["ADAG", "AEASGD", "AGN"])
+def test_defaults_learn_with_the_optimizer_the_model_was_compiled_with(data, trainer):
+    """Adam at 1e-3 compiled into the model, the trainer at its defaults: the rules with a
+    step size of their own (α, the λ normalisation) learn as model.fit does."""
+    import keras
+
+    df, train, test = data
+
+    def build():
+        return compiled(keras.Sequential([keras.Input((DIM,)), keras.layers.Rescaling(UNIT),
+                                          keras.layers.Dense(32, activation="relu"),
+                                          keras.layers.Dense(CLASSES, activation="softmax")]))
+
+    reference = keras_accuracy(build, train, test)
+    fitted = fit(trainer, build(), df)
+    acc = accuracy(lambda x: fitted.predict([x]), test)
+    assert acc >= reference - 0.03, (trainer, acc, reference)
