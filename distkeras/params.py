@@ -215,33 +215,11 @@ NAMES = frozenset(s.name for s in SETTINGS)
 # not JSON: written by the persistence code in their own form, or not at all
 OBJECT_VALUED = frozenset({"loss", "worker_optimizer", "validation_data", "callbacks",
                            "algorithm", "custom_objects", "metrics"})
-_BASE_RULE_ARGS = frozenset({"self", "communication_window", "learning_rate", "num_workers"})
 
 
 def accessor_name(name: str) -> str:
     """``num_workers`` → ``NumWorkers`` (for ``getNumWorkers`` / ``setNumWorkers``)."""
     return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
-
-
-def rule_parameters(rule: type) -> dict[str, inspect.Parameter]:
-    """The named parameters an update rule's ``__init__`` accepts beyond the ones every rule
-    takes (λ, η, workers), through its class hierarchy (a rule passing ``**params`` on to its
-    parent accepts the parent's too)."""
-    found: dict[str, inspect.Parameter] = {}
-    for klass in inspect.getmro(rule):
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        signature = inspect.signature(init)
-        for name, param in signature.parameters.items():
-            if name in _BASE_RULE_ARGS or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
-                continue
-            found.setdefault(name, param)
-        if not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
-            break
-    for extra in getattr(rule, "extra_parameters", lambda: {})().items():
-        found.setdefault(*extra)
-    return found
 
 
 def make_param(name: str, doc: str, converter=_identity) -> Param:

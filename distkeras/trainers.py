@@ -1,8 +1,10 @@
 """Trainers: pyspark.ml Estimators that train a Keras model on a DataFrame with Spark workers.
 
 Every trainer is the same machinery (``distkeras.driver.fit``) with a different algorithm
-(``distkeras.algorithms``): a worker rule and a server rule. ``fit`` returns a
-:class:`distkeras.model.KerasModel` (a Spark ML Model) with ``.keras_model`` and ``.history``.
+(``distkeras.algorithms``): a worker rule and a server rule. The trainer classes are made from
+the algorithms' registry (each rule lists the trainers it makes), so a new algorithm brings its
+trainer with it. ``fit`` returns a :class:`distkeras.model.KerasModel` (a Spark ML Model) with
+``.keras_model`` and ``.history``.
 
 Example::
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,6 +28,8 @@ from pyspark.ml.util import MLReadable, MLWritable
 
 from distkeras import algorithms
 from distkeras import params as trainer_params
+
+log = logging.getLogger(__name__)
 
 
 class Trainer(Estimator, MLReadable, MLWritable):
@@ -52,6 +57,7 @@ class Trainer(Estimator, MLReadable, MLWritable):
     """
 
     rule: type[algorithms.Algorithm] = algorithms.Averaging   # the trainer's update rule
+    key = "trainer"                   # its name on command lines and in studies
     # the workers' optimizer when neither worker_optimizer= nor the model's compile names one
     default_optimizer: Any = "adam"
     defaults: dict[str, Any] = {}     # a trainer's own defaults for the common Params
@@ -81,7 +87,7 @@ class Trainer(Estimator, MLReadable, MLWritable):
                                  f"{params[key]!r}")
         rule = params.get("algorithm", self.getOrDefault("algorithm"))
         rule_class = type(rule) if isinstance(rule, algorithms.Algorithm) else rule
-        extra_allowed = (set(trainer_params.rule_parameters(rule_class))
+        extra_allowed = (set(algorithms.parameters(rule_class))
                          if isinstance(rule_class, type) else set())
         kept = {} if "algorithm" in params else self.getOrDefault("algorithm_params")
         extra = {**kept, **(params.pop("algorithm_params", None) or {})}
@@ -124,9 +130,22 @@ class Trainer(Estimator, MLReadable, MLWritable):
         workers = self.getOrDefault("num_workers")
         return {"none": 1.0, "linear": float(workers), "sqrt": float(workers) ** 0.5}[scaling]
 
-    def make_algorithm(self, learning_rate: float) -> algorithms.Algorithm:
+    def make_algorithm(self, learning_rate: float, steps: int | None = None
+                       ) -> algorithms.Algorithm:
         """The run's algorithm: the trainer's rule with its Params, or a copy of the instance
-        given as ``algorithm=`` with the trainer's workers, λ and learning rate."""
+        given as ``algorithm=`` with the trainer's workers, λ and learning rate. With ``steps``
+        (per epoch), the settings left at their defaults are fitted to the data
+        (``Algorithm.fit_to``: at least 4 exchanges per epoch)."""
+        rule = self._make_algorithm(learning_rate)
+        if steps:
+            unset = {p.name for p in self.params if not self.isSet(p)}
+            for name, (was, now) in rule.fit_to(steps, unset).items():
+                log.warning("%s=%s gives a worker fewer than %d exchanges in its %d steps per "
+                            "epoch: this run uses %s=%s (set %s= to keep another)", name, was,
+                            algorithms.EXCHANGES_PER_EPOCH, steps, name, now, name)
+        return rule
+
+    def _make_algorithm(self, learning_rate: float) -> algorithms.Algorithm:
         rule = self.getOrDefault("algorithm") or self.rule
         window = self.getOrDefault("communication_window")
         workers = self.getOrDefault("num_workers")
@@ -141,7 +160,7 @@ class Trainer(Estimator, MLReadable, MLWritable):
         params = {name: self.getOrDefault(name) for name in self._rule_params
                   if self.isSet(name)}
         if rule is not self.rule:
-            accepted = trainer_params.rule_parameters(rule)
+            accepted = algorithms.parameters(rule)
             for name in params:
                 if name not in accepted:
                     raise trainer_params.unknown_keyword(f"the {rule.__name__} rule", name,
@@ -215,7 +234,7 @@ def _declare_rule_params(cls: type) -> None:
     """The trainer's Params: the common ones (declared on :class:`Trainer`) and one per
     parameter of its rule's ``__init__``, with get/set methods."""
     defaults = {}
-    for name, parameter in trainer_params.rule_parameters(cls.rule).items():
+    for name, parameter in algorithms.parameters(cls.rule).items():
         if name in trainer_params.NAMES:
             continue
         default = None if parameter.default is inspect.Parameter.empty else parameter.default
@@ -258,144 +277,24 @@ def _copy_callback(callback):
     return copy.deepcopy(callback, memo)
 
 
-class SingleTrainer(Trainer):
-    """One worker on all the data: the baseline every distributed trainer is measured against."""
-
-    rule = algorithms.Averaging
-    fixed = {"num_workers": 1}
-
-
-class AveragingTrainer(Trainer):
-    """Model averaging once per epoch, or every λ steps when ``communication_window`` is set."""
-
-    rule = algorithms.Averaging
+def trainer_class(rule: type[algorithms.Algorithm], spec: algorithms.TrainerSpec) -> type:
+    """The Estimator class of one registered trainer (``distkeras.algorithms.registry``)."""
+    return type(spec.name, (Trainer,), {
+        "__doc__": spec.doc, "__module__": __name__, "__qualname__": spec.name, "rule": rule,
+        "key": spec.key, "defaults": dict(spec.defaults), "fixed": dict(spec.fixed),
+        "default_optimizer": spec.default_optimizer})
 
 
-class LocalSGD(AveragingTrainer):
-    """LocalSGD (Lin et al. 2018): average the replicas every λ local steps (default 12)."""
+for _rule, _spec in algorithms.trainer_specs():
+    globals()[_spec.name] = trainer_class(_rule, _spec)
 
-    defaults = {"communication_window": 12}
-
-
-class EnsembleTrainer(Trainer):
-    """``num_workers`` independent models, one per partition; predictions are averaged."""
-
-    rule = algorithms.Ensemble
+__all__ = ["Trainer", *(spec.name for _, spec in algorithms.trainer_specs())]
 
 
-class DOWNPOUR(Trainer):
-    """Asynchronous DOWNPOUR SGD (Dean et al. 2012): commit Δ every λ=5 steps, pull θ̃."""
-
-    rule = algorithms.DOWNPOUR
-
-
-class Hogwild(Trainer):
-    """DOWNPOUR with lock-free commits on the server."""
-
-    rule = algorithms.Hogwild
-
-
-class AGN(Trainer):
-    """Accumulated gradient normalisation (Hermans 2017): commit Δ/λ, λ=12 by default."""
-
-    rule = algorithms.AGN
-
-
-class ADAG(Trainer):
-    """Asynchronous distributed adaptive gradients (Hermans 2017): AGN with per-weight
-    staleness-scaled server updates; the recommended asynchronous default."""
-
-    rule = algorithms.ADAG
-
-
-class DynSGD(Trainer):
-    """Staleness-aware DynSGD (Jiang et al. 2017): commits scaled by 1/(τ+1)."""
-
-    rule = algorithms.DynSGD
-
-
-class EASGD(Trainer):
-    """Synchronous elastic averaging SGD (Zhang et al. 2015), λ=12; ``alpha`` optional."""
-
-    rule = algorithms.EASGD
-
-
-class AEASGD(Trainer):
-    """Asynchronous EASGD, λ=32, elastic force α = 0.9/n whatever the workers' optimizer
-    (``alpha=``, or ``rho=`` for the paper's α = ρη)."""
-
-    rule = algorithms.AEASGD
-
-
-class EAMSGD(AEASGD):
-    """AEASGD whose workers use SGD with Nesterov momentum 0.9 (η=0.05) by default."""
-
-    rule = algorithms.EAMSGD
-    default_optimizer = {"class_name": "SGD", "config": {"learning_rate": 0.05, "momentum": 0.9,
-                                                          "nesterov": True}}
-
-
-class ARSGD(Trainer):
-    """All-reduce SGD: every step the workers' gradients are averaged with a ring all-reduce
-    and every replica takes the same optimizer step (the synchronous large-batch baseline).
-
-    Example::
-
-        ARSGD(model, loss="categorical_crossentropy", num_workers=4, batch_size=128).fit(df)
-    """
-
-    rule = algorithms.ARSGD
-
-
-class DPSGD(Trainer):
-    """D-PSGD (Lian et al. 2017): after every λ=1 local steps, average with the neighbours of a
-    ``topology`` (``ring`` default, ``torus``, ``exponential``, ``complete``); synchronous.
-
-    Example::
-
-        DPSGD(model, topology="ring", num_workers=4).fit(df)
-    """
-
-    rule = algorithms.DPSGD
-
-
-class ADPSGD(Trainer):
-    """AD-PSGD (Lian et al. 2018): asynchronous, wait-free pairwise averaging with a random
-    neighbour after every λ=1 local steps, overlapped with the next steps.
-
-    Example::
-
-        ADPSGD(model, num_workers=4).fit(df)
-    """
-
-    rule = algorithms.ADPSGD
-
-
-class SwarmSGD(Trainer):
-    """SwarmSGD (Nadiradze et al. 2019): ``local_steps`` H (fixed, or geometric with mean H when
-    ``geometric=True``) between averagings with one random neighbour.
-
-    Example::
-
-        SwarmSGD(model, local_steps=3, num_workers=4).fit(df)
-    """
-
-    rule = algorithms.SwarmSGD
-
-
-class SlowMo(Trainer):
-    """SlowMo (Wang et al. 2019) on a ``base`` (``localsgd``, ``dpsgd``, ``adpsgd``,
-    ``swarmsgd``): every ``slow_period`` τ=12 steps, u ← βu + (x_start − x)/γ and
-    x ← x_start − αγu, after an exact average (``average=True``) or without (``False``).
-
-    Example::
-
-        SlowMo(model, base="adpsgd", slow_momentum=0.7, slow_period=12, average=False).fit(df)
-    """
-
-    rule = algorithms.SlowMo
-
-
-__all__ = ["Trainer", "SingleTrainer", "AveragingTrainer", "LocalSGD", "EnsembleTrainer",
-           "DOWNPOUR", "Hogwild", "AGN", "ADAG", "DynSGD", "EASGD", "AEASGD", "EAMSGD",
-           "ARSGD", "DPSGD", "ADPSGD", "SwarmSGD", "SlowMo"]
+def __getattr__(name: str):
+    """A trainer registered after this module was imported (a rule defined by the user)."""
+    for rule, spec in algorithms.trainer_specs():
+        if spec.name == name:
+            globals()[name] = cls = trainer_class(rule, spec)
+            return cls
+    raise AttributeError(f"module 'distkeras.trainers' has no attribute {name!r}")

@@ -1,27 +1,22 @@
 """Data-parallel training algorithms: a worker rule plus a server rule (parameter-server
 algorithms, see ``base``), or a rule over the workers' peer exchanges (``allreduce``,
-``decentralised``, ``slowmo``)."""
-from distkeras.algorithms.allreduce import ARSGD
-from distkeras.algorithms.asynchronous import ADAG, AEASGD, AGN, DOWNPOUR, EAMSGD, DynSGD, Hogwild
-from distkeras.algorithms.base import Algorithm, WorkerRecord
-from distkeras.algorithms.decentralised import ADPSGD, DPSGD, SwarmSGD
-from distkeras.algorithms.slowmo import SlowMo
-from distkeras.algorithms.synchronous import EASGD, Averaging, Ensemble
+``decentralised``, ``swarmsgd``, ``slowmo``). Every module of this package is imported here, and
+each rule registers itself and the trainers made from it (``registry``): a new algorithm is a
+new module.
+"""
+import importlib
+import pkgutil
 
-REGISTRY = {cls.name: cls for cls in (DOWNPOUR, Hogwild, AGN, ADAG, DynSGD, AEASGD, EAMSGD,
-                                      Averaging, EASGD, Ensemble, ARSGD, DPSGD, ADPSGD, SwarmSGD,
-                                      SlowMo)}
+from distkeras.algorithms.base import EXCHANGES_PER_EPOCH, Algorithm, WorkerRecord
+from distkeras.algorithms.registry import (TrainerSpec, get, parameters, register, rules,
+                                           trainer_spec, trainer_specs)
 
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
+globals().update({cls.__name__: cls for cls in rules().values()})
 
-def get(name: str, **kwargs) -> Algorithm:
-    """Instantiate an algorithm by its name (``"adag"``, ``"downpour"``, ``"adpsgd"``, ...)."""
-    try:
-        cls = REGISTRY[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown algorithm {name!r}; known: {sorted(REGISTRY)}") from None
-    return cls(**kwargs)
+REGISTRY = rules()          # rule name → class (kept for code that used the dict)
 
-
-__all__ = ["Algorithm", "WorkerRecord", "REGISTRY", "get", "DOWNPOUR", "Hogwild", "AGN", "ADAG",
-           "DynSGD", "AEASGD", "EAMSGD", "Averaging", "EASGD", "Ensemble", "ARSGD", "DPSGD",
-           "ADPSGD", "SwarmSGD", "SlowMo"]
+__all__ = ["Algorithm", "WorkerRecord", "TrainerSpec", "EXCHANGES_PER_EPOCH", "REGISTRY", "get",
+           "register", "rules", "parameters", "trainer_spec", "trainer_specs",
+           *sorted(cls.__name__ for cls in rules().values())]

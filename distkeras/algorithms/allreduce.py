@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from distkeras.algorithms.base import Algorithm
+from distkeras.algorithms.registry import TrainerSpec, register
 from distkeras.exchange import RingExchange, check_finite
 
 
@@ -29,6 +30,7 @@ class GradientRing(RingExchange):
         return None
 
 
+@register
 class ARSGD(Algorithm):
     """All-reduce SGD: per step, ḡ = mean of the workers' gradients (ring), x ← x − η·opt(ḡ)."""
 
@@ -37,6 +39,14 @@ class ARSGD(Algorithm):
     windowed = False             # gradients are exchanged every step, whatever λ
     default_window = 32          # steps per data read; the gradients are exchanged every step
     exchange_type = GradientRing
+    trainers = (TrainerSpec("ARSGD", "arsgd", """All-reduce SGD: every step the workers'
+    gradients are averaged with a ring all-reduce and every replica takes the same optimizer
+    step (the synchronous large-batch baseline).
+
+    Example::
+
+        ARSGD(model, loss="categorical_crossentropy", num_workers=4, batch_size=128).fit(df)
+    """),)
 
     def local_steps(self, replica, exchange, window, start):
         for i in range(len(window)):

@@ -8,12 +8,19 @@ from __future__ import annotations
 import numpy as np
 
 from distkeras.algorithms.base import Algorithm, WorkerRecord
+from distkeras.algorithms.registry import TrainerSpec, register
+
+SGD_NESTEROV = {"class_name": "SGD", "config": {"learning_rate": 0.05, "momentum": 0.9,
+                                                 "nesterov": True}}
 
 
+@register
 class DOWNPOUR(Algorithm):
     """Dean et al. 2012. Worker: send Δ = θ − θ₀, adopt θ̃. Server: θ̃ ← θ̃ + Δ."""
 
     name = "downpour"
+    trainers = (TrainerSpec("DOWNPOUR", "downpour", """Asynchronous DOWNPOUR SGD (Dean et al.
+    2012): commit Δ every λ=5 steps, pull θ̃."""),)
     default_window = 5
     learning_rate_scaling = None      # θ̃ adds every worker's Δ: an epoch moves it as far as one
 
@@ -22,13 +29,17 @@ class DOWNPOUR(Algorithm):
         return centre
 
 
+@register
 class Hogwild(DOWNPOUR):
     """DOWNPOUR without the server lock: commits may interleave (Recht et al. 2011)."""
 
     name = "hogwild"
+    trainers = (TrainerSpec("Hogwild", "hogwild", "DOWNPOUR with lock-free commits on the "
+                            "server."),)
     lock = False
 
 
+@register
 class AGN(DOWNPOUR):
     """Accumulated gradient normalisation (Hermans 2017). Worker: send Δ/m. Server: θ̃ ← θ̃ + Δ/m.
 
@@ -41,6 +52,8 @@ class AGN(DOWNPOUR):
     name = "agn"
     default_window = 12
     learning_rate_scaling = "linear"
+    trainers = (TrainerSpec("AGN", "agn", """Accumulated gradient normalisation (Hermans 2017):
+    commit Δ/m, m = min(λ, n), λ=12 by default."""),)
 
     def normaliser(self) -> np.float32:
         return np.float32(max(1, min(self.communication_window, self.num_workers)))
@@ -49,6 +62,7 @@ class AGN(DOWNPOUR):
         return (theta - anchor) / self.normaliser()
 
 
+@register
 class ADAG(AGN):
     """Asynchronous distributed adaptive gradients (Hermans 2017).
 
@@ -58,6 +72,15 @@ class ADAG(AGN):
 
     name = "adag"
     keeps_pulled_centre = True
+    trainers = (TrainerSpec("ADAG", "adag", """Asynchronous distributed adaptive gradients
+    (Hermans 2017): AGN with per-weight staleness-scaled server updates; the recommended
+    asynchronous default.
+
+    Example::
+
+        ADAG(model, loss="categorical_crossentropy", num_workers=4, batch_size=128,
+             communication_window=12, epochs=5).fit(df)
+    """),)
 
     def server_commit(self, centre, payload, worker: WorkerRecord, version):
         drift = centre - worker.pulled_centre
@@ -68,10 +91,13 @@ class ADAG(AGN):
         return centre
 
 
+@register
 class DynSGD(DOWNPOUR):
     """Jiang et al. 2017. Server: θ̃ ← θ̃ + Δ/(τ+1), τ = server updates since this worker pulled."""
 
     name = "dynsgd"
+    trainers = (TrainerSpec("DynSGD", "dynsgd", "Staleness-aware DynSGD (Jiang et al. 2017): "
+                            "commits scaled by 1/(τ+1)."),)
 
     def server_commit(self, centre, payload, worker, version):
         staleness = version - worker.pulled_version
@@ -79,6 +105,7 @@ class DynSGD(DOWNPOUR):
         return centre
 
 
+@register
 class AEASGD(Algorithm):
     """Asynchronous elastic averaging (Zhang et al. 2015).
 
@@ -92,6 +119,9 @@ class AEASGD(Algorithm):
 
     name = "aeasgd"
     default_window = 32
+    trainers = (TrainerSpec("AEASGD", "aeasgd", """Asynchronous EASGD, λ=32, elastic force
+    α = 0.9/n whatever the workers' optimizer (``alpha=``, or ``rho=`` for the paper's
+    α = ρη)."""),)
 
     def __init__(self, communication_window=None, learning_rate=0.1, num_workers=1,
                  alpha: float | None = None, rho: float | None = None, **params):
@@ -115,7 +145,11 @@ class AEASGD(Algorithm):
         return elastic
 
 
+@register
 class EAMSGD(AEASGD):
     """AEASGD with Nesterov momentum in the workers' optimizer (the trainer sets it up)."""
 
     name = "eamsgd"
+    trainers = (TrainerSpec("EAMSGD", "eamsgd", "AEASGD whose workers use SGD with Nesterov "
+                            "momentum 0.9 (η=0.05) unless the model was compiled with an "
+                            "optimizer.", default_optimizer=SGD_NESTEROV),)

@@ -36,6 +36,10 @@ from distkeras.exchange import (Exchange, OverlappedParameterServerExchange,
                                 ParameterServerExchange)
 
 
+#: fewer exchanges per worker and epoch and the workers hardly share what they learn
+EXCHANGES_PER_EPOCH = 4
+
+
 @dataclass
 class WorkerRecord:
     """What the server remembers of one worker between its commits."""
@@ -60,7 +64,8 @@ class Algorithm:
     # on all the data (Goyal et al. 2017; Horovod's examples scale Adam's rate the same way).
     # None where commits add up (DOWNPOUR, Hogwild, DynSGD): they already move that far.
     learning_rate_scaling: str | None = "linear"
-    windowed = True               # λ is a communication window (AR-SGD: a data read's steps)
+    windowed = True               # λ is a setting to tune (AR-SGD: every step; gossip: λ = 1)
+    trainers: tuple = ()          # the trainers made from this rule (``registry.TrainerSpec``)
     synchronous = False
     lock = True
     keeps_pulled_centre = False   # the server keeps a copy of θ̃ per worker (memory: workers × model)
@@ -79,6 +84,18 @@ class Algorithm:
         self.learning_rate = float(learning_rate)
         self.num_workers = int(num_workers)
         self.params = params
+
+    def fit_to(self, steps: int, unset: set[str]) -> dict[str, tuple]:
+        """Fit the settings the user left at their defaults (``unset``) to ``steps`` steps per
+        epoch: a window that would give a worker fewer than :data:`EXCHANGES_PER_EPOCH`
+        exchanges per epoch (small data) shrinks to ``steps // EXCHANGES_PER_EPOCH``. Returns
+        ``{setting: (was, now)}`` of what changed."""
+        window = self.communication_window
+        if (not self.windowed or "communication_window" not in unset or window is None
+                or window * EXCHANGES_PER_EPOCH <= steps):
+            return {}
+        self.communication_window = max(1, steps // EXCHANGES_PER_EPOCH)
+        return {"communication_window": (window, self.communication_window)}
 
     # -- executor side --------------------------------------------------------------------------
     def exchange(self, worker) -> Exchange:

@@ -15,34 +15,44 @@ from __future__ import annotations
 
 import numpy as np
 
-from distkeras.algorithms.base import Algorithm
+from distkeras.algorithms import registry
+from distkeras.algorithms.base import EXCHANGES_PER_EPOCH, Algorithm
+from distkeras.algorithms.registry import TrainerSpec, register
 from distkeras.exchange import SlowMoExchange
 
-BASES = ("localsgd", "dpsgd", "adpsgd", "swarmsgd")
-
-
+@register
 class SlowMo(Algorithm):
-    """SlowMo over ``base``: every ``slow_period`` τ=12 steps u ← βu + (x_start − x)/γ,
+    """SlowMo over ``base`` (a trainer key: ``localsgd``, ``dpsgd``, ``adpsgd``, ``swarmsgd``,
+    any registered base): every ``slow_period`` τ=12 steps u ← βu + (x_start − x)/γ,
     x ← x_start − αγu (β=``slow_momentum`` 0.7, α=``slow_learning_rate`` 1)."""
 
     name = "slowmo"
     exchange_type = SlowMoExchange
+    windowed = False               # its period is slow_period; its base's window is the base's
+    trainers = (TrainerSpec("SlowMo", "slowmo", """SlowMo (Wang et al. 2019) on a ``base``
+    (``localsgd``, ``dpsgd``, ``adpsgd``, ``swarmsgd``): every ``slow_period`` τ=12 steps,
+    u ← βu + (x_start − x)/γ and x ← x_start − αγu, after an exact average (``average=True``)
+    or without (``False``).
+
+    Example::
+
+        SlowMo(model, base="adpsgd", slow_momentum=0.7, slow_period=12, average=False).fit(df)
+    """),)
 
     def __init__(self, communication_window=None, learning_rate=0.01, num_workers=1,
                  base: str = "localsgd", slow_momentum: float = 0.7, slow_period: int = 12,
                  slow_learning_rate: float = 1.0, average: bool = True, **base_params):
-        from distkeras import algorithms
-
-        if base not in BASES:
-            raise ValueError(f"SlowMo base {base!r}: use one of {', '.join(BASES)}")
-        if base == "localsgd":
-            base_params.setdefault("via", "ring")
-            if communication_window is None:
-                communication_window = slow_period
-        self.base = algorithms.get("averaging" if base == "localsgd" else base,
-                                   communication_window=communication_window,
-                                   learning_rate=learning_rate, num_workers=num_workers,
-                                   **base_params)
+        bases = registry.slowmo_bases()
+        if base not in bases:
+            raise ValueError(f"SlowMo base {base!r}: use one of {', '.join(bases)}")
+        rule, spec = bases[base]
+        base_params = {**spec.slowmo_base, **base_params}
+        if communication_window is None:
+            communication_window = spec.defaults.get("communication_window")
+        if communication_window is None and rule.default_window is None:
+            communication_window = slow_period    # a base without a window: one per slow step
+        self.base = rule(communication_window=communication_window,
+                         learning_rate=learning_rate, num_workers=num_workers, **base_params)
         super().__init__(self.base.communication_window, learning_rate, num_workers)
         self.base_name = base
         self.slow_momentum = np.float32(slow_momentum)
@@ -57,18 +67,22 @@ class SlowMo(Algorithm):
     def extra_parameters(cls) -> dict:
         """The bases' own parameters (``topology``, ``local_steps``, ``geometric``, ``via``):
         SlowMo passes them on to its base."""
-        import inspect
-
-        from distkeras import algorithms
-
-        found = {}
-        for rule in (algorithms.Averaging, algorithms.DPSGD, algorithms.SwarmSGD):
-            for name, param in inspect.signature(rule.__init__).parameters.items():
-                if param.kind == param.KEYWORD_ONLY or (
-                        param.kind == param.POSITIONAL_OR_KEYWORD and name not in (
-                            "self", "communication_window", "learning_rate", "num_workers")):
-                    found.setdefault(name, param)
+        found: dict = {}
+        for rule, _ in registry.slowmo_bases().values():
+            for name, param in registry.parameters(rule).items():
+                found.setdefault(name, param)
         return found
+
+    def fit_to(self, steps: int, unset: set[str]) -> dict[str, tuple]:
+        """A slow period the data fits (at least 4 slow steps per epoch, as the window of any
+        rule), and the base's window with it."""
+        changed = {}
+        if "slow_period" in unset and self.slow_period * EXCHANGES_PER_EPOCH > steps:
+            was, self.slow_period = self.slow_period, max(1, steps // EXCHANGES_PER_EPOCH)
+            changed["slow_period"] = (was, self.slow_period)
+            if self.base.communication_window == was and "communication_window" in unset:
+                self.base.communication_window = self.communication_window = self.slow_period
+        return changed
 
     def slow_step(self, x_start: np.ndarray, x: np.ndarray, momentum: np.ndarray) -> np.ndarray:
         """u ← βu + (x_start − x)/γ; return x_start − αγu (``momentum`` u updated in place)."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from distkeras.algorithms.base import Algorithm
+from distkeras.algorithms.registry import TrainerSpec, register
 from distkeras.exchange import Exchange, ParameterServerExchange, RingExchange
 
 
+@register
 class Averaging(Algorithm):
     """Model averaging: θ̃ ← mean θᵢ, every worker adopts θ̃.
 
@@ -20,6 +22,15 @@ class Averaging(Algorithm):
     name = "averaging"
     synchronous = True
     default_window = None
+    trainers = (
+        TrainerSpec("SingleTrainer", "single", "One worker on all the data: the baseline every "
+                    "distributed trainer is measured against.", fixed={"num_workers": 1}),
+        TrainerSpec("AveragingTrainer", "averaging", "Model averaging once per epoch, or every λ "
+                    "steps when ``communication_window`` is set."),
+        TrainerSpec("LocalSGD", "localsgd", "LocalSGD (Lin et al. 2018): average the replicas "
+                    "every λ local steps (default 12).", defaults={"communication_window": 12},
+                    slowmo_base={"via": "ring"}),
+    )
 
     def __init__(self, communication_window=None, learning_rate=0.01, num_workers=1,
                  via: str = "server", **params):
@@ -40,6 +51,7 @@ class Averaging(Algorithm):
         return centre
 
 
+@register
 class EASGD(Algorithm):
     """Synchronous elastic averaging (Zhang et al. 2015).
 
@@ -50,6 +62,8 @@ class EASGD(Algorithm):
     name = "easgd"
     synchronous = True
     default_window = 12
+    trainers = (TrainerSpec("EASGD", "easgd", "Synchronous elastic averaging SGD (Zhang et al. "
+                            "2015), λ=12; ``alpha`` optional (0.9/n)."),)
 
     def __init__(self, communication_window=None, learning_rate=0.01, num_workers=1,
                  alpha: float | None = None, **params):
@@ -68,12 +82,16 @@ class EASGD(Algorithm):
         return old
 
 
+@register
 class Ensemble(Algorithm):
     """No communication while training: every worker returns its own model."""
 
     name = "ensemble"
     default_window = None
+    windowed = False
     exchange_type = Exchange      # none
+    trainers = (TrainerSpec("EnsembleTrainer", "ensemble", "``num_workers`` independent models, "
+                            "one per partition; predictions are averaged."),)
 
     def worker_send(self, theta, anchor):
         return theta

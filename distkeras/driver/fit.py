@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from distkeras import tracking
+from distkeras import algorithms, tracking
 from distkeras.driver import preflight
 from distkeras.driver.compile import CompileSettings
 from distkeras.driver.coordinator import Coordinator
@@ -153,14 +153,15 @@ def run_training(estimator, df, validation_data, callbacks):
                  compiled.learning_rate, factor, trainer.num_workers,
                  trainer.learning_rate_scaling)
     compiled = compiled.scaled(factor)
-    algorithm = estimator.make_algorithm(compiled.learning_rate)
     user = UserModel.of(trainer, compiled)
-    barrier = algorithm.synchronous and trainer.num_workers > 1
+    barrier = estimator.make_algorithm(compiled.learning_rate).synchronous and \
+        trainer.num_workers > 1
     cores = worker_cores(df.sparkSession, trainer.num_workers, trainer.cores_per_worker)
     warming = warm_up(df.sparkSession, cores, trainer.num_workers) if WARM_UP else None
     checked = time.perf_counter()
     data = TrainingData.prepare(df, trainer, user.feed, barrier)
     startup = {"preflight_seconds": time.perf_counter() - checked}
+    algorithm = estimator.make_algorithm(compiled.learning_rate, data.steps)
     try:
         val = collect_arrays(validation_data, user.feed) if validation_data is not None else None
         data.stage(trainer)
@@ -448,8 +449,8 @@ def overlap_communication(trainer, algorithm) -> bool:
         return algorithm.can_overlap and OVERLAP_BY_DEFAULT
     if trainer.overlap_communication and not algorithm.can_overlap:
         raise ValueError(f"overlap_communication=True: {algorithm.name} does not commit "
-                         "asynchronously to a parameter server (it applies to DOWNPOUR, "
-                         "Hogwild, AGN, ADAG, DynSGD, AEASGD and EAMSGD)")
+                         "asynchronously to a parameter server (it applies to "
+                         f"{', '.join(algorithms.registry.overlapping())})")
     return bool(trainer.overlap_communication)
 
 

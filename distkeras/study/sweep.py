@@ -23,19 +23,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from distkeras import algorithms
+
 log = logging.getLogger(__name__)
 
 #: algorithms the study knows, by the name used on the command line → trainer class name
-TRAINERS = {"single": "SingleTrainer", "averaging": "AveragingTrainer", "localsgd": "LocalSGD",
-            "ensemble": "EnsembleTrainer", "downpour": "DOWNPOUR", "hogwild": "Hogwild",
-            "agn": "AGN", "adag": "ADAG", "dynsgd": "DynSGD", "easgd": "EASGD",
-            "aeasgd": "AEASGD", "eamsgd": "EAMSGD", "arsgd": "ARSGD", "dpsgd": "DPSGD",
-            "adpsgd": "ADPSGD", "swarmsgd": "SwarmSGD"}
+#: (every registered trainer but SlowMo, which is the study's ``slowmo`` axis)
+TRAINERS = {spec.key: spec.name for _, spec in algorithms.trainer_specs() if spec.key != "slowmo"}
 #: algorithms SlowMo can wrap (the others only run without it)
-SLOWMO_BASES = ("localsgd", "dpsgd", "adpsgd", "swarmsgd")
+SLOWMO_BASES = tuple(algorithms.registry.slowmo_bases())
 #: algorithms whose communication window λ the study sweeps (the others keep their own)
-WINDOWED = ("averaging", "localsgd", "downpour", "hogwild", "agn", "adag", "dynsgd", "easgd",
-            "aeasgd", "eamsgd")
+WINDOWED = tuple(algorithms.registry.windowed())
 SLOWMO = ("none", "avg", "noavg")
 LR_SCALING = ("none", "linear", "sqrt")
 

@@ -1,0 +1,129 @@
+"""The one list of algorithms: each rule registers itself where it is written, with the trainers
+made from it; the trainers (``distkeras.trainers``), the study's lists, SlowMo's bases, the
+Params of a rule and the error messages that name algorithms are all derived from here.
+
+A first-class algorithm is one new module in ``distkeras/algorithms/`` (imported with the
+package)::
+
+    @register
+    class HalfStep(DOWNPOUR):
+        \"\"\"θ̃ ← θ̃ + Δ/2.\"\"\"
+        name = "halfstep"
+        trainers = (TrainerSpec("HalfStep", "halfstep", "DOWNPOUR at half the step"),)
+
+        def server_commit(self, centre, payload, worker, version):
+            centre += payload * np.float32(0.5)
+            return centre
+
+and ``dk.trainers.HalfStep``, ``Study(algorithms=["halfstep"])`` and ``jobs/train.py --trainer
+HalfStep`` exist.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+#: the arguments every rule takes; a rule's own parameters are the others
+COMMON_ARGUMENTS = ("communication_window", "learning_rate", "num_workers")
+
+_RULES: dict[str, type] = {}                    # rule name → rule class
+_TRAINERS: dict[str, tuple[type, "TrainerSpec"]] = {}   # trainer key → (rule, spec)
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """A trainer made from a rule.
+
+    ``name`` is the trainer's class name (``dk.trainers.LocalSGD``), ``key`` its name on command
+    lines and in studies (``localsgd``), ``doc`` its docstring; ``defaults`` and ``fixed`` the
+    Params it sets (``fixed``: which the user cannot change), ``default_optimizer`` the workers'
+    optimizer when neither ``worker_optimizer=`` nor the model's compile gives one;
+    ``slowmo_base``: the base's settings when SlowMo wraps it (None: SlowMo cannot).
+    """
+
+    name: str
+    key: str
+    doc: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    default_optimizer: Any = "adam"
+    slowmo_base: dict[str, Any] | None = None
+
+
+def register(rule: type) -> type:
+    """Class decorator: make ``rule`` (and the trainers it lists in ``trainers``) known."""
+    _RULES[rule.name] = rule
+    for spec in rule.__dict__.get("trainers", ()):
+        if spec.key in _TRAINERS and _TRAINERS[spec.key][0] is not rule:
+            raise ValueError(f"trainer key {spec.key!r} is taken by "
+                             f"{_TRAINERS[spec.key][0].__name__}")
+        _TRAINERS[spec.key] = (rule, spec)
+    return rule
+
+
+def rules() -> dict[str, type]:
+    """Rule name → rule class, in registration order."""
+    return dict(_RULES)
+
+
+def get(name: str, **kwargs):
+    """Instantiate a rule by its name (``"adag"``, ``"downpour"``, ``"adpsgd"``, ...)."""
+    try:
+        cls = _RULES[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown algorithm {name!r}; known: {sorted(_RULES)}") from None
+    return cls(**kwargs)
+
+
+def trainer_specs() -> list[tuple[type, TrainerSpec]]:
+    """``(rule, spec)`` of every registered trainer, in registration order."""
+    return list(_TRAINERS.values())
+
+
+def trainer_spec(key: str) -> tuple[type, TrainerSpec]:
+    """The trainer of a key (``"localsgd"``), case-insensitive."""
+    try:
+        return _TRAINERS[key.lower()]
+    except KeyError:
+        raise ValueError(f"unknown algorithm {key!r}; known: {sorted(_TRAINERS)}") from None
+
+
+def slowmo_bases() -> dict[str, tuple[type, TrainerSpec]]:
+    """The trainers SlowMo can wrap, by key."""
+    return {k: v for k, v in _TRAINERS.items() if v[1].slowmo_base is not None}
+
+
+def windowed() -> list[str]:
+    """Keys of the trainers whose communication window λ is a setting to tune (swept by
+    studies): the rule says so, and the trainer has more than one worker."""
+    return [k for k, (rule, spec) in _TRAINERS.items()
+            if rule.windowed and spec.fixed.get("num_workers", 2) > 1]
+
+
+def overlapping() -> list[str]:
+    """Names of the trainers whose commits can overlap their windows."""
+    return [spec.name for rule, spec in _TRAINERS.values()
+            if rule.exchange_type.can_overlap and not rule.synchronous]
+
+
+def parameters(rule: type) -> dict[str, inspect.Parameter]:
+    """The named parameters a rule's ``__init__`` accepts beyond :data:`COMMON_ARGUMENTS`,
+    through its class hierarchy (a rule passing ``**params`` on to its parent accepts the
+    parent's too), plus what its ``extra_parameters()`` declares (SlowMo: its bases')."""
+    found: dict[str, inspect.Parameter] = {}
+    for klass in inspect.getmro(rule):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        signature = inspect.signature(init)
+        for name, param in signature.parameters.items():
+            if name == "self" or name in COMMON_ARGUMENTS or param.kind in (
+                    param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                continue
+            found.setdefault(name, param)
+        if not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
+            break
+    for extra in getattr(rule, "extra_parameters", lambda: {})().items():
+        found.setdefault(*extra)
+    return found
