@@ -61,8 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--learning-rate", type=float, default=1e-3)
     ap.add_argument("--lr", action="append", default=[], metavar="ALGORITHM=RATE",
                     help="a learning rate for one algorithm (e.g. adag=0.003); repeatable")
-    ap.add_argument("--lr-scaling", default="none", choices=["none", "linear", "sqrt"],
-                    help="AR-SGD's learning rate with the workers (its batch is n × B)")
+    ap.add_argument("--lr-scaling", default="auto", choices=["auto", "none", "linear", "sqrt"],
+                    help="how every algorithm's learning rate grows with the workers (auto: "
+                         "each trainer's own, the trainers' learning_rate_scaling)")
     ap.add_argument("--target", type=float, default=0.99,
                     help="target accuracy as a fraction of the best single-worker accuracy")
     ap.add_argument("--out", required=True, help="directory for runs.jsonl, report.md, PNGs")

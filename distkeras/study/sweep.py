@@ -35,7 +35,7 @@ SLOWMO_BASES = tuple(algorithms.registry.slowmo_bases())
 #: algorithms whose communication window λ the study sweeps (the others keep their own)
 WINDOWED = tuple(algorithms.registry.windowed())
 SLOWMO = ("none", "avg", "noavg")
-LR_SCALING = ("none", "linear", "sqrt")
+LR_SCALING = ("auto", "none", "linear", "sqrt")
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,13 @@ class Study:
             ``noavg`` (SlowMo without it); applied to the algorithms SlowMo can wrap.
         workers, windows: worker counts, and λ values for the algorithms in :data:`WINDOWED`.
         repeats: runs per configuration, with seeds ``seed + repeat``.
-        learning_rate: the workers' learning rate for every algorithm, unless ``learning_rates``
-            names another for an algorithm (e.g. ``{"adag": 3e-3}``: AGN/ADAG commit Δ/λ, a
-            λ-times larger batch, and usually want a larger step). The table in the report says
-            which rate each run used.
-        lr_scaling: for AR-SGD, whose batch grows with the workers (n·B): ``none``, ``linear``
-            (η·n) or ``sqrt`` (η·√n).
+        learning_rate: the single-worker learning rate for every algorithm, unless
+            ``learning_rates`` names another for an algorithm (e.g. ``{"adag": 3e-3}``). The
+            table in the report says which rate each run used.
+        lr_scaling: how every algorithm's workers scale it with their number n, the trainers'
+            ``learning_rate_scaling``: ``auto`` (each rule's own: η·n where the run's model
+            moves by the mean of the workers' progress, η where commits add up), ``none``,
+            ``linear`` (η·n) or ``sqrt`` (η·√n).
         target: time-to-target accuracy = ``target`` × the best final validation accuracy of
             the single-worker baseline.
         trainer_params: extra keyword arguments for every trainer.
@@ -95,7 +96,7 @@ class Study:
     batch_size: int = 128
     learning_rate: float = 1e-3
     learning_rates: dict = dataclasses.field(default_factory=dict)
-    lr_scaling: str = "none"
+    lr_scaling: str = "auto"
     optimizer: str = "adam"
     features_col: str | Sequence[str] | None = None
     label_col: str = "label"
@@ -170,10 +171,8 @@ class Study:
 
     # -- one run --------------------------------------------------------------------------------
     def learning_rate_for(self, config: RunConfig) -> float:
-        lr = float(self.learning_rates.get(config.algorithm, self.learning_rate))
-        if config.algorithm == "arsgd" and self.lr_scaling != "none":
-            lr *= config.workers if self.lr_scaling == "linear" else float(np.sqrt(config.workers))
-        return lr
+        """The single-worker rate of a run (its trainer scales it by ``lr_scaling``)."""
+        return float(self.learning_rates.get(config.algorithm, self.learning_rate))
 
     def make_trainer(self, config: RunConfig):
         from distkeras import trainers
@@ -182,6 +181,7 @@ class Study:
         kwargs: dict[str, Any] = dict(loss="categorical_crossentropy",
                                       worker_optimizer=self.optimizer,
                                       learning_rate=self.learning_rate_for(config),
+                                      learning_rate_scaling=self.lr_scaling,
                                       batch_size=self.batch_size, epochs=self.epochs,
                                       features_col=self.feature_columns(),
                                       label_col=self.label_col, seed=self.seed + config.repeat,
@@ -223,6 +223,7 @@ class Study:
         record: dict[str, Any] = {"key": config.key, **dataclasses.asdict(config),
                                   "label": config.label,
                                   "learning_rate": self.learning_rate_for(config),
+                                  "lr_scaling": self.lr_scaling,
                                   "batch_size": self.batch_size, "epochs_planned": self.epochs,
                                   "model": self.model if isinstance(self.model, str) else
                                   getattr(self.model, "__name__", "custom")}
