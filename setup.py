@@ -31,6 +31,9 @@ setup(
         "mlflow": ["mlflow-skinny>=2.16"],        # distkeras.tracking (sqlite stores: + sqlalchemy, alembic)
         "deploy": ["venv-pack>=0.2"],             # pack an environment for spark.archives
         "bench": ["optuna>=3.4", "hyperopt>=0.2.7"],   # benchmarks/search_quality.py
+        # the documentation site (mkdocs build --strict; CI builds it)
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings-python>=1.10",
+                 "mkdocs-jupyter>=0.24"],
         "test": ["pytest>=7", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6", "scikit-learn>=1.3",
                  "optuna>=3.4", "tensorboard>=2.16", "mlflow-skinny>=2.16", "sqlalchemy>=2",
                  "alembic>=1.12", "venv-pack>=0.2"],

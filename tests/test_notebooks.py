@@ -1,6 +1,8 @@
 """The notebooks run top to bottom (nbclient, a python3 kernel on this interpreter) and produce
 their artefacts, so they never rot. Each runs in a fresh kernel (its own SparkSession and JVM)
-with a temporary working directory."""
+with a temporary working directory. With ``DISTKERAS_EXECUTED_NOTEBOOKS`` set (``.ci/run`` sets
+``docs/notebooks``), the executed notebooks are written there, outputs and figures included,
+for the documentation site."""
 from __future__ import annotations
 
 import csv
@@ -26,6 +28,11 @@ def execute(name: str, workdir) -> nbformat.NotebookNode:
     client = NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(workdir)}})
     client.execute()
+    rendered = os.environ.get("DISTKERAS_EXECUTED_NOTEBOOKS")   # the docs site shows these
+    if rendered:
+        os.makedirs(rendered, exist_ok=True)
+        with open(os.path.join(rendered, f"{name}.ipynb"), "w", encoding="utf-8") as fh:
+            nbformat.write(nb, fh)
     return nb
 
 

@@ -246,7 +246,7 @@ def test_port_in_use(train):
             adag(ps_port=taken.getsockname()[1]).fit(train)
 
 
-def test_the_readme_table_of_bad_inputs_names_real_tests():
+def test_the_documented_table_of_bad_inputs_names_real_tests():
     """At least 20 rows, each naming a test that exists (conftest bounds their time)."""
     import importlib
 
@@ -257,4 +257,5 @@ def test_the_readme_table_of_bad_inputs_names_real_tests():
     for row in rows:
         path, name = row.split("::")
         module = importlib.import_module(path[:-3].replace("/", "."))
-        assert callable(getattr(module, name, None)), f"README names {row}, which does not exist"
+        assert callable(getattr(module, name, None)), (f"docs/bad-input.md names {row}, which "
+                                                       "does not exist")
