@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from distkeras.executor.feed import feed_spec_for
+    from distkeras.feed import feed_spec_for
     from distkeras.model import KerasModel, describe_output
     from distkeras.spark import session, total_slots
 

@@ -13,7 +13,7 @@ Example::
 """
 from __future__ import annotations
 
-import importlib
+from distkeras.lazy import lazy
 
 __version__ = "0.1.0"
 
@@ -34,7 +34,7 @@ _LAZY = {
     "params": None,
     "persistence": None,
     "KerasModel": "distkeras.model",
-    "ModelError": "distkeras.portable",
+    "ModelError": "distkeras.errors",
     "PortableModel": "distkeras.portable",
     "load_model": "distkeras.model",
     "read_root": "distkeras.io.root",
@@ -42,18 +42,4 @@ _LAZY = {
     "RootReadError": "distkeras.io.errors",
 }
 
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'distkeras' has no attribute {name!r}")
-    module = _LAZY[name]
-    if module is None:
-        value = importlib.import_module(f"distkeras.{name}")
-    else:
-        value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, __all__ = lazy(__name__, _LAZY)

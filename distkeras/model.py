@@ -35,7 +35,7 @@ from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import MLReadable, MLWritable
 
-from distkeras.executor.feed import FeedSpec, loss_name, model_inputs
+from distkeras.feed import FeedSpec, loss_name, model_inputs
 from distkeras.params import add_accessors
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ def describe_output(model, loss) -> dict:
     ``{"kind": "classifier" | "regressor" | "array", "from_logits": bool, "width": k}``; a
     model with several outputs: ``{"kind": "outputs", "outputs": [one such dict per output,
     with its "name"]}``."""
-    from distkeras.executor.feed import per_output
-    from distkeras.portable import output_specs
+    from distkeras.feed import per_output
+    from distkeras.signature import output_specs
 
     outputs = output_specs(model)
     described = [_describe(shape, each) | {"name": name} for (name, shape), each
@@ -144,8 +144,7 @@ class KerasModel(Model, MLReadable, MLWritable):
         from pyspark.ml.functions import array_to_vector, vector_to_array
         from pyspark.ml.linalg import VectorUDT
         from pyspark.sql import functions as F
-        from pyspark.sql.types import (ArrayType, DoubleType, FloatType, StructField,
-                                       StructType)
+        from pyspark.sql.types import ArrayType, DoubleType, FloatType, StructField, StructType
 
         from distkeras.portable import PortableModel
 

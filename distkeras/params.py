@@ -3,9 +3,9 @@
 Every setting of every trainer is a :class:`pyspark.ml.param.Param` named exactly as its
 constructor keyword (``num_workers``, ``batch_size``, ``epochs``, ``communication_window``,
 ``learning_rate``, ...), with a doc string, a type converter that checks the value, a default
-and generated ``get``/``set`` methods (``getNumWorkers()``, ``setNumWorkers(4)``). The update
-rule's own parameters (``rho``, ``alpha``, ``topology``, ``local_steps``, ``slow_momentum``, ...)
-become Params of the trainer that uses the rule, read from the rule's ``__init__`` signature, so
+and generated ``get``/``set`` methods (``getNumWorkers()``, ``setNumWorkers(4)``). An
+algorithm's own parameters (``rho``, ``alpha``, ``topology``, ``local_steps``, ``slow_momentum``,
+...) become Params of the trainer that uses it, read from its ``__init__`` signature, so
 ``ParamGridBuilder`` reaches them like any other. The same names are used by the tuning, pipeline
 and study APIs.
 
@@ -19,7 +19,6 @@ Example::
 from __future__ import annotations
 
 import difflib
-import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -129,7 +128,7 @@ SETTINGS: tuple[Setting, ...] = (
             "optimizer's own), as for one worker on all the data", _optional(TypeConverters.toFloat),
             None),
     Setting("learning_rate_scaling", "how η grows with num_workers n: 'linear' (η·n), 'sqrt' "
-            "(η·√n), 'none', or 'auto': the rule's own (linear where the run's model moves by "
+            "(η·√n), 'none', or 'auto': the algorithm's own (linear where the run's model moves by "
             "the mean of the workers' progress, none where their commits add up)",
             _choice("auto", "none", "linear", "sqrt"), "auto"),
     Setting("metrics", "Keras metrics reported per epoch: names or metric objects, a list or a "
@@ -206,10 +205,10 @@ SETTINGS: tuple[Setting, ...] = (
             None),
     Setting("peer_ports", "inclusive (first, last) port range for peer endpoints (None: "
             "ephemeral)", _optional(_port_range), None),
-    Setting("algorithm", "an Algorithm class or instance overriding the trainer's own rule "
+    Setting("algorithm", "an Algorithm class or instance overriding the trainer's own "
             "(e.g. one subclassed in user code)", _identity, None),
-    Setting("algorithm_params", "parameters of a rule given as algorithm= (checked against "
-            "its signature)", _dict, {}),
+    Setting("algorithm_params", "parameters of an algorithm given as algorithm= (checked "
+            "against its signature)", _dict, {}),
 )
 NAMES = frozenset(s.name for s in SETTINGS)
 # not JSON: written by the persistence code in their own form, or not at all
@@ -245,7 +244,8 @@ def add_accessors(cls: type, name: str) -> None:
 
 
 def unknown_keyword(owner: str, key: str, valid: set[str]) -> TypeError:
-    """The TypeError for a keyword no Param and no rule parameter takes, naming the closest."""
+    """The TypeError for a keyword no Param and no algorithm parameter takes, naming the
+    closest."""
     if key in RENAMED:
         return TypeError(f"{owner}: {key!r} is now called {RENAMED[key]!r} (one name for "
                          f"every trainer, tuning and pipeline call): use {RENAMED[key]}=")

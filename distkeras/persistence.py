@@ -12,7 +12,7 @@ The metadata is pyspark.ml's own format, so ``Pipeline``/``PipelineModel`` holdi
 stages save and load with pyspark.ml's Pipeline writer and reader, and
 ``distkeras.load_model(path)`` reads what ``KerasModel.save`` wrote. Nothing is pickled: Keras
 models are ``.keras`` files, optimizers and losses their Keras configs, a user-defined update
-rule its importable class name and constructor arguments.
+algorithm its importable class name and constructor arguments.
 
 A trainer's ``callbacks``, ``validation_data`` and ``custom_objects`` are live objects (a
 DataFrame, callbacks with state, classes): they are not saved, and ``save`` logs which were left
@@ -139,13 +139,13 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-# -- a rule as its class and constructor arguments ------------------------------------------------
-def encode_rule(rule) -> dict:
-    """An update rule (class or instance) as ``{"class": "module.Name", "config": {...}}``."""
+# -- an algorithm as its class and constructor arguments -----------------------------------------
+def encode_algorithm(algorithm) -> dict:
+    """An algorithm (class or instance) as ``{"class": "module.Name", "config": {...}}``."""
     from distkeras.algorithms import Algorithm
 
-    cls = rule if isinstance(rule, type) else type(rule)
-    config = rule.get_config() if isinstance(rule, Algorithm) else None
+    cls = algorithm if isinstance(algorithm, type) else type(algorithm)
+    config = algorithm.get_config() if isinstance(algorithm, Algorithm) else None
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "config": _jsonable(config)}
 
 
@@ -155,11 +155,11 @@ def import_class(name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
-def decode_rule(encoded: dict):
+def decode_algorithm(encoded: dict):
     try:
         cls = import_class(encoded["class"])
     except (ImportError, AttributeError) as exc:
-        raise ImportError(f"the saved trainer's rule {encoded['class']} cannot be imported "
+        raise ImportError(f"the saved trainer's algorithm {encoded['class']} cannot be imported "
                           f"({exc}): install or import the module that defines it") from exc
     return cls if encoded.get("config") is None else cls(**encoded["config"])
 
@@ -186,7 +186,7 @@ def trainer_params_json(trainer) -> tuple[dict, list[str]]:
                                                                                 (str, dict)):
             value = keras.optimizers.serialize(value)
         elif name == "algorithm" and value is not None:
-            value = encode_rule(value)
+            value = encode_algorithm(value)
         params[name] = _jsonable(value)
     json.dumps(params)      # fails here, naming nothing hidden, if a value is not JSON
     return params, skipped
@@ -226,7 +226,7 @@ class TrainerReader(MLReader):
         trainer._resetUid(meta["uid"])
         params = dict(meta["paramMap"])
         if params.get("algorithm") is not None:
-            params["algorithm"] = decode_rule(params["algorithm"])
+            params["algorithm"] = decode_algorithm(params["algorithm"])
         for name, value in params.items():
             trainer._set(**{name: value})
         return trainer
@@ -260,7 +260,7 @@ class KerasModelReader(MLReader):
         self.cls = cls
 
     def load(self, path: str):
-        from distkeras.executor.feed import FeedSpec
+        from distkeras.feed import FeedSpec
 
         info = read_json(path, "distkeras.json", "model")
         if info.get("format") not in (1, FORMAT):

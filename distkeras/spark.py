@@ -201,3 +201,15 @@ def _spark_schema(schema) -> str:
     names = {pa.int64(): "bigint", pa.float32(): "float", pa.float64(): "double",
              pa.bool_(): "boolean", pa.list_(pa.float32()): "array<float>"}
     return ", ".join(f"`{f.name}` {names[f.type]}" for f in schema)
+
+
+def to_arrow(df):
+    """Collect a DataFrame as a pyarrow Table (pyspark 4 ``toArrow``, 3.5 ``_collect_as_arrow``)."""
+    import pyarrow as pa
+
+    if hasattr(df, "toArrow"):
+        return df.toArrow()
+    batches = df._collect_as_arrow()  # noqa: SLF001 - pyspark 3.5 has no public Arrow collect
+    if not batches:
+        return pa.Table.from_pandas(df.limit(0).toPandas())
+    return pa.Table.from_batches(batches)

@@ -89,16 +89,6 @@ def _fixed(model) -> set[int]:
     return out
 
 
-def mean_of(vectors: list[np.ndarray]) -> np.ndarray:
-    """The mean of ``vectors`` as x₀ + Σ(xᵢ − x₀)/n: exactly x₀ when they are all equal (a
-    plain sum over n then divided by n is not, for n not a power of two)."""
-    first = np.asarray(vectors[0], dtype=np.float32)
-    deviation = np.zeros(first.shape, np.float64)     # float64: no overflow near float32's max
-    for v in vectors[1:]:
-        deviation += np.asarray(v, np.float64) - first
-    return (first + deviation / len(vectors)).astype(np.float32)
-
-
 def pace_statistics(model, num_workers: int) -> None:
     """Give a worker's moving statistics the horizon one worker on all the data would have.
 

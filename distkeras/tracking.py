@@ -130,7 +130,7 @@ def run_params(trainer, algorithm, loss, optimizer: dict, learning_rate: float,
     """The parameters a run is compared by: algorithm, workers, λ, η (as given, and as the
     workers ran it after ``learning_rate_scaling``), batch size, epochs, the loss, the optimizer
     and the rule's own settings."""
-    from distkeras.executor.feed import loss_name
+    from distkeras.feed import loss_name
 
     params = {"trainer": trainer.name, "algorithm": algorithm.name,
               "num_workers": trainer.num_workers,

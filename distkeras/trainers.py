@@ -56,58 +56,60 @@ class Trainer(Estimator, MLReadable, MLWritable):
         fitted = trainer.fit(df, {trainer.learning_rate: 0.003})
     """
 
-    rule: type[algorithms.Algorithm] = algorithms.Averaging   # the trainer's update rule
+    algorithm_class: type[algorithms.Algorithm] = algorithms.Averaging   # the trainer's algorithm
     key = "trainer"                   # its name on command lines and in studies
     # the workers' optimizer when neither worker_optimizer= nor the model's compile names one
     default_optimizer: Any = "adam"
     defaults: dict[str, Any] = {}     # a trainer's own defaults for the common Params
     fixed: dict[str, Any] = {}        # Params a trainer does not let a user change
-    _rule_params: tuple[str, ...] = ()        # Params declared from the rule's signature
-    _rule_defaults: dict[str, Any] = {}
+    _algorithm_params: tuple[str, ...] = ()        # Params declared from the algorithm's signature
+    _algorithm_defaults: dict[str, Any] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _declare_rule_params(cls)
+        _declare_algorithm_params(cls)
 
     def __init__(self, keras_model=None, **params: Any):
         super().__init__()
         self.keras_model = keras_model
         self.coordinator = None   # the run's live coordinator while fit() runs (stats, tests)
         self._setDefault(**{s.name: s.default for s in trainer_params.SETTINGS})
-        self._setDefault(**self._rule_defaults)
+        self._setDefault(**self._algorithm_defaults)
         self._setDefault(**{**self.defaults, **self.fixed})
         self.setParams(**params)
 
     def setParams(self, **params: Any) -> "Trainer":
-        """Set Params by keyword; a rule's parameters go to ``algorithm_params`` when
-        ``algorithm=`` names a rule other than the trainer's own."""
+        """Set Params by keyword; an algorithm's own parameters go to ``algorithm_params`` when
+        ``algorithm=`` names another algorithm than the trainer's own."""
         for key, value in self.fixed.items():
             if key in params and params[key] != value:
                 raise ValueError(f"{type(self).__name__} has {key}={value!r}; it cannot be "
                                  f"{params[key]!r}")
-        rule = params.get("algorithm", self.getOrDefault("algorithm"))
-        rule_class = type(rule) if isinstance(rule, algorithms.Algorithm) else rule
-        extra_allowed = (set(algorithms.parameters(rule_class))
-                         if isinstance(rule_class, type) else set())
+        algorithm = params.get("algorithm", self.getOrDefault("algorithm"))
+        algorithm_type = (type(algorithm) if isinstance(algorithm, algorithms.Algorithm)
+                          else algorithm)
+        extra_allowed = (set(algorithms.parameters(algorithm_type))
+                         if isinstance(algorithm_type, type) else set())
         kept = {} if "algorithm" in params else self.getOrDefault("algorithm_params")
         extra = {**kept, **(params.pop("algorithm_params", None) or {})}
         for key, value in params.items():
-            if self.hasParam(key) and (key in trainer_params.NAMES or key in self._rule_params):
+            if self.hasParam(key) and (key in trainer_params.NAMES
+                                       or key in self._algorithm_params):
                 self._set(**{key: value})
             elif key in extra_allowed:
                 extra[key] = value
             else:
                 raise trainer_params.unknown_keyword(
                     f"{type(self).__name__}()", key,
-                    set(trainer_params.NAMES) | set(self._rule_params) | extra_allowed)
+                    set(trainer_params.NAMES) | set(self._algorithm_params) | extra_allowed)
         if extra:
             unknown = [k for k in extra if k not in extra_allowed]
             if unknown:
-                name = getattr(rule_class, "__name__", rule_class)
-                raise trainer_params.unknown_keyword(f"the {name} rule", unknown[0],
+                name = getattr(algorithm_type, "__name__", algorithm_type)
+                raise trainer_params.unknown_keyword(f"the {name} algorithm", unknown[0],
                                                      extra_allowed)
             self._set(algorithm_params=extra)
-        try:                # a rule's own check (an unknown topology, a bad base) fails now
+        try:            # the algorithm's own checks (an unknown topology, a bad base) fail now
             self.make_algorithm(0.01)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{type(self).__name__}(): {exc}") from None
@@ -122,52 +124,52 @@ class Trainer(Estimator, MLReadable, MLWritable):
 
     def learning_rate_factor(self) -> float:
         """What the worker learning rate is multiplied by for this run's number of workers
-        (``learning_rate_scaling``; 'auto': the rule's own)."""
+        (``learning_rate_scaling``; 'auto': the algorithm's own)."""
         scaling = self.getOrDefault("learning_rate_scaling")
         if scaling == "auto":
-            rule = self.getOrDefault("algorithm") or self.rule
-            scaling = getattr(rule, "learning_rate_scaling", None) or "none"
+            algorithm = self.getOrDefault("algorithm") or self.algorithm_class
+            scaling = getattr(algorithm, "learning_rate_scaling", None) or "none"
         workers = self.getOrDefault("num_workers")
         return {"none": 1.0, "linear": float(workers), "sqrt": float(workers) ** 0.5}[scaling]
 
     def make_algorithm(self, learning_rate: float, steps: int | None = None
                        ) -> algorithms.Algorithm:
-        """The run's algorithm: the trainer's rule with its Params, or a copy of the instance
+        """The run's algorithm: the trainer's algorithm with its Params, or a copy of the instance
         given as ``algorithm=`` with the trainer's workers, λ and learning rate. With ``steps``
         (per epoch), the settings left at their defaults are fitted to the data
         (``Algorithm.fit_to``: at least 4 exchanges per epoch)."""
-        rule = self._make_algorithm(learning_rate)
+        algorithm = self._make_algorithm(learning_rate)
         if steps:
             unset = {p.name for p in self.params if not self.isSet(p)}
-            for name, (was, now) in rule.fit_to(steps, unset).items():
+            for name, (was, now) in algorithm.fit_to(steps, unset).items():
                 log.warning("%s=%s gives a worker fewer than %d exchanges in its %d steps per "
                             "epoch: this run uses %s=%s (set %s= to keep another)", name, was,
                             algorithms.EXCHANGES_PER_EPOCH, steps, name, now, name)
-        return rule
+        return algorithm
 
     def _make_algorithm(self, learning_rate: float) -> algorithms.Algorithm:
-        rule = self.getOrDefault("algorithm") or self.rule
+        algorithm = self.getOrDefault("algorithm") or self.algorithm_class
         window = self.getOrDefault("communication_window")
         workers = self.getOrDefault("num_workers")
-        if isinstance(rule, algorithms.Algorithm):
-            rule = copy.deepcopy(rule)
-            rule.num_workers, rule.learning_rate = workers, float(learning_rate)
+        if isinstance(algorithm, algorithms.Algorithm):
+            algorithm = copy.deepcopy(algorithm)
+            algorithm.num_workers, algorithm.learning_rate = workers, float(learning_rate)
             if window is not None:
-                rule.communication_window = window
-            return rule
-        if not (isinstance(rule, type) and issubclass(rule, algorithms.Algorithm)):
-            raise TypeError(f"algorithm={rule!r}: give an Algorithm subclass or instance")
-        params = {name: self.getOrDefault(name) for name in self._rule_params
+                algorithm.communication_window = window
+            return algorithm
+        if not (isinstance(algorithm, type) and issubclass(algorithm, algorithms.Algorithm)):
+            raise TypeError(f"algorithm={algorithm!r}: give an Algorithm subclass or instance")
+        params = {name: self.getOrDefault(name) for name in self._algorithm_params
                   if self.isSet(name)}
-        if rule is not self.rule:
-            accepted = algorithms.parameters(rule)
+        if algorithm is not self.algorithm_class:
+            accepted = algorithms.parameters(algorithm)
             for name in params:
                 if name not in accepted:
-                    raise trainer_params.unknown_keyword(f"the {rule.__name__} rule", name,
-                                                         set(accepted))
+                    raise trainer_params.unknown_keyword(
+                        f"the {algorithm.__name__} algorithm", name, set(accepted))
         params.update(self.getOrDefault("algorithm_params"))
-        return rule(communication_window=window, learning_rate=learning_rate,
-                    num_workers=workers, **params)
+        return algorithm(communication_window=window, learning_rate=learning_rate,
+                         num_workers=workers, **params)
 
     # -- pyspark.ml ------------------------------------------------------------------------------
     def fit(self, dataset, params=None, *, validation_data=None, callbacks=None):
@@ -230,21 +232,21 @@ class Trainer(Estimator, MLReadable, MLWritable):
                 f"{self.getCommunicationWindow()})")
 
 
-def _declare_rule_params(cls: type) -> None:
+def _declare_algorithm_params(cls: type) -> None:
     """The trainer's Params: the common ones (declared on :class:`Trainer`) and one per
-    parameter of its rule's ``__init__``, with get/set methods."""
+    parameter of its algorithm's ``__init__``, with get/set methods."""
     defaults = {}
-    for name, parameter in algorithms.parameters(cls.rule).items():
+    for name, parameter in algorithms.parameters(cls.algorithm_class).items():
         if name in trainer_params.NAMES:
             continue
         default = None if parameter.default is inspect.Parameter.empty else parameter.default
         if not isinstance(cls.__dict__.get(name), Param):
             setattr(cls, name, trainer_params.make_param(
-                name, f"parameter of the {cls.rule.__name__} rule (see "
-                f"distkeras.algorithms.{cls.rule.__name__}); unset: the rule's default"))
+                name, f"parameter of the {cls.algorithm_class.__name__} algorithm (see "
+                f"distkeras.algorithms.{cls.algorithm_class.__name__}); unset: its default"))
         trainer_params.add_accessors(cls, name)
         defaults[name] = default
-    cls._rule_params, cls._rule_defaults = tuple(defaults), defaults
+    cls._algorithm_params, cls._algorithm_defaults = tuple(defaults), defaults
 
 
 for _setting in trainer_params.SETTINGS:
@@ -277,24 +279,25 @@ def _copy_callback(callback):
     return copy.deepcopy(callback, memo)
 
 
-def trainer_class(rule: type[algorithms.Algorithm], spec: algorithms.TrainerSpec) -> type:
+def trainer_class(algorithm: type[algorithms.Algorithm], spec: algorithms.TrainerSpec) -> type:
     """The Estimator class of one registered trainer (``distkeras.algorithms.registry``)."""
     return type(spec.name, (Trainer,), {
-        "__doc__": spec.doc, "__module__": __name__, "__qualname__": spec.name, "rule": rule,
+        "__doc__": spec.doc, "__module__": __name__, "__qualname__": spec.name,
+        "algorithm_class": algorithm,
         "key": spec.key, "defaults": dict(spec.defaults), "fixed": dict(spec.fixed),
         "default_optimizer": spec.default_optimizer})
 
 
-for _rule, _spec in algorithms.trainer_specs():
-    globals()[_spec.name] = trainer_class(_rule, _spec)
+for _algorithm, _spec in algorithms.trainer_specs():
+    globals()[_spec.name] = trainer_class(_algorithm, _spec)
 
 __all__ = ["Trainer", *(spec.name for _, spec in algorithms.trainer_specs())]
 
 
 def __getattr__(name: str):
-    """A trainer registered after this module was imported (a rule defined by the user)."""
-    for rule, spec in algorithms.trainer_specs():
+    """A trainer registered after this module was imported (a algorithm defined by the user)."""
+    for algorithm, spec in algorithms.trainer_specs():
         if spec.name == name:
-            globals()[name] = cls = trainer_class(rule, spec)
+            globals()[name] = cls = trainer_class(algorithm, spec)
             return cls
     raise AttributeError(f"module 'distkeras.trainers' has no attribute {name!r}")

@@ -29,7 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--label", action="append", default=[], metavar="GLOB=INT",
                     help="give files matching GLOB the integer label INT (adds a 'label' column); "
                     "repeatable; the globs are read even if not listed in INPUTS")
-    ap.add_argument("--source-column", metavar="NAME", help="add a column NAME with each row's file path")
+    ap.add_argument("--source-col", "--source-column", dest="source_col", metavar="NAME",
+                    help="add a column NAME with each row's file path")
     ap.add_argument("--on-bad-file", choices=("raise", "skip"), default="raise",
                     help="'raise' stops at the first unreadable file; 'skip' leaves it out and reports "
                     "it (and the events lost) at the end (default: %(default)s)")
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     branches = [b.strip() for group in args.branches or [] for b in group.split(",") if b.strip()] or None
     try:  # plan (open every file once) before starting Spark: bad input fails in seconds
         plan = plan_root(inputs or None, args.tree, branches, labels=labels or None,
-                         source_column=args.source_column, on_bad_file=args.on_bad_file,
+                         source_col=args.source_col, on_bad_file=args.on_bad_file,
                          partition_bytes=int(args.partition_mb * (1 << 20)) if args.partition_mb else None,
                          partition_entries=args.partition_entries)
     except RootReadError as err:

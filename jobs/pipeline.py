@@ -89,7 +89,7 @@ def main(argv=None) -> int:
 
     setup_logging(args.log_level)
     cfg = config(args)
-    spark = start_session(args.master, "distkeras-pipeline", workers=args.num_workers,
+    spark = start_session(args.master, "distkeras-pipeline", num_workers=args.num_workers,
                           environment=args.environment)
     try:
         summary = run_pipeline(spark, cfg)

@@ -7,9 +7,9 @@ Examples::
 
     spark-submit jobs/study.py --data features/ --model hlf \\
         --algorithms single,arsgd,adpsgd,swarmsgd,adag,downpour --slowmo none,avg,noavg \\
-        --workers 1,2,4,8 --windows 12 --epochs 10 --repeats 3 --out study-hlf
+        --num-workers 1,2,4,8 --windows 12 --epochs 10 --repeats 3 --out study-hlf
     python jobs/study.py --dataset digits --model digits_mlp --algorithms single,adpsgd,adag \\
-        --workers 1,2 --epochs 5 --out study-digits
+        --num-workers 1,2 --epochs 5 --out study-digits
     python jobs/study.py --demo --out study-demo          # generated Delphes-like sample, HLF
     python jobs/study.py --report-only --out study-hlf    # redraw the report from runs.jsonl
 
@@ -51,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--algorithms", type=_list(str), default=["single", "arsgd", "adpsgd", "adag"])
     ap.add_argument("--slowmo", type=_list(str), default=["none"],
                     help="none, avg (SlowMo + exact average), noavg (SlowMo without)")
-    ap.add_argument("--workers", type=_list(int), default=[1, 2])
+    ap.add_argument("--num-workers", "--workers", dest="num_workers", type=_list(int),
+                    default=[1, 2], help="worker counts to compare, e.g. 1,2,4")
     ap.add_argument("--windows", type=_list(int), default=[None],
                     help="λ values for the parameter-server algorithms and LocalSGD "
                     "('default': each algorithm's own)")
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
     setup_logging(args.log_level)
     rates = dict(item.split("=", 1) for item in args.lr)
     study = Study(model=_model(args.model, args.dataset), algorithms=args.algorithms,
-                  slowmo=args.slowmo, workers=args.workers, windows=args.windows,
+                  slowmo=args.slowmo, num_workers=args.num_workers, windows=args.windows,
                   repeats=args.repeats, epochs=args.epochs, batch_size=args.batch_size,
                   learning_rate=args.learning_rate,
                   learning_rates={k.lower(): float(v) for k, v in rates.items()},
@@ -101,17 +102,17 @@ def main(argv=None) -> int:
                                 "," in args.features_col else args.features_col),
                   label_col=args.label_col, verbose=not args.quiet)
     if not args.report_only:
-        train, validation = _data(args, max(args.workers))
+        train, validation = _data(args, max(args.num_workers))
         study.run(train, validation)
     report = write_report(load_runs(study.runs_path), args.out, target=args.target)
     print(f"study report: {report}")
     return 0
 
 
-def _data(args, workers: int):
+def _data(args, num_workers: int):
     from distkeras.pipeline.cli import start_session
 
-    spark = start_session(args.master, "distkeras-study", workers=workers,
+    spark = start_session(args.master, "distkeras-study", num_workers=num_workers,
                           environment=args.environment)
     if args.dataset == "digits":
         from distkeras.datasets.digits import digits_dataframe

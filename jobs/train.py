@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     params = parse_params(args.param)
     if args.mlflow:
         params["mlflow"] = args.mlflow
-    spark = start_session(args.master, "distkeras-train", workers=args.num_workers,
+    spark = start_session(args.master, "distkeras-train", num_workers=args.num_workers,
                           environment=args.environment)
     try:
         train_df = spark.read.parquet(args.train)

@@ -16,7 +16,7 @@ import pytest
 from distkeras import algorithms
 from distkeras.driver.coordinator import Coordinator
 from distkeras.executor import remote
-from distkeras.executor.feed import Window
+from distkeras.feed import Window
 from distkeras.executor.sources import MemorySource
 from distkeras.portable import PortableModel
 from distkeras.state import StateLayout

@@ -335,7 +335,7 @@ def test_decentralised_trainer_params_round_trip_and_old_model_format_loads(tmp_
     with pytest.raises(TypeError, match="is a distkeras.trainers.SlowMo, not a ADAG"):
         dk.trainers.ADAG.load(str(tmp_path / "slowmo"))
     # a model saved before the pyspark.ml metadata (format 1: distkeras.json and .keras only)
-    from distkeras.executor.feed import feed_spec_for
+    from distkeras.feed import feed_spec_for
 
     model = mlp()
     fitted = dk.KerasModel(model, feed=feed_spec_for(model, "features", "label",

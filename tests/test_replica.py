@@ -22,7 +22,7 @@ def _replica(model, jit_compile):
 
 
 def _window(k=6, batch=32):
-    from distkeras.executor.feed import Window
+    from distkeras.feed import Window
 
     x, y = blobs(k * batch, seed=3)
     return Window([x], [np.eye(3, dtype=np.float32)[y]]).steps(k)

@@ -173,7 +173,7 @@ def test_plan_covers_every_entry_once(sample, kw):
 
 def test_spark_read_covers_every_entry_once(spark, sample):
     _, paths = sample
-    df = read_root(spark, paths, "Delphes", ["Jet_size"], source_column="file", entry_column="entry",
+    df = read_root(spark, paths, "Delphes", ["Jet_size"], source_col="file", entry_col="entry",
                    partition_entries=30)
     assert df.rdd.getNumPartitions() == 18  # clusters of 20 entries: one per partition
     rows = collect(df)
@@ -187,7 +187,7 @@ def test_spark_read_covers_every_entry_once(spark, sample):
 def test_labels_per_glob(spark, sample):
     out, paths = sample
     labels = {str(out / "qcd" / "*.root"): 0, str(out / "ttbar"): 1, f"file://{out}/wjets/*.root": 2}
-    df = read_root(spark, None, "Delphes", "MissingET.MET", labels=labels, source_column="src")
+    df = read_root(spark, None, "Delphes", "MissingET.MET", labels=labels, source_col="src")
     rows = collect(df)
     for src, label in zip(rows["src"], rows["label"]):
         assert label == {"qcd": 0, "ttbar": 1, "wjets": 2}[os.path.basename(os.path.dirname(src))]
@@ -214,7 +214,7 @@ def test_branch_selection_errors(sample, tmp_path):
     with pytest.raises(RootSchemaError, match="both map to the Spark column 'a_b'"):
         plan_root(clash, "t")
     with pytest.raises(RootSchemaError, match="both map"):
-        plan_root(paths[0], "Delphes", ["Jet_size"], labels={paths[0]: 1}, label_column="Jet_size")
+        plan_root(paths[0], "Delphes", ["Jet_size"], labels={paths[0]: 1}, label_col="Jet_size")
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -340,7 +340,7 @@ def test_corrupt_basket_found_in_executor(spark, sample, tmp_path):
         read_root(spark, path, "Delphes", ["EFlowTrack.PID"], partition_entries=20).count()
     report = ReadReport()
     df = read_root(spark, path, "Delphes", ["EFlowTrack.PID"], partition_entries=20, on_bad_file="skip",
-                   report=report, entry_column="entry")
+                   report=report, entry_col="entry")
     entries = sorted(r.entry for r in df.select("entry").collect())
     assert entries == list(range(20)) + list(range(40, 60))
     assert [(s.path, s.entry_range, s.entries_lost) for s in report.runtime_skipped] == [(path, (20, 40), 20)]
@@ -352,7 +352,7 @@ def test_arrow_batches_exact_types(sample):
     from distkeras.io.root_types import read_chunks
 
     plan = plan_root(sample[1][:2], "Delphes", ["EFlowTrack.PT", "Jet.BTag", "Jet_size"],
-                     labels={sample[1][0]: 0, sample[1][1]: 1}, source_column="f", partition_entries=50)
+                     labels={sample[1][0]: 0, sample[1][1]: 1}, source_col="f", partition_entries=50)
     want = plan.spec.arrow_schema()
     batches = [b for part in plan.partitions for b in read_chunks(part, plan.spec)]
     assert sum(b.num_rows for b in batches) == 120
@@ -369,7 +369,7 @@ def test_ingest_job_end_to_end(spark, tmp_path):
     res = subprocess.run([sys.executable, "jobs/ingest.py", "--generate", "40", "--generate-dir",
                           str(tmp_path / "gen"), "--output", str(out), "--master", "local[1]",
                           "--branches", "Jet.*,MissingET.*", "--partition-entries", "25",
-                          "--source-column", "file"],
+                          "--source-col", "file"],
                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "ingested 3 file(s), 120 events" in res.stdout and "rows/s" in res.stdout
@@ -402,7 +402,7 @@ def test_ingest_job_help():
     assert res.returncode == 0
     for opt in ("--output", "--tree", "--branches", "--label", "--on-bad-file", "--partitions",
                 "--partition-mb", "--partition-entries", "--rows-per-file", "--master", "--generate",
-                "--source-column", "--compression", "--overwrite", "--seed"):
+                "--source-col", "--compression", "--overwrite", "--seed"):
         assert opt in res.stdout, opt
 
 
@@ -411,8 +411,8 @@ def test_write_parquet_engines(spark, sample, tmp_path, engine):
     from distkeras.io.ingest import write_parquet
 
     _, paths = sample
-    plan = plan_root(paths[:2], "Delphes", ["Jet.PT", "Jet.BTag", "Jet_size"], entry_column="entry",
-                     source_column="file", partition_entries=60)
+    plan = plan_root(paths[:2], "Delphes", ["Jet.PT", "Jet.BTag", "Jet_size"], entry_col="entry",
+                     source_col="file", partition_entries=60)
     out = str(tmp_path / "pq")
     summary = write_parquet(spark, plan, out, engine=engine, rows_per_file=25)
     assert summary.events == 120 and summary.files == 2 and summary.output_bytes > 0
@@ -421,7 +421,7 @@ def test_write_parquet_engines(spark, sample, tmp_path, engine):
     assert not os.path.exists(os.path.join(out, "_temporary"))
     back = spark.read.parquet(out)
     direct = read_root(spark, paths[:2], "Delphes", ["Jet.PT", "Jet.BTag", "Jet_size"],
-                       entry_column="entry", source_column="file")
+                       entry_col="entry", source_col="file")
     assert back.schema.simpleString() == direct.schema.simpleString()
     assert collect(back.orderBy("file", "entry")) == collect(direct)
     with pytest.raises(Exception, match="exists|already exists"):
@@ -437,7 +437,7 @@ def test_arrow_engine_dictionary_only_for_integer_columns(spark, sample, tmp_pat
     from distkeras.io.ingest import write_parquet
 
     _, paths = sample
-    plan = plan_root(paths[:1], "Delphes", ["Jet.PT", "Jet.BTag", "Jet_size"], source_column="file")
+    plan = plan_root(paths[:1], "Delphes", ["Jet.PT", "Jet.BTag", "Jet_size"], source_col="file")
     out = str(tmp_path / "pq")
     write_parquet(spark, plan, out)
     meta = pq.ParquetFile(next(os.path.join(out, f) for f in os.listdir(out)

@@ -34,7 +34,7 @@ def study(spark, tmp_path_factory):
 
     train, test = digits_dataframe(spark).randomSplit([0.8, 0.2], seed=0)
     study = CountingStudy(model="digits_mlp", algorithms=["adpsgd", "adag"],
-                          slowmo=["none", "noavg"], workers=[1, 2], epochs=2, batch_size=32,
+                          slowmo=["none", "noavg"], num_workers=[1, 2], epochs=2, batch_size=32,
                           learning_rate=3e-3, learning_rates={"adag": 1e-2},
                           out=str(tmp_path_factory.mktemp("study")), verbose=False)
     study.run(train, validation=test)
@@ -54,7 +54,7 @@ def test_small_study_runs_every_configuration_and_writes_the_report(study):
         assert all(w["compute_seconds"] > 0 for w in r["worker_stats"])
     adag = [r for r in records if r["algorithm"] == "adag"]
     assert all(r["learning_rate"] == 1e-2 and r["staleness_mean"] is not None for r in adag)
-    gossip = [r for r in records if r["algorithm"] == "adpsgd" and r["workers"] == 2]
+    gossip = [r for r in records if r["algorithm"] == "adpsgd" and r["num_workers"] == 2]
     assert all(r["consensus_distance"] and r["worker_stats"][0]["exchanges"] > 0 for r in gossip)
     best = max(r["final_val_accuracy"] for r in records if r["algorithm"] == "single")
     assert best > 0.8, "the baseline did not learn the digits"
@@ -85,7 +85,7 @@ def test_report_numbers_equal_the_records(study):
     best = max(r["final_val_accuracy"] for r in records if r["algorithm"] == "single")
     assert f"{0.99 * best:.4f}" in report
     for label, workers, _window, ttt, _reached, acc, _rate, _lr in (map(str.strip, r) for r in rows):
-        runs = [r for r in records if r["label"] == label and r["workers"] == int(workers)]
+        runs = [r for r in records if r["label"] == label and r["num_workers"] == int(workers)]
         assert float(acc.split(" ± ")[0]) == pytest.approx(
             np.mean([r["final_val_accuracy"] for r in runs]), abs=5e-5)
         times = [time_to_target(r, 0.99 * best) for r in runs]
@@ -98,7 +98,7 @@ def test_report_numbers_equal_the_records(study):
     slowmo = report.split("## Baseline / SlowMo", 1)[1].split("## Every", 1)[0]
     table = re.search(r"\| adpsgd \| (.+?) \| (.+?) \| (.+?) \|", slowmo).groups()
     noavg = [r["final_val_accuracy"] for r in records
-             if r["label"] == "adpsgd+slowmo-noavg" and r["workers"] == 2]
+             if r["label"] == "adpsgd+slowmo-noavg" and r["num_workers"] == 2]
     assert float(table[2].split(" ± ")[0]) == pytest.approx(np.mean(noavg), abs=5e-5)
 
 
@@ -107,7 +107,7 @@ def test_speedup_is_computed_from_the_runs_it_plots(study):
     records = load_runs(study.runs_path)
     a = analyse(records)
     for label in ("adpsgd", "adag"):
-        t = {r["workers"]: r["steady_epoch_seconds"] for r in records if r["label"] == label}
+        t = {r["num_workers"]: r["steady_epoch_seconds"] for r in records if r["label"] == label}
         assert a["speedup"][label][2] == pytest.approx(t[1] / t[2])
         assert a["speedup"][label][1] == pytest.approx(1.0)
 
@@ -117,7 +117,7 @@ def test_a_failed_run_is_recorded_and_the_study_goes_on(spark, tmp_path):
 
     df = digits_dataframe(spark)
     # batch larger than a worker's partition with 2 workers: that run fails with a clear error
-    study = Study(model="digits_mlp", algorithms=["adag"], workers=[1, 2], epochs=1,
+    study = Study(model="digits_mlp", algorithms=["adag"], num_workers=[1, 2], epochs=1,
                   batch_size=1000, out=str(tmp_path), verbose=False)
     records = study.run(df)
     status = {r["key"]: r["status"] for r in records}
@@ -134,7 +134,7 @@ def test_study_job_help_and_report_only(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--slowmo" in out.stdout and "--lr-scaling" in out.stdout
     record = {"key": "single|none|w1|l-|r0", "algorithm": "single", "slowmo": "none",
-              "workers": 1, "window": None, "repeat": 0, "label": "single", "status": "ok",
+              "num_workers": 1, "window": None, "repeat": 0, "label": "single", "status": "ok",
               "learning_rate": 0.001, "batch_size": 32, "epochs_planned": 1, "model": "hlf",
               "epochs": [{"epoch": 0, "loss": 1.0, "val_accuracy": 0.5, "epoch_seconds": 2.0}],
               "train_seconds": 2.0, "steady_epoch_seconds": 2.0, "samples_per_s": 10.0,

@@ -138,7 +138,7 @@ def test_a_cached_input_split_for_the_workers_is_trained_as_it_is(spark):
     (no shuffle, no second cache) and stays cached after the fit; any other input gets a
     repartitioned cache of the fit's own, released after training."""
     from distkeras.driver.preflight import prepare_training_data
-    from distkeras.executor.feed import feed_spec_for
+    from distkeras.feed import feed_spec_for
 
     persistent = lambda: spark.sparkContext._jsc.getPersistentRDDs().size()  # noqa: E731
     feed = feed_spec_for(mlp(), "features", "label", "categorical_crossentropy")

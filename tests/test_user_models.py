@@ -80,6 +80,10 @@ def notebook_layer():
     so an executor can get it by value and in no other way."""
     import keras
 
+    registered = keras.saving.get_custom_objects().get("notebook>Scaled")
+    if registered is not None:          # a notebook's cell runs once
+        return registered
+
     class Scaled(keras.layers.Layer):
         def __init__(self, factor=1.0, **kwargs):
             super().__init__(**kwargs)
@@ -495,3 +499,51 @@ def test_defaults_learn_with_the_optimizer_the_model_was_compiled_with(data, tra
     fitted = fit(trainer, build(), df)
     acc = accuracy(lambda x: fitted.predict([x]), test)
     assert acc >= reference - 0.03, (trainer, acc, reference)
+
+
+# -- everything at once, on every family --------------------------------------------------------
+def kitchen_sink(train):
+    """A model with each thing users bring at once: two inputs, a custom layer defined in a
+    notebook, an adapted Normalization, BatchNorm and Dropout, computing in mixed_bfloat16."""
+    import keras
+
+    Scaled = notebook_layer()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        a, b = keras.Input((5,), name="a"), keras.Input((5,), name="b")
+        norm = keras.layers.Normalization(name="norm_b")
+        norm.adapt(train[0][:, 5:])
+        h = keras.layers.Concatenate()([Scaled(UNIT[:5], name="scaled_a")(a), norm(b)])
+        h = keras.layers.Dense(32, activation="relu")(h)
+        h = keras.layers.BatchNormalization(name="bn")(h)
+        h = keras.layers.Dropout(0.2)(h)
+        out = keras.layers.Dense(CLASSES, activation="softmax", dtype="float32")(h)
+        return compiled(keras.Model([a, b], out))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(scope="module")
+def kitchen_sink_reference(data):
+    _, train, test = data
+    two = lambda x: [x[:, :5], x[:, 5:]]  # noqa: E731
+    return keras_accuracy(lambda: kitchen_sink(train), (two(train[0]), train[1]),
+                          (two(test[0]), test[1]))
+
+
+@pytest.mark.parametrize("trainer", ["DOWNPOUR", "EASGD", "ARSGD", "DPSGD", "SlowMo",
+                                     "EnsembleTrainer"])
+def test_everything_users_bring_at_once_trains_on_every_family(data, kitchen_sink_reference,
+                                                               trainer):
+    df, train, test = data
+    model = kitchen_sink(train)
+    norm = model.get_layer("norm_b")
+    mean = np.array(norm.mean)
+    fitted = fit(trainer, model, df, features_col=["a", "b"])
+    acc = accuracy(lambda x: fitted.predict([x[:, :5], x[:, 5:]]), test)
+    assert acc >= kitchen_sink_reference - 0.03, (trainer, acc, kitchen_sink_reference)
+    result = fitted.keras_model
+    np.testing.assert_array_equal(np.array(result.get_layer("norm_b").mean), mean)
+    assert type(result.get_layer("scaled_a")).__qualname__ == "Scaled"
+    assert result.get_layer("bn").dtype_policy.name == "mixed_bfloat16"
+    assert np.abs(np.array(result.get_layer("bn").moving_mean)).max() > 0.01

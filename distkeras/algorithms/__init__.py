@@ -8,15 +8,15 @@ import importlib
 import pkgutil
 
 from distkeras.algorithms.base import EXCHANGES_PER_EPOCH, Algorithm, WorkerRecord
-from distkeras.algorithms.registry import (TrainerSpec, get, parameters, register, rules,
-                                           trainer_spec, trainer_specs)
+from distkeras.algorithms.registry import (TrainerSpec, algorithm_classes, get, parameters,
+                                           register, trainer_spec, trainer_specs)
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     importlib.import_module(f"{__name__}.{_module}")
-globals().update({cls.__name__: cls for cls in rules().values()})
+globals().update({cls.__name__: cls for cls in algorithm_classes().values()})
 
-REGISTRY = rules()          # rule name → class (kept for code that used the dict)
+REGISTRY = algorithm_classes()      # name → class (kept for code that used the dict)
 
 __all__ = ["Algorithm", "WorkerRecord", "TrainerSpec", "EXCHANGES_PER_EPOCH", "REGISTRY", "get",
-           "register", "rules", "parameters", "trainer_spec", "trainer_specs",
-           *sorted(cls.__name__ for cls in rules().values())]
+           "register", "algorithm_classes", "parameters", "trainer_spec", "trainer_specs",
+           *sorted(cls.__name__ for cls in algorithm_classes().values())]

@@ -35,7 +35,6 @@ import numpy as np
 from distkeras.exchange import (Exchange, OverlappedParameterServerExchange,
                                 ParameterServerExchange)
 
-
 #: fewer exchanges per worker and epoch and the workers hardly share what they learn
 EXCHANGES_PER_EPOCH = 4
 
@@ -119,7 +118,7 @@ class Algorithm:
                     ) -> np.ndarray:
         """Run one window of ``len(window)`` local steps on ``replica`` from ``start`` (None:
         where the last window ended); return the weights after it. ``window`` is a
-        :class:`~distkeras.executor.feed.Window` of mini-batches. Default: one compiled call."""
+        :class:`~distkeras.feed.Window` of mini-batches. Default: one compiled call."""
         return replica.train(window, start=start)
 
     def worker_send(self, theta: np.ndarray, anchor: np.ndarray) -> np.ndarray:

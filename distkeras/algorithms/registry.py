@@ -1,6 +1,7 @@
-"""The one list of algorithms: each rule registers itself where it is written, with the trainers
-made from it; the trainers (``distkeras.trainers``), the study's lists, SlowMo's bases, the
-Params of a rule and the error messages that name algorithms are all derived from here.
+"""The one list of algorithms: each algorithm registers itself where its rule is written, with
+the trainers made from it; the trainers (``distkeras.trainers``), the study's lists, SlowMo's
+bases, the Params of an algorithm's own parameters and the error messages that name algorithms
+are all derived from here.
 
 A first-class algorithm is one new module in ``distkeras/algorithms/`` (imported with the
 package)::
@@ -24,16 +25,16 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-#: the arguments every rule takes; a rule's own parameters are the others
+#: the arguments every algorithm takes; its own parameters are the others
 COMMON_ARGUMENTS = ("communication_window", "learning_rate", "num_workers")
 
-_RULES: dict[str, type] = {}                    # rule name → rule class
-_TRAINERS: dict[str, tuple[type, "TrainerSpec"]] = {}   # trainer key → (rule, spec)
+_CLASSES: dict[str, type] = {}                  # algorithm name → its class
+_TRAINERS: dict[str, tuple[type, "TrainerSpec"]] = {}   # trainer key → (class, spec)
 
 
 @dataclass(frozen=True)
 class TrainerSpec:
-    """A trainer made from a rule.
+    """A trainer made from an algorithm.
 
     ``name`` is the trainer's class name (``dk.trainers.LocalSGD``), ``key`` its name on command
     lines and in studies (``localsgd``), ``doc`` its docstring; ``defaults`` and ``fixed`` the
@@ -51,33 +52,34 @@ class TrainerSpec:
     slowmo_base: dict[str, Any] | None = None
 
 
-def register(rule: type) -> type:
-    """Class decorator: make ``rule`` (and the trainers it lists in ``trainers``) known."""
-    _RULES[rule.name] = rule
-    for spec in rule.__dict__.get("trainers", ()):
-        if spec.key in _TRAINERS and _TRAINERS[spec.key][0] is not rule:
+def register(cls: type) -> type:
+    """Class decorator: make the algorithm ``cls`` (and the trainers it lists in ``trainers``)
+    known."""
+    _CLASSES[cls.name] = cls
+    for spec in cls.__dict__.get("trainers", ()):
+        if spec.key in _TRAINERS and _TRAINERS[spec.key][0] is not cls:
             raise ValueError(f"trainer key {spec.key!r} is taken by "
                              f"{_TRAINERS[spec.key][0].__name__}")
-        _TRAINERS[spec.key] = (rule, spec)
-    return rule
+        _TRAINERS[spec.key] = (cls, spec)
+    return cls
 
 
-def rules() -> dict[str, type]:
-    """Rule name → rule class, in registration order."""
-    return dict(_RULES)
+def algorithm_classes() -> dict[str, type]:
+    """Algorithm name → class, in registration order."""
+    return dict(_CLASSES)
 
 
 def get(name: str, **kwargs):
-    """Instantiate a rule by its name (``"adag"``, ``"downpour"``, ``"adpsgd"``, ...)."""
+    """Instantiate an algorithm by its name (``"adag"``, ``"downpour"``, ``"adpsgd"``, ...)."""
     try:
-        cls = _RULES[name.lower()]
+        cls = _CLASSES[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown algorithm {name!r}; known: {sorted(_RULES)}") from None
+        raise ValueError(f"unknown algorithm {name!r}; known: {sorted(_CLASSES)}") from None
     return cls(**kwargs)
 
 
 def trainer_specs() -> list[tuple[type, TrainerSpec]]:
-    """``(rule, spec)`` of every registered trainer, in registration order."""
+    """``(class, spec)`` of every registered trainer, in registration order."""
     return list(_TRAINERS.values())
 
 
@@ -97,22 +99,23 @@ def slowmo_bases() -> dict[str, tuple[type, TrainerSpec]]:
 def windowed() -> list[str]:
     """Keys of the trainers whose communication window λ is a setting to tune (swept by
     studies): the rule says so, and the trainer has more than one worker."""
-    return [k for k, (rule, spec) in _TRAINERS.items()
-            if rule.windowed and spec.fixed.get("num_workers", 2) > 1]
+    return [k for k, (cls, spec) in _TRAINERS.items()
+            if cls.windowed and spec.fixed.get("num_workers", 2) > 1]
 
 
 def overlapping() -> list[str]:
     """Names of the trainers whose commits can overlap their windows."""
-    return [spec.name for rule, spec in _TRAINERS.values()
-            if rule.exchange_type.can_overlap and not rule.synchronous]
+    return [spec.name for cls, spec in _TRAINERS.values()
+            if cls.exchange_type.can_overlap and not cls.synchronous]
 
 
-def parameters(rule: type) -> dict[str, inspect.Parameter]:
-    """The named parameters a rule's ``__init__`` accepts beyond :data:`COMMON_ARGUMENTS`,
-    through its class hierarchy (a rule passing ``**params`` on to its parent accepts the
-    parent's too), plus what its ``extra_parameters()`` declares (SlowMo: its bases')."""
+def parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The named parameters an algorithm's ``__init__`` accepts beyond
+    :data:`COMMON_ARGUMENTS`, through its class hierarchy (an algorithm passing ``**params`` on
+    to its parent accepts the parent's too), plus what its ``extra_parameters()`` declares
+    (SlowMo: its bases')."""
     found: dict[str, inspect.Parameter] = {}
-    for klass in inspect.getmro(rule):
+    for klass in inspect.getmro(cls):
         init = klass.__dict__.get("__init__")
         if init is None:
             continue
@@ -124,6 +127,6 @@ def parameters(rule: type) -> dict[str, inspect.Parameter]:
             found.setdefault(name, param)
         if not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
             break
-    for extra in getattr(rule, "extra_parameters", lambda: {})().items():
+    for extra in getattr(cls, "extra_parameters", lambda: {})().items():
         found.setdefault(*extra)
     return found

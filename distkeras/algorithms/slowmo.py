@@ -20,6 +20,7 @@ from distkeras.algorithms.base import EXCHANGES_PER_EPOCH, Algorithm
 from distkeras.algorithms.registry import TrainerSpec, register
 from distkeras.exchange import SlowMoExchange
 
+
 @register
 class SlowMo(Algorithm):
     """SlowMo over ``base`` (a trainer key: ``localsgd``, ``dpsgd``, ``adpsgd``, ``swarmsgd``,

@@ -7,8 +7,8 @@ trainers as it is; custom losses and metrics travel as custom objects with the m
 
 Example::
 
-    settings = CompileSettings.of(trainer)      # trainer: Trainer.settings()
-    settings.loss, settings.optimizer, settings.learning_rate
+    compiled = CompileSettings.of(trainer.settings(), trainer.default_optimizer)
+    compiled.loss, compiled.optimizer, compiled.learning_rate
 """
 from __future__ import annotations
 
@@ -34,29 +34,29 @@ class CompileSettings:
         return self.learning_rate / self.factor
 
     @classmethod
-    def of(cls, trainer, default_optimizer: Any = DEFAULT_OPTIMIZER) -> "CompileSettings":
-        """``trainer``: the run's settings (``Trainer.settings()``)."""
+    def of(cls, settings, default_optimizer: Any = DEFAULT_OPTIMIZER) -> "CompileSettings":
+        """``settings``: the run's settings (``Trainer.settings()``)."""
         import keras
 
         from distkeras.portable import serialize_structure
 
-        model = trainer.keras_model
+        model = settings.keras_model
         compiled = model.get_compile_config() if getattr(model, "compiled", False) else None
         compiled = compiled or {}
-        loss = trainer.loss if trainer.loss is not None else compiled.get("loss")
+        loss = settings.loss if settings.loss is not None else compiled.get("loss")
         if loss is None:
-            raise ValueError("no loss: pass loss= to the trainer or compile the model first")
-        optimizer = trainer.worker_optimizer
+            raise ValueError("no loss: pass loss= to the settings or compile the model first")
+        optimizer = settings.worker_optimizer
         if optimizer is None:
             optimizer = compiled.get("optimizer") or default_optimizer
         config = keras.optimizers.serialize(_optimizer(optimizer))
-        if trainer.learning_rate is not None:
-            _inner(config)["learning_rate"] = float(trainer.learning_rate)
+        if settings.learning_rate is not None:
+            _inner(config)["learning_rate"] = float(settings.learning_rate)
         lr = _inner(config).get("learning_rate")
-        metrics = trainer.metrics if trainer.metrics is not None else compiled.get("metrics")
+        metrics = settings.metrics if settings.metrics is not None else compiled.get("metrics")
         if metrics is None:
             metrics = ["accuracy"] if len(getattr(model, "outputs", None) or [0]) == 1 else []
-        loss_weights = (trainer.loss_weights if trainer.loss_weights is not None
+        loss_weights = (settings.loss_weights if settings.loss_weights is not None
                         else compiled.get("loss_weights"))
         return cls(serialize_structure(loss, keras.losses), config,
                    serialize_structure(metrics, keras.metrics), loss_weights,

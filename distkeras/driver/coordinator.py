@@ -27,8 +27,8 @@ import time
 import numpy as np
 
 from distkeras import messages
-from distkeras.exchange.base import all_finite
 from distkeras.transport import FrameServer, Reply, frame_limit
+from distkeras.vectors import all_finite, mean_of
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,6 @@ def _epoch_number(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_EPOCHS:
         raise ValueError(f"bad epoch number {value!r} (expected 0..{MAX_EPOCHS - 1})")
     return value
-
-
-def _mean(vectors) -> np.ndarray:
-    """The mean of finite float32 vectors, accumulated in float64: finite even where their sum
-    would overflow float32."""
-    return np.mean(np.asarray(vectors), axis=0, dtype=np.float64).astype(np.float32)
 
 
 def _said(worker: int, raised: dict) -> str:
@@ -127,7 +121,8 @@ class Coordinator:
         self._server = FrameServer(self._handle, self.secret, host=host, port=port,
                                    ssl_context=ssl_context, on_disconnect=self._on_disconnect,
                                    num_workers=self.num_workers, unique_workers=True,
-                                   max_payload=frame_limit(np.asarray(initial).size * 4))
+                                   max_payload=frame_limit(np.asarray(initial).size * 4),
+                                   name="coordinator")
 
     # -- life cycle -------------------------------------------------------------------------------
     def __enter__(self) -> "Coordinator":
@@ -179,7 +174,7 @@ class Coordinator:
         if self.data_service is not None:
             return self.data_service.centre
         if self.final_models and epoch is None and len(self.final_models) == self.num_workers:
-            return _mean([self.final_models[w] for w in sorted(self.final_models)])
+            return mean_of([self.final_models[w] for w in sorted(self.final_models)])
         with self._cond:
             if epoch is None:
                 epoch = max(self.epoch_means, default=None)
@@ -304,7 +299,7 @@ class Coordinator:
             replicas[worker] = payload.copy()
             if len(replicas) == self.num_workers:
                 stack = np.stack([replicas[w] for w in sorted(replicas)])
-                mean = _mean(stack)
+                mean = mean_of(stack)
                 self.epoch_means[epoch] = mean
                 n = self._params
                 self.consensus_distance[epoch] = float(sum(

@@ -5,7 +5,7 @@ sent to the workers), the checkpoint; the Keras-style history that collects it a
 
 Example (what ``distkeras.driver.fit`` does once the workers' job is running)::
 
-    history = monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, steps,
+    history = monitor(settings, coordinator, job, driver_model, flat, val, callbacks, steps,
                       Resume(store, resumed, algorithm))
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from distkeras.driver.job import TrainingError
-from distkeras.executor.feed import model_inputs
+from distkeras.feed import model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Resume:
                         self.algorithm.server_state())
 
 
-def monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, steps,
+def monitor(settings, coordinator, job, driver_model, flat, val, callbacks, steps,
              resume: Resume):
     """Driver loop while the workers train: progress, epoch ends, validation, callbacks, the
     checkpoint."""
@@ -76,17 +76,17 @@ def monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, steps
     from tqdm.auto import tqdm
 
     history = resume.history()
-    cbs = keras.callbacks.CallbackList(callbacks, model=driver_model, epochs=trainer.epochs,
+    cbs = keras.callbacks.CallbackList(callbacks, model=driver_model, epochs=settings.epochs,
                                        steps=steps, verbose=0)
     driver_model.stop_training = False
-    total = (trainer.epochs - resume.start) * steps * trainer.batch_size * trainer.num_workers
-    bar = tqdm(total=total, unit="samples", disable=not trainer.verbose, mininterval=1.0,
-               desc=f"{trainer.name} x{trainer.num_workers}")
+    total = (settings.epochs - resume.start) * steps * settings.batch_size * settings.num_workers
+    bar = tqdm(total=total, unit="samples", disable=not settings.verbose, mininterval=1.0,
+               desc=f"{settings.name} x{settings.num_workers}")
     cbs.on_train_begin()
     reported, epoch_start = resume.start, time.perf_counter()
     rate = _LearningRate(driver_model, coordinator)
-    statistics = _EpochStatistics(coordinator, steps * trainer.batch_size * trainer.num_workers)
-    if reported < trainer.epochs:
+    statistics = _EpochStatistics(coordinator, steps * settings.batch_size * settings.num_workers)
+    if reported < settings.epochs:
         cbs.on_epoch_begin(reported)
         rate.follow()
     try:
@@ -94,7 +94,7 @@ def monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, steps
             job.join(timeout=0.2)
             bar.update(min(coordinator.samples_seen, total) - bar.n)
             alive = job.is_alive()
-            while (reported < trainer.epochs and coordinator.completed_epochs() > reported
+            while (reported < settings.epochs and coordinator.completed_epochs() > reported
                    and not driver_model.stop_training):
                 logs = _epoch_logs(coordinator.epoch_logs[reported])
                 if reported in coordinator.consensus_distance:
@@ -104,7 +104,7 @@ def monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, steps
                 if val is not None:
                     scores = driver_model.evaluate(model_inputs(val[0]), val[1], verbose=0,
                                                    return_dict=True,
-                                                   batch_size=max(256, trainer.batch_size))
+                                                   batch_size=max(256, settings.batch_size))
                     logs.update({f"val_{k}": float(v) for k, v in scores.items()})
                 ended = coordinator.epoch_finished_at.get(reported, time.perf_counter())
                 logs["epoch_seconds"] = ended - epoch_start
@@ -122,7 +122,7 @@ def monitor(trainer, coordinator, job, driver_model, flat, val, callbacks, steps
                 coordinator.epoch_processed(reported)
                 reported += 1
                 epoch_start = ended
-                if not driver_model.stop_training and reported < trainer.epochs:
+                if not driver_model.stop_training and reported < settings.epochs:
                     cbs.on_epoch_begin(reported)
                     rate.follow()
             if not alive:

@@ -11,9 +11,12 @@ import re
 import uuid
 
 from distkeras.driver.resources import WorkerCores, task_environment
+from distkeras.transport import errors
 
 log = logging.getLogger(__name__)
 
+_TRANSPORT = {name for name, value in vars(errors).items()
+              if isinstance(value, type) and issubclass(value, errors.TransportError)}
 _CAUSE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$", re.MULTILINE)
 
 
@@ -26,7 +29,7 @@ def executor_cause(exc: BaseException) -> str:
     text = "\n".join([str(exc)] + [str(a) for a in getattr(exc, "args", ())[1:]])
     found = [m for m in _CAUSE.finditer(text) if not m.group(1).startswith("Py4J")]
     python = [m for m in found if not m.group(0).lstrip().startswith(("org.", "java.", "scala."))]
-    preferred = [m for m in python if "distkeras" in m.group(0) or m.group(1).startswith("PS")]
+    preferred = [m for m in python if "distkeras" in m.group(0) or m.group(1) in _TRANSPORT]
     match = (preferred or python or found or [None])[-1]
     if match is None:
         return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

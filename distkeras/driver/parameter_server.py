@@ -30,9 +30,8 @@ import numpy as np
 from distkeras import messages
 from distkeras.algorithms import Algorithm, WorkerRecord
 from distkeras.driver.coordinator import WorkerLostError
-from distkeras.exchange.base import all_finite, split
-from distkeras.state import mean_of
 from distkeras.transport import FrameServer, Reply, frame_limit
+from distkeras.vectors import all_finite, mean_of, split
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,8 @@ class ParameterServer:
         self._server = FrameServer(self._handle, self.secret, host=host, port=port,
                                    ssl_context=ssl_context, on_disconnect=self._on_disconnect,
                                    num_workers=self.num_workers, unique_workers=True,
-                                   max_payload=frame_limit(self._centre.nbytes))
+                                   max_payload=frame_limit(self._centre.nbytes),
+                                   name="parameter server")
 
     # -- life cycle -------------------------------------------------------------------------------
     def __enter__(self) -> "ParameterServer":

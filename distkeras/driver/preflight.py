@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from distkeras.executor.feed import FeedSpec
+from distkeras.feed import FeedSpec
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@
 
 Nothing here imports TensorFlow or Spark: exchanges run in executors and are tested alone.
 """
-from distkeras.exchange.base import (CENTRE, MEAN, MEMBERS, DivergedError, Exchange,
-                                     ExchangeStats, RunModel, WorkerContext, check_finite, split)
+from distkeras.exchange.base import (CENTRE, MEAN, MEMBERS, DivergedError, Exchange, ExchangeStats,
+                                     RunModel, WorkerContext, check_finite, split)
 from distkeras.exchange.gossip import NeighbourExchange, PairwiseGossip, SharedReplica
 from distkeras.exchange.parameter_server import (OverlappedParameterServerExchange,
-                                                ParameterServerExchange)
+                                                 ParameterServerExchange)
 from distkeras.exchange.peers import PeerEndpoint, PeerExchange, PeerGroup, PeerLostError
 from distkeras.exchange.ring import RingAllReduce, RingExchange
 from distkeras.exchange.slowmo import SlowMoExchange

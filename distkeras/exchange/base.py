@@ -36,24 +36,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-
-class DivergedError(FloatingPointError):
-    """A worker's weights or gradient became NaN/inf: its loss diverged. Nothing was sent."""
-
-
-def all_finite(vector: np.ndarray) -> bool:
-    """No NaN or inf in ``vector``, in one float64 reduction (both survive a sum)."""
-    return bool(np.isfinite(np.add.reduce(vector, dtype=np.float64)))
-
-
-def check_finite(vector: np.ndarray, what: str, where: str) -> None:
-    """Raise :class:`DivergedError` before a non-finite vector reaches a peer, the driver or
-    the next window."""
-    if not all_finite(vector):
-        raise DivergedError(
-            f"{where}: the {what} became non-finite (NaN/inf): the loss diverged, so nothing "
-            "was sent. Lower the learning rate, clip gradients (an optimizer with clipnorm=1.0) "
-            "or look for extreme values in the inputs")
+from distkeras.vectors import DivergedError, all_finite, check_finite, split  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -72,13 +55,6 @@ class RunModel:
 CENTRE = RunModel("centre")                                          # θ̃ on the parameter server
 MEAN = RunModel("mean", epoch_replicas=True, final_replicas=True)    # mean of the replicas
 MEMBERS = RunModel("members", final_replicas=True, ensemble=True)    # one model per worker
-
-
-def split(vector: np.ndarray, params: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """``(parameters, statistics)`` views of a flat vector whose statistics start at
-    ``params`` (None: it is all parameters)."""
-    cut = vector.size if params is None else params
-    return vector[:cut], vector[cut:]
 
 
 @dataclass

@@ -22,10 +22,11 @@ from typing import Optional
 import numpy as np
 
 from distkeras import messages
-from distkeras.exchange.base import WorkerContext, all_finite, check_finite
+from distkeras.exchange.base import WorkerContext
 from distkeras.exchange.peers import PeerExchange, PeerLostError, Rounds, ack, reply_buffer
 from distkeras.exchange.topology import Topology
 from distkeras.transport import Reply
+from distkeras.vectors import all_finite, check_finite
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,8 @@ class ParameterServerExchange(Exchange):
         host, port = self.worker.parameter_server
         self.client = Client(host, port, self.worker.secret, self.worker.worker,
                              connect_timeout=self.worker.connect_timeout,
-                             ssl_context=pinned_tls(self.worker.tls_cert))
+                             ssl_context=pinned_tls(self.worker.tls_cert),
+                             role="the parameter server")
 
     def start(self, theta: np.ndarray) -> np.ndarray:
         reply = self.client.request(messages.PULL)

@@ -32,7 +32,7 @@ import numpy as np
 
 from distkeras import messages
 from distkeras.exchange.base import MEAN, Exchange, WorkerContext
-from distkeras.transport import Client, FrameServer, PSBindError, PSError, Reply
+from distkeras.transport import BindError, Client, FrameServer, Reply, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,13 @@ class PeerEndpoint:
                                  on_disconnect=self._on_disconnect,
                                  max_connections=4 * self.ctx.num_workers + 8,
                                  payload_target=self._target, num_workers=self.ctx.num_workers,
-                                 per_worker=PER_WORKER)
+                                 per_worker=PER_WORKER,
+                                 name=f"peer endpoint of worker {self.ctx.worker}")
             try:
                 return server.start()
-            except PSBindError as exc:
+            except BindError as exc:
                 last = exc
-        raise PSBindError(getattr(last, "errno", 0),
+        raise BindError(getattr(last, "errno", 0),
                           f"worker {self.ctx.worker}: no free port for its peer endpoint on "
                           f"{self.host} in {lo}..{hi} ({last}); widen peer_ports= or use the "
                           "default (an ephemeral port)")
@@ -220,7 +221,7 @@ class PeerGroup:
         """Pipelined requests to ``peer`` (sent back to back, replies read after)."""
         try:
             replies = self.client(peer).request_many(op, payloads, auxes)
-        except PSError as exc:
+        except TransportError as exc:
             self.drop(peer)
             raise PeerLostError(f"worker {self.ctx.worker}: peer worker {peer} at "
                                 f"{self.table.get(peer)} failed: {exc}") from exc

@@ -17,9 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from distkeras import messages
-from distkeras.exchange.base import ExchangeStats, WorkerContext, check_finite
+from distkeras.exchange.base import ExchangeStats, WorkerContext
 from distkeras.exchange.peers import (PeerEndpoint, PeerExchange, PeerGroup, PeerLostError, Rounds,
                                       ack)
+from distkeras.vectors import check_finite
 
 SEGMENT = 1 << 20       # floats per ring frame (4 MB): the receiver adds one while the next flies
 

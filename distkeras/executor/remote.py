@@ -22,28 +22,10 @@ import numpy as np
 import pyarrow as pa
 
 from distkeras import messages
-from distkeras.executor.feed import FeedError, FeedSpec
+from distkeras.feed import FeedError, FeedSpec
 
 log = logging.getLogger(__name__)
 
-STATUS_SCHEMA = pa.schema([("worker", pa.int32()), ("attempt", pa.int32()),
-                           ("epochs", pa.int32()), ("samples", pa.int64()),
-                           ("seconds", pa.float64()), ("compute_seconds", pa.float64()),
-                           ("exchange_seconds", pa.float64()), ("wait_seconds", pa.float64()),
-                           ("bytes_sent", pa.int64()), ("bytes_received", pa.int64()),
-                           ("exchanges", pa.int64()), ("peers", pa.string()),
-                           ("host", pa.string()), ("pid", pa.int64()),
-                           ("started_at", pa.float64()), ("training_from", pa.float64()),
-                           ("finished_at", pa.float64()), ("learning_rate", pa.float64()),
-                           ("threads", pa.int32()), ("missed_commits", pa.int64()),
-                           ("read_seconds", pa.float64()), ("setup_seconds", pa.float64()),
-                           ("first_window_seconds", pa.float64())])
-STATUS_DDL = ("worker int, attempt int, epochs int, samples bigint, seconds double, "
-              "compute_seconds double, exchange_seconds double, wait_seconds double, "
-              "bytes_sent bigint, bytes_received bigint, exchanges bigint, peers string, "
-              "host string, pid bigint, started_at double, training_from double, "
-              "finished_at double, learning_rate double, threads int, missed_commits bigint, "
-              "read_seconds double, setup_seconds double, first_window_seconds double")
 PROGRESS_INTERVAL = 0.25   # seconds between progress reports to the coordinator
 COORDINATOR_HINT = ("Set spark.driver.host (or the trainer's ps_host=) to an address the "
                     "executors can reach, and let them reach the driver's ephemeral ports (the "
@@ -89,7 +71,7 @@ def train_task(spec: dict) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.R
             raise
         stats = _train_worker(spec, source, worker, attempt, ctx)
         stats["read_seconds"] = time.perf_counter() - t0 - stats["seconds"]
-        yield pa.RecordBatch.from_pylist([stats], schema=STATUS_SCHEMA)
+        yield pa.RecordBatch.from_pylist([stats], schema=messages.STATUS_SCHEMA)
 
     return run
 
@@ -280,7 +262,7 @@ class _Loop:
 
     def _epoch(self, source, epoch: int) -> bool:
         from distkeras.exchange import check_finite
-        from distkeras.transport import PSRemoteError
+        from distkeras.transport import RemoteError
 
         exchange, algorithm, steps = self.exchange, self.algorithm, self.steps
         source.start_epoch(epoch)
@@ -307,8 +289,8 @@ class _Loop:
             if since_exchange == window or step == steps:
                 try:
                     start = exchange.after_window(self.theta, since_exchange)
-                except PSRemoteError as exc:     # the server refused what we sent
-                    raise PSRemoteError(f"worker {self.worker}, epoch {epoch}, step {step}: "
+                except RemoteError as exc:     # the server refused what we sent
+                    raise RemoteError(f"worker {self.worker}, epoch {epoch}, step {step}: "
                                         f"{exc}") from None
                 if start is not None:
                     self.theta = self.start = np.ascontiguousarray(start, dtype=np.float32)
@@ -351,9 +333,9 @@ def _report_failure(spec: dict, worker: int, control, exc: BaseException, where:
     """Tell the coordinator what this worker raised, and where, before its connections close
     (so that the driver reports the cause, not the loss of the worker it led to). Best effort:
     a connection that is itself the problem is left alone."""
-    from distkeras.transport import PSError
+    from distkeras.transport import TransportError
 
-    if isinstance(exc, (PSError, ConnectionError)):
+    if isinstance(exc, (TransportError, ConnectionError)):
         return      # the services or a peer failed this worker: they know, and say so
     report = {"error": f"{type(exc).__name__}: {exc}"[:4000], "where": str(where),
               "line": _user_line(exc)}
@@ -373,7 +355,7 @@ def _user_line(exc: BaseException) -> str | None:
     Python, installed packages or distkeras), or None."""
     import traceback
 
-    from distkeras.portable import is_user_file
+    from distkeras.custom_objects import is_user_file
 
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_user_file(f.filename)]
     if not frames:

@@ -11,7 +11,6 @@ import os
 
 import numpy as np
 
-
 log = logging.getLogger(__name__)
 _TF_THREADS: int | None = None
 
@@ -169,7 +168,7 @@ class Replica:
     def train(self, window, start: np.ndarray | None = None) -> np.ndarray:
         """Run ``len(window)`` local steps from ``start`` (default: where the last window
         ended) and return the flat weights after them (``window``: an
-        :class:`~distkeras.executor.feed.Window` with a step axis)."""
+        :class:`~distkeras.feed.Window` with a step axis)."""
         self._build(window)
         vector = np.ascontiguousarray(self.theta if start is None else start, dtype=np.float32)
         args = (list(window.xs), list(window.ys), window.sample_weight, vector)

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from distkeras.executor.feed import FeedSpec, Window
+from distkeras.feed import FeedSpec, Window
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class StreamSource:
         if not files:
             raise FileNotFoundError(f"worker {worker}: no staged Parquet files to stream")
         if reader == "petastorm":
-            _require_petastorm()
+            require_petastorm()
         self.files, self.feed, self.seed, self.worker, self.reader = files, feed, seed, worker, reader
 
     def start_epoch(self, epoch: int) -> None:
@@ -108,7 +108,7 @@ def _to_arrow(values: np.ndarray) -> pa.Array:
     return pa.array(values)
 
 
-def _require_petastorm() -> None:
+def require_petastorm() -> None:
     try:
         import petastorm  # noqa: F401
     except ImportError:

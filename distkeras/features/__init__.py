@@ -13,7 +13,7 @@ Example::
 """
 from __future__ import annotations
 
-import importlib
+from distkeras.lazy import lazy
 
 _LAZY = {
     "TopologyConfig": "distkeras.features.topology",
@@ -28,17 +28,4 @@ _LAZY = {
     "LLFStandardizerModel": "distkeras.features.preprocessing",
     "preprocessing_pipeline": "distkeras.features.preprocessing",
 }
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'distkeras.features' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, __all__ = lazy(__name__, _LAZY)

@@ -7,7 +7,7 @@ Example::
 """
 from __future__ import annotations
 
-import importlib
+from distkeras.lazy import lazy
 
 _LAZY = {
     "read_root": "distkeras.io.root",
@@ -21,11 +21,4 @@ _LAZY = {
     "RootSchemaError": "distkeras.io.errors",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'distkeras.io' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__, __all__ = lazy(__name__, _LAZY)

@@ -99,3 +99,10 @@ class HadoopFS:
 
     def exists(self, path: str) -> bool:
         return bool(self._fs.exists(self._path(path)))
+
+
+def remove_path(spark, path: str) -> None:
+    """Delete a directory through Hadoop's FileSystem (local, HDFS, ...)."""
+    jvm = spark.sparkContext._jvm  # noqa: SLF001 - no Python API for Hadoop filesystems
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(hpath, True)

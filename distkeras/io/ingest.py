@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from distkeras.deprecation import renamed_keywords
 from distkeras.io.root_plan import MiB, PathsLike, RootPlan, SkippedInput, plan_root
 
 log = logging.getLogger(__name__)
@@ -69,14 +70,15 @@ class _Progress(threading.Thread):
                              info.numTasks, info.numActiveTasks)
 
 
+@renamed_keywords(source_column="source_col")
 def ingest_root(spark, paths: PathsLike | None, output: str, tree: str = "Delphes",
                 branches: Sequence[str] | None = None, labels: Mapping[str, int] | None = None, *,
                 on_bad_file: str = "raise", partition_bytes: int | None = None,
-                partition_entries: int | None = None, source_column: str | None = None,
+                partition_entries: int | None = None, source_col: str | None = None,
                 **write_options) -> IngestSummary:
     """Read ROOT files with :func:`~distkeras.io.root.read_root` and write Parquet to ``output``
     (``write_options``: those of :func:`write_parquet`)."""
-    plan = plan_root(paths, tree, branches, labels=labels, source_column=source_column,
+    plan = plan_root(paths, tree, branches, labels=labels, source_col=source_col,
                      partition_bytes=partition_bytes, partition_entries=partition_entries,
                      parallelism=spark.sparkContext.defaultParallelism, on_bad_file=on_bad_file)
     return write_parquet(spark, plan, output, **write_options)
@@ -108,7 +110,9 @@ def write_parquet(spark, plan: RootPlan, output: str, *, engine: str = "arrow",
     progress.start()
     try:
         if engine == "spark":
-            df = plan.to_dataframe(spark)
+            from distkeras.io.root import plan_to_dataframe
+
+            df = plan_to_dataframe(spark, plan)
             if num_files and num_files < max(1, report.partitions):
                 df = df.coalesce(num_files)
             writer = df.write.mode(mode).option("compression", compression)

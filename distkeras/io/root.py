@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 
 from pyspark.accumulators import AccumulatorParam
 
+from distkeras.deprecation import renamed_keywords
 from distkeras.io.errors import RootReadError
 from distkeras.io.root_plan import PathsLike, ReadReport, RootPlan, plan_root
 from distkeras.io.root_types import Chunk, read_chunks
@@ -25,9 +26,10 @@ log = logging.getLogger(__name__)
 __all__ = ["read_root", "plan_root", "register_root_source", "ReadReport", "RootReadError"]
 
 
+@renamed_keywords(label_column="label_col", source_column="source_col", entry_column="entry_col")
 def read_root(spark, paths: PathsLike | None, tree: str, branches: Sequence[str] | str | None = None,
-              *, labels: Mapping[str, int] | None = None, label_column: str = "label",
-              source_column: str | None = None, entry_column: str | None = None,
+              *, labels: Mapping[str, int] | None = None, label_col: str = "label",
+              source_col: str | None = None, entry_col: str | None = None,
               partition_bytes: int | None = None, partition_entries: int | None = None,
               on_bad_file: str = "raise",
               open_options: Mapping | None = None, report: ReadReport | None = None):
@@ -45,8 +47,8 @@ def read_root(spark, paths: PathsLike | None, tree: str, branches: Sequence[str]
       Types keep the branch's width (``Float_t[]`` -> ``array<float>``, ``Int_t`` -> ``int``;
       unsigned types widen: ``UInt_t`` -> ``bigint``).
     - ``labels``: ``{"qcd/*.root": 0, "ttbar/*.root": 1}`` adds an ``int`` column
-      ``label_column`` per input file; ``source_column="file"`` adds the file path and
-      ``entry_column="entry"`` the entry number in that file (``bigint``).
+      ``label_col`` per input file; ``source_col="file"`` adds the file path and
+      ``entry_col="entry"`` the entry number in that file (``bigint``).
     - Partitions: entry ranges cut at cluster boundaries (``common_entry_offsets``), about
       ``partition_bytes`` uncompressed (default: Spark's rule, min(128 MiB, max(4 MiB,
       total / defaultParallelism))) or ``partition_entries`` entries each.
@@ -62,8 +64,8 @@ def read_root(spark, paths: PathsLike | None, tree: str, branches: Sequence[str]
                            labels={"qcd/*.root": 0, "ttbar/*.root": 1, "wjets/*.root": 2})
         events.select("Jet_PT", "MissingET_MET", "label").show()
     """
-    plan = plan_root(paths, tree, branches, labels=labels, label_column=label_column,
-                     source_column=source_column, entry_column=entry_column,
+    plan = plan_root(paths, tree, branches, labels=labels, label_col=label_col,
+                     source_col=source_col, entry_col=entry_col,
                      partition_bytes=partition_bytes,
                      partition_entries=partition_entries,
                      parallelism=spark.sparkContext.defaultParallelism, on_bad_file=on_bad_file,
@@ -148,8 +150,9 @@ def _options_to_kwargs(options: Mapping[str, str]) -> dict:
 
     return dict(paths=paths, tree=opts["tree"], branches=branches,
                 labels=json.loads(opts["labels"]) if "labels" in opts else None,
-                label_column=opts.get("labelcolumn", "label"), source_column=opts.get("sourcecolumn"),
-                entry_column=opts.get("entrycolumn"),
+                label_col=opts.get("labelcol", opts.get("labelcolumn", "label")),
+                source_col=opts.get("sourcecol", opts.get("sourcecolumn")),
+                entry_col=opts.get("entrycol", opts.get("entrycolumn")),
                 partition_bytes=num("partitionbytes"), partition_entries=num("partitionentries"),
                 parallelism=num("minpartitions") or 1, on_bad_file=opts.get("onbadfile", "raise"))
 

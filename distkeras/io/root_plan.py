@@ -22,10 +22,12 @@ from typing import Any, Mapping, Sequence
 
 import pyarrow as pa
 
-from distkeras.io.errors import BadRootFileError, NoInputFilesError, RootReadError, RootSchemaError
+from distkeras.deprecation import renamed_keywords
+from distkeras.io.errors import (BadRootFileError, NoInputFilesError, RootReadError,
+                                 RootSchemaError)
 from distkeras.io.paths import _GLOB_CHARS, PathsLike, assign_labels, expand_paths
-from distkeras.io.root_types import (Chunk, ReadSpec, branch_arrow_type, column_name,
-                                     open_file, spark_type)
+from distkeras.io.root_types import (Chunk, ReadSpec, branch_arrow_type, column_name, open_file,
+                                     spark_type)
 
 log = logging.getLogger(__name__)
 
@@ -326,23 +328,17 @@ class RootPlan:
         self.report.partitions = len(self.partitions)
         return self
 
-    def to_dataframe(self, spark):
-        """Spark DataFrame reading this plan in executors (see :func:`distkeras.io.root.read_root`)."""
-        from distkeras.io.root import plan_to_dataframe
 
-        return plan_to_dataframe(spark, self)
-
-
-def _schema_json(columns, types, label_column, source_column, entry_column) -> str:
+def _schema_json(columns, types, label_col, source_col, entry_col) -> str:
     from pyspark.sql import types as T
 
     fields = [T.StructField(c, spark_type(t), True) for c, t in zip(columns, types)]
-    if label_column:
-        fields.append(T.StructField(label_column, T.IntegerType(), True))
-    if source_column:
-        fields.append(T.StructField(source_column, T.StringType(), True))
-    if entry_column:
-        fields.append(T.StructField(entry_column, T.LongType(), True))
+    if label_col:
+        fields.append(T.StructField(label_col, T.IntegerType(), True))
+    if source_col:
+        fields.append(T.StructField(source_col, T.StringType(), True))
+    if entry_col:
+        fields.append(T.StructField(entry_col, T.LongType(), True))
     return T.StructType(fields).json()
 
 
@@ -386,9 +382,10 @@ def _cut(files: list[FileInfo], labels: Mapping[str, int] | None, target: float,
     return parts
 
 
+@renamed_keywords(label_column="label_col", source_column="source_col", entry_column="entry_col")
 def plan_root(paths: PathsLike | None, tree: str, branches: Sequence[str] | str | None = None, *,
-              labels: Mapping[str, int] | None = None, label_column: str = "label",
-              source_column: str | None = None, entry_column: str | None = None,
+              labels: Mapping[str, int] | None = None, label_col: str = "label",
+              source_col: str | None = None, entry_col: str | None = None,
               partition_bytes: int | None = None, partition_entries: int | None = None,
               parallelism: int = 1,
               on_bad_file: str = "raise", open_options: Mapping | None = None,
@@ -438,7 +435,7 @@ def plan_root(paths: PathsLike | None, tree: str, branches: Sequence[str] | str 
     names = [n for n, _ in selection]
     ref_types = dict(selection)
     columns = [column_name(n) for n in names]
-    extra = [c for c in (label_column if labels else None, source_column, entry_column) if c]
+    extra = [c for c in (label_col if labels else None, source_col, entry_col) if c]
     _check_columns(names, columns, extra)
 
     def check(path: str) -> FileInfo | RootReadError:
@@ -461,10 +458,10 @@ def plan_root(paths: PathsLike | None, tree: str, branches: Sequence[str] | str 
     report.bytes_estimate = int(sum(i.entries * i.bytes_per_entry for i in infos))
     spec = ReadSpec(tree=tree, branches=tuple(names),
                     schema_json=_schema_json(columns, [ref_types[n] for n in names],
-                                             label_column if labels else None, source_column,
-                                             entry_column),
-                    label_column=label_column if labels else None, source_column=source_column,
-                    entry_column=entry_column,
+                                             label_col if labels else None, source_col,
+                                             entry_col),
+                    label_col=label_col if labels else None, source_col=source_col,
+                    entry_col=entry_col,
                     on_bad_file=on_bad_file, open_options=options)
     plan = RootPlan(spec, columns, [ref_types[n] for n in names], infos, [], report,
                     file_labels, partition_bytes, partition_entries)

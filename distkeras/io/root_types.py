@@ -145,16 +145,17 @@ class ReadSpec:
     tree: str
     branches: tuple[str, ...]          # branch names, in column order
     schema_json: str                   # Spark StructType JSON of the output
-    label_column: str | None = None
-    source_column: str | None = None
-    entry_column: str | None = None
+    label_col: str | None = None
+    source_col: str | None = None
+    entry_col: str | None = None
     on_bad_file: str = "raise"
     open_options: dict = field(default_factory=dict)
 
     def arrow_schema(self) -> pa.Schema:
+        import json
+
         from pyspark.sql.pandas.types import to_arrow_schema
         from pyspark.sql.types import StructType
-        import json
 
         return to_arrow_schema(StructType.fromJson(json.loads(self.schema_json)))
 
@@ -185,11 +186,11 @@ def chunk_to_batch(tree, chunk: Chunk, spec: ReadSpec, schema: pa.Schema) -> pa.
         values = tree[name].array(entry_start=chunk.start, entry_stop=chunk.stop, library="ak")
         arr = layout_to_arrow(ak.to_layout(values))
         arrays.append(arr if arr.type == target else arr.cast(target))
-    if spec.label_column is not None:
+    if spec.label_col is not None:
         arrays.append(pa.array(np.full(n, chunk.label, dtype=np.int32)))
-    if spec.source_column is not None:
+    if spec.source_col is not None:
         arrays.append(_string_column(chunk.path, n))
-    if spec.entry_column is not None:
+    if spec.entry_col is not None:
         arrays.append(pa.array(np.arange(chunk.start, chunk.stop, dtype=np.int64)))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 

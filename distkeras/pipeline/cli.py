@@ -5,7 +5,7 @@ Example::
 
     ap = argparse.ArgumentParser(); add_training_args(ap)
     args = ap.parse_args(["--trainer", "DOWNPOUR", "--param", "alpha=0.5"])
-    spark = start_session(args.master, "my-job", workers=args.num_workers)
+    spark = start_session(args.master, "my-job", num_workers=args.num_workers)
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import argparse
 import logging
 import os
 from typing import Any, Sequence
+
+from distkeras.deprecation import renamed_keywords
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -87,13 +89,15 @@ def setup_logging(level: str = "INFO") -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def start_session(master: str | None, app_name: str, workers: int = 2,
+@renamed_keywords(workers="num_workers")
+def start_session(master: str | None, app_name: str, num_workers: int = 2,
                   environment: str | None = None):
-    """`distkeras.spark.session` on ``master`` (or spark-submit's, or ``local[max(2, workers)]``)
-    with the pipeline's `SESSION_CONF` (and the executors' packed ``environment``)."""
+    """`distkeras.spark.session` on ``master`` (or spark-submit's, or
+    ``local[max(2, num_workers)]``) with the pipeline's `SESSION_CONF` (and the executors'
+    packed ``environment``)."""
     from distkeras.pipeline import SESSION_CONF, default_master
     from distkeras.spark import session
 
-    url = default_master(master, f"local[{max(2, workers)}]")
+    url = default_master(master, f"local[{max(2, num_workers)}]")
     logging.getLogger(__name__).info("Spark master %s", url)
     return session(url, app_name=app_name, conf=SESSION_CONF, environment=environment)

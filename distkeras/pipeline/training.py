@@ -143,9 +143,8 @@ def train_keras(train_df, model_name: str = "hlf", *, epochs: int = 5, batch_siz
     the fitted model is wrapped in a `KerasModel`, so it scores DataFrames like the others."""
     import keras
 
-    from distkeras.driver.fit import collect_arrays
-    from distkeras.executor.feed import feed_spec_for
-    from distkeras.executor.feed import model_inputs
+    from distkeras.driver.data import collect_arrays
+    from distkeras.feed import feed_spec_for, model_inputs
     from distkeras.model import KerasModel, describe_output
 
     keras.utils.set_random_seed(seed)
@@ -179,8 +178,7 @@ def warm_up_workers(spark, n: int) -> float:
     (Spark reuses them; each thread count has its own: `distkeras.driver.resources`), so that
     the one-off import (3–12 s per worker) is not counted in a timed comparison. Returns the
     seconds taken."""
-    from distkeras.driver.fit import warm_up
-    from distkeras.driver.resources import worker_cores
+    from distkeras.driver.resources import warm_up, worker_cores
 
     t0 = time.perf_counter()
     job = warm_up(spark, worker_cores(spark, n, None), n)

@@ -5,7 +5,7 @@ Example::
 
     from distkeras.study import Study
     Study(model="hlf", algorithms=["single", "arsgd", "adpsgd"], slowmo=["none", "avg"],
-          workers=[1, 2], epochs=5, out="study-hlf").run(train_df, validation=test_df)
+          num_workers=[1, 2], epochs=5, out="study-hlf").run(train_df, validation=test_df)
 """
 from distkeras.study.report import analyse, time_to_target, write_report
 from distkeras.study.sweep import (SLOWMO, SLOWMO_BASES, TRAINERS, WINDOWED, RunConfig, Study,

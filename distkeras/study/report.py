@@ -68,14 +68,14 @@ def analyse(records: Sequence[dict], target: float = 0.99) -> dict[str, Any]:
         {"key": r["key"], "error": r.get("error")} for r in records if r.get("status") != "ok"]}
 
     rows = []
-    for (label, workers, window), runs in sorted(_group(ok, "label", "workers", "window").items(),
+    for (label, workers, window), runs in sorted(_group(ok, "label", "num_workers", "window").items(),
                                                  key=lambda kv: (kv[0][0], kv[0][1],
                                                                  kv[0][2] or 0)):
         times = [time_to_target(r, target_accuracy) if target_accuracy else None for r in runs]
         reached = [t for t in times if t is not None]
         acc, acc_std = _mean_std([r["final_val_accuracy"] for r in runs])
         rows.append({"label": label, "algorithm": runs[0]["algorithm"],
-                     "slowmo": runs[0]["slowmo"], "workers": workers, "window": window,
+                     "slowmo": runs[0]["slowmo"], "num_workers": workers, "window": window,
                      "repeats": len(runs), "learning_rate": runs[0]["learning_rate"],
                      "time_to_target": float(np.median(reached)) if reached else None,
                      "reached": f"{len(reached)}/{len(runs)}",
@@ -98,20 +98,20 @@ def analyse(records: Sequence[dict], target: float = 0.99) -> dict[str, Any]:
     speedup: dict[str, dict[int, float]] = {}
     single = [r for r in rows if r["algorithm"] == "single"]
     for label, group in _group(rows, "label").items():
-        by_workers = {r["workers"]: r["steady_epoch_seconds"] for r in group}
+        by_workers = {r["num_workers"]: r["steady_epoch_seconds"] for r in group}
         base = by_workers.get(1) or (single[0]["steady_epoch_seconds"] if single else None)
         if base:
             speedup[label[0]] = {n: base / t for n, t in sorted(by_workers.items()) if t}
     out["speedup"] = speedup
 
     # Baseline / SlowMo / SlowMo-no-avg at the largest worker count
-    top = max((r["workers"] for r in rows), default=1)
+    top = max((r["num_workers"] for r in rows), default=1)
     table = defaultdict(dict)
     for r in rows:
-        if r["workers"] == top and r["algorithm"] != "single":
+        if r["num_workers"] == top and r["algorithm"] != "single":
             table[r["algorithm"]][r["slowmo"]] = (r["final_val_accuracy"],
                                                   r["final_val_accuracy_std"])
-    out["slowmo_table"] = {"workers": top, "rows": dict(table)}
+    out["slowmo_table"] = {"num_workers": top, "rows": dict(table)}
     return out
 
 
@@ -155,11 +155,11 @@ def write_report(records: Sequence[dict], out: str, target: float = 0.99,
              "| algorithm | workers | λ | time to target (s) | reached | final val acc | "
              "samples/s | learning rate |", "|---|---|---|---|---|---|---|---|"]
     for r in a["time_to_target"]:
-        lines.append(f"| {r['label']} | {r['workers']} | {_fmt(r['window'])} | "
+        lines.append(f"| {r['label']} | {r['num_workers']} | {_fmt(r['window'])} | "
                      f"{_fmt(r['time_to_target'], 2)} | {r['reached']} | "
                      f"{_pm(r['final_val_accuracy'], r['final_val_accuracy_std'])} | "
                      f"{_fmt(r['samples_per_s'], 0)} | {r['learning_rate']:g} |")
-    lines += ["", f"## Baseline / SlowMo / SlowMo no avg ({a['slowmo_table']['workers']} workers,"
+    lines += ["", f"## Baseline / SlowMo / SlowMo no avg ({a['slowmo_table']['num_workers']} workers,"
               " final validation accuracy, mean ± std over repeats)", "",
               "| algorithm | Baseline | SlowMo | SlowMo no avg |", "|---|---|---|---|"]
     for algorithm, cells in sorted(a["slowmo_table"]["rows"].items()):
@@ -169,7 +169,7 @@ def write_report(records: Sequence[dict], out: str, target: float = 0.99,
               "| algorithm | workers | λ | repeats | final val acc | train s | samples/s | "
               "s per batch | staleness | Γ (last epoch) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in a["runs"]:
-        lines.append(f"| {r['label']} | {r['workers']} | {_fmt(r['window'])} | {r['repeats']} | "
+        lines.append(f"| {r['label']} | {r['num_workers']} | {_fmt(r['window'])} | {r['repeats']} | "
                      f"{_pm(r['final_val_accuracy'], r['final_val_accuracy_std'])} | "
                      f"{_fmt(r['train_seconds'], 2)} | {_fmt(r['samples_per_s'], 0)} | "
                      f"{_fmt(r['time_per_batch'], 5)} | {_fmt(r['staleness_mean'], 2)} | "
@@ -195,8 +195,8 @@ def _largest(records):
     """Per label, the runs at the largest worker count it has (single: 1)."""
     top = {}
     for r in records:
-        top[r["label"]] = max(top.get(r["label"], 0), r["workers"])
-    return [r for r in records if r["workers"] == top[r["label"]]]
+        top[r["label"]] = max(top.get(r["label"], 0), r["num_workers"])
+    return [r for r in records if r["num_workers"] == top[r["label"]]]
 
 
 def _curves(plt, records, out, name, by_time: bool) -> bool:
@@ -212,7 +212,7 @@ def _curves(plt, records, out, name, by_time: bool) -> bool:
         mean, std = np.nanmean(acc, axis=0), np.nanstd(acc, axis=0)
         color, style = _style(records, runs[0])
         ax.plot(x, mean, marker="o", ms=3, color=color, ls=style,
-                label=f"{label[0]} ×{runs[0]['workers']}")
+                label=f"{label[0]} ×{runs[0]['num_workers']}")
         ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=color)
     ax.set_xlabel("training wall time (s)" if by_time else "epoch")
     ax.set_ylabel("validation accuracy")
@@ -268,11 +268,11 @@ def _speedup(plt, analysis, out, name) -> bool:
     for label, s in sorted(series.items()):
         color, style = _style(rows, next(r for r in rows if r["label"] == label))
         axes[0].plot(list(s), list(s.values()), marker="o", label=label, color=color, ls=style)
-        tpb = sorted((r["workers"], r["time_per_batch"]) for r in rows if r["label"] == label
+        tpb = sorted((r["num_workers"], r["time_per_batch"]) for r in rows if r["label"] == label
                      and r["time_per_batch"] is not None)
         if tpb:
             axes[1].plot(*zip(*tpb), marker="o", label=label, color=color, ls=style)
-    base = [r["time_per_batch"] for r in rows if r["workers"] == 1 and r["time_per_batch"]]
+    base = [r["time_per_batch"] for r in rows if r["num_workers"] == 1 and r["time_per_batch"]]
     if base:   # ideal: a step costs what it costs one worker alone, whatever the workers
         axes[1].axhline(min(base), color="k", ls="--", label="ideal (1-worker step)")
     _label(axes, ("workers", "workers"), ("speed-up t(1)/t(n)", "seconds per batch (per worker)"))
@@ -285,10 +285,10 @@ def _sensitivity(plt, records, out, name) -> bool:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for label, runs in sorted(_group(asynchronous, "label").items()):
-        top = max(r["workers"] for r in runs)
+        top = max(r["num_workers"] for r in runs)
         by_window = sorted((r["window"] or 0, r["final_val_accuracy"]) for r in runs
-                           if r["workers"] == top)
-        by_workers = sorted((r["workers"], r["final_val_accuracy"]) for r in runs
+                           if r["num_workers"] == top)
+        by_workers = sorted((r["num_workers"], r["final_val_accuracy"]) for r in runs
                             if r["window"] == _default_window(runs, runs[0]))
         for ax, points in ((axes[0], by_window), (axes[1], by_workers)):
             groups = _group([{"x": x, "y": y} for x, y in points], "x")

@@ -8,7 +8,8 @@ Example::
 
     from distkeras.study import Study
     study = Study(model="hlf", algorithms=["single", "arsgd", "adpsgd", "adag"],
-                  slowmo=["none", "avg", "noavg"], workers=[1, 2], epochs=5, out="study-hlf")
+                  slowmo=["none", "avg", "noavg"], num_workers=[1, 2], epochs=5,
+                  out="study-hlf")
     study.run(train_df, validation=test_df)       # then study.report() → study-hlf/report.md
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -44,13 +46,13 @@ class RunConfig:
 
     algorithm: str
     slowmo: str = "none"
-    workers: int = 1
+    num_workers: int = 1
     window: int | None = None
     repeat: int = 0
 
     @property
     def key(self) -> str:
-        return (f"{self.algorithm}|{self.slowmo}|w{self.workers}|"
+        return (f"{self.algorithm}|{self.slowmo}|w{self.num_workers}|"
                 f"l{self.window if self.window is not None else '-'}|r{self.repeat}")
 
     @property
@@ -63,7 +65,7 @@ class RunConfig:
 
 @dataclass
 class Study:
-    """A sweep over ``algorithms`` × ``slowmo`` × ``workers`` × ``windows`` × ``repeats``.
+    """A sweep over ``algorithms`` × ``slowmo`` × ``num_workers`` × ``windows`` × ``repeats``.
 
     Args:
         model: ``"hlf"``, ``"particle_sequence"``, ``"inclusive"`` (the topology classifiers),
@@ -72,7 +74,8 @@ class Study:
             the time-to-target use; it is added when missing).
         slowmo: ``none`` (the algorithm alone), ``avg`` (SlowMo with the exact average),
             ``noavg`` (SlowMo without it); applied to the algorithms SlowMo can wrap.
-        workers, windows: worker counts, and λ values for the algorithms in :data:`WINDOWED`.
+        num_workers, windows: worker counts, and λ values for the algorithms in
+            :data:`WINDOWED` (``workers=``: the old name of ``num_workers``).
         repeats: runs per configuration, with seeds ``seed + repeat``.
         learning_rate: the single-worker learning rate for every algorithm, unless
             ``learning_rates`` names another for an algorithm (e.g. ``{"adag": 3e-3}``). The
@@ -89,7 +92,7 @@ class Study:
     model: str | Callable = "hlf"
     algorithms: Sequence[str] = ("single", "arsgd", "adpsgd", "adag")
     slowmo: Sequence[str] = ("none",)
-    workers: Sequence[int] = (1, 2)
+    num_workers: Sequence[int] = (1, 2)
     windows: Sequence[int | None] = (None,)
     repeats: int = 1
     epochs: int = 5
@@ -105,8 +108,13 @@ class Study:
     out: str = "study"
     trainer_params: dict = dataclasses.field(default_factory=dict)
     verbose: bool = True
+    workers: Sequence[int] | None = None      # deprecated: num_workers
 
     def __post_init__(self):
+        if self.workers is not None:
+            warnings.warn("Study(workers=) is now called num_workers=", DeprecationWarning,
+                          stacklevel=3)
+            self.num_workers, self.workers = self.workers, None
         self.algorithms = [a.lower() for a in self.algorithms]
         unknown = [a for a in self.algorithms if a not in TRAINERS]
         if unknown:
@@ -118,8 +126,8 @@ class Study:
             raise ValueError(f"slowmo variants {bad}: use {', '.join(SLOWMO)}")
         if self.lr_scaling not in LR_SCALING:
             raise ValueError(f"lr_scaling={self.lr_scaling!r}: use {', '.join(LR_SCALING)}")
-        if self.repeats < 1 or self.epochs < 1 or not self.workers:
-            raise ValueError("repeats, epochs and workers must be positive")
+        if self.repeats < 1 or self.epochs < 1 or not self.num_workers:
+            raise ValueError("repeats, epochs and num_workers must be positive")
 
     # -- the sweep ------------------------------------------------------------------------------
     def configurations(self) -> list[RunConfig]:
@@ -128,7 +136,7 @@ class Study:
         for repeat in range(self.repeats):
             for algorithm in self.algorithms:
                 variants = [s for s in self.slowmo if s == "none" or algorithm in SLOWMO_BASES]
-                counts = [1] if algorithm == "single" else sorted(set(self.workers))
+                counts = [1] if algorithm == "single" else sorted(set(self.num_workers))
                 windows = list(self.windows) if algorithm in WINDOWED else [None]
                 for slowmo in variants or ["none"]:
                     for n in counts:
@@ -187,7 +195,7 @@ class Study:
                                       label_col=self.label_col, seed=self.seed + config.repeat,
                                       verbose=False, **self.trainer_params)
         if config.algorithm != "single":
-            kwargs["num_workers"] = config.workers
+            kwargs["num_workers"] = config.num_workers
         if config.window is not None:
             kwargs["communication_window"] = config.window
         if config.slowmo != "none":
@@ -299,8 +307,12 @@ def load_runs(path: str) -> list[dict]:
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             try:
-                out.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 log.warning("skipping a truncated line in %s", path)
+                continue
+            if "workers" in record and "num_workers" not in record:   # written before 0.2
+                record["num_workers"] = record.pop("workers")
+            out.append(record)
     return out
 

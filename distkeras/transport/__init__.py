@@ -1,6 +1,7 @@
-"""Transport layer of the parameter server: authenticated binary frames over TCP (optional TLS).
+"""The transport under every service of a run (the coordinator, the parameter server, the
+workers' peer endpoints): authenticated binary frames over TCP, optional TLS.
 
-Generic on purpose: the training algorithm is a handler plugged into :class:`FrameServer`;
+Generic on purpose: what a service does is a handler plugged into :class:`FrameServer`;
 application ops are integers >= :data:`OP_FIRST_APP` (0-15 are reserved for the transport).
 
 Example::
@@ -13,18 +14,24 @@ Example::
         with Client(*srv.address, secret, worker_id=0) as c:
             c.request(OP_FIRST_APP, np.ones(4, np.float32)).payload   # -> [2. 2. 2. 2.]
 """
-from .client import Client, pinned_tls
-from .protocol import (DEFAULT_MAX_PAYLOAD, HEADER_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE,
-                       OP_CHALLENGE, OP_ERROR, OP_FIRST_APP, OP_PING, VERSION, Frame, FrameIO,
-                       PSAuthError, PSBindError, PSBusyError, PSConnectionError, PSError,
-                       PSProtocolError,
-                       PSRemoteError, PSTimeoutError, Reply, frame_limit)
+from . import errors
+from .client import Client
+from .errors import (AuthenticationError, BindError, ProtocolError, PSAuthError, PSBindError,
+                     PSBusyError, PSConnectionError, PSError, PSProtocolError, PSRemoteError,
+                     PSTimeoutError, RemoteError, ServerBusyError, TransportConnectionError,
+                     TransportError, TransportTimeoutError)
+from .protocol import (DEFAULT_MAX_PAYLOAD, HEADER_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE, OP_CHALLENGE,
+                       OP_ERROR, OP_FIRST_APP, OP_PING, VERSION, Frame, FrameIO, Reply, frame_limit)
 from .server import Connection, FrameServer
+from .tls import pinned_tls, server_tls
 
 __all__ = [
     "Client", "Connection", "DEFAULT_MAX_PAYLOAD", "Frame", "FrameIO", "FrameServer",
     "HEADER_SIZE", "OP_AUTH", "OP_AUTH_OK", "OP_BYE", "OP_CHALLENGE", "OP_ERROR", "OP_FIRST_APP",
-    "OP_PING", "PSAuthError", "PSBindError", "PSBusyError", "PSConnectionError", "PSError",
-    "PSProtocolError",
-    "PSRemoteError", "PSTimeoutError", "Reply", "VERSION", "frame_limit", "pinned_tls",
+    "OP_PING", "Reply", "VERSION", "frame_limit", "pinned_tls", "server_tls", "errors",
+    "TransportError", "TransportConnectionError", "ServerBusyError", "TransportTimeoutError",
+    "AuthenticationError", "RemoteError", "BindError", "ProtocolError",
+    # the names of earlier releases
+    "PSError", "PSConnectionError", "PSBusyError", "PSTimeoutError", "PSAuthError",
+    "PSRemoteError", "PSBindError", "PSProtocolError",
 ]

@@ -22,24 +22,14 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .errors import (AuthenticationError, ProtocolError, RemoteError, ServerBusyError,
+                     TransportConnectionError, TransportError, TransportTimeoutError)
 from .protocol import (ERR_AUTH, ERR_FULL, MAC_SIZE, NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE,
-                       OP_CHALLENGE, OP_ERROR, SOCKET_BUFFER, Frame, FrameIO, PeerClosed,
-                       PSAuthError, PSBusyError, PSConnectionError, PSError, PSProtocolError,
-                       PSRemoteError,
-                       PSTimeoutError, Payload, auth_mac, server_mac, session_key, tune_socket)
+                       OP_CHALLENGE, OP_ERROR, SOCKET_BUFFER, Frame, FrameIO, Payload, PeerClosed,
+                       auth_mac, server_mac, session_key, tune_socket)
+from .tls import pinned_tls  # noqa: F401 - the client's side of TLS
 
 log = logging.getLogger(__name__)
-
-
-def pinned_tls(cert_pem: Optional[str]) -> Optional[ssl.SSLContext]:
-    """Client-side TLS pinned to one server certificate (no hostname check: the pin is the
-    identity, and executors often reach the driver by IP); None without a certificate."""
-    if not cert_pem:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.load_verify_locations(cadata=cert_pem)
-    return context
 
 
 class Client:
@@ -50,7 +40,7 @@ class Client:
         secret: the per-run secret shared with the server.
         worker_id: this worker's id (u32), bound to the connection by the HMAC handshake.
         connect_timeout: keep retrying (with backoff) for this many seconds, then raise
-            :class:`PSConnectionError`.
+            :class:`TransportConnectionError`.
         io_timeout: seconds to wait for a reply (None = forever, e.g. synchronous rounds).
         ssl_context: client-side :class:`ssl.SSLContext` when the server uses TLS.
         handshake_timeout: seconds allowed for TLS + authentication once connected.
@@ -65,7 +55,7 @@ class Client:
                  connect_timeout: float = 30.0, io_timeout: Optional[float] = None,
                  ssl_context: Optional[ssl.SSLContext] = None, handshake_timeout: float = 10.0,
                  max_payload: Optional[int] = None, socket_buffer: int = SOCKET_BUFFER,
-                 role: str = "the parameter server", hint: Optional[str] = None):
+                 role: str = "the server", hint: Optional[str] = None):
         if not 0 <= int(worker_id) < 2 ** 32:
             raise ValueError(f"worker_id must fit in a u32, got {worker_id}")
         self.host, self.port = host, int(port)
@@ -87,7 +77,7 @@ class Client:
             try:
                 self._authenticate(handshake_timeout)
                 break
-            except PSBusyError:
+            except ServerBusyError:
                 self._sock.close()
                 if time.monotonic() + delay > deadline:
                     raise
@@ -127,7 +117,7 @@ class Client:
                 break
             time.sleep(min(delay, left))
             delay = min(delay * 2, 1.0)
-        raise PSConnectionError(
+        raise TransportConnectionError(
             f"cannot reach {self.role} at {self.where} from executor host "
             f"{socket.gethostname()!r}: tried {attempts} times for {time.monotonic() - t0:.1f} s "
             f"(last error: {last}). {self.hint}")
@@ -145,7 +135,7 @@ class Client:
             if frame.op != OP_CHALLENGE or not isinstance(frame.payload, bytes) \
                     or len(frame.payload) != NONCE_SIZE:
                 what = self.role.removeprefix("the ")
-                raise PSAuthError(f"{self.where} did not send a valid challenge: it is not a "
+                raise AuthenticationError(f"{self.where} did not send a valid challenge: it is not a "
                                   f"distkeras {what} (or a different version)")
             server_nonce = frame.payload
             client_nonce = secrets.token_bytes(NONCE_SIZE)
@@ -158,40 +148,40 @@ class Client:
             proof = frame.payload if isinstance(frame.payload, bytes) else b""
             if frame.op != OP_AUTH_OK or len(proof) != MAC_SIZE or \
                     not hmac.compare_digest(proof, server_mac(self.secret, client_nonce)):
-                raise PSAuthError(f"the server at {self.where} failed to prove it knows the "
+                raise AuthenticationError(f"the server at {self.where} failed to prove it knows the "
                                   "secret: a different server is listening there")
             self._io.start_session(session_key(self.secret, server_nonce, client_nonce,
                                                self.worker_id), server=False)
-        except (PSAuthError, PSBusyError):
+        except (AuthenticationError, ServerBusyError):
             raise
-        except PSRemoteError as exc:
-            raise PSConnectionError(f"{self.role} at {self.where} refused the "
+        except RemoteError as exc:
+            raise TransportConnectionError(f"{self.role} at {self.where} refused the "
                                     f"connection: {exc}") from None
         except PeerClosed:
-            raise PSAuthError(f"authentication with {self.where} failed (connection closed "
+            raise AuthenticationError(f"authentication with {self.where} failed (connection closed "
                               f"during the handshake): wrong secret, or a different server on "
                               f"{self.where}") from None
-        except PSProtocolError as exc:
-            raise PSAuthError(f"{self.where} spoke garbage during the handshake ({exc}): a "
+        except ProtocolError as exc:
+            raise AuthenticationError(f"{self.where} spoke garbage during the handshake ({exc}): a "
                               "different server is listening there") from None
         except ssl.SSLError as exc:
-            raise PSAuthError(f"TLS handshake with {self.where} failed: {exc}") from None
+            raise AuthenticationError(f"TLS handshake with {self.where} failed: {exc}") from None
         except (socket.timeout, TimeoutError):
-            raise PSAuthError(f"no authentication from {self.where} within {timeout:g} s: a "
+            raise AuthenticationError(f"no authentication from {self.where} within {timeout:g} s: a "
                               "different server on that port, or a TLS mismatch") from None
         except OSError as exc:
-            raise PSConnectionError(f"connection to {self.where} failed during the handshake: "
+            raise TransportConnectionError(f"connection to {self.where} failed during the handshake: "
                                     f"{exc}") from None
 
     def _raise_error(self, frame: Frame) -> None:
         msg = frame.payload.get("error", "") if isinstance(frame.payload, dict) else ""
         if frame.aux == ERR_AUTH:
-            raise PSAuthError(f"authentication with {self.where} failed: wrong secret, or a "
+            raise AuthenticationError(f"authentication with {self.where} failed: wrong secret, or a "
                               f"different server on {self.where}")
         if frame.aux == ERR_FULL:
-            raise PSBusyError(f"{self.role} at {self.where} is busy ({msg}) and did not take "
+            raise ServerBusyError(f"{self.role} at {self.where} is busy ({msg}) and did not take "
                               "the connection within the connect timeout")
-        raise PSRemoteError(msg or "remote error without message")
+        raise RemoteError(msg or "remote error without message")
 
     # ------------------------------------------------------------------ requests
     def request(self, op: int, payload: Payload = None, aux: int = 0, flags: int = 0,
@@ -200,8 +190,8 @@ class Client:
 
         ``payload``: float32 ndarray (sent zero-copy), dict (JSON), bytes, or None.
         ``out``: optional C-contiguous float32 array receiving a float32 reply of the same size.
-        Raises :class:`PSRemoteError` when the handler failed (the connection stays usable),
-        :class:`PSConnectionError` / :class:`PSTimeoutError` when the connection broke.
+        Raises :class:`RemoteError` when the handler failed (the connection stays usable),
+        :class:`TransportConnectionError` / :class:`TransportTimeoutError` when the connection broke.
         """
         return self.request_many(op, [payload], [aux], flags, out)[0]
 
@@ -211,7 +201,7 @@ class Client:
         works on frame i while frame i+1 travels). Replies must be small unless ``out`` is
         given for a single request; errors as :meth:`request`, after every reply is read."""
         if self._broken:
-            raise PSConnectionError(f"connection to {self.where} is broken or closed")
+            raise TransportConnectionError(f"connection to {self.where} is broken or closed")
         first = self._seq + 1
         replies = []
         try:
@@ -223,25 +213,25 @@ class Client:
                 frame, _ = self._io.recv(out=out)
                 if frame.seq != first + i:
                     self._broken = True
-                    raise PSConnectionError(f"reply out of sequence from {self.where}: "
+                    raise TransportConnectionError(f"reply out of sequence from {self.where}: "
                                             f"{frame.seq} != {first + i}")
                 replies.append(frame)
         except ValueError:  # out= mismatch: reply consumed, stream still in sync
             raise
         except PeerClosed as exc:
             self._broken = True
-            raise PSConnectionError(f"{self.role} {self.where} closed the connection "
+            raise TransportConnectionError(f"{self.role} {self.where} closed the connection "
                                     f"({exc})") from None
         except (socket.timeout, TimeoutError):
             self._broken = True
-            raise PSTimeoutError(f"no reply from {self.where} within {self.io_timeout} s") \
+            raise TransportTimeoutError(f"no reply from {self.where} within {self.io_timeout} s") \
                 from None
-        except PSProtocolError as exc:
+        except ProtocolError as exc:
             self._broken = True
-            raise PSConnectionError(f"bad frame from {self.where}: {exc}") from None
+            raise TransportConnectionError(f"bad frame from {self.where}: {exc}") from None
         except OSError as exc:
             self._broken = True
-            raise PSConnectionError(f"connection to {self.where} failed: {exc}") from None
+            raise TransportConnectionError(f"connection to {self.where} failed: {exc}") from None
         for frame in replies:
             if frame.op == OP_ERROR:
                 self._raise_error(frame)
@@ -256,7 +246,7 @@ class Client:
                 self._sock.settimeout(1.0)
                 self._seq += 1
                 self._io.send(OP_BYE, worker_id=self.worker_id, seq=self._seq)
-            except (OSError, PSError):
+            except (OSError, TransportError):
                 pass
         self._broken = True
         try:

@@ -44,6 +44,8 @@ from typing import Any, Optional, Union
 import numpy as np
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
+from .errors import ProtocolError, TransportConnectionError
+
 MAGIC = b"DKPS"
 VERSION = 3          # 2: per-frame session MACs after the handshake; 3: keys from a keystream
 HEADER = struct.Struct("!4sBBBBIQqQ")
@@ -86,43 +88,7 @@ _U64_MAX = 2 ** 64 - 1
 Payload = Union[np.ndarray, dict, list, bytes, bytearray, memoryview, None]
 
 
-class PSError(Exception):
-    """Base class of every transport error."""
-
-
-class PSConnectionError(PSError, ConnectionError):
-    """The parameter server cannot be reached, or the connection broke."""
-
-
-class PSBusyError(PSConnectionError):
-    """The server is full or busy with pending connections: retried within the connect timeout."""
-
-
-class PSTimeoutError(PSConnectionError, TimeoutError):
-    """No reply within ``io_timeout``; the connection is no longer usable."""
-
-
-class PSAuthError(PSError):
-    """Mutual HMAC authentication (or the TLS handshake) failed."""
-
-
-class PSRemoteError(PSError):
-    """The server-side handler raised; the message is the remote exception text."""
-
-
-class PSBindError(PSError, OSError):
-    """The server could not bind its listening socket."""
-
-
-class PSProtocolError(PSError):
-    """Malformed frame; ``reason`` is the key counted in the server's ``stats["dropped"]``."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-
-
-class PeerClosed(PSConnectionError):
+class PeerClosed(TransportConnectionError):
     """The peer closed the stream; ``at_boundary`` is True when no frame was half-received."""
 
     def __init__(self, message: str, at_boundary: bool):
@@ -338,7 +304,7 @@ class FrameIO:
     def _check_tag(self, h, deadline: Optional[float]) -> None:
         self._recv_exact(memoryview(self._tag), deadline, started=True)
         if not hmac.compare_digest(FrameMAC.finish(h), bytes(self._tag)):
-            raise PSProtocolError("bad_mac", "a frame failed its integrity check (changed, "
+            raise ProtocolError("bad_mac", "a frame failed its integrity check (changed, "
                                              "injected, reordered or replayed on the way)")
 
     def _payload_view(self, n: int) -> memoryview:
@@ -353,20 +319,20 @@ class FrameIO:
         self._recv_exact(self._hdr_view, deadline, started=False)
         magic, version, op, flags, dtype, wid, seq, aux, length = HEADER.unpack(self._hdr)
         if magic != MAGIC:
-            raise PSProtocolError("bad_magic", f"expected {MAGIC!r}, got {bytes(magic)!r}")
+            raise ProtocolError("bad_magic", f"expected {MAGIC!r}, got {bytes(magic)!r}")
         if version != VERSION:
-            raise PSProtocolError("bad_version", f"protocol version {version}, expected {VERSION}")
+            raise ProtocolError("bad_version", f"protocol version {version}, expected {VERSION}")
         if dtype not in _DTYPES:
-            raise PSProtocolError("bad_dtype", f"unknown payload dtype {dtype}")
+            raise ProtocolError("bad_dtype", f"unknown payload dtype {dtype}")
         if length > self.max_payload:
-            raise PSProtocolError("oversized", f"declared payload {length} bytes > max_payload "
+            raise ProtocolError("oversized", f"declared payload {length} bytes > max_payload "
                                                f"{self.max_payload}")
         if dtype == DT_F32 and length % 4:
-            raise PSProtocolError("bad_length", f"float32 payload of {length} bytes")
+            raise ProtocolError("bad_length", f"float32 payload of {length} bytes")
         if dtype == DT_JSON and length > MAX_JSON:
-            raise PSProtocolError("oversized", f"JSON payload of {length} bytes > {MAX_JSON}")
+            raise ProtocolError("oversized", f"JSON payload of {length} bytes > {MAX_JSON}")
         if dtype == DT_NONE and length:
-            raise PSProtocolError("bad_length", f"dtype none with {length} payload bytes")
+            raise ProtocolError("bad_length", f"dtype none with {length} payload bytes")
         return op, flags, dtype, wid, seq, aux, length
 
     def recv_payload(self, dtype: int, length: int, deadline: Optional[float] = None,
@@ -397,7 +363,7 @@ class FrameIO:
         try:
             return json.loads(str(view, "utf-8"))
         except (ValueError, RecursionError) as exc:
-            raise PSProtocolError("bad_json", str(exc)[:200]) from None
+            raise ProtocolError("bad_json", str(exc)[:200]) from None
 
     def recv(self, deadline: Optional[float] = None, out: Optional[np.ndarray] = None
              ) -> tuple[Frame, int]:

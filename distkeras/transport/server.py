@@ -42,12 +42,12 @@ from collections import Counter
 from typing import Any, Callable, Optional
 
 from .admission import BUSY, Admission
+from .errors import BindError, ProtocolError
 from .protocol import (DEFAULT_MAX_PAYLOAD, DT_F32, ERR_AUTH, ERR_FULL, ERR_HANDLER, HEADER_SIZE,
                        MAC_SIZE, NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE, OP_CHALLENGE, OP_ERROR,
-                       OP_FIRST_APP, OP_PING, SOCKET_BUFFER, Frame, FrameIO, PeerClosed,
-                       PSBindError, PSProtocolError, Reply, auth_mac, op_name, server_mac,
-                       session_key,
-                       shutdown_quietly, tls_accept, tune_socket)
+                       OP_FIRST_APP, OP_PING, SOCKET_BUFFER, Frame, FrameIO, PeerClosed, Reply,
+                       auth_mac, op_name, server_mac, session_key, shutdown_quietly, tls_accept,
+                       tune_socket)
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class FrameServer:
         unique_workers: one connection per worker id (``per_worker=1``).
         per_worker: connections a worker id may hold; a newer one replaces its oldest
             (None: no limit).
+        name: what the server is, for logs and errors ("the coordinator", ...).
         frame_timeout: seconds (plus 1 s per 20 MB) a started frame has to arrive in full.
     """
 
@@ -119,10 +120,12 @@ class FrameServer:
                                                    Optional[Any]]] = None,
                  num_workers: Optional[int] = None, max_pending: int = 128,
                  max_pending_per_host: int = 64, unique_workers: bool = False,
-                 frame_timeout: float = 30.0, per_worker: Optional[int] = None):
+                 frame_timeout: float = 30.0, per_worker: Optional[int] = None,
+                 name: str = "frame server"):
         if not isinstance(secret, (bytes, bytearray)) or len(secret) < 16:
             raise ValueError("secret must be at least 16 bytes (use secrets.token_bytes(32))")
         self.handler = handler
+        self.name = name
         self.secret = bytes(secret)
         self.host, self.port = host, int(port)
         self.ssl_context = ssl_context
@@ -152,7 +155,7 @@ class FrameServer:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "FrameServer":
-        """Bind, listen and start accepting; raises :class:`PSBindError` if the port is taken."""
+        """Bind, listen and start accepting; raises :class:`BindError` if the port is taken."""
         if self._listener is not None:
             return self
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -167,22 +170,22 @@ class FrameServer:
             sock.close()
             where = f"{self.host}:{self.port}"
             if exc.errno == errno.EADDRINUSE:
-                msg = (f"cannot bind the parameter server to {where}: port {self.port} is already "
+                msg = (f"cannot bind the {self.name} to {where}: port {self.port} is already "
                        "in use. Use port=0 (an ephemeral port) or pick another ps_port=.")
             elif exc.errno == errno.EADDRNOTAVAIL:
-                msg = (f"cannot bind the parameter server to {where}: {self.host} is not an "
+                msg = (f"cannot bind the {self.name} to {where}: {self.host} is not an "
                        "address of this machine. Set spark.driver.host (or ps_host=) to one.")
             else:
-                msg = f"cannot bind the parameter server to {where}: {exc.strerror or exc}"
-            raise PSBindError(exc.errno, msg) from exc
+                msg = f"cannot bind the {self.name} to {where}: {exc.strerror or exc}"
+            raise BindError(exc.errno, msg) from exc
         self._listener = sock
         self._address = sock.getsockname()[:2]
         self._wake_r, self._wake_w = socket.socketpair()
         self._closing.clear()
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True,
-                                               name=f"distkeras-ps-accept-{self._address[1]}")
+                                               name=f"distkeras-accept-{self._address[1]}")
         self._accept_thread.start()
-        log.info("parameter server listening on %s:%d%s", *self._address,
+        log.info("%s listening on %s:%d%s", self.name, *self._address,
                  " (TLS)" if self.ssl_context else "")
         return self
 
@@ -210,7 +213,7 @@ class FrameServer:
         for s in (self._wake_r, self._wake_w):
             s.close()
         self._listener = None
-        log.info("parameter server on %s:%d closed", *self._address)
+        log.info("%s on %s:%d closed", self.name, *self._address)
 
     def __enter__(self) -> "FrameServer":
         return self.start()
@@ -268,7 +271,7 @@ class FrameServer:
             except OSError:
                 pass
         conn.thread = threading.Thread(target=self._serve, args=(conn,), daemon=True,
-                                       name=f"distkeras-ps-conn-{peer}")
+                                       name=f"distkeras-conn-{peer}")
         conn.thread.start()
 
     # ------------------------------------------------------------------ per connection
@@ -339,7 +342,7 @@ class FrameServer:
             io.send(OP_AUTH_OK, worker_id=wid, payload=server_mac(self.secret, client_nonce))
             io.start_session(session_key(self.secret, nonce, client_nonce, wid), server=True)
             conn.sock.settimeout(None)  # handlers and training steps may take arbitrarily long
-        except PSProtocolError as exc:
+        except ProtocolError as exc:
             self._drop(conn, exc.reason, str(exc))
             return None
         except PeerClosed as exc:
@@ -378,7 +381,7 @@ class FrameServer:
         while not self._closing.is_set():
             try:
                 frame, nin = self._recv(conn, io)
-            except PSProtocolError as exc:
+            except ProtocolError as exc:
                 self._drop(conn, exc.reason, str(exc))
                 return False
             except PeerClosed as exc:

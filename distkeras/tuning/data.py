@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from distkeras.executor.feed import FeedSpec, InputSpec, TargetSpec
+from distkeras.feed import FeedSpec, InputSpec, TargetSpec
 
 log = logging.getLogger(__name__)
 _WARN_BYTES = 1 << 30
@@ -44,7 +44,7 @@ def ship(df, feed: FeedSpec | None, features_col, label_col: str, checked: bool 
     the trials then fail with their own build errors.
     """
     from distkeras.driver import preflight
-    from distkeras.driver.fit import to_arrow
+    from distkeras.spark import to_arrow
 
     if feed is None:
         cols = [features_col] if isinstance(features_col, str) else list(features_col)

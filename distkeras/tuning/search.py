@@ -168,8 +168,8 @@ class Search:
         before launch. ``(None, None)`` when build_fn fails for every candidate."""
         import keras
 
-        from distkeras.executor.feed import feed_spec_for
         from distkeras.executor.replica import setup_tensorflow
+        from distkeras.feed import feed_spec_for
         from distkeras.tuning.trial import compile_model
 
         setup_tensorflow()

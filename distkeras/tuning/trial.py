@@ -92,8 +92,7 @@ def _fit_split(build_fn, spec, data, train_idx, val_idx, seed, reporter=None
     """One fold: (the last epoch's metrics, the epochs trained)."""
     import keras
 
-    from distkeras.executor.feed import feed_spec_for
-    from distkeras.executor.feed import model_inputs
+    from distkeras.feed import feed_spec_for, model_inputs
     from distkeras.tuning.data import worker_arrays
 
     keras.backend.clear_session()

@@ -1,15 +1,18 @@
-"""Arrow → numpy for Keras: the data feed shared by training, prediction and tuning, and
-``feed_spec_for``: how a model's inputs map onto DataFrame columns (the contract both sides
-use).
+"""What a model reads from a DataFrame, the contract between the driver (which checks the data
+and describes it) and the executors (which read it): Arrow → numpy for Keras, shared by
+training, prediction and tuning.
 
 A ``FeedSpec`` says which columns make each model input (several columns of one input are
-concatenated) and the shape each input is reshaped to, and how labels are interpreted. The
-conversion works on whole Arrow columns (flattened list values + a reshape): no per-row Python.
+concatenated) and the shape each input is reshaped to, which column is each output's label and
+how it is interpreted (``TargetSpec``), and the sample weights. ``feed_spec_for`` derives it from
+a model and the column names. The conversion works on whole Arrow columns (flattened list
+values + a reshape): no per-row Python. A ``Window`` is what a worker trains on: inputs, labels
+and weights, cut into mini-batches.
 
 Example::
 
-    spec = FeedSpec(inputs=[InputSpec(["hlf"], (14,))], label_col="label", num_classes=3,
-                    one_hot=True)
+    spec = FeedSpec(inputs=[InputSpec(["hlf"], (14,))],
+                    targets=[TargetSpec("label", num_classes=3, one_hot=True)])
     x, y = spec.arrays(arrow_table)     # x: [np.ndarray (n, 14)], y: (n, 3)
 """
 from __future__ import annotations
@@ -247,8 +250,9 @@ def feed_spec_for(model, features_col, label_col, loss, input_shapes=None,
     ``label_col``: one column per output; ``loss``: one loss for every output, or a list / a
     dict by output name (it decides which labels become one-hot vectors).
     """
-    from distkeras.portable import ModelError, output_specs
-    from distkeras.portable import input_shapes as model_input_shapes
+    from distkeras.errors import ModelError
+    from distkeras.signature import input_shapes as model_input_shapes
+    from distkeras.signature import output_specs
 
     columns = [features_col] if isinstance(features_col, str) else list(features_col)
     shapes = model_input_shapes(model)

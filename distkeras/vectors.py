@@ -1,0 +1,50 @@
+"""Flat float32 vectors, the currency of every exchange: the checks that keep them finite, their
+split into ``[parameters | statistics]`` (``distkeras.state``), and means that neither overflow
+nor drift. Shared by the driver's services and the workers' exchanges alike.
+
+Example::
+
+    params, statistics = split(theta, layout.params)
+    check_finite(theta, "weights", "worker 0, epoch 1, step 40")
+    centre = mean_of([theta_0, theta_1])
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class DivergedError(FloatingPointError):
+    """A worker's weights or gradient became NaN/inf: its loss diverged. Nothing was sent."""
+
+
+def all_finite(vector: np.ndarray) -> bool:
+    """No NaN or inf in ``vector``, in one float64 reduction (both survive a sum)."""
+    return bool(np.isfinite(np.add.reduce(vector, dtype=np.float64)))
+
+
+def check_finite(vector: np.ndarray, what: str, where: str) -> None:
+    """Raise :class:`DivergedError` before a non-finite vector reaches a peer, the driver or
+    the next window."""
+    if not all_finite(vector):
+        raise DivergedError(
+            f"{where}: the {what} became non-finite (NaN/inf): the loss diverged, so nothing "
+            "was sent. Lower the learning rate, clip gradients (an optimizer with clipnorm=1.0) "
+            "or look for extreme values in the inputs")
+
+
+def split(vector: np.ndarray, params: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(parameters, statistics)`` views of a flat vector whose statistics start at
+    ``params`` (None: it is all parameters)."""
+    cut = vector.size if params is None else params
+    return vector[:cut], vector[cut:]
+
+
+def mean_of(vectors) -> np.ndarray:
+    """The mean of finite float32 vectors as x₀ + Σ(xᵢ − x₀)/n accumulated in float64: exactly x₀
+    when they are all equal (a plain sum over n divided by n is not, for n not a power of two),
+    and finite where their sum would overflow float32."""
+    first = np.asarray(vectors[0], dtype=np.float32)
+    deviation = np.zeros(first.shape, np.float64)
+    for v in vectors[1:]:
+        deviation += np.asarray(v, np.float64) - first
+    return (first + deviation / len(vectors)).astype(np.float32)
