@@ -141,26 +141,49 @@ class KerasModel(Model, MLReadable, MLWritable):
         return columns
 
     def _transform(self, dataset):
-        from pyspark.ml.functions import array_to_vector, vector_to_array
-        from pyspark.ml.linalg import VectorUDT
         from pyspark.sql import functions as F
-        from pyspark.sql.types import ArrayType, DoubleType, FloatType, StructField, StructType
-
-        from distkeras.portable import PortableModel
 
         if self.feed is None:
             raise ValueError("this model has no feed description; it was not made by a trainer")
+        outputs = self.output_columns()
+        dataset, feed, temp = self._feedable(dataset, [c for c, _, _ in outputs])
+        # pyspark 4 takes Spark ML vectors from Arrow as their struct; 3.5 gets arrays, made
+        # vectors by the JVM afterwards
+        native = _ARROW_VECTORS
+        arrow_names = [c if native or r == "prediction" else f"__distkeras_{r}_{i}"
+                       for c, r, i in outputs]
+        roles = [(r, i) for _, r, i in outputs]
+        described = [o for _, o in self._outputs()]
+        predict = _batch_predictor(dataset.sparkSession, self._models(), self.custom_objects,
+                                   feed, self.getBatchSize(), described, roles, arrow_names,
+                                   native)
+        scored = dataset.mapInArrow(predict, _scored_schema(dataset.schema, arrow_names, roles,
+                                                            described, native))
+        if native:
+            return scored.drop(*temp) if temp else scored
+        from pyspark.ml.functions import array_to_vector
+
+        keep = [F.col(f"`{f.name}`") for f in dataset.schema.fields if f.name not in temp]
+        final = [array_to_vector(F.col(name)).alias(c) if r != "prediction" else F.col(name)
+                 for name, (c, r, _) in zip(arrow_names, outputs)]
+        return scored.select(*keep, *final)
+
+    def _feedable(self, dataset, outputs: list[str]):
+        """``dataset`` checked for the feature columns and the output columns' names, with
+        array copies of its Spark ML vector features (Arrow gets vectors as structs); the feed
+        reading them, and the names of the copies (dropped afterwards)."""
+        from pyspark.ml.functions import vector_to_array
+        from pyspark.sql import functions as F
+
         feed = self.feed.without_targets()      # a copy: the columns are renamed below
         types = {f.name: type(f.dataType).__name__ for f in dataset.schema.fields}
         missing = [c for c in feed.feature_columns if c not in types]
         if missing:
             raise ValueError(f"columns {missing} not found; the DataFrame has {sorted(types)}")
-        outputs = self.output_columns()
-        clash = [c for c, _, _ in outputs if c in types]
+        clash = [c for c in outputs if c in types]
         if clash:
             raise ValueError(f"output column(s) {clash} already exist in the DataFrame: drop "
                              "them or set prediction_col / probability_col / raw_prediction_col")
-        # Spark ML vectors reach Arrow as structs: feed array copies, drop them afterwards
         temp = {c: f"__distkeras_{i}" for i, c in enumerate(feed.feature_columns)
                 if types[c] == "VectorUDT"}
         if temp:
@@ -168,54 +191,7 @@ class KerasModel(Model, MLReadable, MLWritable):
                                             for c, t in temp.items()])
             for spec in feed.inputs:
                 spec.columns = [temp.get(c, c) for c in spec.columns]
-        sc = dataset.sparkSession.sparkContext
-        payload = sc.broadcast([PortableModel.of(m, self.custom_objects, check=False).archive
-                                for m in self._models()])
-        custom_objects = self.custom_objects
-        run_id, batch_size = uuid.uuid4().hex, self.getBatchSize()
-        described = [o for _, o in self._outputs()]
-        feed_dict = feed.to_dict()
-        # pyspark 4 takes Spark ML vectors from Arrow as their struct; 3.5 gets arrays, made
-        # vectors by the JVM afterwards
-        native = _ARROW_VECTORS
-        arrow_names = [c if native or r == "prediction" else f"__distkeras_{r}_{i}"
-                       for c, r, i in outputs]
-        roles = [(r, i) for _, r, i in outputs]
-
-        def predict_batches(batches):
-            from distkeras.executor.replica import setup_tensorflow
-
-            spec = FeedSpec.from_dict(feed_dict)
-            models = _WORKER_CACHE.get(run_id)
-            if models is None:
-                setup_tensorflow(1)
-                _WORKER_CACHE.clear()
-                models = [PortableModel(archive, custom_objects).build()
-                          for archive in payload.value]
-                _WORKER_CACHE[run_id] = models
-            for batch in batches:
-                table = pa.Table.from_batches([batch])
-                outs = _predict(models, spec.features(table), batch_size)
-                columns = [_output_array(outs[i].reshape(len(outs[i]), -1), described[i], role,
-                                         native) for role, i in roles]
-                yield pa.RecordBatch.from_arrays(list(batch.columns) + columns,
-                                                 names=list(batch.schema.names) + arrow_names)
-
-        extra = []
-        for name, (role, i) in zip(arrow_names, roles):
-            if role != "prediction":
-                extra.append(StructField(name, VectorUDT() if native
-                                         else ArrayType(DoubleType())))
-            else:
-                extra.append(StructField(name, DoubleType() if described[i]["kind"] in (
-                    "classifier", "regressor") else ArrayType(FloatType())))
-        scored = dataset.mapInArrow(predict_batches, StructType(dataset.schema.fields + extra))
-        if native:
-            return scored.drop(*temp.values()) if temp else scored
-        keep = [F.col(f"`{f.name}`") for f in dataset.schema.fields if f.name not in temp.values()]
-        final = [array_to_vector(F.col(name)).alias(c) if r != "prediction" else F.col(name)
-                 for name, (c, r, _) in zip(arrow_names, outputs)]
-        return scored.select(*keep, *final)
+        return dataset, feed, list(temp.values())
 
     # -- persistence ------------------------------------------------------------------------------
     def write(self):
@@ -277,6 +253,55 @@ def load_model(path: str, custom_objects: dict | None = None) -> KerasModel:
         fitted = KerasModel.load(path)
     fitted.custom_objects = dict(custom_objects or {})
     return fitted
+
+
+def _batch_predictor(spark, models: list, custom_objects: dict, feed: FeedSpec, batch_size: int,
+                     described: list[dict], roles: list[tuple[str, int]], names: list[str],
+                     native: bool):
+    """The ``mapInArrow`` function that scores Arrow batches in the executors: the models
+    travel once as a broadcast of their ``.keras`` archives, are read back once per Python
+    worker and kept there for the run."""
+    from distkeras.portable import PortableModel
+
+    payload = spark.sparkContext.broadcast(
+        [PortableModel.of(m, custom_objects, check=False).archive for m in models])
+    run_id, feed_dict = uuid.uuid4().hex, feed.to_dict()
+
+    def predict_batches(batches):
+        from distkeras.executor.replica import setup_tensorflow
+
+        spec = FeedSpec.from_dict(feed_dict)
+        models = _WORKER_CACHE.get(run_id)
+        if models is None:
+            setup_tensorflow(1)
+            _WORKER_CACHE.clear()
+            models = [PortableModel(archive, custom_objects).build() for archive in payload.value]
+            _WORKER_CACHE[run_id] = models
+        for batch in batches:
+            outs = _predict(models, spec.features(pa.Table.from_batches([batch])), batch_size)
+            columns = [_output_array(outs[i].reshape(len(outs[i]), -1), described[i], role,
+                                     native) for role, i in roles]
+            yield pa.RecordBatch.from_arrays(list(batch.columns) + columns,
+                                             names=list(batch.schema.names) + names)
+
+    return predict_batches
+
+
+def _scored_schema(schema, names: list[str], roles: list[tuple[str, int]], described: list[dict],
+                   native: bool):
+    """``schema`` and the output columns: Spark ML vectors (or arrays before pyspark 4) for
+    raw and probability, a double (classifier, regressor) or an array for the prediction."""
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.types import ArrayType, DoubleType, FloatType, StructField, StructType
+
+    extra = []
+    for name, (role, i) in zip(names, roles):
+        if role != "prediction":
+            extra.append(StructField(name, VectorUDT() if native else ArrayType(DoubleType())))
+        else:
+            extra.append(StructField(name, DoubleType() if described[i]["kind"] in (
+                "classifier", "regressor") else ArrayType(FloatType())))
+    return StructType(schema.fields + extra)
 
 
 def _output_array(out: np.ndarray, output: dict, role: str, native: bool = True) -> pa.Array:

@@ -69,77 +69,111 @@ class Resume:
 
 
 def monitor(settings, coordinator, job, driver_model, flat, val, callbacks, steps,
-             resume: Resume):
+            resume: Resume):
     """Driver loop while the workers train: progress, epoch ends, validation, callbacks, the
     checkpoint."""
-    import keras
-    from tqdm.auto import tqdm
-
-    history = resume.history()
-    cbs = keras.callbacks.CallbackList(callbacks, model=driver_model, epochs=settings.epochs,
-                                       steps=steps, verbose=0)
-    driver_model.stop_training = False
-    total = (settings.epochs - resume.start) * steps * settings.batch_size * settings.num_workers
-    bar = tqdm(total=total, unit="samples", disable=not settings.verbose, mininterval=1.0,
-               desc=f"{settings.name} x{settings.num_workers}")
-    cbs.on_train_begin()
-    reported, epoch_start = resume.start, time.perf_counter()
-    rate = _LearningRate(driver_model, coordinator)
-    statistics = _EpochStatistics(coordinator, steps * settings.batch_size * settings.num_workers)
-    if reported < settings.epochs:
-        cbs.on_epoch_begin(reported)
-        rate.follow()
+    ends = _EpochEnds(settings, coordinator, driver_model, flat, val, callbacks, steps, resume)
     try:
         while True:
             job.join(timeout=0.2)
-            bar.update(min(coordinator.samples_seen, total) - bar.n)
             alive = job.is_alive()
-            while (reported < settings.epochs and coordinator.completed_epochs() > reported
-                   and not driver_model.stop_training):
-                logs = _epoch_logs(coordinator.epoch_logs[reported])
-                if reported in coordinator.consensus_distance:
-                    logs["consensus_distance"] = coordinator.consensus_distance[reported]
-                centre = coordinator.model(epoch=reported)
-                flat.set(centre)
-                if val is not None:
-                    scores = driver_model.evaluate(model_inputs(val[0]), val[1], verbose=0,
-                                                   return_dict=True,
-                                                   batch_size=max(256, settings.batch_size))
-                    logs.update({f"val_{k}": float(v) for k, v in scores.items()})
-                ended = coordinator.epoch_finished_at.get(reported, time.perf_counter())
-                logs["epoch_seconds"] = ended - epoch_start
-                logs.update(statistics.epoch(reported, logs["epoch_seconds"], history))
-                logs.setdefault("learning_rate", rate.value)    # else: the workers' mean
-                history.record(reported, logs)
-                resume.save(reported + 1, history, coordinator, centre)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()
-                                 if k not in _EpochStatistics.KEYS})
-                cbs.on_epoch_end(reported, logs)
-                rate.follow()
-                if driver_model.stop_training:
-                    log.info("a callback stopped training after epoch %d", reported)
-                    coordinator.request_stop()
-                coordinator.epoch_processed(reported)
-                reported += 1
-                epoch_start = ended
-                if not driver_model.stop_training and reported < settings.epochs:
-                    cbs.on_epoch_begin(reported)
-                    rate.follow()
+            ends.show_progress()
+            while ends.ready():
+                ends.process()
             if not alive:
                 break
     finally:
-        bar.close()
+        ends.bar.close()
+    _raise_job_error(job, coordinator)
+    flat.set(coordinator.model())
+    ends.callbacks.on_train_end()   # EarlyStopping(restore_best_weights=True) may reset weights
+    return ends.history
+
+
+class _EpochEnds:
+    """What the driver does once every worker finished an epoch: the logs (the workers' mean,
+    validation of the run's model, the statistics), the history, the checkpoint, the
+    callbacks and the learning-rate changes they make; and the progress bar meanwhile."""
+
+    def __init__(self, settings, coordinator, driver_model, flat, val, callbacks, steps,
+                 resume: Resume):
+        import keras
+        from tqdm.auto import tqdm
+
+        self.settings, self.coordinator, self.model = settings, coordinator, driver_model
+        self.flat, self.val, self.resume = flat, val, resume
+        self.history = resume.history()
+        self.callbacks = keras.callbacks.CallbackList(callbacks, model=driver_model,
+                                                      epochs=settings.epochs, steps=steps,
+                                                      verbose=0)
+        driver_model.stop_training = False
+        per_epoch = steps * settings.batch_size * settings.num_workers
+        self.total = (settings.epochs - resume.start) * per_epoch
+        self.bar = tqdm(total=self.total, unit="samples", disable=not settings.verbose,
+                        mininterval=1.0, desc=f"{settings.name} x{settings.num_workers}")
+        self.callbacks.on_train_begin()
+        self.epoch, self.epoch_start = resume.start, time.perf_counter()
+        self.rate = _LearningRate(driver_model, coordinator)
+        self.statistics = _EpochStatistics(coordinator, per_epoch)
+        self._begin()
+
+    def _begin(self) -> None:
+        if not self.model.stop_training and self.epoch < self.settings.epochs:
+            self.callbacks.on_epoch_begin(self.epoch)
+            self.rate.follow()
+
+    def show_progress(self) -> None:
+        self.bar.update(min(self.coordinator.samples_seen, self.total) - self.bar.n)
+
+    def ready(self) -> bool:
+        """Every worker finished the next epoch to process, and training goes on."""
+        return (self.epoch < self.settings.epochs and not self.model.stop_training
+                and self.coordinator.completed_epochs() > self.epoch)
+
+    def process(self) -> None:
+        epoch, coordinator = self.epoch, self.coordinator
+        centre = coordinator.model(epoch=epoch)
+        self.flat.set(centre)
+        ended = coordinator.epoch_finished_at.get(epoch, time.perf_counter())
+        logs = self._logs(epoch, ended - self.epoch_start)
+        self.history.record(epoch, logs)
+        self.resume.save(epoch + 1, self.history, coordinator, centre)
+        self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()
+                              if k not in _EpochStatistics.KEYS})
+        self.callbacks.on_epoch_end(epoch, logs)
+        self.rate.follow()
+        if self.model.stop_training:
+            log.info("a callback stopped training after epoch %d", epoch)
+            coordinator.request_stop()
+        coordinator.epoch_processed(epoch)
+        self.epoch, self.epoch_start = epoch + 1, ended
+        self._begin()
+
+    def _logs(self, epoch: int, seconds: float) -> dict:
+        """The epoch's logs: the workers' mean metrics, Γ, val_*, time and statistics."""
+        logs = _epoch_logs(self.coordinator.epoch_logs[epoch])
+        if epoch in self.coordinator.consensus_distance:
+            logs["consensus_distance"] = self.coordinator.consensus_distance[epoch]
+        if self.val is not None:
+            scores = self.model.evaluate(model_inputs(self.val[0]), self.val[1], verbose=0,
+                                         return_dict=True,
+                                         batch_size=max(256, self.settings.batch_size))
+            logs.update({f"val_{k}": float(v) for k, v in scores.items()})
+        logs["epoch_seconds"] = seconds
+        logs.update(self.statistics.epoch(epoch, seconds, self.history))
+        logs.setdefault("learning_rate", self.rate.value)    # else: the workers' mean
+        return logs
+
+
+def _raise_job_error(job, coordinator) -> None:
+    """The Spark job's error, said as the driver knows it better than the JVM stack: what a
+    worker raised (first), or that a synchronous worker was lost."""
     try:
-        job.result()   # raises the executor-side error, if any
+        job.result()
     except TrainingError as exc:
-        # the driver often knows better than the JVM stack: what a worker raised (first), or
-        # that a synchronous worker was lost
         failure = coordinator.worker_error() or coordinator.failure or (
             coordinator.data_service.failure if coordinator.data_service is not None else None)
         raise TrainingError(f"{failure} (Spark: {exc})" if failure else str(exc)) from exc
-    flat.set(coordinator.model())
-    cbs.on_train_end()   # EarlyStopping(restore_best_weights=True) may reset the weights here
-    return history
 
 
 class _LearningRate:

@@ -149,49 +149,67 @@ def compute_topology_features(events: ak.Array, config: TopologyConfig | None = 
     trk = _Collection(events, cfg.track, br[cfg.track])
     pho = _Collection(events, cfg.photon, br[cfg.photon])
     neu = _Collection(events, cfg.neutral, br[cfg.neutral])
+    maps = _IsolationMap(cfg, trk, pho, neu, n)
+    mask, sel, lep, is_ele = _select_leptons(events, cfg, br, maps, n)
+    hlf = _hlf(events, cfg, br, sel, lep, is_ele)
+    if cfg.hlf_only:
+        return None, hlf, mask
+    return _llf(cfg, trk, pho, neu, sel, lep, is_ele, maps, n), hlf, mask
 
-    # Isolation maps, concatenated: type 0 tracks, 1 photons, 2 neutral hadrons.
-    t_sel = np.flatnonzero(trk["PT"] > cfg.track_pt_min)
-    p_sel = np.flatnonzero(pho["ET"] > cfg.photon_et_min)
-    n_sel = np.flatnonzero(neu["ET"] > cfg.neutral_et_min)
-    parts = [(trk, t_sel, "PT"), (pho, p_sel, "ET"), (neu, n_sel, "ET")]
-    m_evt = np.concatenate([c.event[s] for c, s, _ in parts])
-    m_eta = np.concatenate([c["Eta"][s] for c, s, _ in parts])
-    m_phi = np.concatenate([c["Phi"][s] for c, s, _ in parts])
-    m_pt = np.concatenate([c[k][s] for c, s, k in parts])
-    m_type = np.repeat(np.array([TRACK, PHOTON, NEUTRAL]), [len(t_sel), len(p_sel), len(n_sel)])
-    m_src = np.concatenate([s for _, s, _ in parts])        # index into the collection's flat arrays
-    index = ConeIndex(m_evt, m_eta, m_phi, n_events=n, radius=cfg.iso_dr)
 
-    def isolation(q_evt, q_eta, q_phi, q_pt, own):
+class _IsolationMap:
+    """The particles isolation sums run over, concatenated: type 0 tracks (pT above the track
+    threshold), 1 photons, 2 neutral hadrons (ET above theirs); ``src`` indexes each entry in
+    its collection's flat arrays. Queried through a cone index."""
+
+    def __init__(self, cfg: TopologyConfig, trk, pho, neu, n: int):
+        self.cfg = cfg
+        t_sel = np.flatnonzero(trk["PT"] > cfg.track_pt_min)
+        p_sel = np.flatnonzero(pho["ET"] > cfg.photon_et_min)
+        n_sel = np.flatnonzero(neu["ET"] > cfg.neutral_et_min)
+        parts = [(trk, t_sel, "PT"), (pho, p_sel, "ET"), (neu, n_sel, "ET")]
+        self.evt = np.concatenate([c.event[s] for c, s, _ in parts])
+        eta = np.concatenate([c["Eta"][s] for c, s, _ in parts])
+        phi = np.concatenate([c["Phi"][s] for c, s, _ in parts])
+        self.pt = np.concatenate([c[k][s] for c, s, k in parts])
+        self.type = np.repeat(np.array([TRACK, PHOTON, NEUTRAL]),
+                              [len(t_sel), len(p_sel), len(n_sel)])
+        self.src = np.concatenate([s for _, s, _ in parts])
+        self.index = ConeIndex(self.evt, eta, phi, n_events=n, radius=cfg.iso_dr)
+
+    def isolation(self, q_evt, q_eta, q_phi, q_pt, own):
         """(nq, 3) ChPFIso, GammaPFIso, NeuPFIso; map entry ``own[q]`` is left out."""
-        qi, mi, _ = index.pairs(q_evt, q_eta, q_phi)
+        qi, mi, _ = self.index.pairs(q_evt, q_eta, q_phi)
         keep = mi != own[qi]
         qi, mi = qi[keep], mi[keep]
-        sums = np.bincount(qi * 3 + m_type[mi], weights=m_pt[mi], minlength=3 * len(q_pt))
+        sums = np.bincount(qi * 3 + self.type[mi], weights=self.pt[mi], minlength=3 * len(q_pt))
         sums = sums.reshape(len(q_pt), 3)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(q_pt[:, None] > 0, sums / q_pt[:, None], 0.0)
 
-    def own_track(q_evt, q_eta, q_phi):
+    def own_track(self, q_evt, q_eta, q_phi):
         """Map index of the nearest track within own_track_dr of each query, −1 if none."""
         own = np.full(len(q_evt), -1, dtype=np.int64)
-        qi, mi, dr2 = index.pairs(q_evt, q_eta, q_phi, radius=min(cfg.own_track_dr, cfg.iso_dr))
-        is_trk = m_type[mi] == TRACK
+        qi, mi, dr2 = self.index.pairs(q_evt, q_eta, q_phi,
+                                       radius=min(self.cfg.own_track_dr, self.cfg.iso_dr))
+        is_trk = self.type[mi] == TRACK
         qi, mi, dr2 = qi[is_trk], mi[is_trk], dr2[is_trk]
         order = np.lexsort((dr2, qi))[::-1]                 # nearest written last
         own[qi[order]] = mi[order]
         return own
 
-    # Lepton candidates: the first isolated electron and muon above threshold per event.
+
+def _select_leptons(events, cfg: TopologyConfig, br, maps: _IsolationMap, n: int):
+    """The first isolated electron and muon above threshold per event, the higher-pT one kept:
+    ``(mask, selected events, lepton columns, is_ele)``."""
     best = {}
     for flavour, prefix in (("ele", cfg.electron), ("mu", cfg.muon)):
         lep = _Collection(events, prefix, br[prefix])
         cand = np.flatnonzero(lep["PT"] > cfg.lepton_pt_min)
         c = {"evt": lep.event[cand], "eta": lep["Eta"][cand], "phi": lep["Phi"][cand],
              "pt": lep["PT"][cand], "charge": lep["Charge"][cand]}
-        c["own"] = own_track(c["evt"], c["eta"], c["phi"])
-        c["iso"] = isolation(c["evt"], c["eta"], c["phi"], c["pt"], c["own"])
+        c["own"] = maps.own_track(c["evt"], c["eta"], c["phi"])
+        c["iso"] = maps.isolation(c["evt"], c["eta"], c["phi"], c["pt"], c["own"])
         first = _first_per_event(c["evt"], c["iso"].sum(axis=1) < cfg.iso_max, n)
         has = first >= 0
         f = np.where(has, first, len(cand))                 # len(cand) → the dummy row below
@@ -205,15 +223,7 @@ def compute_topology_features(events: ak.Array, config: TopologyConfig | None = 
     pick = {k: np.where(use_ele[:, None] if e[k].ndim == 2 else use_ele, e[k], m[k])
             for k in ("pt", "eta", "phi", "charge", "iso", "own")}
     sel = np.flatnonzero(mask)
-    lep = {k: v[sel] for k, v in pick.items()}
-    is_ele = use_ele[sel].astype(np.float64)
-    ns = len(sel)
-
-    hlf = _hlf(events, cfg, br, sel, lep, is_ele)
-    if cfg.hlf_only:
-        return None, hlf, mask
-    return _llf(cfg, trk, pho, neu, sel, lep, is_ele, m_evt, m_type, m_src,
-                isolation, ns, n), hlf, mask
+    return mask, sel, {k: v[sel] for k, v in pick.items()}, use_ele[sel].astype(np.float64)
 
 
 def _hlf(events, cfg, br, sel, lep, is_ele) -> np.ndarray:
@@ -238,30 +248,62 @@ def _hlf(events, cfg, br, sel, lep, is_ele) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _llf(cfg, trk, pho, neu, sel, lep, is_ele, m_evt, m_type, m_src, isolation, ns, n):
+def _llf(cfg, trk, pho, neu, sel, lep, is_ele, maps: _IsolationMap, n: int):
     """Assemble the (ns, 801, 19) LLF tensor with one scatter."""
+    ns = len(sel)
     new_id = np.full(n, -1, dtype=np.int64)
     new_id[sel] = np.arange(ns)
+    rows = _kept_particles(cfg, maps, new_id, lep, sel, n)
+    cols = {k: [] for k in ("evt", "pt", "eta", "phi", "x", "y", "z", "charge", "cat", "rank")}
+    flags = _particle_columns(cols, rows, (trk, pho, neu), maps, new_id)
+    flags = np.concatenate([flags, _lepton_columns(cols, trk, lep, is_ele, maps, ns)])
+    c = {k: np.concatenate(v) for k, v in cols.items()}
+    n_part = len(c["evt"]) - ns
+    iso = np.concatenate([maps.isolation(maps.evt[np.concatenate([r[0] for r in rows])],
+                                         c["eta"][:n_part], c["phi"][:n_part], c["pt"][:n_part],
+                                         _self_index(rows, len(maps.evt))),
+                          lep["iso"]])
+    feats = np.empty((len(c["evt"]), 19), dtype=np.float32)
+    feats[:, 0:4] = _massless(c["pt"], c["eta"], c["phi"])
+    feats[:, 4], feats[:, 5], feats[:, 6] = c["pt"], c["eta"], c["phi"]
+    feats[:, 7], feats[:, 8], feats[:, 9] = c["x"], c["y"], c["z"]
+    feats[:, 10:13] = iso
+    feats[:, 13:18] = flags
+    feats[:, 18] = c["charge"]
+    llf = np.zeros((ns, cfg.n_particles, 19), dtype=np.float32)
+    llf[c["evt"], _positions(cfg, c, lep, n_part, ns)] = feats
+    return llf
+
+
+def _kept_particles(cfg, maps: _IsolationMap, new_id, lep, sel, n: int):
+    """Per category (tracks, photons, neutral hadrons): the map entries kept (of selected
+    events, the lepton's own track left out, at most the category's cap) and their rank
+    within their event."""
+    ns = len(sel)
     lep_own = np.full(n, -1, dtype=np.int64)
     lep_own[sel] = lep["own"]
-    m_idx = np.arange(len(m_evt))
-    in_sel = new_id[m_evt] >= 0
-    rows = []          # per category: (map indices kept, rank within event)
-    for typ, cap in ((TRACK, cfg.max_tracks), (PHOTON, cfg.max_photons), (NEUTRAL, cfg.max_neutrals)):
-        ok = in_sel & (m_type == typ)
+    m_idx = np.arange(len(maps.evt))
+    in_sel = new_id[maps.evt] >= 0
+    rows = []
+    for typ, cap in ((TRACK, cfg.max_tracks), (PHOTON, cfg.max_photons),
+                     (NEUTRAL, cfg.max_neutrals)):
+        ok = in_sel & (maps.type == typ)
         if typ == TRACK:
-            ok &= m_idx != lep_own[m_evt]
+            ok &= m_idx != lep_own[maps.evt]
         idx = np.flatnonzero(ok)
-        rank = rank_in_group(new_id[m_evt[idx]], ns)
+        rank = rank_in_group(new_id[maps.evt[idx]], ns)
         keep = rank < cap
         rows.append((idx[keep], rank[keep]))
-    # Per-row inputs for every kept particle (tracks, photons, neutrals), then the leptons.
-    cols = {k: [] for k in ("evt", "pt", "eta", "phi", "x", "y", "z", "charge", "cat", "rank")}
+    return rows
+
+
+def _particle_columns(cols: dict, rows, collections, maps: _IsolationMap, new_id) -> np.ndarray:
+    """Append the kept particles' columns to ``cols``; return their 5 type flags."""
     flags = np.zeros((0, 5))
-    for (idx, rank), (coll, key, typ) in zip(rows, ((trk, "PT", TRACK), (pho, "ET", PHOTON),
-                                                     (neu, "ET", NEUTRAL))):
-        src = m_src[idx]
-        cols["evt"].append(new_id[m_evt[idx]])
+    for (idx, rank), coll, (key, typ) in zip(rows, collections, (("PT", TRACK), ("ET", PHOTON),
+                                                                  ("ET", NEUTRAL))):
+        src = maps.src[idx]
+        cols["evt"].append(new_id[maps.evt[idx]])
         for k, f in (("pt", key), ("eta", "Eta"), ("phi", "Phi")):
             cols[k].append(coll[f][src])
         zeros = np.zeros(len(idx))
@@ -278,32 +320,31 @@ def _llf(cfg, trk, pho, neu, sel, lep, is_ele, m_evt, m_type, m_src, isolation, 
         flags = np.concatenate([flags, fl])
         cols["cat"].append(np.full(len(idx), typ + 1))
         cols["rank"].append(rank)
+    return flags
+
+
+def _lepton_columns(cols: dict, trk, lep, is_ele, maps: _IsolationMap, ns: int) -> np.ndarray:
+    """Append the selected lepton's row of each event to ``cols`` (its vertex from its own
+    track); return its flags."""
     own = lep["own"]
     has_own = own >= 0
-    own_src = np.where(has_own, m_src[np.maximum(own, 0)] if len(m_src) else 0, 0)
+    own_src = np.where(has_own, maps.src[np.maximum(own, 0)] if len(maps.src) else 0, 0)
     cols["evt"].append(np.arange(ns))
-    for k, v in (("pt", lep["pt"]), ("eta", lep["eta"]), ("phi", lep["phi"]), ("charge", lep["charge"])):
+    for k, v in (("pt", lep["pt"]), ("eta", lep["eta"]), ("phi", lep["phi"]),
+                 ("charge", lep["charge"])):
         cols[k].append(v)
     for k, f in (("x", "X"), ("y", "Y"), ("z", "Z")):
         cols[k].append(np.where(has_own, trk[f][own_src] if len(trk[f]) else 0.0, 0.0))
-    lf = np.zeros((ns, 5))
-    lf[:, 3], lf[:, 4] = is_ele, 1.0 - is_ele
-    flags = np.concatenate([flags, lf])
     cols["cat"].append(np.zeros(ns, dtype=np.int64))
     cols["rank"].append(np.zeros(ns, dtype=np.int64))
-    c = {k: np.concatenate(v) for k, v in cols.items()}
-    n_part = len(c["evt"]) - ns
-    iso = np.concatenate([isolation(m_evt[np.concatenate([r[0] for r in rows])],
-                                    c["eta"][:n_part], c["phi"][:n_part], c["pt"][:n_part],
-                                    _self_index(rows, len(m_evt))),
-                          lep["iso"]])
-    feats = np.empty((len(c["evt"]), 19), dtype=np.float32)
-    feats[:, 0:4] = _massless(c["pt"], c["eta"], c["phi"])
-    feats[:, 4], feats[:, 5], feats[:, 6] = c["pt"], c["eta"], c["phi"]
-    feats[:, 7], feats[:, 8], feats[:, 9] = c["x"], c["y"], c["z"]
-    feats[:, 10:13] = iso
-    feats[:, 13:18] = flags
-    feats[:, 18] = c["charge"]
+    lf = np.zeros((ns, 5))
+    lf[:, 3], lf[:, 4] = is_ele, 1.0 - is_ele
+    return lf
+
+
+def _positions(cfg, c: dict, lep, n_part: int, ns: int) -> np.ndarray:
+    """Each row's place among its event's 801: by decreasing ΔR to the lepton (the lepton
+    last) with ``sort_by_dr``, else lepton, tracks, photons, neutral hadrons by rank."""
     if cfg.sort_by_dr:
         dr = np.hypot(c["eta"] - lep["eta"][c["evt"]], delta_phi(c["phi"], lep["phi"][c["evt"]]))
         # One float key (event major, decreasing ΔR minor) sorts faster than a lexsort; ΔR is
@@ -316,9 +357,7 @@ def _llf(cfg, trk, pho, neu, sel, lep, is_ele, m_evt, m_type, m_src, isolation, 
     else:
         offset = np.array([0, 1, 1 + cfg.max_tracks, 1 + cfg.max_tracks + cfg.max_photons])
         pos = offset[c["cat"]] + c["rank"]
-    llf = np.zeros((ns, cfg.n_particles, 19), dtype=np.float32)
-    llf[c["evt"], pos] = feats
-    return llf
+    return pos
 
 
 def _self_index(rows, n_map: int) -> np.ndarray:

@@ -154,9 +154,41 @@ def dictionary_columns(schema) -> list[str]:
 def _write_arrow(spark, plan: RootPlan, output: str, num_files, rows_per_file, mode, compression) -> int:
     import uuid
 
-    import pyarrow.fs as pafs
-
     from distkeras.io.root import skip_recorder
+
+    fs, root = _output_dir(output, mode)
+    parts = _task_parts(plan, num_files)
+    if not parts:
+        return 0
+    spec, on_skip, job = plan.spec, skip_recorder(spark, plan), uuid.uuid4().hex[:8]
+    ext = "" if compression in (None, "none", "uncompressed") else f".{compression}"
+
+    def write(batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        files = _PartFiles(output, root, job, ctx.attemptNumber() if ctx is not None else 0,
+                           ext, spec.arrow_schema(), compression, rows_per_file)
+        for b in batches:
+            for pid in b.column(0).to_pylist():
+                rows, nbytes = files.write(pid, parts[pid], spec, on_skip)
+                yield pa.RecordBatch.from_arrays([pa.array([pid]), pa.array([rows]),
+                                                  pa.array([nbytes])],
+                                                 names=["part", "rows", "bytes"])
+
+    n = len(parts)
+    done = spark.range(0, n, 1, numPartitions=n).mapInArrow(write, "part long, rows long, bytes long").collect()
+    fs.delete_dir(root + "/_temporary")
+    with fs.open_output_stream(root + "/_SUCCESS"):
+        pass
+    return sum(r["rows"] for r in done)
+
+
+def _output_dir(output: str, mode: str):
+    """The output directory's (filesystem, path), emptied or refused as ``mode`` says, with its
+    ``_temporary`` directory made."""
+    import pyarrow.fs as pafs
 
     fs, root = pafs.FileSystem.from_uri(output if "://" in output else os.path.abspath(output))
     info = fs.get_file_info(root)
@@ -167,57 +199,60 @@ def _write_arrow(spark, plan: RootPlan, output: str, num_files, rows_per_file, m
         if mode == "overwrite":
             fs.delete_dir(root) if info.type == pafs.FileType.Directory else fs.delete_file(root)
     fs.create_dir(root + "/_temporary", recursive=True)
+    return fs, root
+
+
+def _task_parts(plan: RootPlan, num_files: int | None) -> list[list[tuple]]:
+    """The chunks each write task reads: one task per partition, or consecutive partitions
+    sharing a task when fewer files are asked for."""
     parts = [[(c.path, c.start, c.stop, c.label) for c in p] for p in plan.partitions]
-    if num_files and num_files < len(parts):  # fewer files: consecutive partitions share a task
+    if num_files and num_files < len(parts):
         bounds = [round(i * len(parts) / num_files) for i in range(num_files + 1)]
         parts = [sum(parts[a:b], []) for a, b in zip(bounds, bounds[1:])]
-    if not parts:
-        return 0
-    spec, on_skip, job = plan.spec, skip_recorder(spark, plan), uuid.uuid4().hex[:8]
-    ext = "" if compression in (None, "none", "uncompressed") else f".{compression}"
+    return parts
 
-    def write(batches):
-        import pyarrow as pa
+
+class _PartFiles:
+    """Executor side: one task's Parquet files, written under ``_temporary`` and renamed into
+    place once complete (a retried attempt never leaves a half-written file behind)."""
+
+    def __init__(self, output, root, job, attempt, ext, schema, compression, rows_per_file):
+        import pyarrow.fs as pafs
+
+        self.fs, _ = pafs.FileSystem.from_uri(output if "://" in output else
+                                              os.path.abspath(output))
+        self.root, self.job, self.attempt, self.ext = root, job, attempt, ext
+        self.schema, self.compression, self.rows_per_file = schema, compression, rows_per_file
+
+    def write(self, pid: int, chunks, spec, on_skip) -> tuple[int, int]:
+        """Read partition ``pid``'s chunks and write them; ``(rows, bytes)`` written."""
         import pyarrow.parquet as pq
-        from pyspark import TaskContext
 
         from distkeras.io.root_types import Chunk, read_chunks
 
-        ctx = TaskContext.get()
-        attempt = ctx.attemptNumber() if ctx is not None else 0
-        out_fs, _ = pafs.FileSystem.from_uri(output if "://" in output else os.path.abspath(output))
-        schema = spec.arrow_schema()
-        dictionary = dictionary_columns(schema)
-        for b in batches:
-            for pid in b.column(0).to_pylist():
-                rows, nbytes, k, writer, in_file, tmp = 0, 0, 0, None, 0, []
-                for batch in read_chunks([Chunk(*c) for c in parts[pid]], spec, on_skip):
-                    while batch.num_rows:
-                        if writer is None:
-                            tmp.append(f"{root}/_temporary/part-{pid:05d}-{k:03d}-{job}-a{attempt}")
-                            writer = pq.ParquetWriter(tmp[-1], schema, filesystem=out_fs,
-                                                      compression=compression or "none",
-                                                      use_dictionary=dictionary)
-                        room = rows_per_file - in_file if rows_per_file else batch.num_rows
-                        piece, batch = batch.slice(0, room), batch.slice(room)
-                        writer.write_batch(piece)
-                        in_file += piece.num_rows
-                        rows += piece.num_rows
-                        if rows_per_file and in_file >= rows_per_file:
-                            writer.close()
-                            writer, in_file, k = None, 0, k + 1
-                if writer is not None:
+        rows, k, writer, in_file, tmp = 0, 0, None, 0, []
+        cap = self.rows_per_file
+        for batch in read_chunks([Chunk(*c) for c in chunks], spec, on_skip):
+            while batch.num_rows:
+                if writer is None:
+                    tmp.append(f"{self.root}/_temporary/part-{pid:05d}-{k:03d}-{self.job}"
+                               f"-a{self.attempt}")
+                    writer = pq.ParquetWriter(tmp[-1], self.schema, filesystem=self.fs,
+                                              compression=self.compression or "none",
+                                              use_dictionary=dictionary_columns(self.schema))
+                room = cap - in_file if cap else batch.num_rows
+                piece, batch = batch.slice(0, room), batch.slice(room)
+                writer.write_batch(piece)
+                in_file += piece.num_rows
+                rows += piece.num_rows
+                if cap and in_file >= cap:
                     writer.close()
-                for i, t in enumerate(tmp):  # commit: rename into place
-                    final = f"{root}/part-{pid:05d}-{i:03d}-{job}{ext}.parquet"
-                    out_fs.move(t, final)
-                    nbytes += out_fs.get_file_info(final).size
-                yield pa.RecordBatch.from_arrays([pa.array([pid]), pa.array([rows]), pa.array([nbytes])],
-                                                 names=["part", "rows", "bytes"])
-
-    n = len(parts)
-    done = spark.range(0, n, 1, numPartitions=n).mapInArrow(write, "part long, rows long, bytes long").collect()
-    fs.delete_dir(root + "/_temporary")
-    with fs.open_output_stream(root + "/_SUCCESS"):
-        pass
-    return sum(r["rows"] for r in done)
+                    writer, in_file, k = None, 0, k + 1
+        if writer is not None:
+            writer.close()
+        nbytes = 0
+        for i, t in enumerate(tmp):  # commit: rename into place
+            final = f"{self.root}/part-{pid:05d}-{i:03d}-{self.job}{self.ext}.parquet"
+            self.fs.move(t, final)
+            nbytes += self.fs.get_file_info(final).size
+        return rows, nbytes

@@ -13,277 +13,26 @@ Example::
 """
 from __future__ import annotations
 
-import difflib
-import fnmatch
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import pyarrow as pa
 
 from distkeras.deprecation import renamed_keywords
-from distkeras.io.errors import (BadRootFileError, NoInputFilesError, RootReadError,
-                                 RootSchemaError)
-from distkeras.io.paths import _GLOB_CHARS, PathsLike, assign_labels, expand_paths
-from distkeras.io.root_types import (Chunk, ReadSpec, branch_arrow_type, column_name, open_file,
-                                     spark_type)
+from distkeras.io.errors import NoInputFilesError, RootSchemaError
+from distkeras.io.paths import PathsLike, assign_labels, expand_paths
+from distkeras.io.read_report import MiB, ReadReport, SkippedInput  # noqa: F401 - re-exported
+from distkeras.io.root_files import FileInfo, Survey
+from distkeras.io.root_types import Chunk, ReadSpec, column_name, spark_type
 
 log = logging.getLogger(__name__)
 
-MiB = 1 << 20
 DEFAULT_PARTITION_BYTES = 128 * MiB   # like spark.sql.files.maxPartitionBytes
 MIN_PARTITION_BYTES = 4 * MiB         # like spark.sql.files.openCostInBytes
 DEFAULT_CHUNK_BYTES = 32 * MiB        # one Arrow batch at most (unless one cluster is bigger)
 
 
-# ----------------------------------------------------------------------------- report
-@dataclass
-class SkippedInput:
-    """A file (or entry range of one) left out under ``on_bad_file="skip"``."""
-
-    path: str
-    reason: str
-    entries_lost: int | None      # None: the file could not be opened, its size is unknown
-    entry_range: tuple[int, int] | None = None
-
-
-@dataclass
-class ReadReport:
-    """What a ROOT read covered and what it left out.
-
-    ``skipped`` is filled while planning; ``runtime_skipped`` (entry ranges that failed in
-    executors) is complete once a Spark action has read the whole DataFrame.
-    """
-
-    files: list[str] = field(default_factory=list)
-    entries: int = 0
-    bytes_estimate: int = 0
-    partitions: int = 0
-    skipped: list[SkippedInput] = field(default_factory=list)
-    _runtime: Any = field(default=None, repr=False)   # a Spark accumulator of tuples
-
-    @property
-    def runtime_skipped(self) -> list[SkippedInput]:
-        if self._runtime is None:
-            return []
-        seen = {}
-        for path, start, stop, reason in self._runtime.value:  # retried tasks report twice
-            seen.setdefault((path, start, stop), SkippedInput(path, reason, stop - start, (start, stop)))
-        return sorted(seen.values(), key=lambda s: (s.path, s.entry_range))
-
-    @property
-    def all_skipped(self) -> list[SkippedInput]:
-        return self.skipped + self.runtime_skipped
-
-    @property
-    def entries_lost(self) -> int:
-        """Events known to be lost (files that could not be opened count as 0 here)."""
-        return sum(s.entries_lost or 0 for s in self.all_skipped)
-
-    def summary(self) -> str:
-        lines = [f"{len(self.files)} file(s), {self.entries} entries planned in "
-                 f"{self.partitions} partition(s), ~{self.bytes_estimate / MiB:.1f} MiB uncompressed"]
-        for s in self.all_skipped:
-            rng = f" entries [{s.entry_range[0]}, {s.entry_range[1]})" if s.entry_range else ""
-            lost = "unknown number of" if s.entries_lost is None else s.entries_lost
-            lines.append(f"skipped {s.path}{rng}: {s.reason} ({lost} events lost)")
-        return "\n".join(lines)
-
-    def log_skipped(self) -> None:
-        """Log one warning per skipped input plus a total (a no-op when nothing was skipped)."""
-        items = self.all_skipped
-        for s in items:
-            log.warning("skipped %s%s: %s (%s events lost)", s.path,
-                        f" entries {list(s.entry_range)}" if s.entry_range else "", s.reason,
-                        "unknown" if s.entries_lost is None else s.entries_lost)
-        if items:
-            unknown = sum(s.entries_lost is None for s in items)
-            log.warning("on_bad_file='skip': %d input(s) skipped, %d events lost%s", len(items),
-                        self.entries_lost, f" (+ {unknown} unopenable file(s))" if unknown else "")
-
-
-# ----------------------------------------------------------------------------- inspection
-@dataclass
-class FileInfo:
-    path: str
-    entries: int
-    offsets: list[int]          # cluster boundaries common to the selected branches
-    bytes_per_entry: float      # uncompressed estimate for the selected branches
-    interpretations: dict[str, str]
-
-
-def _classify_open_error(path: str, exc: Exception) -> RootReadError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, RootReadError):
-        return exc
-    if isinstance(exc, FileNotFoundError):
-        return BadRootFileError(path, "file not found", "check the path; was it moved or deleted?")
-    if isinstance(exc, PermissionError):
-        return BadRootFileError(path, "permission denied",
-                                "make it readable by the user Spark runs as (chmod a+r), or on "
-                                "EOS renew your token (kinit / voms-proxy-init)")
-    if "not a ROOT file" in str(exc):
-        return BadRootFileError(path, f"not a ROOT file ({first})",
-                                "pass only ROOT files; check that the copy or download completed")
-    return BadRootFileError(path, f"corrupt or truncated ROOT file ({type(exc).__name__}: {first})",
-                            "copy or regenerate the file, or pass on_bad_file='skip'")
-
-
-def _check_magic(path: str) -> None:
-    """Local files: catch empty and non-ROOT files before uproot reads a header chunk."""
-    local = path[len("file://"):] if path.startswith("file://") else path
-    if "://" in local:
-        return
-    with open(local, "rb") as fh:
-        head = fh.read(4)
-    if head != b"root":
-        raise BadRootFileError(path, "empty file (0 bytes)" if not head else
-                               f"not a ROOT file (it starts with {head!r}, not b'root')",
-                               "pass only ROOT files; check that the copy or download completed")
-
-
-def _open_tree(path: str, tree_name: str, options: dict):
-    try:
-        _check_magic(path)
-        f = open_file(path, options)
-    except Exception as exc:  # noqa: BLE001 - classified
-        raise _classify_open_error(path, exc) from exc
-    try:
-        size, end = getattr(f.file.source, "num_bytes", None), f.file.fEND
-        if size is not None and size < end:
-            raise BadRootFileError(path, f"truncated: {size} bytes on disk, the header says {end}",
-                                   "the write or copy was interrupted; copy it again or pass "
-                                   "on_bad_file='skip'")
-        trees = f.keys(filter_classname="TTree", cycle=False, recursive=True)
-        if tree_name not in f:
-            raise RootSchemaError(path, f"no TTree named {tree_name!r} (TTrees here: {trees})",
-                                  f"pass tree= one of {trees}" if trees else "is this the right file?")
-        cls = f.classname_of(tree_name)
-        if cls != "TTree":
-            raise RootSchemaError(path, f"{tree_name!r} is a {cls}, not a TTree",
-                                  "write TTrees with uproot's f.mktree(name, types) + extend()")
-        return f, f[tree_name]
-    except RootReadError:
-        f.close()
-        raise
-    except Exception as exc:  # noqa: BLE001
-        f.close()
-        raise _classify_open_error(path, exc) from exc
-
-
-def _leaf_branches(tree) -> dict:
-    return {b.name: b for b in tree.itervalues(recursive=True)}
-
-
-def resolve_branches(tree, path: str, patterns: Sequence[str] | None) -> list[tuple[str, pa.DataType]]:
-    """Branches selected by names and ``fnmatch`` wildcards, in tree order within a pattern."""
-    every = _leaf_branches(tree)
-    leaves = {n: b for n, b in every.items() if len(b.branches) == 0}
-    chosen: dict[str, pa.DataType] = {}
-    unsupported = []
-    if patterns is None:
-        patterns = ["*"]
-    for pattern in patterns:
-        if _GLOB_CHARS & set(pattern):
-            hits = [n for n in leaves if fnmatch.fnmatchcase(n, pattern)]
-            found = 0
-            for n in hits:
-                t = branch_arrow_type(leaves[n])
-                if t is None:
-                    unsupported.append(f"{n} ({leaves[n].typename})")
-                else:
-                    chosen.setdefault(n, t)
-                    found += 1
-            if not found:
-                raise RootSchemaError(path, f"branch pattern {pattern!r} matches no readable branch",
-                                      _did_you_mean(pattern, leaves))
-            continue
-        if pattern not in every:
-            raise RootSchemaError(path, f"no branch {pattern!r} in tree {tree.name!r}",
-                                  _did_you_mean(pattern, leaves))
-        if pattern not in leaves:
-            raise RootSchemaError(path, f"branch {pattern!r} is a split object with sub-branches",
-                                  f"select its fields, e.g. '{pattern}.*'")
-        t = branch_arrow_type(leaves[pattern])
-        if t is None:
-            raise RootSchemaError(path, f"branch {pattern!r} has type {leaves[pattern].typename}, "
-                                  "which has no Spark column type", "leave it out")
-        chosen.setdefault(pattern, t)
-    if unsupported:
-        log.info("%s: wildcard skipped %d branch(es) without a Spark type: %s", path,
-                 len(unsupported), ", ".join(unsupported[:10]))
-    return list(chosen.items())
-
-
-def _did_you_mean(name: str, names) -> str:
-    close = difflib.get_close_matches(name.replace("*", ""), list(names), n=3, cutoff=0.5)
-    hint = f"did you mean {close}? " if close else ""
-    return hint + ("Delphes names are 'Jet.PT' with counter 'Jet_size'; uproot-written "
-                   "trees use 'Jet_PT' with counter 'nJet'")
-
-
-def inspect_file(path: str, tree_name: str, branches: Sequence[str], options: dict,
-                 reference: FileInfo | None = None, ref_types: Mapping[str, pa.DataType] = None) -> FileInfo:
-    """Open one file, check its selected branches against the reference file, and collect its
-    entry count, cluster boundaries and size estimate."""
-    f, tree = _open_tree(path, tree_name, options)
-    try:
-        every = _leaf_branches(tree)
-        interp = {}
-        for name in branches:
-            b = every.get(name)
-            if b is None:
-                raise RootSchemaError(path, f"branch {name!r} (present in {reference.path}) is missing",
-                                      "files read together need the same branches; read them "
-                                      "separately or leave the branch out")
-            interp[name] = repr(b.interpretation)
-            if reference is not None and interp[name] != reference.interpretations[name]:
-                t = branch_arrow_type(b)
-                if t != ref_types[name]:
-                    here = spark_type(t).simpleString() if t is not None else b.typename
-                    raise RootSchemaError(path, f"branch {name!r} has type {here} here but "
-                                          f"{spark_type(ref_types[name]).simpleString()} in {reference.path}",
-                                          "read the two layouts separately and union them after a cast")
-        selected = [every[n] for n in branches]
-        _check_baskets(path, f, selected)
-        n = int(tree.num_entries)
-        wanted = set(branches)
-        offsets = [int(x) for x in tree.common_entry_offsets(filter_branch=lambda b: b.name in wanted)]
-        offsets = sorted({o for o in offsets if 0 <= o <= n} | {0, n})
-        nbytes = sum(_uncompressed(b) for b in selected)
-        return FileInfo(path, n, offsets, nbytes / n if n else 0.0, interp)
-    except RootReadError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - corrupt metadata
-        raise _classify_open_error(path, exc) from exc
-    finally:
-        f.close()
-
-
-def _uncompressed(branch) -> int:
-    try:
-        return int(branch.uncompressed_bytes)
-    except Exception:  # noqa: BLE001 - metadata without sizes: guess from the compressed size
-        return 3 * int(getattr(branch, "compressed_bytes", 0) or 0)
-
-
-def _check_baskets(path: str, f, branches) -> None:
-    """Baskets pointing past the end of the file mean a truncated copy."""
-    size = getattr(f.file.source, "num_bytes", None)
-    if size is None:
-        return
-    for b in branches:
-        k = b.num_baskets
-        seeks = b.member("fBasketSeek")[:k]
-        nbytes = b.member("fBasketBytes")[:k]
-        if k and int((seeks + nbytes).max()) > size:
-            raise BadRootFileError(path, f"truncated: baskets of branch {b.name!r} lie beyond the "
-                                   f"end of the file ({size} bytes)",
-                                   "copy it again or pass on_bad_file='skip'")
-
-
-# ----------------------------------------------------------------------------- planning
 @dataclass
 class RootPlan:
     """Files, schema and partitions of a ROOT read; ``to_dataframe(spark)`` runs it."""
@@ -398,73 +147,25 @@ def plan_root(paths: PathsLike | None, tree: str, branches: Sequence[str] | str 
         raise ValueError(f"on_bad_file must be 'raise' or 'skip', not {on_bad_file!r}")
     if partition_bytes is not None and partition_entries is not None:
         raise ValueError("give partition_bytes or partition_entries, not both")
-    if isinstance(branches, str):
-        branches = [branches]
+    branches = [branches] if isinstance(branches, str) else branches
     options = dict(open_options or {})
-    if paths is None:
-        if not labels:
-            raise NoInputFilesError(None, "no paths and no labels given", "pass paths or labels={glob: label}")
-        paths = list(labels)
-    files = expand_paths(paths)
-    file_labels = assign_labels(files, labels) if labels else None
-    report = ReadReport()
-
-    def failed(path: str, err: RootReadError, entries: int | None = None) -> None:
-        if on_bad_file == "raise":
-            raise err
-        report.skipped.append(SkippedInput(path, f"{err.problem}", entries))
-
-    # The first readable file defines the schema.
-    reference, selection, todo = None, None, list(files)
-    first_error = None
-    while todo and reference is None:
-        path = todo.pop(0)
-        try:
-            f, t = _open_tree(path, tree, options)
-            try:
-                selection = resolve_branches(t, path, branches)
-            finally:
-                f.close()
-            reference = inspect_file(path, tree, [n for n, _ in selection], options)
-        except RootReadError as err:
-            first_error = first_error or err
-            failed(path, err, _entries_or_none(path, tree, options))
-    if reference is None:
-        raise type(first_error)(first_error.path, f"{first_error.problem} (and all other "
-                                f"{len(files) - 1} input file(s) were skipped too)", first_error.hint)
-    names = [n for n, _ in selection]
-    ref_types = dict(selection)
+    files = _input_files(paths, labels)
+    survey = Survey(tree, options, on_bad_file)
+    reference, selection, rest = survey.reference(files, branches)
+    names, ref_types = [n for n, _ in selection], dict(selection)
     columns = [column_name(n) for n in names]
-    extra = [c for c in (label_col if labels else None, source_col, entry_col) if c]
-    _check_columns(names, columns, extra)
-
-    def check(path: str) -> FileInfo | RootReadError:
-        try:
-            return inspect_file(path, tree, names, options, reference, ref_types)
-        except RootReadError as err:
-            return err
-
-    with ThreadPoolExecutor(max_workers=max(1, min(max_threads, len(todo)))) as pool:
-        results = list(pool.map(check, todo))
-    infos = [reference]
-    for path, res in zip(todo, results):
-        if isinstance(res, RootReadError):
-            failed(path, res, _entries_or_none(path, tree, options))
-        else:
-            infos.append(res)
-
-    report.files = [i.path for i in infos]
-    report.entries = sum(i.entries for i in infos)
-    report.bytes_estimate = int(sum(i.entries * i.bytes_per_entry for i in infos))
+    label_col = label_col if labels else None
+    _check_columns(names, columns, [c for c in (label_col, source_col, entry_col) if c])
+    infos = [reference] + survey.check_all(rest, names, reference, ref_types, max_threads)
+    report = survey.report(infos)
+    types = [ref_types[n] for n in names]
     spec = ReadSpec(tree=tree, branches=tuple(names),
-                    schema_json=_schema_json(columns, [ref_types[n] for n in names],
-                                             label_col if labels else None, source_col,
-                                             entry_col),
-                    label_col=label_col if labels else None, source_col=source_col,
-                    entry_col=entry_col,
+                    schema_json=_schema_json(columns, types, label_col, source_col, entry_col),
+                    label_col=label_col, source_col=source_col, entry_col=entry_col,
                     on_bad_file=on_bad_file, open_options=options)
-    plan = RootPlan(spec, columns, [ref_types[n] for n in names], infos, [], report,
-                    file_labels, partition_bytes, partition_entries)
+    plan = RootPlan(spec, columns, types, infos, [], report,
+                    assign_labels(files, labels) if labels else None, partition_bytes,
+                    partition_entries)
     plan.cut(parallelism)
     log.info("planned %d file(s), %d entries, ~%.1f MiB in %d partition(s)", len(infos),
              report.entries, report.bytes_estimate / MiB, len(plan.partitions))
@@ -472,15 +173,10 @@ def plan_root(paths: PathsLike | None, tree: str, branches: Sequence[str] | str 
     return plan
 
 
-def _entries_or_none(path: str, tree: str, options: dict) -> int | None:
-    """Entries of a file being skipped, when its tree can still be opened."""
-    try:
-        f, t = _open_tree(path, tree, options)
-    except RootReadError:
-        return None
-    try:
-        return int(t.num_entries)
-    except Exception:  # noqa: BLE001
-        return None
-    finally:
-        f.close()
+def _input_files(paths: PathsLike | None, labels: Mapping[str, int] | None) -> list[str]:
+    if paths is None:
+        if not labels:
+            raise NoInputFilesError(None, "no paths and no labels given",
+                                    "pass paths or labels={glob: label}")
+        paths = list(labels)
+    return expand_paths(paths)

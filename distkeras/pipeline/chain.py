@@ -63,17 +63,46 @@ def run_pipeline(spark, cfg: PipelineConfig) -> dict[str, Any]:
     seconds, ``features`` info). Files: ``sample/`` (generated ROOT), ``events.parquet``,
     ``features/`` (train/test Parquet + preprocessing), ``models/<run>/``, ``history_<run>.png``,
     ``roc_<run>.png``, ``metrics.json``, ``results.md``, ``summary.json``."""
+    _check(cfg)
+    os.makedirs(cfg.out, exist_ok=True)
+    steps: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ingest, feats, feats_dir = _data_steps(spark, cfg, steps)
+    train_df, test_df = (df.cache() for df in data.load_split(spark, feats_dir))
+    runs, warm = _train_steps(spark, cfg, train_df, test_df, steps)
+    t = _step(5, STEPS, "evaluation on the test split")
+    results = report.evaluate_runs(runs, test_df, cfg.out, write_table=False)
+    steps["evaluate"] = time.perf_counter() - t
+    steps["total"] = time.perf_counter() - t0
+    notes = _notes(spark, cfg, ingest, feats, runs, warm, steps)
+    table = report.write_results(results, os.path.join(cfg.out, "results.md"), notes=notes,
+                                 title=f"distkeras pipeline: {cfg.model} classifier")
+    train_df.unpersist()
+    test_df.unpersist()
+    summary = {"config": asdict(cfg), "steps": steps, "features": feats, "results": results,
+               "table": table}
+    with open(os.path.join(cfg.out, "summary.json"), "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=1, default=str)
+    log.info("pipeline done in %.1f s -> %s", steps["total"], cfg.out)
+    return summary
+
+
+STEPS = 5
+
+
+def _check(cfg: PipelineConfig) -> None:
     if cfg.model not in training.MODELS:
         raise ValueError(f"unknown model {cfg.model!r}; choose from {sorted(training.MODELS)}")
     for name in (cfg.trainer, *cfg.baselines):
         if name.lower() != training.KERAS and name.lower() not in map(str.lower,
                                                                        training.trainer_names()):
             raise ValueError(f"unknown trainer {name!r}; choose from {training.trainer_names()}")
+
+
+def _data_steps(spark, cfg: PipelineConfig, steps: dict[str, float]):
+    """Steps 1-3: the ROOT sample (generated unless given), its ingestion, the features."""
     out = cfg.out
-    os.makedirs(out, exist_ok=True)
-    steps: dict[str, float] = {}
-    n = 5
-    t0 = t = _step(1, n, "Delphes-like ROOT sample" if cfg.labels is None else "ROOT input")
+    t = _step(1, STEPS, "Delphes-like ROOT sample" if cfg.labels is None else "ROOT input")
     labels = cfg.labels
     if labels is None:
         sample = os.path.join(out, "sample")
@@ -81,24 +110,26 @@ def run_pipeline(spark, cfg: PipelineConfig) -> dict[str, Any]:
         labels = data.sample_labels(sample)
     steps["sample"] = time.perf_counter() - t
 
-    t = _step(2, n, "ingest ROOT -> events Parquet (uproot in executors)")
+    t = _step(2, STEPS, "ingest ROOT -> events Parquet (uproot in executors)")
     events = os.path.join(out, "events.parquet")
     ingest = data.ingest_sample(spark, labels, events, tree=cfg.tree, muon=cfg.muon)
     steps["ingest"] = time.perf_counter() - t
 
-    t = _step(3, n, "topology features, train/test split, preprocessing")
-    hlf_only = not training.MODELS[cfg.model][2]
+    t = _step(3, STEPS, "topology features, train/test split, preprocessing")
     feats_dir = os.path.join(out, "features")
     feats = data.make_features(spark, events, feats_dir, test_fraction=cfg.test_fraction,
-                               seed=cfg.seed, hlf_only=hlf_only, muon=cfg.muon)
+                               seed=cfg.seed, hlf_only=not training.MODELS[cfg.model][2],
+                               muon=cfg.muon)
     steps["features"] = time.perf_counter() - t
+    return ingest, feats, feats_dir
 
-    t = _step(4, n, f"training {cfg.model} with {cfg.trainer} x{cfg.num_workers}"
-              + (f" and baselines {', '.join(cfg.baselines)}" if cfg.baselines else ""))
-    train_df, test_df = data.load_split(spark, feats_dir)
-    train_df, test_df = train_df.cache(), test_df.cache()
+
+def _train_steps(spark, cfg: PipelineConfig, train_df, test_df, steps: dict[str, float]):
+    """Step 4: the trainer and the baselines, each saved with its history plot."""
     from distkeras.spark import total_slots
 
+    t = _step(4, STEPS, f"training {cfg.model} with {cfg.trainer} x{cfg.num_workers}"
+              + (f" and baselines {', '.join(cfg.baselines)}" if cfg.baselines else ""))
     warm = training.warm_up_workers(spark, max(1, min(cfg.num_workers, total_slots(spark))))
     common = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                   validation_df=test_df)
@@ -108,18 +139,23 @@ def run_pipeline(spark, cfg: PipelineConfig) -> dict[str, Any]:
         if cfg.mlflow and name.lower() != training.KERAS:
             kwargs["mlflow"] = cfg.mlflow
         if name == cfg.trainer:     # algorithm settings only for the trainer they were given for
-            kwargs.update(worker_optimizer=cfg.worker_optimizer, communication_window=cfg.communication_window,
-                          **cfg.algorithm_params)
+            kwargs.update(worker_optimizer=cfg.worker_optimizer,
+                          communication_window=cfg.communication_window, **cfg.algorithm_params)
         run = training.train(train_df, cfg.model, name, **kwargs)
-        training.save_run(run, os.path.join(out, "models", report.slug(run.name)),
-                          history_png=os.path.join(out, f"history_{report.slug(run.name)}.png"))
+        training.save_run(run, os.path.join(cfg.out, "models", report.slug(run.name)),
+                          history_png=os.path.join(cfg.out, f"history_{report.slug(run.name)}.png"))
         runs.append(run)
     steps["train"] = time.perf_counter() - t
+    return runs, warm
 
-    t = _step(5, n, "evaluation on the test split")
+
+def _notes(spark, cfg: PipelineConfig, ingest, feats, runs, warm: float, steps) -> list[str]:
+    """The lines under the results table: the data, the settings, the plots, the steps."""
     counts = feats["class_counts"]["test"]
-    notes = [
-        f"data: {ingest.events} events ({'generated, ' + str(cfg.events) + ' per class' if cfg.labels is None else 'ROOT input'}), "
+    source = ("generated, " + str(cfg.events) + " per class" if cfg.labels is None
+              else "ROOT input")
+    return [
+        f"data: {ingest.events} events ({source}), "
         f"{feats['events_selected']} with an isolated lepton; {feats['train_rows']} train / "
         f"{feats['test_rows']} test rows; test classes {dict(sorted(counts.items()))}, "
         f"majority-class rate {data.majority_rate(counts):.4f}",
@@ -129,18 +165,5 @@ def run_pipeline(spark, cfg: PipelineConfig) -> dict[str, Any]:
         f"job, parameter server, per-epoch validation; Python workers warmed up first, {warm:.1f} s)",
         "plots: " + ", ".join(f"roc_{report.slug(r.name)}.png, history_{report.slug(r.name)}.png"
                               for r in runs),
+        "steps (s): " + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()),
     ]
-    results = report.evaluate_runs(runs, test_df, out, write_table=False)
-    steps["evaluate"] = time.perf_counter() - t
-    steps["total"] = time.perf_counter() - t0
-    notes.append("steps (s): " + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()))
-    table = report.write_results(results, os.path.join(out, "results.md"), notes=notes,
-                                 title=f"distkeras pipeline: {cfg.model} classifier")
-    train_df.unpersist()
-    test_df.unpersist()
-    summary = {"config": asdict(cfg), "steps": steps, "features": feats, "results": results,
-               "table": table}
-    with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=1, default=str)
-    log.info("pipeline done in %.1f s -> %s", steps["total"], out)
-    return summary

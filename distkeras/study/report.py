@@ -149,38 +149,8 @@ def write_report(records: Sequence[dict], out: str, target: float = 0.99,
              f"{len(ok)} runs ({len(a['failed'])} failed); model {ok[0]['model'] if ok else '—'}, "
              f"batch {ok[0]['batch_size'] if ok else '—'} per worker, "
              f"{ok[0]['epochs_planned'] if ok else '—'} epochs. Seconds are training wall time "
-             "(the epochs), accuracies are on the validation data.", "",
-             f"## Time to target accuracy ({target:g} × best single-worker final accuracy = "
-             f"{_fmt(a['target_accuracy'])})", "",
-             "| algorithm | workers | λ | time to target (s) | reached | final val acc | "
-             "samples/s | learning rate |", "|---|---|---|---|---|---|---|---|"]
-    for r in a["time_to_target"]:
-        lines.append(f"| {r['label']} | {r['num_workers']} | {_fmt(r['window'])} | "
-                     f"{_fmt(r['time_to_target'], 2)} | {r['reached']} | "
-                     f"{_pm(r['final_val_accuracy'], r['final_val_accuracy_std'])} | "
-                     f"{_fmt(r['samples_per_s'], 0)} | {r['learning_rate']:g} |")
-    lines += ["", f"## Baseline / SlowMo / SlowMo no avg ({a['slowmo_table']['num_workers']} workers,"
-              " final validation accuracy, mean ± std over repeats)", "",
-              "| algorithm | Baseline | SlowMo | SlowMo no avg |", "|---|---|---|---|"]
-    for algorithm, cells in sorted(a["slowmo_table"]["rows"].items()):
-        lines.append(f"| {algorithm} | " + " | ".join(
-            _pm(*cells[v]) if v in cells else "—" for v in ("none", "avg", "noavg")) + " |")
-    lines += ["", "## Every configuration", "",
-              "| algorithm | workers | λ | repeats | final val acc | train s | samples/s | "
-              "s per batch | staleness | Γ (last epoch) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in a["runs"]:
-        lines.append(f"| {r['label']} | {r['num_workers']} | {_fmt(r['window'])} | {r['repeats']} | "
-                     f"{_pm(r['final_val_accuracy'], r['final_val_accuracy_std'])} | "
-                     f"{_fmt(r['train_seconds'], 2)} | {_fmt(r['samples_per_s'], 0)} | "
-                     f"{_fmt(r['time_per_batch'], 5)} | {_fmt(r['staleness_mean'], 2)} | "
-                     f"{_fmt(r['consensus_distance'], 4)} |")
-    lines += ["", "## Speed-up t(1)/t(n) (t: mean time of epochs 2..N)", "",
-              "| algorithm | " + " | ".join(
-        f"{n} workers" for n in sorted({n for s in a["speedup"].values() for n in s})) + " |"]
-    counts = sorted({n for s in a["speedup"].values() for n in s})
-    lines.append("|---|" + "---|" * len(counts))
-    for label, s in sorted(a["speedup"].items()):
-        lines.append(f"| {label} | " + " | ".join(_fmt(s.get(n), 2) for n in counts) + " |")
+             "(the epochs), accuracies are on the validation data.", ""]
+    lines += _target_table(a, target) + _slowmo_table(a) + _runs_table(a) + _speedup_table(a)
     lines += ["", "## Figures", ""]
     lines += [f"![{name}]({name})" for name, made in figures.items() if made]
     if a["failed"]:
@@ -189,6 +159,54 @@ def write_report(records: Sequence[dict], out: str, target: float = 0.99,
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
     return path
+
+
+def _target_table(a: dict, target: float) -> list[str]:
+    lines = [f"## Time to target accuracy ({target:g} × best single-worker final accuracy = "
+             f"{_fmt(a['target_accuracy'])})", "",
+             "| algorithm | workers | λ | time to target (s) | reached | final val acc | "
+             "samples/s | learning rate |", "|---|---|---|---|---|---|---|---|"]
+    for r in a["time_to_target"]:
+        lines.append(f"| {r['label']} | {r['num_workers']} | {_fmt(r['window'])} | "
+                     f"{_fmt(r['time_to_target'], 2)} | {r['reached']} | "
+                     f"{_pm(r['final_val_accuracy'], r['final_val_accuracy_std'])} | "
+                     f"{_fmt(r['samples_per_s'], 0)} | {r['learning_rate']:g} |")
+    return lines
+
+
+def _slowmo_table(a: dict) -> list[str]:
+    lines = ["", f"## Baseline / SlowMo / SlowMo no avg ({a['slowmo_table']['num_workers']} "
+             "workers, final validation accuracy, mean ± std over repeats)", "",
+             "| algorithm | Baseline | SlowMo | SlowMo no avg |", "|---|---|---|---|"]
+    for algorithm, cells in sorted(a["slowmo_table"]["rows"].items()):
+        lines.append(f"| {algorithm} | " + " | ".join(
+            _pm(*cells[v]) if v in cells else "—" for v in ("none", "avg", "noavg")) + " |")
+    return lines
+
+
+def _runs_table(a: dict) -> list[str]:
+    lines = ["", "## Every configuration", "",
+             "| algorithm | workers | λ | repeats | final val acc | train s | samples/s | "
+             "s per batch | staleness | Γ (last epoch) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in a["runs"]:
+        lines.append(f"| {r['label']} | {r['num_workers']} | {_fmt(r['window'])} | "
+                     f"{r['repeats']} | "
+                     f"{_pm(r['final_val_accuracy'], r['final_val_accuracy_std'])} | "
+                     f"{_fmt(r['train_seconds'], 2)} | {_fmt(r['samples_per_s'], 0)} | "
+                     f"{_fmt(r['time_per_batch'], 5)} | {_fmt(r['staleness_mean'], 2)} | "
+                     f"{_fmt(r['consensus_distance'], 4)} |")
+    return lines
+
+
+def _speedup_table(a: dict) -> list[str]:
+    counts = sorted({n for s in a["speedup"].values() for n in s})
+    lines = ["", "## Speed-up t(1)/t(n) (t: mean time of epochs 2..N)", "",
+             "| algorithm | " + " | ".join(f"{n} workers" for n in counts) + " |",
+             "|---|" + "---|" * len(counts)]
+    for label, s in sorted(a["speedup"].items()):
+        lines.append(f"| {label} | " + " | ".join(_fmt(s.get(n), 2) for n in counts) + " |")
+    return lines
 
 
 def _largest(records):

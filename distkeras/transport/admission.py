@@ -1,4 +1,5 @@
-"""Who gets a connection slot on a :class:`~distkeras.transport.server.FrameServer`: workers first.
+"""Who gets a connection slot on a :class:`~distkeras.transport.server.FrameServer`, workers first,
+and the :class:`Connection` record each one is.
 
 Connections that have not authenticated yet live in their own small budget (``max_pending``,
 ``max_pending_per_host`` per peer address); when it is full the *oldest* is evicted, so idle or
@@ -25,12 +26,40 @@ Example::
 """
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from typing import Any, Optional
 
 from .protocol import ERR_FULL
 
 BUSY = "server busy with pending connections; retry"
+
+
+class Connection:
+    """One client connection as seen by the handler.
+
+    ``state`` is a private dict for the handler (e.g. a reply buffer, the worker's last clock).
+    Counters: ``frames``, ``bytes_in``, ``bytes_out``, ``handler_seconds``.
+    """
+
+    def __init__(self, sock: socket.socket, peer: Any):
+        self.sock = sock
+        self.peer = peer
+        self.worker_id: Optional[int] = None
+        self.authenticated = False
+        self.state: dict = {}
+        self.frames = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.handler_seconds = 0.0
+        self.connected_at = time.time()
+        self.thread: Optional[threading.Thread] = None
+        self.evicted = False          # pushed out of the pending budget by newer connections
+        self.superseded = False       # replaced by a newer connection of the same worker
+
+    def __repr__(self) -> str:
+        return f"Connection(worker_id={self.worker_id}, peer={self.peer})"
 
 
 class Admission:

@@ -1,4 +1,4 @@
-"""Wire format of the parameter-server transport: a fixed binary header plus a raw payload.
+"""Wire format of the transport: a fixed binary header plus a raw payload.
 
 Why a custom frame and not pickle/HTTP/gRPC: the hot path moves one flat float32 vector (the
 model) per commit, so the frame is a 36-byte ``struct`` header followed by the raw bytes of the
@@ -29,22 +29,20 @@ Example::
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
-import selectors
 import socket
 import ssl
 import struct
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 import numpy as np
-from cryptography.hazmat.primitives.poly1305 import Poly1305
-
+from .crypto import FrameMAC, auth_mac, server_mac, session_key  # noqa: F401 - the wire's keys
 from .errors import ProtocolError, TransportConnectionError
+from .sockets import (SOCKET_BUFFER, _set_deadline, shutdown_quietly,  # noqa: F401
+                      tls_accept, tune_socket)
 
 MAGIC = b"DKPS"
 VERSION = 3          # 2: per-frame session MACs after the handshake; 3: keys from a keystream
@@ -80,7 +78,6 @@ TAG_SIZE = 16        # per-frame Poly1305 tag
 MAC_CHUNK = 1 << 22  # payloads are received and hashed in chunks this size (cache-hot)
 DEFAULT_MAX_PAYLOAD = 2 * 1024 ** 3
 MAX_JSON = 16 * 1024 ** 2
-SOCKET_BUFFER = 4 * 1024 ** 2
 
 _WIRE_F32 = np.dtype("<f4")
 _U64_MAX = 2 ** 64 - 1
@@ -118,68 +115,6 @@ class Reply:
     payload: Payload = None
 
 
-def auth_mac(secret: bytes, server_nonce: bytes, worker_id: int, client_nonce: bytes) -> bytes:
-    """Client proof: HMAC-SHA256(secret, server_nonce || worker_id (u32 BE) || client_nonce)."""
-    msg = server_nonce + int(worker_id).to_bytes(4, "big") + client_nonce
-    return hmac.new(secret, msg, hashlib.sha256).digest()
-
-
-def server_mac(secret: bytes, client_nonce: bytes) -> bytes:
-    """Server proof: HMAC-SHA256(secret, client_nonce || b"server")."""
-    return hmac.new(secret, client_nonce + b"server", hashlib.sha256).digest()
-
-
-def session_key(secret: bytes, server_nonce: bytes, client_nonce: bytes, worker_id: int) -> bytes:
-    """The connection's key: HMAC-SHA256(secret, "session" || nonces || worker id)."""
-    msg = b"distkeras-session" + server_nonce + client_nonce + int(worker_id).to_bytes(4, "big")
-    return hmac.new(secret, msg, hashlib.sha256).digest()
-
-
-class FrameMAC:
-    """The per-frame tags of one direction of a connection: Poly1305 over header || payload
-    under a one-time key, frame i's key = bytes [32i, 32i + 32) of the ChaCha20 keystream under
-    the direction's key, HMAC-SHA256(session key, direction). Every key is single-use: a
-    replayed, reordered or reflected frame fails its tag. Keys are drawn 256 frames at a time
-    (one cipher call instead of one HMAC per frame: a small commit's fixed cost).
-
-    Example::
-
-        mac = FrameMAC(key, b"c2s")
-        tag = mac.tag(header, payload)        # the sender; the receiver: mac.start(header),
-                                              # .update(chunks), then mac.finish(h) == tag
-    """
-
-    KEYS_PER_DRAW = 256
-
-    def __init__(self, key: bytes, direction: bytes):
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-
-        stream_key = hmac.new(key, direction, hashlib.sha256).digest()
-        self._stream = Cipher(algorithms.ChaCha20(stream_key, bytes(16)), None).encryptor()
-        self._zeros = bytes(32 * self.KEYS_PER_DRAW)
-        self._keys = memoryview(b"")
-        self.counter = 0
-
-    def start(self, header):
-        i = self.counter % self.KEYS_PER_DRAW
-        if i == 0:
-            self._keys = memoryview(self._stream.update(self._zeros))
-        self.counter += 1
-        h = Poly1305(self._keys[32 * i:32 * i + 32])
-        h.update(bytes(header))
-        return h
-
-    @staticmethod
-    def finish(h) -> bytes:
-        return h.finalize()
-
-    def tag(self, header, payload=None) -> bytes:
-        h = self.start(header)
-        if payload is not None and len(payload):
-            h.update(payload)
-        return h.finalize()
-
-
 def encode_payload(payload: Payload) -> tuple[int, Optional[memoryview | bytes]]:
     """Map a payload to (dtype, buffer) without copying float32 arrays or bytes."""
     if payload is None:
@@ -206,14 +141,6 @@ def frame_limit(model_bytes: int) -> int:
 
 
 SHRINK_ABOVE = 8 << 20   # receive buffers above this shrink when frames get 4x smaller
-
-
-def _set_deadline(sock: socket.socket, deadline: Optional[float]) -> None:
-    if deadline is not None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("deadline passed")
-        sock.settimeout(left)
 
 
 class FrameIO:
@@ -381,74 +308,6 @@ class FrameIO:
 def _fits(out: np.ndarray, length: int) -> bool:
     return (isinstance(out, np.ndarray) and out.dtype == _WIRE_F32 and out.nbytes == length
             and out.flags.c_contiguous and out.flags.writeable)
-
-
-def _autotune_max() -> dict[int, int]:
-    """Linux TCP autotuning ceilings (bytes) per buffer option; empty elsewhere."""
-    found = {}
-    for opt, name in ((socket.SO_SNDBUF, "tcp_wmem"), (socket.SO_RCVBUF, "tcp_rmem")):
-        try:
-            with open(f"/proc/sys/net/ipv4/{name}", encoding="ascii") as fh:
-                found[opt] = int(fh.read().split()[2])
-        except (OSError, ValueError, IndexError):
-            pass
-    return found
-
-
-_AUTOTUNE = _autotune_max()
-
-
-def tune_socket(sock: socket.socket, buffer_size: int = SOCKET_BUFFER) -> None:
-    """TCP_NODELAY (small frames go out at once) and kernel buffers of at least ``buffer_size``.
-
-    A buffer is only set explicitly when the kernel's autotuning ceiling is smaller: setting
-    SO_RCVBUF/SO_SNDBUF switches autotuning off, which measured slower on loopback whenever
-    the ceiling was already large (Linux defaults: 4 MiB send, 6-32 MiB receive).
-    """
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:  # not a TCP socket (e.g. a test socketpair)
-        pass
-    if buffer_size:
-        for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-            if _AUTOTUNE.get(opt, 0) >= buffer_size:
-                continue
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, opt, buffer_size)
-            except OSError:
-                pass
-
-
-def tls_accept(ctx: ssl.SSLContext, sock: socket.socket, deadline: float) -> ssl.SSLSocket:
-    """Server-side TLS handshake bounded by ``deadline`` in total (a client trickling bytes
-    cannot stretch it, unlike a per-read timeout)."""
-    sock.setblocking(False)
-    tls = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-    try:
-        while True:
-            try:
-                tls.do_handshake()
-                return tls
-            except ssl.SSLWantReadError:
-                events = selectors.EVENT_READ
-            except ssl.SSLWantWriteError:
-                events = selectors.EVENT_WRITE
-            left = deadline - time.monotonic()
-            with selectors.DefaultSelector() as sel:
-                sel.register(tls, events)
-                if left <= 0 or not sel.select(left):
-                    raise socket.timeout("TLS handshake deadline passed")
-    except BaseException:
-        tls.close()
-        raise
-
-
-def shutdown_quietly(sock: socket.socket) -> None:
-    """shutdown(SHUT_RDWR) wakes a thread blocked in recv on this socket; errors ignored."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 def op_name(op: int) -> str:

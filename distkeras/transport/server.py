@@ -30,9 +30,7 @@ Example::
 from __future__ import annotations
 
 import errno
-import hmac
 import logging
-import secrets
 import selectors
 import socket
 import ssl
@@ -41,44 +39,16 @@ import time
 from collections import Counter
 from typing import Any, Callable, Optional
 
-from .admission import BUSY, Admission
+from .admission import Admission, Connection
 from .errors import BindError, ProtocolError
-from .protocol import (DEFAULT_MAX_PAYLOAD, DT_F32, ERR_AUTH, ERR_FULL, ERR_HANDLER, HEADER_SIZE,
-                       MAC_SIZE, NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE, OP_CHALLENGE, OP_ERROR,
+from .handshake import handshake
+from .protocol import (DEFAULT_MAX_PAYLOAD, DT_F32, ERR_HANDLER, HEADER_SIZE, OP_BYE, OP_ERROR,
                        OP_FIRST_APP, OP_PING, SOCKET_BUFFER, Frame, FrameIO, PeerClosed, Reply,
-                       auth_mac, op_name, server_mac, session_key, shutdown_quietly, tls_accept,
-                       tune_socket)
+                       op_name, shutdown_quietly, tune_socket)
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[["Connection", Frame], Optional[Reply]]
-_MAX_AUTH_PAYLOAD = 1024
-
-
-class Connection:
-    """One client connection as seen by the handler.
-
-    ``state`` is a private dict for the handler (e.g. a reply buffer, the worker's last clock).
-    Counters: ``frames``, ``bytes_in``, ``bytes_out``, ``handler_seconds``.
-    """
-
-    def __init__(self, sock: socket.socket, peer: Any):
-        self.sock = sock
-        self.peer = peer
-        self.worker_id: Optional[int] = None
-        self.authenticated = False
-        self.state: dict = {}
-        self.frames = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.handler_seconds = 0.0
-        self.connected_at = time.time()
-        self.thread: Optional[threading.Thread] = None
-        self.evicted = False          # pushed out of the pending budget by newer connections
-        self.superseded = False       # replaced by a newer connection of the same worker
-
-    def __repr__(self) -> str:
-        return f"Connection(worker_id={self.worker_id}, peer={self.peer})"
 
 
 class FrameServer:
@@ -278,7 +248,7 @@ class FrameServer:
     def _serve(self, conn: Connection) -> None:
         clean = False
         try:
-            io = self._handshake(conn)
+            io = handshake(self, conn)
             if io is not None:
                 clean = self._frame_loop(conn, io)
         except Exception:  # never let a connection thread die silently
@@ -293,88 +263,6 @@ class FrameServer:
                 except Exception:
                     log.exception("on_disconnect raised for %s", conn)
 
-    def _handshake(self, conn: Connection) -> Optional[FrameIO]:
-        """TLS (optional) + mutual HMAC under one deadline; returns the FrameIO or None."""
-        deadline = time.monotonic() + self.handshake_timeout
-        try:
-            if self.ssl_context is not None:
-                conn.sock = tls_accept(self.ssl_context, conn.sock, deadline)
-            io = FrameIO(conn.sock, self.max_payload)
-            nonce = secrets.token_bytes(NONCE_SIZE)
-            conn.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            io.send(OP_CHALLENGE, payload=nonce)
-            op, _f, dtype, wid, _s, _a, length = io.recv_header(deadline)
-            if op != OP_AUTH:
-                self._drop(conn, "before_auth", f"{op_name(op)} frame before authentication")
-                return None
-            if length > _MAX_AUTH_PAYLOAD:
-                self._drop(conn, "oversized", f"{length}-byte AUTH frame")
-                return None
-            body = io.recv_payload(dtype, length, deadline)
-            if not isinstance(body, bytes) or len(body) != MAC_SIZE + NONCE_SIZE:
-                self._drop(conn, "bad_auth", "malformed AUTH payload")
-                return None
-            mac, client_nonce = body[:MAC_SIZE], body[MAC_SIZE:]
-            if not hmac.compare_digest(mac, auth_mac(self.secret, nonce, wid, client_nonce)):
-                with self._lock:
-                    self._auth_failures += 1
-                self._drop(conn, "bad_hmac", f"authentication failed for worker {wid}")
-                io.send(OP_ERROR, aux=ERR_AUTH, payload={"error": "authentication failed"})
-                return None
-            if self.num_workers is not None and not 0 <= wid < self.num_workers:
-                self._drop(conn, "bad_worker_id", f"worker id {wid}")
-                io.send(OP_ERROR, aux=ERR_HANDLER, payload={
-                    "error": f"worker id {wid} outside 0..{self.num_workers - 1}"})
-                return None
-            refusal, replaced = self.admission.admit(conn, wid)
-            if refusal is not None:
-                code, message, reason = refusal
-                with self._lock:
-                    self._dropped[reason] += 1
-                io.send(OP_ERROR, aux=code, payload={"error": message})
-                return None
-            for old in replaced:           # outside the admission lock: never waits
-                shutdown_quietly(old.sock)
-                with self._lock:
-                    self._dropped["superseded"] += 1
-                log.info("worker %d connected again from %s: its connection from %s is "
-                         "replaced", wid, conn.peer, old.peer)
-            io.send(OP_AUTH_OK, worker_id=wid, payload=server_mac(self.secret, client_nonce))
-            io.start_session(session_key(self.secret, nonce, client_nonce, wid), server=True)
-            conn.sock.settimeout(None)  # handlers and training steps may take arbitrarily long
-        except ProtocolError as exc:
-            self._drop(conn, exc.reason, str(exc))
-            return None
-        except PeerClosed as exc:
-            if conn.evicted:
-                self._drop(conn, "evicted", "oldest of the pending connections")
-                self._refuse(conn, ERR_FULL, BUSY)
-            else:
-                self._drop(conn, "truncated", f"closed during handshake: {exc}")
-            return None
-        except (socket.timeout, TimeoutError):
-            self._drop(conn, "handshake_timeout", f"no authentication within "
-                                                  f"{self.handshake_timeout:g} s")
-            return None
-        except ssl.SSLError as exc:
-            self._drop(conn, "tls", str(exc))
-            return None
-        except OSError as exc:
-            self._drop(conn, "handshake_io", str(exc))
-            return None
-        conn.worker_id, conn.authenticated = wid, True
-        with self._lock:
-            self._workers.setdefault(wid, Counter())["connections"] += 1
-        log.debug("worker %d authenticated from %s", wid, conn.peer)
-        return io
-
-    def _refuse(self, conn: Connection, code: int, message: str) -> None:
-        try:
-            conn.sock.settimeout(1.0)
-            FrameIO(conn.sock).send(OP_ERROR, aux=code, payload={"error": message})
-        except OSError:
-            pass
-
     def _frame_loop(self, conn: Connection, io: FrameIO) -> bool:
         """Serve frames until BYE (returns True), EOF or garbage (returns False)."""
         wc = self._workers[conn.worker_id]
@@ -382,27 +270,27 @@ class FrameServer:
             try:
                 frame, nin = self._recv(conn, io)
             except ProtocolError as exc:
-                self._drop(conn, exc.reason, str(exc))
+                self.count_drop(conn, exc.reason, str(exc))
                 return False
             except PeerClosed as exc:
                 if not exc.at_boundary:
-                    self._drop(conn, "truncated", str(exc))
+                    self.count_drop(conn, "truncated", str(exc))
                 return False
             except (socket.timeout, TimeoutError):
-                self._drop(conn, "slow_frame", f"a frame did not complete within its deadline "
+                self.count_drop(conn, "slow_frame", f"a frame did not complete within its deadline "
                                                f"({self.frame_timeout:g} s + 1 s per 20 MB)")
                 return False
             except OSError:
                 return False
             if frame.worker_id != conn.worker_id:
-                self._drop(conn, "worker_id_mismatch", f"frame claims worker {frame.worker_id}")
+                self.count_drop(conn, "worker_id_mismatch", f"frame claims worker {frame.worker_id}")
                 return False
             if conn.superseded:    # a newer connection speaks for this worker: not applied
                 return False
             if frame.op == OP_BYE:
                 return True
             if frame.op < OP_FIRST_APP and frame.op != OP_PING:
-                self._drop(conn, "bad_op", f"transport op {op_name(frame.op)} after auth")
+                self.count_drop(conn, "bad_op", f"transport op {op_name(frame.op)} after auth")
                 return False
             t0 = time.perf_counter()
             if frame.op == OP_PING:
@@ -462,12 +350,14 @@ class FrameServer:
             log.exception("handler failed on %s from worker %s", op_name(frame.op), conn.worker_id)
             return None, f"{type(exc).__name__}: {exc}"
 
-    def _drop(self, conn: Connection, reason: str, detail: str) -> None:
-        """Count a dropped connection; warn at most once per reason every few seconds (a flood
-        must not flood the log too)."""
+    def count_drop(self, conn: Connection, reason: str, detail: Optional[str]) -> None:
+        """Count a dropped connection; with a ``detail``, warn at most once per reason every
+        few seconds (a flood must not flood the log too)."""
         now = time.monotonic()
         with self._lock:
             self._dropped[reason] += 1
+            if detail is None:
+                return
             if now - self._warned.get(reason, -WARN_INTERVAL) < WARN_INTERVAL:
                 self._suppressed[reason] += 1
                 return
@@ -476,6 +366,15 @@ class FrameServer:
         more = f"; {suppressed} more like it since the last warning" if suppressed else ""
         log.warning("dropped connection from %s (worker %s): %s (%s)%s", conn.peer,
                     conn.worker_id, reason, detail, more)
+
+    def count_auth_failure(self) -> None:
+        with self._lock:
+            self._auth_failures += 1
+
+    def count_worker(self, worker: int) -> None:
+        """A connection of ``worker`` authenticated."""
+        with self._lock:
+            self._workers.setdefault(worker, Counter())["connections"] += 1
 
 
 WARN_INTERVAL = 5.0
