@@ -16,6 +16,7 @@ import sysconfig
 from typing import Any
 
 from distkeras.errors import ModelError
+from distkeras.rebuild import not_serialisable
 from distkeras.signature import layers
 
 
@@ -51,15 +52,15 @@ def find_custom_objects(model, given: dict[str, Any] | None = None,
     found.update(given or {})
     return found
 
+
 def _model_config(model) -> dict:
     from keras.saving import serialize_keras_object
 
     try:
         return serialize_keras_object(model)
     except NotImplementedError as exc:
-        from distkeras.portable import not_serialisable
-
         raise ModelError(not_serialisable(model, exc)) from None
+
 
 def _config_nodes(value):
     """Every dict of a serialised config that names an object (``class_name``)."""
@@ -72,12 +73,15 @@ def _config_nodes(value):
         for item in value:
             yield from _config_nodes(item)
 
+
 def _resolve(module: str, name) -> Any:
     target = sys.modules.get(module)
     return getattr(target, name, None) if target is not None and isinstance(name, str) else None
 
+
 def module_of(obj) -> str:
     return getattr(obj, "__module__", None) or ""
+
 
 def ship_by_value(objects) -> None:
     """Send the code of ``objects`` (classes, functions, rules) by value in Spark's task
@@ -103,8 +107,10 @@ def ship_by_value(objects) -> None:
             except ValueError:  # registered already, or not a plain module
                 pass
 
+
 _INSTALLED = tuple(p for p in {sysconfig.get_paths()[k] for k in ("purelib", "platlib",
                                                                     "stdlib", "platstdlib")})
+
 
 def _is_user_code(module) -> bool:
     """A module of the user's own (not installed, not the standard library, not distkeras)."""
@@ -112,7 +118,9 @@ def _is_user_code(module) -> bool:
     return module.__name__.split(".")[0] != "distkeras" and path is not None \
         and is_user_file(path)
 
+
 _DISTKERAS = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
 
 def is_user_file(path: str) -> bool:
     """A source file of the user's own: not in Python, an installed package or distkeras

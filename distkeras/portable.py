@@ -28,9 +28,9 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from distkeras.custom_objects import find_custom_objects, module_of, ship_by_value
+from distkeras.custom_objects import find_custom_objects, ship_by_value
 from distkeras.errors import ModelError
-from distkeras.rebuild import SUBCLASSING_GUIDE, verify_rebuild
+from distkeras.rebuild import not_serialisable, verify_rebuild
 from distkeras.signature import layers
 
 
@@ -83,6 +83,7 @@ class PortableModel:
                           metrics=deserialize_structure(metrics or [], keras.metrics),
                           loss_weights=loss_weights)
 
+
 def register(objects: dict[str, Any]) -> None:
     """Make ``objects`` known to Keras in this process (an executor's Python worker), so that
     configs naming them deserialise anywhere in it, not only inside a scope."""
@@ -90,6 +91,7 @@ def register(objects: dict[str, Any]) -> None:
         import keras
 
         keras.saving.get_custom_objects().update(objects)
+
 
 def deserialize_structure(value, module):
     """A loss or metric as ``compile`` takes it, from its serialised form: a name, a Keras
@@ -101,6 +103,7 @@ def deserialize_structure(value, module):
     if isinstance(value, (list, tuple)):
         return [deserialize_structure(v, module) for v in value]
     return value
+
 
 def serialize_structure(value, module):
     """The inverse of :func:`deserialize_structure`: objects become Keras config dicts."""
@@ -116,6 +119,7 @@ def serialize_structure(value, module):
 
 # -- the archive -------------------------------------------------------------------------------
 
+
 def _save(model) -> bytes:
     with tempfile.TemporaryDirectory(prefix="distkeras-") as tmp:
         path = os.path.join(tmp, "model.keras")
@@ -125,6 +129,7 @@ def _save(model) -> bytes:
             raise ModelError(not_serialisable(model, exc)) from None
         with open(path, "rb") as fh:
             return fh.read()
+
 
 def _load(archive: bytes):
     import keras
@@ -137,27 +142,6 @@ def _load(archive: bytes):
         # layer's code included), sent on Spark's channel, not a file from elsewhere
         return keras.saving.load_model(path, compile=False, safe_mode=False)
 
-def not_serialisable(model, exc: BaseException) -> str:
-    first = " ".join(str(exc).split())[:300]
-    import keras
-
-    culprit = next((layer for layer in layers(model, include_self=True)
-                    if not module_of(type(layer)).startswith("keras")
-                    and _config_error(layer) is not None), model)
-    kind = ("a subclassed keras.Model" if isinstance(culprit, keras.Model)
-            else "a custom layer")
-    return (f"{type(culprit).__name__} is {kind} that Keras cannot rebuild from its config, so "
-            f"it cannot be sent to the executors ({first}). Give {type(culprit).__name__} a "
-            "get_config() returning every __init__ argument (and from_config() for arguments "
-            f"that are layers or other objects: {SUBCLASSING_GUIDE}), or build the model with "
-            "the functional API")
-
-def _config_error(layer) -> BaseException | None:
-    try:
-        layer.get_config()
-    except NotImplementedError as exc:
-        return exc
-    return None
 
 def _require_built(model) -> None:
     if not model.built or not model.weights:
@@ -165,6 +149,7 @@ def _require_built(model) -> None:
             f"the Keras model {model.name!r} has no weights yet: give it an Input (functional or "
             "Sequential), or call it once on a batch of data (model(x[:1])) or "
             "model.build(input_shape), so that its weights exist before training")
+
 
 def _uses_loss_scaling(model) -> bool:
     names = {getattr(model.dtype_policy, "name", "")} | {

@@ -16,6 +16,7 @@ import numpy as np
 from distkeras.errors import ModelError
 from distkeras.signature import layers, outputs, sample_inputs
 
+
 SUBCLASSING_GUIDE = ("https://keras.io/guides/making_new_layers_and_models_via_subclassing/"
                      "#serialization")
 
@@ -42,6 +43,7 @@ def verify_rebuild(model, rebuilt) -> None:
         if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True):
             raise ModelError(_outputs_differ(model, rebuilt))
 
+
 def _variables_differ(model, rebuilt) -> str:
     for layer, again in zip(layers(model), layers(rebuilt)):
         if [tuple(w.shape) for w in layer.weights] != [tuple(w.shape) for w in again.weights]:
@@ -52,6 +54,7 @@ def _variables_differ(model, rebuilt) -> str:
     return (f"{model.name!r} has {len(model.weights)} variables but "
             f"{len(rebuilt.weights)} when rebuilt from its config: a custom layer's "
             "get_config() misses an argument, or it creates variables outside build()")
+
 
 def _outputs_differ(model, rebuilt) -> str:
     for layer, again in zip(layers(model), layers(rebuilt)):
@@ -74,9 +77,36 @@ def _outputs_differ(model, rebuilt) -> str:
             "custom layer keeps something outside its config and variables (an attribute set "
             f"after construction?); give it a complete get_config() ({SUBCLASSING_GUIDE})")
 
+
 def _plain_attributes(layer) -> dict[str, Any]:
     """A layer's public attributes of plain value types (what a get_config should return)."""
     plain = (int, float, str, bool, type(None))
     return {k: v for k, v in vars(layer).items() if not k.startswith("_")
             and (isinstance(v, plain) or (isinstance(v, tuple)
                                            and all(isinstance(i, plain) for i in v)))}
+
+
+def not_serialisable(model, exc: BaseException) -> str:
+    """What to say when Keras cannot serialise ``model`` (``exc``): which layer or subclassed
+    model lacks a config, and the two ways out."""
+    first = " ".join(str(exc).split())[:300]
+    import keras
+
+    culprit = next((layer for layer in layers(model, include_self=True)
+                    if not (type(layer).__module__ or "").startswith("keras")
+                    and _config_error(layer) is not None), model)
+    kind = ("a subclassed keras.Model" if isinstance(culprit, keras.Model)
+            else "a custom layer")
+    return (f"{type(culprit).__name__} is {kind} that Keras cannot rebuild from its config, so "
+            f"it cannot be sent to the executors ({first}). Give {type(culprit).__name__} a "
+            "get_config() returning every __init__ argument (and from_config() for arguments "
+            f"that are layers or other objects: {SUBCLASSING_GUIDE}), or build the model with "
+            "the functional API")
+
+
+def _config_error(layer) -> BaseException | None:
+    try:
+        layer.get_config()
+    except NotImplementedError as exc:
+        return exc
+    return None

@@ -37,6 +37,7 @@ def input_shapes(model) -> list[tuple[int, ...]] | None:
         return None
     return [tuple(int(d) for d in s) for s in shapes]
 
+
 def output_specs(model, shapes: list[tuple[int, ...]] | None = None
                  ) -> list[tuple[str, tuple[int, ...]]]:
     """``(name, per-example shape)`` of each output: from the model's outputs when it has
@@ -53,6 +54,7 @@ def output_specs(model, shapes: list[tuple[int, ...]] | None = None
     outs = outputs(model, inputs)
     return [(f"output_{i}", tuple(o.shape[1:])) for i, o in enumerate(outs)]
 
+
 def sample_inputs(model, rows: int = 4) -> list[np.ndarray] | None:
     """A few deterministic rows for each input of ``model`` (uniform in [0, 1): valid indices
     for an Embedding too), or None when the input shapes are not known."""
@@ -67,6 +69,7 @@ def sample_inputs(model, rows: int = 4) -> list[np.ndarray] | None:
         values = rng.random((rows,) + tuple(shape))
         out.append(values.astype("int32" if "int" in dtype else "float32"))
     return out
+
 
 def outputs(model, inputs: list[np.ndarray]) -> list[np.ndarray]:
     out = model(inputs[0] if len(inputs) == 1 else list(inputs), training=False)

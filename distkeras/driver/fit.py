@@ -22,7 +22,8 @@ from distkeras.driver.data import TrainingData, collect_arrays
 from distkeras.driver.epochs import Resume, monitor
 from distkeras.driver.job import SparkJob, TrainingError
 from distkeras.driver.parameter_server import ParameterServer
-from distkeras.driver.resources import warm_up, worker_cores
+from distkeras.driver.resources import worker_cores
+from distkeras.driver.warm_up import warm_up
 from distkeras.executor import remote
 from distkeras.executor.replica import FlatWeights
 from distkeras.feed import FeedSpec, feed_spec_for

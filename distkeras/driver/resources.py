@@ -95,19 +95,3 @@ def task_environment(sc, variables: dict[str, str]):
                     sc.environment.pop(key, None)
                 else:
                     sc.environment[key] = value
-
-
-def warm_up(spark, cores: WorkerCores, num_workers: int):
-    """Start importing TensorFlow in the Python workers the training tasks will run in (same
-    pool, see `distkeras.driver.resources`), so the import overlaps the driver's data checks.
-    Skipped when tasks are given GPUs: a worker pins its GPUs when it imports TensorFlow."""
-    from distkeras.driver.job import SparkJob
-    from distkeras.executor import remote
-
-    conf = spark.sparkContext.getConf()
-    if float(conf.get("spark.task.resource.gpu.amount", "0") or 0) > 0:
-        return None
-    job = SparkJob(spark.range(0, num_workers, 1, num_workers), remote.warm_up_task(cores.threads),
-                   "pid bigint", description="distkeras: import TensorFlow in the workers",
-                   cores=cores)
-    return job.start()

@@ -178,7 +178,8 @@ def warm_up_workers(spark, n: int) -> float:
     (Spark reuses them; each thread count has its own: `distkeras.driver.resources`), so that
     the one-off import (3–12 s per worker) is not counted in a timed comparison. Returns the
     seconds taken."""
-    from distkeras.driver.resources import warm_up, worker_cores
+    from distkeras.driver.resources import worker_cores
+    from distkeras.driver.warm_up import warm_up
 
     t0 = time.perf_counter()
     job = warm_up(spark, worker_cores(spark, n, None), n)
