@@ -53,9 +53,11 @@ RUNNING = {}      # the trainer being fitted: its coordinator knows the workers'
 
 
 def mark(epoch, logs):
-    """``EPOCH k [pids of the workers still training]``, then the pause."""
+    """``EPOCH k [pids of the workers still training, least advanced first]``, then the
+    pause."""
     workers = RUNNING["trainer"].coordinator.stats()["workers"].values()
-    training = [w["pid"] for w in workers if w["pid"] and not w["done"]]
+    training = [w["pid"] for w in sorted(workers, key=lambda w: w["epochs_completed"])
+                if w["pid"] and not w["done"]]
     print(f"EPOCH {epoch} {json.dumps(training)}", flush=True)
     time.sleep(PAUSE)
 

@@ -153,12 +153,12 @@ def run_and_kill_an_executor(master: str, trainer: str):
         if line.startswith("APP "):
             app = line.split()[1]
         elif line.startswith("EPOCH 0 ") and killed is None:
-            training = set(json.loads(line.split(" ", 2)[2]))
+            training = json.loads(line.split(" ", 2)[2])
             jvms = executor_jvms(app)
             assert len(jvms) == 2 and training, (jvms, line)
-            # the executor of a worker that is still training (a worker ahead of the others
-            # may already be done: asynchronous workers do not wait for each other)
-            killed = next(j for j in jvms if training & set(process_tree(j)))
+            # the executor of the least advanced worker, which has just finished epoch 0 (a
+            # worker ahead of it may be done, or nearly: asynchronous workers do not wait)
+            killed = next(j for j in jvms if training[0] in process_tree(j))
             for pid in process_tree(killed):
                 try:
                     os.kill(pid, signal.SIGKILL)

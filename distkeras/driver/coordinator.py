@@ -184,7 +184,8 @@ class Coordinator:
     def stats(self) -> dict:
         """Per-worker control statistics, merged with the data service's."""
         data = self.data_service.stats() if self.data_service is not None else {}
-        workers = {w: s.as_dict() for w, s in self._workers.items()}
+        workers = {w: dict(s.as_dict(), epochs_completed=self._completed_epochs[w])
+                   for w, s in self._workers.items()}
         for w, extra in data.get("workers", {}).items():
             workers[w].update(extra)
         commits = sum(w.get("commits", 0) for w in workers.values())
@@ -333,10 +334,13 @@ class Coordinator:
 
     def _on_disconnect(self, conn, clean: bool) -> None:
         worker = conn.state.get("worker")
-        if worker is None or conn.state.get("done") or conn.superseded:
-            return          # finished, or back on a newer connection: not lost
+        if worker is None or conn.state.get("done"):
+            return          # finished: not lost
         control = self._workers[worker]
         control.lost += 1
+        if conn.superseded:
+            log.warning("worker %d came back on a new connection; its old one is closed", worker)
+            return          # the worker is back on a newer connection: training goes on
         control.endpoint = None
         if self.synchronous and not self._stop:
             with self._cond:
