@@ -28,9 +28,11 @@ import numpy as np
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-TRAINERS = ["SingleTrainer", "AveragingTrainer", "LocalSGD", "EnsembleTrainer", "DOWNPOUR",
-            "Hogwild", "AGN", "ADAG", "DynSGD", "EASGD", "AEASGD", "EAMSGD", "ARSGD", "DPSGD",
-            "ADPSGD", "SwarmSGD", "SlowMo"]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from distkeras.algorithms import trainer_specs  # noqa: E402  (no TensorFlow import)
+
+#: every trainer the registry knows, SingleTrainer (the one-worker baseline) first
+TRAINERS = sorted((spec.name for _, spec in trainer_specs()), key=lambda n: n != "SingleTrainer")
 TARGET = 0.02
 
 

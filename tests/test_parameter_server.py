@@ -35,8 +35,8 @@ def commit_in_background(c, payload):
     def commit():
         try:
             c.request(messages.COMMIT, payload=payload)
-        except PSRemoteError as exc:
-            errors.append(str(exc))
+        except (PSRemoteError, PSConnectionError) as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
 
     t = threading.Thread(target=commit)
     t.start()
@@ -402,9 +402,12 @@ def test_a_contested_worker_id_never_holds_up_anyone_else():
         assert time.monotonic() - t0 < 2.0
         assert other.request(messages.PULL).payload.shape == (N,)
         assert ps.failure is None        # replaced, not lost
+        t.join(5)
+        # the replaced connection was closed under its commit, which was dropped, not applied
+        assert errors and "closed the connection" in errors[0], errors
+        assert ps.updates == 0
         for c in (claimant, other, waiting):
             c.close()
-        t.join(5)
 
 
 BIG = 3e38      # finite; twice it is not
