@@ -410,6 +410,44 @@ def test_a_contested_worker_id_never_holds_up_anyone_else():
             c.close()
 
 
+def test_a_commit_of_a_replaced_connection_is_never_applied_after_the_newer_ones():
+    """Worker 0's commit waits for θ̃'s lock; meanwhile its retried task connects and commits.
+    The old frame, once it gets the lock, is dropped: θ̃ holds only the newer commit."""
+    with serve("downpour") as ps:
+        old = client(ps, 0)
+        old.request(messages.PULL)
+        ps._lock.acquire()                    # a long commit of another worker, say
+        try:
+            t, errors = commit_in_background(old, np.full(N, 5.0, np.float32))
+            new = client(ps, 0)               # replaces the old connection at once
+        finally:
+            ps._lock.release()
+        t.join(5)
+        new.request(messages.PULL)
+        new.request(messages.COMMIT, payload=np.ones(N, np.float32))
+        assert np.array_equal(ps.centre, np.ones(N, np.float32)) and ps.updates == 1, errors
+        new.close()
+        old.close()
+
+
+def test_a_synchronous_round_never_completes_with_a_replaced_connections_payload():
+    """Worker 0 commits, then comes back on a new connection before the round completes: the
+    round waits for the newer commit and uses it, not the stale one."""
+    with serve("averaging") as ps:
+        old, other = client(ps, 0), client(ps, 1)
+        t_old, _ = commit_in_background(old, np.full(N, 100.0, np.float32))
+        new = client(ps, 0)
+        t_other, errors = commit_in_background(other, np.full(N, 2.0, np.float32))
+        assert ps.updates == 0 and t_other.is_alive()     # w0's stale payload does not count
+        new.request(messages.COMMIT, payload=np.full(N, 4.0, np.float32))
+        t_other.join(5)
+        assert ps.updates == 1 and not errors, errors
+        assert np.allclose(ps.centre, 3.0)                # mean of 4 and 2, not of 100 and 2
+        t_old.join(5)
+        for c in (new, other, old):
+            c.close()
+
+
 BIG = 3e38      # finite; twice it is not
 
 

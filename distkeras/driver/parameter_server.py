@@ -64,6 +64,7 @@ class ParameterServer:
         self._centre = np.array(initial, dtype=np.float32, copy=True).ravel()
         self._params, self._statistics = split(self._centre, params)   # views of θ̃
         self._backup = np.empty_like(self._params)   # θ̃'s parameters before the commit in hand
+        self._round_conns: dict[int, object] = {}     # the connection of each round payload
         self._latest: dict[int, np.ndarray] = {}     # each worker's latest statistics
         self._version = int(updates)      # a resumed run goes on counting
         self._lock = threading.Lock()
@@ -161,7 +162,18 @@ class ParameterServer:
         log.warning("%s", message)
         raise ValueError(message)
 
-    def _refuse_overflow(self, worker: int | None, result: np.ndarray) -> None:
+    def _backup_for(self, conn) -> np.ndarray:
+        """Where θ̃'s parameters are kept while a commit is applied: one buffer under the lock,
+        one per connection for a lock-free rule (commits in flight side by side)."""
+        if self.algorithm.lock or conn is None:
+            return self._backup
+        buf = conn.state.get("backup")
+        if buf is None:
+            buf = conn.state["backup"] = np.empty_like(self._params)
+        return buf
+
+    def _refuse_overflow(self, worker: int | None, result: np.ndarray,
+                         backup: np.ndarray) -> None:
         """Refuse a commit (``worker``) or a round (None) whose rule left θ̃ or the reply
         non-finite, though every payload was finite (e.g. two commits of 3e38 overflow): θ̃ is
         rolled back, the sender gets the error naming the overflow, a synchronous round fails.
@@ -171,12 +183,14 @@ class ParameterServer:
             return
         bad = int(np.count_nonzero(~np.isfinite(self._params)))
         if self.algorithm.lock:
-            np.copyto(self._params, self._backup)
+            np.copyto(self._params, backup)
         else:
             with self._lock:
                 overflowed = ~np.isfinite(self._params)
-                self._params[overflowed] = self._backup[overflowed]
+                self._params[overflowed] = backup[overflowed]
         who = f"worker {worker}'s commit" if worker is not None else "the synchronous round"
+        if not all_finite(self._params):      # cannot happen with a finite backup: say so
+            self.fail(f"θ̃ is non-finite after {who} was rolled back; the run cannot go on")
         message = (f"{who} would have made θ̃ non-finite: the {self.algorithm.name} rule "
                    f"overflowed float32 in {bad or 'its reply'} value(s) although every "
                    "payload was finite. It was refused and θ̃ is unchanged; lower the learning "
@@ -218,15 +232,17 @@ class ParameterServer:
         reply = self._reply_buffer(conn)
         record = self._records[worker]
         t0 = time.perf_counter()
+        backup = self._backup_for(conn)
         if self.algorithm.lock:
             self._lock.acquire()
         try:
             stats.wait_seconds += time.perf_counter() - t0
+            _not_superseded(conn, worker)
             staleness = self._version - record.pulled_version
-            np.copyto(self._backup, self._params)
+            np.copyto(backup, self._params)
             result = self.algorithm.server_commit(self._params, payload[:self._params.size],
                                                   record, self._version)
-            self._refuse_overflow(worker, result)
+            self._refuse_overflow(worker, result, backup)
             stats.staleness[staleness] += 1
             self._take_statistics(worker, payload)
             self._version += 1
@@ -245,21 +261,25 @@ class ParameterServer:
             if self.failure:
                 raise WorkerLostError(self.failure)
             my_round = self._round
+            _not_superseded(conn, worker)
             # the payload is a view of this connection's receive buffer: valid while we wait here
-            self._round_payloads[worker] = payload
+            self._round_payloads[worker], self._round_conns[worker] = payload, conn
+            for w in [w for w, c in self._round_conns.items() if getattr(c, "superseded", False)]:
+                del self._round_payloads[w], self._round_conns[w]   # its worker is back: wait
             if len(self._round_payloads) == self.num_workers:
                 with self._lock:
                     payloads = [self._round_payloads[w] for w in sorted(self._round_payloads)]
                     n = self._params.size
                     np.copyto(self._backup, self._params)
                     result = self.algorithm.server_round(self._params, [p[:n] for p in payloads])
-                    self._refuse_overflow(None, result)
+                    self._refuse_overflow(None, result, self._backup)
                     for w in sorted(self._round_payloads):
                         self._take_statistics(w, self._round_payloads[w])
                     self._round_reply = np.empty_like(self._centre)
                     self._reply(self._round_reply, result)
                     self._version += 1
                 self._round_payloads.clear()
+                self._round_conns.clear()
                 self._round += 1
                 self._cond.notify_all()
             else:
@@ -288,3 +308,11 @@ class ParameterServer:
             self.fail(f"worker {worker} was lost during training; {self.algorithm.name} is "
                       "synchronous and cannot continue without it (use an asynchronous "
                       "algorithm, e.g. ADAG or DOWNPOUR, for fault-tolerant training)")
+
+
+def _not_superseded(conn, worker: int) -> None:
+    """Refuse a frame of a connection that a newer one for its worker replaced while the frame
+    waited (for the lock, or in a round): it is dropped, never applied after the newer's."""
+    if getattr(conn, "superseded", False):
+        raise ConnectionAbortedError(f"worker {worker} is back on a newer connection; this "
+                                     "frame of its old one is dropped")

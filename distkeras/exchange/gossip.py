@@ -246,6 +246,11 @@ class PairwiseGossip(PeerExchange):
             log.log(logging.INFO if self.stats.exchanges else logging.WARNING,
                     "gossip skipped: %s", exc)
             return
+        if not all_finite(answer):     # the peer diverged (it finds out itself): not mixed in
+            self._unreachable.add(peer)
+            log.warning("worker %d answered gossip with non-finite values (NaN/inf): not mixed "
+                        "in", peer)
+            return
         self._unreachable.discard(peer)
         self.shared.absorb(sent, answer)
         self.stats.exchanges += 1

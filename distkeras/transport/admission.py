@@ -120,9 +120,10 @@ class Admission:
         with self._lock:
             self._admitted.discard(conn)
             self._pending.pop(conn, None)
-            mine = self._by_worker.get(conn.worker_id)
-            if mine is not None and conn in mine:
-                mine.remove(conn)
+            for mine in self._by_worker.values():     # admitted, whether or not its
+                if conn in mine:                      # handshake then completed
+                    mine.remove(conn)
+                    break
 
     def connections(self) -> list:
         """Every connection, pending or admitted (to close them)."""

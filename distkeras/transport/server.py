@@ -235,11 +235,8 @@ class FrameServer:
         with self._lock:
             self._n_connections += 1
         evict = self.admission.arrive(conn)
-        if evict is not None:
-            try:                      # its thread sees EOF, answers "busy" and closes
-                evict.sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
+        if evict is not None:         # its thread sees EOF, answers "busy" and closes
+            shutdown_quietly(evict.sock, socket.SHUT_RD)
         conn.thread = threading.Thread(target=self._serve, args=(conn,), daemon=True,
                                        name=f"distkeras-conn-{peer}")
         conn.thread.start()
@@ -347,7 +344,12 @@ class FrameServer:
                 raise TypeError(f"handler returned {type(reply).__name__}, expected Reply or None")
             return reply, None
         except Exception as exc:
-            log.exception("handler failed on %s from worker %s", op_name(frame.op), conn.worker_id)
+            if conn.superseded:       # replaced while its frame waited: dropped, as it should be
+                log.info("%s of worker %s's replaced connection dropped: %s", op_name(frame.op),
+                         conn.worker_id, exc)
+            else:
+                log.exception("handler failed on %s from worker %s", op_name(frame.op),
+                              conn.worker_id)
             return None, f"{type(exc).__name__}: {exc}"
 
     def count_drop(self, conn: Connection, reason: str, detail: Optional[str]) -> None:

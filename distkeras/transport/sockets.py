@@ -86,9 +86,12 @@ def tls_accept(ctx: ssl.SSLContext, sock: socket.socket, deadline: float) -> ssl
         raise
 
 
-def shutdown_quietly(sock: socket.socket) -> None:
-    """shutdown(SHUT_RDWR) wakes a thread blocked in recv on this socket; errors ignored."""
+def shutdown_quietly(sock: socket.socket, how: int = socket.SHUT_RDWR) -> None:
+    """shutdown(``how``) wakes a thread blocked in recv on this socket; errors ignored. On a
+    TLS socket the TCP connection is shut down under the TLS layer, which stays in place
+    (``SSLSocket.shutdown`` would drop it, and what the thread sends next would go out in
+    the clear)."""
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, how)
     except OSError:
         pass
