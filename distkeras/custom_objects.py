@@ -131,5 +131,3 @@ def is_user_file(path: str) -> bool:
     return not path.startswith(_DISTKERAS) and not any(
         path.startswith(os.path.abspath(p) + os.sep) for p in _INSTALLED)
 
-
-# -- the check ---------------------------------------------------------------------------------

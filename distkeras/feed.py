@@ -127,7 +127,7 @@ class FeedSpec:
         if self.weight_col:
             weights = column_matrix(table, self.weight_col)[:, 0]
         if self.class_weight:
-            index = column_matrix(table, self.label_col)[:, 0].astype(np.int64)
+            index = _class_index(column_matrix(table, self.label_col))
             lookup = np.ones(max(max(self.class_weight), int(index.max(initial=0))) + 1,
                              np.float32)
             for k, v in self.class_weight.items():
@@ -148,8 +148,13 @@ class FeedSpec:
                                       else None)
 
 
+def _class_index(y: np.ndarray) -> np.ndarray:
+    """Class indices of labels given as indices (one value per row) or one-hot vectors."""
+    return (y[:, 0] if y.shape[1] == 1 else y.argmax(axis=1)).astype(np.int64)
+
+
 def _target(y: np.ndarray, target: TargetSpec) -> np.ndarray:
-    if target.one_hot:
+    if target.one_hot and y.shape[1] == 1:       # class indices: one-hot for the loss
         index = y[:, 0].astype(np.int64)
         onehot = np.zeros((len(index), target.num_classes), dtype=np.float32)
         onehot[np.arange(len(index)), index] = 1.0
@@ -247,12 +252,13 @@ def feed_spec_for(model, features_col, label_col, loss, input_shapes=None,
     """How the DataFrame's columns map onto ``model``'s inputs and outputs.
 
     ``features_col``: one column per input (or several concatenated into a single input);
-    ``label_col``: one column per output; ``loss``: one loss for every output, or a list / a
-    dict by output name (it decides which labels become one-hot vectors).
+    ``label_col``: one column per output (a list in the model's order, or a dict {output name:
+    column}, which a model returning a dict of outputs requires); ``loss``: one loss for every
+    output, or a list / a dict by output name (it decides which labels become one-hot vectors).
     """
     from distkeras.errors import ModelError
     from distkeras.signature import input_shapes as model_input_shapes
-    from distkeras.signature import output_specs
+    from distkeras.signature import output_specs, outputs_by_name
 
     columns = [features_col] if isinstance(features_col, str) else list(features_col)
     shapes = model_input_shapes(model)
@@ -270,12 +276,8 @@ def feed_spec_for(model, features_col, label_col, loss, input_shapes=None,
     else:
         inputs = [InputSpec(columns, shapes[0])]
     outputs = output_specs(model, shapes)
-    labels = [] if label_col is None else (
-        [label_col] if isinstance(label_col, str) else list(label_col))
-    if labels and len(labels) != len(outputs):
-        names = ", ".join(name for name, _ in outputs)
-        raise ValueError(f"the model has {len(outputs)} outputs ({names}) but label_col names "
-                         f"{len(labels)} column(s); give one label column per output, in order")
+    labels = _label_columns(label_col, [name for name, _ in outputs],
+                            len(outputs) > 1 and outputs_by_name(model, shapes))
     losses = per_output(loss, [name for name, _ in outputs])
     targets = [TargetSpec(column, int(shape[-1]) if shape else 1,
                           loss_name(each) in ONE_HOT_LOSSES)
@@ -286,6 +288,30 @@ def feed_spec_for(model, features_col, label_col, loss, input_shapes=None,
     return FeedSpec(inputs=inputs, targets=targets, weight_col=weight_col,
                     class_weight={int(k): float(v) for k, v in class_weight.items()}
                     if class_weight else None)
+
+
+def _label_columns(label_col, outputs: list[str], by_name: bool) -> list[str]:
+    """The label column of each output, in the model's order: ``label_col`` is one column, a
+    list in the model's order, or a dict {output name: column}; a model that returns its
+    outputs as a dict takes the dict (its order is Keras' sorted one, not the user's)."""
+    names = ", ".join(outputs)
+    if label_col is None:
+        return []
+    if isinstance(label_col, dict):
+        unknown, missing = set(label_col) - set(outputs), set(outputs) - set(label_col)
+        if unknown or missing:
+            raise ValueError(f"label_col names outputs {sorted(label_col)} but the model's "
+                             f"outputs are {names}; give one label column per output name")
+        return [label_col[name] for name in outputs]
+    labels = [label_col] if isinstance(label_col, str) else list(label_col)
+    if len(labels) != len(outputs):
+        raise ValueError(f"the model has {len(outputs)} outputs ({names}) but label_col names "
+                         f"{len(labels)} column(s); give one label column per output, in order")
+    if by_name:
+        raise ValueError(f"the model returns its outputs as a dict ({names}), so a list of "
+                         "label columns has no order to follow; name them by output: label_col="
+                         + "{" + ", ".join(f"{n!r}: ..." for n in outputs) + "}")
+    return labels
 
 
 def per_output(value, names: list[str]) -> list:

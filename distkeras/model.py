@@ -1,8 +1,9 @@
 """The fitted result of a trainer: a Spark ML Model around a plain Keras 3 model.
 
 ``transform(df)`` predicts inside the executors: Arrow batches → numpy → Keras → new columns,
-as pyspark.ml classifiers write them. The model travels as its JSON config plus weights (a
-Spark broadcast), is rebuilt once per Python worker and cached there. What the columns hold
+as pyspark.ml classifiers write them. The model travels as its ``.keras`` archive (config,
+every variable, assets; custom objects by value), is rebuilt once per Python worker and cached
+there. What the columns hold
 follows the model's output and loss (``output``, decided when the model was trained):
 
 - a classifier (a cross-entropy or hinge loss over classes, or binary cross-entropy with one
@@ -37,6 +38,7 @@ from pyspark.ml.util import MLReadable, MLWritable
 
 from distkeras.feed import FeedSpec, loss_name, model_inputs
 from distkeras.params import add_accessors
+from distkeras.signature import output_list
 
 log = logging.getLogger(__name__)
 _WORKER_CACHE: dict[str, list] = {}   # executor side: run id → rebuilt Keras models
@@ -81,8 +83,9 @@ def _describe(shape: tuple[int, ...], loss) -> dict:
 class KerasModel(Model, MLReadable, MLWritable):
     """A trained Keras model (or ensemble) usable as a Spark ML Model.
 
-    Attributes: ``keras_model`` (the model, θ̃ for parameter-server trainers), ``members`` (the
-    models of an ensemble; predictions are their mean), ``history`` (Keras-style dict per epoch,
+    Attributes: ``keras_model`` (the model: θ̃ for parameter-server trainers; for an ensemble
+    one Keras model whose outputs are the mean of its members'), ``members`` (the models of an
+    ensemble; predictions are their mean), ``history`` (Keras-style dict per epoch,
     with ``ps_stats``), ``feed`` (how columns map to inputs), ``output`` (see the module
     docstring). Params: ``prediction_col``, ``probability_col``, ``raw_prediction_col``,
     ``batch_size`` (rows per ``predict`` call in the executors).
@@ -369,6 +372,4 @@ def _predict(models: list, xs: list[np.ndarray], batch_size: int) -> list[np.nda
 
 
 def _as_list(out) -> list[np.ndarray]:
-    if isinstance(out, dict):
-        return [np.asarray(v) for v in out.values()]
-    return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else [np.asarray(out)]
+    return [np.asarray(o) for o in output_list(out)]

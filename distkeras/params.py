@@ -48,9 +48,11 @@ def _choice(*allowed: Any) -> Callable[[Any], Any]:
     return convert
 
 
-def _columns(value: Any) -> str | list[str]:
+def _columns(value: Any) -> str | list[str] | dict[str, str]:
     if isinstance(value, str):
         return value
+    if isinstance(value, dict):         # by output name: {"cls": "label", "big": "is_big"}
+        return {str(k): TypeConverters.toString(v) for k, v in value.items()}
     return TypeConverters.toListString(value)
 
 
@@ -151,8 +153,9 @@ SETTINGS: tuple[Setting, ...] = (
             "concatenated into the single input): numbers, arrays of numbers or Spark ML "
             "vectors", _columns, "features"),
     Setting("label_col", "integer class index (one-hot made when the loss needs it) or an "
-            "array column; a list of columns, one per output, for a model with several",
-            _columns, "label"),
+            "array column; for a model with several outputs a list of columns, one per output "
+            "in the model's order, or a dict {output name: column} (required when the model "
+            "returns its outputs as a dict)", _columns, "label"),
     Setting("weight_col", "a column of per-row sample weights (None: none), as Keras' "
             "fit(sample_weight=)", _optional(TypeConverters.toString), None),
     Setting("class_weight", "{class index: weight} for the label of a one-output model, as "

@@ -22,8 +22,9 @@ SUBCLASSING_GUIDE = ("https://keras.io/guides/making_new_layers_and_models_via_s
 
 
 def verify_rebuild(model, rebuilt) -> None:
-    """Raise :class:`ModelError` unless ``rebuilt`` has ``model``'s variables (paths, shapes,
-    values) and computes its outputs on a few generated rows."""
+    """Raise :class:`ModelError` unless ``rebuilt`` has ``model``'s variables (in order, with
+    their shapes, dtypes, values and trainable flags) and computes its outputs on a few
+    generated rows."""
     original, copy = model.weights, rebuilt.weights   # seed generators' states are not saved
     if len(original) != len(copy):
         raise ModelError(_variables_differ(model, rebuilt))
@@ -31,6 +32,12 @@ def verify_rebuild(model, rebuilt) -> None:
         va, vb = np.asarray(a.numpy()), np.asarray(b.numpy())
         if va.shape != vb.shape or va.dtype != vb.dtype:
             raise ModelError(_variables_differ(model, rebuilt))
+        if bool(a.trainable) != bool(b.trainable):
+            raise ModelError(f"the variable {a.path} of {model.name!r} is "
+                             f"{_trainable(a)} in your model but {_trainable(b)} when the model "
+                             "is rebuilt from its config, so the executors would train another "
+                             "model: its layer's get_config() must return the argument that "
+                             f"decides it ({SUBCLASSING_GUIDE})")
         if not np.array_equal(va, vb, equal_nan=True):
             raise ModelError(f"the variable {a.path} of {model.name!r} comes back with other "
                              "values when the model is rebuilt from its .keras archive; its "
@@ -42,6 +49,10 @@ def verify_rebuild(model, rebuilt) -> None:
     for a, b in zip(want, got):
         if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True):
             raise ModelError(_outputs_differ(model, rebuilt))
+
+
+def _trainable(variable) -> str:
+    return "trainable" if variable.trainable else "not trainable"
 
 
 def _variables_differ(model, rebuilt) -> str:

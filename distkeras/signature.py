@@ -40,19 +40,46 @@ def input_shapes(model) -> list[tuple[int, ...]] | None:
 
 def output_specs(model, shapes: list[tuple[int, ...]] | None = None
                  ) -> list[tuple[str, tuple[int, ...]]]:
-    """``(name, per-example shape)`` of each output: from the model's outputs when it has
-    them (functional, Sequential), else by calling it on a few rows of ``shapes``."""
+    """``(name, per-example shape)`` of each output, in Keras' order (outputs returned as a
+    dict come sorted by name, as ``model.outputs`` and Keras' losses take them): from the
+    model's outputs when it has them (functional, Sequential), else by calling it on a few
+    rows of ``shapes``."""
     tensors = getattr(model, "outputs", None)
     if tensors:
         names = list(getattr(model, "output_names", None) or [])
         if len(names) != len(tensors):
             names = [f"output_{i}" for i in range(len(tensors))]
         return [(n, tuple(int(d) for d in t.shape[1:])) for n, t in zip(names, tensors)]
-    shapes = shapes or input_shapes(model)
+    from keras import tree
+
+    out = _call(model, shapes or input_shapes(model))
+    if isinstance(out, dict):
+        named = [(".".join(str(p) for p in path), o) for path, o in tree.flatten_with_path(out)]
+    else:
+        named = [(f"output_{i}", o) for i, o in enumerate(output_list(out))]
+    return [(n, tuple(o.shape[1:])) for n, o in named]
+
+
+def outputs_by_name(model, shapes: list[tuple[int, ...]] | None = None) -> bool:
+    """Whether ``model`` returns its outputs as a dict (named, not ordered by the user)."""
+    struct = getattr(model, "_outputs_struct", None)      # functional models
+    if getattr(model, "outputs", None):
+        return isinstance(struct, dict)
+    return isinstance(_call(model, shapes or input_shapes(model)), dict)
+
+
+def _call(model, shapes: list[tuple[int, ...]]):
     rng = np.random.default_rng(0)
     inputs = [rng.random((2,) + tuple(s)).astype("float32") for s in shapes]
-    outs = outputs(model, inputs)
-    return [(f"output_{i}", tuple(o.shape[1:])) for i, o in enumerate(outs)]
+    return model(inputs[0] if len(inputs) == 1 else inputs, training=False)
+
+
+def output_list(out) -> list:
+    """A model's output as a flat list, in Keras' order (``keras.tree.flatten``, as
+    ``model.outputs`` and its losses take them: a dict's values sorted by name)."""
+    from keras import tree
+
+    return list(tree.flatten(out))
 
 
 def sample_inputs(model, rows: int = 4) -> list[np.ndarray] | None:
@@ -72,7 +99,6 @@ def sample_inputs(model, rows: int = 4) -> list[np.ndarray] | None:
 
 
 def outputs(model, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """``model``'s outputs on ``inputs`` (float64 arrays, in Keras' order)."""
     out = model(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
-    items = out if isinstance(out, (list, tuple)) else (list(out.values())
-                                                        if isinstance(out, dict) else [out])
-    return [np.asarray(o, dtype=np.float64) for o in items]
+    return [np.asarray(o, dtype=np.float64) for o in output_list(out)]

@@ -14,8 +14,8 @@ A model's weights fall into three parts, and every algorithm treats each the sam
   its statistics describe the batches its own replica sees.
 - **fixed**: state training does not change or that has no meaning as an average: the weights
   of frozen layers (``trainable=False``), preprocessing state set by ``adapt()``
-  (``Normalization``'s mean and variance, lookup vocabularies), integer counters and seed
-  generators. It never leaves a worker, costs no bandwidth, and the run's model keeps the user's
+  (``Normalization``'s mean and variance, lookup vocabularies), integer counters (a seed
+  generator's state is not among a model's weights: each worker draws its own). It never leaves a worker, costs no bandwidth, and the run's model keeps the user's
   values bit for bit.
 
 A flat vector of the run is ``[parameters | statistics]``, float32; ``params`` is where the
@@ -97,7 +97,8 @@ def pace_statistics(model, num_workers: int) -> None:
     per worker than in single-worker Keras and lag behind the model (its initial values decay
     as m^(steps/n)). On the workers' replicas m becomes mⁿ: every worker's statistics then span
     as many samples as Keras' would, and their mean (the run's model) is as current. The
-    driver's model, which is returned, keeps the user's momentum.
+    driver's model, which is returned, keeps the user's momentum. Not for an ensemble's
+    members: each is a model of its own, whose statistics are never averaged.
     """
     import keras
 

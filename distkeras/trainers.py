@@ -152,11 +152,13 @@ class Trainer(Estimator, MLReadable, MLWritable):
         window = self.getOrDefault("communication_window")
         workers = self.getOrDefault("num_workers")
         if isinstance(algorithm, algorithms.Algorithm):
-            algorithm = copy.deepcopy(algorithm)
-            algorithm.num_workers, algorithm.learning_rate = workers, float(learning_rate)
+            # made again from its arguments, so that what derives from the workers and η in
+            # __init__ (AEASGD's α = 0.9/n, say) follows the trainer's
+            config = dict(algorithm.get_config(), num_workers=workers,
+                          learning_rate=float(learning_rate))
             if window is not None:
-                algorithm.communication_window = window
-            return algorithm
+                config["communication_window"] = window
+            return type(algorithm)(**copy.deepcopy(config))
         if not (isinstance(algorithm, type) and issubclass(algorithm, algorithms.Algorithm)):
             raise TypeError(f"algorithm={algorithm!r}: give an Algorithm subclass or instance")
         params = {name: self.getOrDefault(name) for name in self._algorithm_params
@@ -257,11 +259,15 @@ for _setting in trainer_params.SETTINGS:
 
 def clone_keras_model(model, custom_objects: dict | None = None):
     """A new Keras model with ``model``'s architecture, all its state (weights, statistics,
-    adapted preprocessing) and compile settings (a fresh optimizer)."""
+    adapted preprocessing) and compile settings (a fresh optimizer). A model that would come
+    back different (a ``get_config`` that forgets an argument) is refused, as ``fit`` refuses
+    it: the clone is what a copied trainer trains."""
     from distkeras.portable import PortableModel
+    from distkeras.rebuild import verify_rebuild
 
     portable = PortableModel.of(model, custom_objects, check=False)
     clone = portable.build()
+    verify_rebuild(model, clone)
     if getattr(model, "compiled", False):
         config = model.get_compile_config()
         if config.get("loss") is not None:

@@ -120,6 +120,19 @@ def test_copy_owns_its_model_callbacks_and_rule():
     assert np.abs(trainer.keras_model.layers[0].kernel.numpy()).sum() > 0
 
 
+def test_an_algorithm_instance_takes_the_trainers_workers_in_what_derives_from_them():
+    """AEASGD's α = 0.9/n is derived in __init__: an instance given as algorithm= is made
+    again with the trainer's workers and rate, so α follows them."""
+    from distkeras.algorithms import AEASGD
+
+    trainer = dk.trainers.Trainer(mlp(), algorithm=AEASGD(), num_workers=4,
+                                  loss="categorical_crossentropy")
+    assert trainer.make_algorithm(0.1).alpha == pytest.approx(0.9 / 4)
+    rho = dk.trainers.Trainer(mlp(), algorithm=AEASGD(rho=2.0), num_workers=4,
+                              loss="categorical_crossentropy").make_algorithm(0.05)
+    assert rho.alpha == pytest.approx(0.1) and rho.num_workers == 4
+
+
 def test_fit_with_a_param_map_and_with_a_list_of_them(train):
     trainer = adag(epochs=1)
     fitted = trainer.fit(train, {trainer.epochs: 2, trainer.communication_window: 4})

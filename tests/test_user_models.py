@@ -37,7 +37,9 @@ def data(spark):
     df = arrays_to_dataframe(spark, {"features": x, "a": x[:, :5].copy(), "b": x[:, 5:].copy(),
                                      "label": y, "big": (x[:, 9] > np.median(x[:, 9])
                                                          ).astype("int64"),
-                                     "weight": weight}, partitions=2).cache()
+                                     "weight": weight,
+                                     "onehot": np.eye(CLASSES, dtype="float32")[y]},
+                             partitions=2).cache()
     df.count()
     return df, (x, y), scales(1500, seed=1)
 
@@ -171,6 +173,32 @@ def test_a_layer_whose_config_forgets_an_argument_is_refused_at_once(data):
                                             r"your model but factor=1.0 .*get_config"):
         fit("ADAG", compiled(model), df, custom_objects={"Forgetful": Forgetful})
     assert time.monotonic() - t0 < 5
+    # a trainer's copy (fit with a param map, CrossValidator) is checked as fit checks
+    trainer = dk.trainers.ADAG(compiled(model), num_workers=2,
+                               custom_objects={"Forgetful": Forgetful})
+    with pytest.raises(dk.ModelError, match=r"has factor=0.001 in your model but factor=1.0"):
+        trainer.fit(df, {trainer.learning_rate: 3e-3})
+
+    class Frozen(keras.layers.Layer):       # the same slip, on what decides trainability
+        def __init__(self, learn=True, **kwargs):
+            super().__init__(**kwargs)
+            self.learn = learn
+
+        def build(self, shape):
+            self.w = self.add_weight(name="w", shape=(shape[-1],), initializer="ones",
+                                     trainable=self.learn)
+
+        def call(self, x):
+            return x * self.w
+
+        def get_config(self):            # learn is left out
+            return super().get_config()
+
+    model = keras.Sequential([keras.Input((DIM,)), Frozen(False, name="frozen"),
+                              keras.layers.Dense(CLASSES, activation="softmax")])
+    with pytest.raises(dk.ModelError, match=r"frozen/w.* is not trainable in your model but "
+                                            r"trainable when the model is rebuilt"):
+        fit("ADAG", compiled(model), df, custom_objects={"Frozen": Frozen})
 
 
 # -- subclassed models ----------------------------------------------------------------------------
@@ -321,12 +349,14 @@ def test_a_batchnorm_model_reaches_keras_accuracy(data, batchnorm_reference, tra
     acc = accuracy(lambda x: fitted.predict([x]), test)
     print(f"{trainer}: {acc:.3f} (keras {batchnorm_reference:.3f})")
     assert acc >= batchnorm_reference - 0.03, (acc, batchnorm_reference)
-    bn = fitted.keras_model.layers[0]
-    assert np.abs(np.array(bn.moving_mean)).max() > 1.0    # the statistics came back trained
+    for model in fitted.members or [fitted.keras_model]:   # the statistics came back trained
+        assert np.abs(np.array(model.layers[0].moving_mean)).max() > 1.0
 
 
 # -- several inputs and outputs, weights --------------------------------------------------------
-def two_inputs_two_outputs():
+def two_inputs_two_outputs(named: bool = False):
+    """Two inputs; outputs ``cls`` then ``big``: a list, or a dict in that order (Keras then
+    orders them by name, ``big`` first, so an order taken from the dict would swap them)."""
     import keras
 
     a, b = keras.Input((5,), name="a"), keras.Input((5,), name="b")
@@ -335,15 +365,17 @@ def two_inputs_two_outputs():
     h = keras.layers.Dense(32, activation="relu")(h)
     cls = keras.layers.Dense(CLASSES, activation="softmax", name="cls")(h)
     big = keras.layers.Dense(1, activation="sigmoid", name="big")(h)
-    return keras.Model([a, b], [cls, big])
+    return keras.Model([a, b], {"cls": cls, "big": big} if named else [cls, big])
 
 
-def test_several_inputs_and_outputs_train_and_transform_each_output(spark, data):
+@pytest.mark.parametrize("named", [False, True], ids=["list", "dict"])
+def test_several_inputs_and_outputs_train_and_transform_each_output(spark, data, named):
     df, train, test = data
     big = (train[0][:, 9] > np.median(train[0][:, 9])).astype("int64")
+    labels = {"cls": "label", "big": "big"} if named else ["label", "big"]
 
     def build():
-        model = two_inputs_two_outputs()
+        model = two_inputs_two_outputs(named)
         model.get_layer("na").adapt(train[0][:, :5])
         model.get_layer("nb").adapt(train[0][:, 5:])
         model.compile(optimizer="adam", loss={"cls": "sparse_categorical_crossentropy",
@@ -361,12 +393,16 @@ def test_several_inputs_and_outputs_train_and_transform_each_output(spark, data)
 
     keras.utils.set_random_seed(1)
     reference = build()
-    reference.fit([train[0][:, :5], train[0][:, 5:]], [train[1], big], batch_size=BATCH,
-                  epochs=EPOCHS, verbose=0)
-    want = scores(*reference.predict([test[0][:, :5], test[0][:, 5:]], verbose=0))
-    fitted = fit("DOWNPOUR", build(), df, features_col=["a", "b"], label_col=["label", "big"])
+    reference.fit([train[0][:, :5], train[0][:, 5:]],
+                  {"cls": train[1], "big": big} if named else [train[1], big],
+                  batch_size=BATCH, epochs=EPOCHS, verbose=0)
+    predicted = reference.predict([test[0][:, :5], test[0][:, 5:]], verbose=0)
+    want = scores(*((predicted["cls"], predicted["big"]) if named else predicted))
+    fitted = fit("DOWNPOUR", build(), df, features_col=["a", "b"], label_col=labels)
     assert {"cls_accuracy", "big_accuracy"} <= set(fitted.history)
-    got = scores(*fitted.predict([test[0][:, :5], test[0][:, 5:]]))
+    by_name = dict(zip(("big", "cls") if named else ("cls", "big"),
+                       fitted.predict([test[0][:, :5], test[0][:, 5:]])))   # Keras' order
+    got = scores(by_name["cls"], by_name["big"])
     assert got[0] >= want[0] - 0.03 and got[1] >= want[1] - 0.03, (got, want)
     scored = fitted.transform(df.limit(30))
     for column in ("prediction_cls", "probability_cls", "rawPrediction_cls", "prediction_big",
@@ -375,8 +411,38 @@ def test_several_inputs_and_outputs_train_and_transform_each_output(spark, data)
     rows = scored.collect()
     assert all(r.prediction_cls in (0.0, 1.0, 2.0) and r.prediction_big in (0.0, 1.0)
                for r in rows)
-    with pytest.raises(ValueError, match=r"2 outputs \(cls, big\) but label_col names 1"):
+    with pytest.raises(ValueError, match=r"2 outputs \((cls, big|big, cls)\) but label_col "
+                                         r"names 1"):
         fit("DOWNPOUR", build(), df, features_col=["a", "b"], label_col="label")
+    if named:   # a list has no order to follow; a dict must name the outputs there are
+        with pytest.raises(ValueError, match=r"outputs as a dict .* label_col=\{'big': \.\.\."):
+            fit("DOWNPOUR", build(), df, features_col=["a", "b"], label_col=["label", "big"])
+        with pytest.raises(ValueError, match=r"outputs are big, cls"):
+            fit("DOWNPOUR", build(), df, features_col=["a", "b"],
+                label_col={"cls": "label", "large": "big"})
+
+
+def test_one_hot_label_columns_train_as_class_indices_do(data):
+    """A label column of one-hot vectors with categorical_crossentropy is the same training
+    as class indices with sparse_categorical_crossentropy, class weights included."""
+    import keras
+
+    df, _, test = data
+
+    def build(loss):
+        keras.utils.set_random_seed(1)      # the same initial weights for both
+        model = keras.Sequential([keras.Input((DIM,)), keras.layers.Rescaling(UNIT),
+                                  keras.layers.Dense(CLASSES, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
+        return model
+
+    by_index = fit("SingleTrainer", build("sparse_categorical_crossentropy"), df,
+                   class_weight={2: 4.0})
+    by_vector = fit("SingleTrainer", build("categorical_crossentropy"), df, label_col="onehot",
+                    class_weight={2: 4.0})
+    np.testing.assert_allclose(by_vector.history["loss"], by_index.history["loss"], rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(by_vector.predict([test[0]])),
+                               np.asarray(by_index.predict([test[0]])), atol=1e-4)
 
 
 def test_sample_and_class_weights_weigh_the_loss_as_in_keras(data):
@@ -534,7 +600,7 @@ def kitchen_sink_reference(data):
 @pytest.mark.parametrize("trainer", ["DOWNPOUR", "EASGD", "ARSGD", "DPSGD", "SlowMo",
                                      "EnsembleTrainer"])
 def test_everything_users_bring_at_once_trains_on_every_family(data, kitchen_sink_reference,
-                                                               trainer):
+                                                               trainer, tmp_path):
     df, train, test = data
     model = kitchen_sink(train)
     norm = model.get_layer("norm_b")
@@ -542,8 +608,15 @@ def test_everything_users_bring_at_once_trains_on_every_family(data, kitchen_sin
     fitted = fit(trainer, model, df, features_col=["a", "b"])
     acc = accuracy(lambda x: fitted.predict([x[:, :5], x[:, 5:]]), test)
     assert acc >= kitchen_sink_reference - 0.03, (trainer, acc, kitchen_sink_reference)
-    result = fitted.keras_model
+    result = fitted.members[0] if fitted.members else fitted.keras_model
     np.testing.assert_array_equal(np.array(result.get_layer("norm_b").mean), mean)
     assert type(result.get_layer("scaled_a")).__qualname__ == "Scaled"
     assert result.get_layer("bn").dtype_policy.name == "mixed_bfloat16"
     assert np.abs(np.array(result.get_layer("bn").moving_mean)).max() > 0.01
+    if fitted.members:      # the ensemble is one Keras model: the mean of its members' outputs
+        two = [test[0][:200, :5], test[0][:200, 5:]]
+        want = fitted.predict(two)
+        np.testing.assert_allclose(fitted.keras_model.predict(two, verbose=0), want, atol=1e-3)
+        fitted.save(str(tmp_path / "ensemble"))
+        again = dk.load_model(str(tmp_path / "ensemble"))
+        np.testing.assert_allclose(again.keras_model.predict(two, verbose=0), want, atol=1e-3)

@@ -58,14 +58,22 @@ class CompileSettings:
             metrics = ["accuracy"] if len(getattr(model, "outputs", None) or [0]) == 1 else []
         loss_weights = (settings.loss_weights if settings.loss_weights is not None
                         else compiled.get("loss_weights"))
+        if isinstance(lr, dict):       # a schedule: the rate it starts from, where it says
+            lr = lr.get("config", {}).get("initial_learning_rate")
         return cls(serialize_structure(loss, keras.losses), config,
                    serialize_structure(metrics, keras.metrics), loss_weights,
                    float(lr) if isinstance(lr, (int, float)) else DEFAULT_LEARNING_RATE)
 
+    @property
+    def scheduled(self) -> bool:
+        """Whether the workers' learning rate is a schedule (which no factor scales)."""
+        return isinstance(_inner(self.optimizer).get("learning_rate"), dict)
+
 
     def scaled(self, factor: float) -> "CompileSettings":
-        """The same settings with the workers' learning rate multiplied by ``factor``."""
-        if factor == 1.0:
+        """The same settings with the workers' learning rate multiplied by ``factor`` (not
+        a schedule's: it runs as compiled)."""
+        if factor == 1.0 or self.scheduled:
             return self
         config = {**self.optimizer, "config": dict(self.optimizer["config"])}
         inner = config["config"].get("inner_optimizer")

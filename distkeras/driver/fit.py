@@ -24,6 +24,7 @@ from distkeras.driver.job import SparkJob, TrainingError
 from distkeras.driver.parameter_server import ParameterServer
 from distkeras.driver.resources import worker_cores
 from distkeras.driver.warm_up import warm_up
+from distkeras.ensemble import ensemble_model
 from distkeras.executor import remote
 from distkeras.executor.replica import FlatWeights
 from distkeras.feed import FeedSpec, feed_spec_for
@@ -66,6 +67,12 @@ class UserModel:
         configs = (compiled.loss, compiled.metrics, compiled.optimizer)
         portable = PortableModel.of(model, settings.custom_objects, extra_configs=configs)
         layout = StateLayout.of(model)
+        wide = [model.weights[i].path for i in layout.order if str(model.weights[i].dtype)
+                == "float64"]
+        if wide:
+            log.warning("%d float64 variable(s) (%s...) are exchanged as float32, the currency "
+                        "of every exchange: the model returned holds them rounded to float32",
+                        len(wide), wide[0])
         feed = feed_spec_for(model, settings.features_col, settings.label_col, compiled.loss,
                              settings.input_shapes, settings.weight_col, settings.class_weight)
         driver = build_model(portable, compiled.loss, compiled.optimizer, compiled.metrics,
@@ -78,6 +85,14 @@ class UserModel:
         FlatWeights(member, self.layout).set(vector)
         return member
 
+    def ensemble(self, members: list, compiled: CompileSettings):
+        """The ensemble of ``members`` as one Keras model (the mean of their outputs), compiled
+        as the workers were."""
+        model = ensemble_model(members)
+        self.portable.compile(model, compiled.loss, compiled.optimizer, compiled.metrics,
+                              compiled.loss_weights)
+        return model
+
 
 def run_training(estimator, df, validation_data, callbacks):
     """One ``fit`` of ``estimator`` (a :class:`~distkeras.trainers.Trainer`) on ``df``."""
@@ -88,6 +103,12 @@ def run_training(estimator, df, validation_data, callbacks):
     settings = estimator.settings()      # every Param's value, read once
     compiled = CompileSettings.of(settings, estimator.default_optimizer)
     factor = estimator.learning_rate_factor()
+    if factor != 1.0 and compiled.scheduled:
+        log.warning("learning_rate_scaling=%s asks for the learning rate x %.3g for %d "
+                    "workers, but the optimizer's rate is a schedule, which runs as compiled: "
+                    "scale its rates yourself (or pass learning_rate= a number)",
+                    settings.learning_rate_scaling, factor, settings.num_workers)
+        factor = 1.0
     if factor != 1.0:
         log.info("learning rate %.4g x %.3g for %d workers (learning_rate_scaling=%s)",
                  compiled.learning_rate, factor, settings.num_workers,
@@ -111,8 +132,9 @@ def run_training(estimator, df, validation_data, callbacks):
     finally:
         estimator.coordinator = None
         data.release()
-    return KerasModel(user.driver, history=history, feed=user.feed,
-                      members=[user.member(v) for v in members],
+    members = [user.member(v) for v in members]
+    return KerasModel(user.ensemble(members, compiled) if members else user.driver,
+                      history=history, feed=user.feed, members=members,
                       output=describe_output(user.original, compiled.loss),
                       custom_objects=user.portable.custom_objects,
                       prediction_col=settings.prediction_col,

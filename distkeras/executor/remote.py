@@ -1,8 +1,9 @@
 """The code that runs inside Spark executors: one task = one worker = one model replica.
 
 ``train_task(spec)`` returns the function given to ``DataFrame.mapInArrow``. The task reads its
-partition once (Arrow batches → numpy), rebuilds the model from JSON, registers with the
-driver's coordinator, and runs the training loop shared by every algorithm: a window of local
+partition once (Arrow batches → numpy), rebuilds the model from its ``.keras`` archive
+(``distkeras.portable``), registers with the driver's coordinator, and runs the training loop
+shared by every algorithm: a window of local
 steps in one compiled call (``algorithm.local_steps``), then the algorithm's exchange
 (``algorithm.exchange``: the parameter server, a ring all-reduce, gossip with peers, or none),
 progress reports to the coordinator a few times a second, an ``EPOCH_END`` per epoch. The spec is
@@ -178,7 +179,8 @@ def _build_replica(spec: dict, worker: int, ctx):
     keras.utils.set_random_seed(int(spec["seed"]) + worker)
     model = build_model(spec["model"], spec["loss"], spec["optimizer"], spec["metrics"],
                         spec.get("loss_weights"))
-    pace_statistics(model, int(spec["num_workers"]))
+    if not spec["algorithm"].exchange_type.run_model.ensemble:   # members: models on their own
+        pace_statistics(model, int(spec["num_workers"]))
     layout = StateLayout.from_dict(spec["layout"])
     return tf, Replica(model, spec.get("jit_compile", "auto"), layout)
 
