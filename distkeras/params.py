@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 from pyspark.ml.param import Param, Params, TypeConverters
 
+from distkeras.scaling import LEARNING_RATE_SCALINGS
+
 # names a previous release used, with what replaced them
 RENAMED = {"num_epoch": "epochs", "num_epochs": "epochs"}
 
@@ -130,9 +132,10 @@ SETTINGS: tuple[Setting, ...] = (
             "optimizer's own), as for one worker on all the data", _optional(TypeConverters.toFloat),
             None),
     Setting("learning_rate_scaling", "how η grows with num_workers n: 'linear' (η·n), 'sqrt' "
-            "(η·√n), 'none', or 'auto': the algorithm's own (linear where the run's model moves by "
-            "the mean of the workers' progress, none where their commits add up)",
-            _choice("auto", "none", "linear", "sqrt"), "auto"),
+            "(η·√n), 'elastic' (η·(n+1)), 'none', or 'auto': the algorithm's own (linear where "
+            "the run's model moves by the mean of the workers' progress, elastic where a centre "
+            "variable is pulled along with them, none where their commits add up)",
+            _choice("auto", *LEARNING_RATE_SCALINGS), "auto"),
     Setting("metrics", "Keras metrics reported per epoch: names or metric objects, a list or a "
             "dict by output name (None: the model's compiled metrics, else accuracy)",
             _optional(_metrics), None),

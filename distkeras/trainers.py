@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import warnings
 from types import SimpleNamespace
 from typing import Any
 
@@ -67,6 +68,10 @@ class Trainer(Estimator, MLReadable, MLWritable):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if "rule" in cls.__dict__ and "algorithm_class" not in cls.__dict__:
+            warnings.warn(f"{cls.__name__}.rule is deprecated; name the algorithm "
+                          "algorithm_class", DeprecationWarning, stacklevel=2)
+            cls.algorithm_class = cls.rule
         _declare_algorithm_params(cls)
 
     def __init__(self, keras_model=None, **params: Any):
@@ -129,8 +134,7 @@ class Trainer(Estimator, MLReadable, MLWritable):
         if scaling == "auto":
             algorithm = self.getOrDefault("algorithm") or self.algorithm_class
             scaling = getattr(algorithm, "learning_rate_scaling", None) or "none"
-        workers = self.getOrDefault("num_workers")
-        return {"none": 1.0, "linear": float(workers), "sqrt": float(workers) ** 0.5}[scaling]
+        return algorithms.LEARNING_RATE_SCALINGS[scaling](self.getOrDefault("num_workers"))
 
     def make_algorithm(self, learning_rate: float, steps: int | None = None
                        ) -> algorithms.Algorithm:

@@ -32,6 +32,7 @@ def _list(kind):
 
 def parse_args(argv=None) -> argparse.Namespace:
     from distkeras.pipeline.cli import add_spark_args
+    from distkeras.scaling import LEARNING_RATE_SCALINGS
 
     ap = argparse.ArgumentParser(prog="study.py", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1],
@@ -62,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--learning-rate", type=float, default=1e-3)
     ap.add_argument("--lr", action="append", default=[], metavar="ALGORITHM=RATE",
                     help="a learning rate for one algorithm (e.g. adag=0.003); repeatable")
-    ap.add_argument("--lr-scaling", default="auto", choices=["auto", "none", "linear", "sqrt"],
+    ap.add_argument("--lr-scaling", default="auto", choices=["auto", *LEARNING_RATE_SCALINGS],
                     help="how every algorithm's learning rate grows with the workers (auto: "
                          "each trainer's own, the trainers' learning_rate_scaling)")
     ap.add_argument("--target", type=float, default=0.99,

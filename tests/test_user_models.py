@@ -548,7 +548,7 @@ def test_a_worker_that_raises_is_reported_as_itself(data):
 
 
 # -- defaults that learn ----------------------------------------------------------------------------
-@pytest.mark.parametrize("trainer", ["ADAG", "AEASGD", "AGN"])
+@pytest.mark.parametrize("trainer", ["ADAG", "AEASGD", "AGN", "EASGD"])
 def test_defaults_learn_with_the_optimizer_the_model_was_compiled_with(data, trainer):
     """Adam at 1e-3 compiled into the model, the trainer at its defaults: the rules with a
     step size of their own (α, the λ normalisation) learn as model.fit does."""

@@ -118,6 +118,7 @@ class AEASGD(Algorithm):
     """
 
     name = "aeasgd"
+    learning_rate_scaling = "elastic"     # θ̃ is pulled along: n workers and θ̃ move at n/(n+1)
     default_window = 32
     trainers = (TrainerSpec("AEASGD", "aeasgd", """Asynchronous EASGD, λ=32, elastic force
     α = 0.9/n whatever the workers' optimizer (``alpha=``, or ``rho=`` for the paper's

@@ -34,6 +34,7 @@ import numpy as np
 
 from distkeras.exchange import (Exchange, OverlappedParameterServerExchange,
                                 ParameterServerExchange)
+from distkeras.scaling import LEARNING_RATE_SCALINGS  # noqa: F401 - the algorithms' choices
 
 #: fewer exchanges per worker and epoch and the workers hardly share what they learn
 EXCHANGES_PER_EPOCH = 4
@@ -46,6 +47,7 @@ class WorkerRecord:
     pulled_version: int = 0               # server update count at the worker's last exchange
     pulled_centre: np.ndarray | None = None  # θ̃ at the worker's last exchange (ADAG only)
     extra: dict = field(default_factory=dict)
+
 
 
 class Algorithm:
@@ -61,6 +63,8 @@ class Algorithm:
     # workers' progress (averaging, elastic and all-reduce rules, gossip): each of n workers
     # takes 1/n of the steps per epoch, so η·n keeps an epoch's progress that of one worker
     # on all the data (Goyal et al. 2017; Horovod's examples scale Adam's rate the same way).
+    # "elastic" (η·(n+1)) where the centre variable is one more member of an elastic system
+    # (EASGD, AEASGD): the n workers and the centre move together at n/(n+1) of a worker's pace.
     # None where commits add up (DOWNPOUR, Hogwild, DynSGD): they already move that far.
     learning_rate_scaling: str | None = "linear"
     windowed = True               # λ is a setting to tune (AR-SGD: every step; gossip: λ = 1)

@@ -60,6 +60,7 @@ class EASGD(Algorithm):
     """
 
     name = "easgd"
+    learning_rate_scaling = "elastic"     # θ̃ is pulled along: n workers and θ̃ move at n/(n+1)
     synchronous = True
     default_window = 12
     trainers = (TrainerSpec("EASGD", "easgd", "Synchronous elastic averaging SGD (Zhang et al. "
