@@ -133,6 +133,67 @@ def test_an_algorithm_instance_takes_the_trainers_workers_in_what_derives_from_t
     assert rho.alpha == pytest.approx(0.1) and rho.num_workers == 4
 
 
+def test_a_trainer_subclass_naming_its_rule_the_old_way_trains_that_rule():
+    with pytest.warns(DeprecationWarning, match="algorithm_class"):
+        class Old(dk.trainers.Trainer):
+            rule = algorithms.ADAG
+    assert Old.algorithm_class is algorithms.ADAG
+    assert Old(mlp(), loss="categorical_crossentropy").make_algorithm(0.1).name == "adag"
+
+
+def test_a_registered_algorithm_is_a_trainer_a_study_axis_and_a_named_error():
+    """One new class with @register is a first-class algorithm: dk.trainers has its trainer,
+    the study knows its key; a subclass that forgets its own name is refused."""
+    import numpy as np
+
+    from distkeras.algorithms import registry
+    from distkeras.algorithms.asynchronous import DOWNPOUR
+
+    saved = dict(registry._CLASSES), dict(registry._TRAINERS)
+    try:
+        @registry.register
+        class HalfCommit(DOWNPOUR):
+            """θ̃ ← θ̃ + Δ/2."""
+            name = "halfcommit"
+            trainers = (registry.TrainerSpec("HalfCommit", "halfcommit", "DOWNPOUR, half"),)
+
+            def server_commit(self, centre, payload, worker, version):
+                centre += payload * np.float32(0.5)
+                return centre
+
+        trainer = dk.trainers.HalfCommit(mlp(), num_workers=2, loss="categorical_crossentropy")
+        assert type(trainer.make_algorithm(0.1)) is HalfCommit
+        assert registry.trainer_spec("HALFCOMMIT")[0] is HalfCommit
+        assert "halfcommit" in registry.asynchronous_parameter_server()
+        with pytest.raises(TypeError, match="inherits the name 'halfcommit'"):
+            @registry.register
+            class Nameless(HalfCommit):
+                pass
+    finally:
+        registry._CLASSES.clear(), registry._CLASSES.update(saved[0])
+        registry._TRAINERS.clear(), registry._TRAINERS.update(saved[1])
+        dk.trainers.__dict__.pop("HalfCommit", None)
+
+
+def test_the_workers_learning_rate_grows_with_their_number_as_each_rule_needs():
+    """auto: η where commits add up, η·n where the model is the workers' mean, η·(n+1) where
+    the centre variable is pulled along with them; or as the user says."""
+    n = 4
+
+    def factor(name, **kw):
+        return getattr(dk.trainers, name)(mlp(), num_workers=n, loss="categorical_crossentropy",
+                                          **kw).learning_rate_factor()
+
+    assert factor("DOWNPOUR") == factor("Hogwild") == factor("DynSGD") == 1.0
+    assert factor("ADAG") == factor("AveragingTrainer") == factor("ARSGD") == factor("DPSGD") == n
+    assert factor("EASGD") == factor("AEASGD") == factor("EAMSGD") == n + 1
+    assert factor("EASGD", learning_rate_scaling="linear") == n
+    assert factor("ADAG", learning_rate_scaling="sqrt") == 2.0
+    assert factor("ADAG", learning_rate_scaling="none") == 1.0
+    with pytest.raises(TypeError, match="'quadratic' is not one of 'auto', 'none', 'linear'"):
+        factor("ADAG", learning_rate_scaling="quadratic")
+
+
 def test_fit_with_a_param_map_and_with_a_list_of_them(train):
     trainer = adag(epochs=1)
     fitted = trainer.fit(train, {trainer.epochs: 2, trainer.communication_window: 4})

@@ -72,3 +72,13 @@ class ADPSGD(Decentralised):
 
     def exchange(self, worker):
         return PairwiseGossip(self, worker, self.graph(), overlap=True)
+
+
+def __getattr__(name: str):
+    """``decentralised.SwarmSGD``: where SwarmSGD lived before it had its own module (trainers
+    saved then name it so)."""
+    if name == "SwarmSGD":
+        from distkeras.algorithms.swarmsgd import SwarmSGD
+
+        return SwarmSGD
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,10 @@ bases, the Params of an algorithm's own parameters and the error messages that n
 are all derived from here.
 
 A first-class algorithm is one new module in ``distkeras/algorithms/`` (imported with the
-package)::
+package; it imports what it builds on from the modules, not from the package)::
+
+    from distkeras.algorithms.asynchronous import DOWNPOUR
+    from distkeras.algorithms.registry import TrainerSpec, register
 
     @register
     class HalfStep(DOWNPOUR):
@@ -55,6 +58,11 @@ class TrainerSpec:
 def register(cls: type) -> type:
     """Class decorator: make the algorithm ``cls`` (and the trainers it lists in ``trainers``)
     known."""
+    if "name" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__} inherits the name {cls.name!r}; a registered algorithm "
+                        "gives its own (name = \"...\")")
+    if cls.name in _CLASSES and _CLASSES[cls.name].__qualname__ != cls.__qualname__:
+        raise ValueError(f"algorithm name {cls.name!r} is taken by {_CLASSES[cls.name].__name__}")
     _CLASSES[cls.name] = cls
     for spec in cls.__dict__.get("trainers", ()):
         if spec.key in _TRAINERS and _TRAINERS[spec.key][0] is not cls:
@@ -101,6 +109,14 @@ def windowed() -> list[str]:
     studies): the rule says so, and the trainer has more than one worker."""
     return [k for k, (cls, spec) in _TRAINERS.items()
             if cls.windowed and spec.fixed.get("num_workers", 2) > 1]
+
+
+def asynchronous_parameter_server() -> list[str]:
+    """Keys of the trainers whose workers commit to the driver's parameter server without
+    waiting for each other (DOWNPOUR, ADAG, ...): staleness is theirs."""
+    return [k for k, (cls, spec) in _TRAINERS.items()
+            if cls.exchange_type.needs_parameter_server and not cls.synchronous
+            and spec.fixed.get("num_workers", 2) > 1]
 
 
 def overlapping() -> list[str]:

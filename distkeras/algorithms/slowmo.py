@@ -28,6 +28,7 @@ class SlowMo(Algorithm):
     x ← x_start − αγu (β=``slow_momentum`` 0.7, α=``slow_learning_rate`` 1)."""
 
     name = "slowmo"
+    default_window = None          # its base's
     exchange_type = SlowMoExchange
     windowed = False               # its period is slow_period; its base's window is the base's
     trainers = (TrainerSpec("SlowMo", "slowmo", """SlowMo (Wang et al. 2019) on a ``base``
@@ -48,10 +49,8 @@ class SlowMo(Algorithm):
             raise ValueError(f"SlowMo base {base!r}: use one of {', '.join(bases)}")
         rule, spec = bases[base]
         base_params = {**spec.slowmo_base, **base_params}
-        if communication_window is None:
-            communication_window = spec.defaults.get("communication_window")
         if communication_window is None and rule.default_window is None:
-            communication_window = slow_period    # a base without a window: one per slow step
+            communication_window = slow_period    # LocalSGD's average: one per slow step
         self.base = rule(communication_window=communication_window,
                          learning_rate=learning_rate, num_workers=num_workers, **base_params)
         super().__init__(self.base.communication_window, learning_rate, num_workers)

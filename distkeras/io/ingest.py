@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from distkeras.deprecation import renamed_keywords
+from distkeras.io.root_dataframe import plan_to_dataframe, skip_recorder
 from distkeras.io.root_plan import MiB, PathsLike, RootPlan, SkippedInput, plan_root
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,6 @@ def write_parquet(spark, plan: RootPlan, output: str, *, engine: str = "arrow",
     progress.start()
     try:
         if engine == "spark":
-            from distkeras.io.root import plan_to_dataframe
-
             df = plan_to_dataframe(spark, plan)
             if num_files and num_files < max(1, report.partitions):
                 df = df.coalesce(num_files)
@@ -153,8 +152,6 @@ def dictionary_columns(schema) -> list[str]:
 
 def _write_arrow(spark, plan: RootPlan, output: str, num_files, rows_per_file, mode, compression) -> int:
     import uuid
-
-    from distkeras.io.root import skip_recorder
 
     fs, root = _output_dir(output, mode)
     parts = _task_parts(plan, num_files)

@@ -14,10 +14,9 @@ import json
 import logging
 from typing import Mapping, Sequence
 
-from pyspark.accumulators import AccumulatorParam
-
 from distkeras.deprecation import renamed_keywords
 from distkeras.io.errors import RootReadError
+from distkeras.io.root_dataframe import plan_to_dataframe
 from distkeras.io.root_plan import PathsLike, ReadReport, RootPlan, plan_root
 from distkeras.io.root_types import Chunk, read_chunks
 
@@ -74,53 +73,6 @@ def read_root(spark, paths: PathsLike | None, tree: str, branches: Sequence[str]
         report.__dict__.update(plan.report.__dict__)
         plan.report = report
     return plan_to_dataframe(spark, plan)
-
-
-class _ListParam(AccumulatorParam):
-    """Accumulates lists of (path, start, stop, reason) tuples from executors."""
-
-    def zero(self, value):
-        return []
-
-    def addInPlace(self, a, b):
-        a.extend(b)
-        return a
-
-
-def skip_recorder(spark, plan: RootPlan):
-    """With on_bad_file="skip": a callback for executors that records failed entry ranges in a
-    Spark accumulator read by ``plan.report.runtime_skipped``; None otherwise."""
-    if plan.spec.on_bad_file != "skip":
-        return None
-    acc = spark.sparkContext.accumulator([], _ListParam())
-    plan.report._runtime = acc
-
-    def on_skip(chunk, reason):
-        acc.add([(chunk.path, chunk.start, chunk.stop, reason)])
-
-    return on_skip
-
-
-def plan_to_dataframe(spark, plan: RootPlan):
-    """Run a :class:`RootPlan` as ``spark.range(n)`` + ``mapInArrow``: partition ``i`` of the
-    DataFrame reads the chunks of plan partition ``i`` (works on pyspark 3.5 and 4.x)."""
-    schema = plan.spark_schema()
-    parallelism = spark.sparkContext.defaultParallelism
-    if plan.auto_sized and plan.parallelism != parallelism:
-        plan.cut(parallelism)
-    n = len(plan.partitions)
-    if n == 0:
-        return spark.createDataFrame([], schema)
-    spec = plan.spec
-    groups = [[(c.path, c.start, c.stop, c.label) for c in part] for part in plan.partitions]
-    on_skip = skip_recorder(spark, plan)
-
-    def read_partitions(batches):
-        for batch in batches:
-            for pid in batch.column(0).to_pylist():
-                yield from read_chunks([Chunk(*c) for c in groups[pid]], spec, on_skip)
-
-    return spark.range(0, n, 1, numPartitions=n).mapInArrow(read_partitions, schema)
 
 
 # ----------------------------------------------------------------------------- data source

@@ -23,6 +23,7 @@ from distkeras.deprecation import renamed_keywords
 from distkeras.io.errors import NoInputFilesError, RootSchemaError
 from distkeras.io.paths import PathsLike, assign_labels, expand_paths
 from distkeras.io.read_report import MiB, ReadReport, SkippedInput  # noqa: F401 - re-exported
+from distkeras.io.root_dataframe import plan_to_dataframe
 from distkeras.io.root_files import FileInfo, Survey
 from distkeras.io.root_types import Chunk, ReadSpec, column_name, spark_type
 
@@ -43,6 +44,10 @@ class RootPlan:
     files: list[FileInfo]
     partitions: list[list[Chunk]]
     report: ReadReport
+
+    def to_dataframe(self, spark):
+        """The Spark DataFrame that reads this plan in the executors (as ``read_root``)."""
+        return plan_to_dataframe(spark, self)
 
     def spark_schema(self):
         """The output StructType (branch columns, then label, source file, entry number)."""

@@ -26,9 +26,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-ASYNC_PS = ("downpour", "hogwild", "agn", "adag", "dynsgd", "aeasgd", "eamsgd")
-
-
 def _ok(records: Sequence[dict]) -> list[dict]:
     return [r for r in records if r.get("status") == "ok" and r.get("epochs")]
 
@@ -298,7 +295,10 @@ def _speedup(plt, analysis, out, name) -> bool:
 
 
 def _sensitivity(plt, records, out, name) -> bool:
-    asynchronous = [r for r in records if r["algorithm"] in ASYNC_PS and r["slowmo"] == "none"]
+    from distkeras.algorithms.registry import asynchronous_parameter_server
+
+    keys = asynchronous_parameter_server()
+    asynchronous = [r for r in records if r["algorithm"] in keys and r["slowmo"] == "none"]
     if not asynchronous:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))

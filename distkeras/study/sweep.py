@@ -29,15 +29,22 @@ from distkeras import algorithms
 
 log = logging.getLogger(__name__)
 
-#: algorithms the study knows, by the name used on the command line → trainer class name
-#: (every registered trainer but SlowMo, which is the study's ``slowmo`` axis)
-TRAINERS = {spec.key: spec.name for _, spec in algorithms.trainer_specs() if spec.key != "slowmo"}
-#: algorithms SlowMo can wrap (the others only run without it)
+
+
+def study_trainers() -> dict[str, str]:
+    """Algorithms the study knows, by the name used on the command line → trainer class name:
+    every registered trainer (one registered after this import too) but SlowMo, which is the
+    study's ``slowmo`` axis."""
+    return {spec.key: spec.name for _, spec in algorithms.trainer_specs() if spec.key != "slowmo"}
+
+
+#: the study's algorithms, SlowMo's bases and the windowed ones when distkeras was imported
+#: (a :class:`Study` asks the registry each time)
+TRAINERS = study_trainers()
 SLOWMO_BASES = tuple(algorithms.registry.slowmo_bases())
-#: algorithms whose communication window λ the study sweeps (the others keep their own)
 WINDOWED = tuple(algorithms.registry.windowed())
 SLOWMO = ("none", "avg", "noavg")
-LR_SCALING = ("auto", "none", "linear", "sqrt")
+LR_SCALING = ("auto", *algorithms.LEARNING_RATE_SCALINGS)
 
 
 @dataclass(frozen=True)
@@ -112,13 +119,20 @@ class Study:
 
     def __post_init__(self):
         if self.workers is not None:
+            field = type(self).__dataclass_fields__["num_workers"]
+            default = (field.default_factory() if field.default is dataclasses.MISSING
+                       else field.default)
+            if list(self.num_workers) != list(default):
+                raise TypeError("Study got workers= and num_workers=; workers is the old "
+                                "name of num_workers: give only num_workers")
             warnings.warn("Study(workers=) is now called num_workers=", DeprecationWarning,
                           stacklevel=3)
             self.num_workers, self.workers = self.workers, None
         self.algorithms = [a.lower() for a in self.algorithms]
-        unknown = [a for a in self.algorithms if a not in TRAINERS]
+        known = study_trainers()
+        unknown = [a for a in self.algorithms if a not in known]
         if unknown:
-            raise ValueError(f"unknown algorithms {unknown}; known: {sorted(TRAINERS)}")
+            raise ValueError(f"unknown algorithms {unknown}; known: {sorted(known)}")
         if "single" not in self.algorithms:
             self.algorithms.insert(0, "single")
         bad = [s for s in self.slowmo if s not in SLOWMO]
@@ -135,9 +149,11 @@ class Study:
         runs = []
         for repeat in range(self.repeats):
             for algorithm in self.algorithms:
-                variants = [s for s in self.slowmo if s == "none" or algorithm in SLOWMO_BASES]
+                variants = [s for s in self.slowmo
+                            if s == "none" or algorithm in algorithms.registry.slowmo_bases()]
                 counts = [1] if algorithm == "single" else sorted(set(self.num_workers))
-                windows = list(self.windows) if algorithm in WINDOWED else [None]
+                windows = (list(self.windows) if algorithm in algorithms.registry.windowed()
+                           else [None])
                 for slowmo in variants or ["none"]:
                     for n in counts:
                         for window in windows:
@@ -201,7 +217,7 @@ class Study:
         if config.slowmo != "none":
             return trainers.SlowMo(model, base=config.algorithm,
                                    average=config.slowmo == "avg", **kwargs)
-        return getattr(trainers, TRAINERS[config.algorithm])(model, **kwargs)
+        return getattr(trainers, study_trainers()[config.algorithm])(model, **kwargs)
 
     def build_model(self):
         import keras

@@ -54,7 +54,10 @@ def handshake(server, conn) -> Optional[FrameIO]:
     except _Refused as refused:
         server.count_drop(conn, refused.reason, refused.detail)
         if refused.reply is not None and io is not None:
-            io.send(OP_ERROR, aux=refused.reply[0], payload={"error": refused.reply[1]})
+            try:
+                io.send(OP_ERROR, aux=refused.reply[0], payload={"error": refused.reply[1]})
+            except OSError:         # the peer is gone already: nothing more to tell it
+                pass
         return None
     except (ProtocolError, PeerClosed, socket.timeout, TimeoutError, ssl.SSLError,
             OSError) as exc:
