@@ -18,7 +18,7 @@ globals().update({cls.__name__: cls for cls in algorithm_classes().values()})
 
 REGISTRY = algorithm_classes()      # name → class (kept for code that used the dict)
 
-__all__ = ["Algorithm", "WorkerRecord", "TrainerSpec", "EXCHANGES_PER_EPOCH", "LEARNING_RATE_SCALINGS",
-           "REGISTRY", "get",
+__all__ = ["Algorithm", "WorkerRecord", "TrainerSpec", "EXCHANGES_PER_EPOCH",
+           "LEARNING_RATE_SCALINGS", "REGISTRY", "get",
            "register", "algorithm_classes", "parameters", "trainer_spec", "trainer_specs",
            *sorted(cls.__name__ for cls in algorithm_classes().values())]

@@ -3,8 +3,8 @@
 ``train_task(spec)`` returns the function given to ``DataFrame.mapInArrow``. The task reads its
 partition once (Arrow batches → numpy), rebuilds the model from its ``.keras`` archive
 (``distkeras.portable``), registers with the driver's coordinator, and runs the training loop
-shared by every algorithm: a window of local
-steps in one compiled call (``algorithm.local_steps``), then the algorithm's exchange
+shared by every algorithm: a window of local steps in one compiled call
+(``algorithm.local_steps``), then the algorithm's exchange
 (``algorithm.exchange``: the parameter server, a ring all-reduce, gossip with peers, or none),
 progress reports to the coordinator a few times a second, an ``EPOCH_END`` per epoch. The spec is
 plain JSON-able values, the per-run secret and the algorithm object, all in Spark's task
