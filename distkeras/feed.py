@@ -155,7 +155,7 @@ def _class_index(y: np.ndarray) -> np.ndarray:
 
 def _target(y: np.ndarray, target: TargetSpec) -> np.ndarray:
     if target.one_hot and y.shape[1] == 1:       # class indices: one-hot for the loss
-        index = y[:, 0].astype(np.int64)
+        index = _class_index(y)
         onehot = np.zeros((len(index), target.num_classes), dtype=np.float32)
         onehot[np.arange(len(index)), index] = 1.0
         return onehot

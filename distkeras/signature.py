@@ -69,8 +69,7 @@ def outputs_by_name(model, shapes: list[tuple[int, ...]] | None = None) -> bool:
 
 
 def _call(model, shapes: list[tuple[int, ...]]):
-    rng = np.random.default_rng(0)
-    inputs = [rng.random((2,) + tuple(s)).astype("float32") for s in shapes]
+    inputs = sample_inputs(model, 2, shapes)
     return model(inputs[0] if len(inputs) == 1 else inputs, training=False)
 
 
@@ -82,10 +81,12 @@ def output_list(out) -> list:
     return list(tree.flatten(out))
 
 
-def sample_inputs(model, rows: int = 4) -> list[np.ndarray] | None:
+def sample_inputs(model, rows: int = 4, shapes: list[tuple[int, ...]] | None = None
+                  ) -> list[np.ndarray] | None:
     """A few deterministic rows for each input of ``model`` (uniform in [0, 1): valid indices
-    for an Embedding too), or None when the input shapes are not known."""
-    shapes = input_shapes(model)
+    for an Embedding too), or None when the input shapes are not known (``shapes``: given
+    where the model does not say)."""
+    shapes = shapes or input_shapes(model)
     if shapes is None:
         return None
     rng = np.random.default_rng(0)

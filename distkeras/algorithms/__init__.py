@@ -7,10 +7,10 @@ new module.
 import importlib
 import pkgutil
 
-from distkeras.algorithms.base import (EXCHANGES_PER_EPOCH, LEARNING_RATE_SCALINGS, Algorithm,
-                                      WorkerRecord)
+from distkeras.algorithms.base import EXCHANGES_PER_EPOCH, Algorithm, WorkerRecord
 from distkeras.algorithms.registry import (TrainerSpec, algorithm_classes, get, parameters,
                                            register, trainer_spec, trainer_specs)
+from distkeras.scaling import LEARNING_RATE_SCALINGS
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     importlib.import_module(f"{__name__}.{_module}")

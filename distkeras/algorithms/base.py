@@ -34,7 +34,6 @@ import numpy as np
 
 from distkeras.exchange import (Exchange, OverlappedParameterServerExchange,
                                 ParameterServerExchange)
-from distkeras.scaling import LEARNING_RATE_SCALINGS  # noqa: F401 - the algorithms' choices
 
 #: fewer exchanges per worker and epoch and the workers hardly share what they learn
 EXCHANGES_PER_EPOCH = 4

@@ -147,13 +147,12 @@ class Study:
     def configurations(self) -> list[RunConfig]:
         """Every run of the study, in the order they run (baseline first)."""
         runs = []
+        bases, windowed = algorithms.registry.slowmo_bases(), algorithms.registry.windowed()
         for repeat in range(self.repeats):
             for algorithm in self.algorithms:
-                variants = [s for s in self.slowmo
-                            if s == "none" or algorithm in algorithms.registry.slowmo_bases()]
+                variants = [s for s in self.slowmo if s == "none" or algorithm in bases]
                 counts = [1] if algorithm == "single" else sorted(set(self.num_workers))
-                windows = (list(self.windows) if algorithm in algorithms.registry.windowed()
-                           else [None])
+                windows = list(self.windows) if algorithm in windowed else [None]
                 for slowmo in variants or ["none"]:
                     for n in counts:
                         for window in windows:
