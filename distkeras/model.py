@@ -262,11 +262,12 @@ def _batch_predictor(spark, models: list, custom_objects: dict, feed: FeedSpec, 
                      described: list[dict], roles: list[tuple[str, int]], names: list[str],
                      native: bool):
     """The ``mapInArrow`` function that scores Arrow batches in the executors: the models
-    travel once as a broadcast of their ``.keras`` archives, are read back once per Python
-    worker and kept there for the run."""
+    travel once as a broadcast of their ``.keras`` archives (in the closure on Spark Connect),
+    are read back once per Python worker and kept there for the run."""
     from distkeras.portable import PortableModel
+    from distkeras.spark_api import spark_api
 
-    payload = spark.sparkContext.broadcast(
+    payload = spark_api(spark).share(
         [PortableModel.of(m, custom_objects, check=False).archive for m in models])
     run_id, feed_dict = uuid.uuid4().hex, feed.to_dict()
 

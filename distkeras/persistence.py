@@ -53,11 +53,9 @@ def _spark():
 
 
 def _fs(path: str):
-    spark = _spark() if "://" in str(path) else None
-    if "://" in str(path) and spark is None:
-        raise RuntimeError(f"saving to or loading from {path} needs an active SparkSession "
-                           "(Hadoop's FileSystem reads and writes URIs)")
-    return filesystem(spark, path)
+    """A URI goes through the active session's filesystem (Hadoop's on a classic session,
+    pyarrow's on Spark Connect or with no session); a plain path through Python."""
+    return filesystem(_spark() if "://" in str(path) else None, path)
 
 
 def write_metadata(instance, path: str, params: dict, extra: dict | None = None) -> None:

@@ -3,10 +3,13 @@
 `session()` returns a SparkSession configured for Keras workers: Python worker reuse (TensorFlow is
 imported once per worker), Arrow on, executors on this interpreter, barrier stages that fail fast
 instead of waiting ten minutes for slots. An existing session is reused untouched (``getOrCreate``).
+A ``sc://`` URL gives a Spark Connect session instead (the server's settings are the server's).
+What differs between the two kinds of session is answered in `distkeras.spark_api`.
 
 Example::
 
     spark = distkeras.spark.session("local[2]")
+    spark = distkeras.spark.session("sc://connect-host:15002")     # Spark Connect
 """
 from __future__ import annotations
 
@@ -15,6 +18,10 @@ import os
 import sys
 from typing import Any, Mapping
 
+from distkeras.spark_api import is_connect, local_cores, spark_api
+
+__all__ = ["session", "packed_environment", "warn_if_unauthenticated", "local_cores",
+           "total_slots", "arrays_to_dataframe", "to_arrow", "is_connect", "spark_api"]
 log = logging.getLogger(__name__)
 _WARNED: set[str] = set()
 
@@ -36,7 +43,8 @@ def session(master: str = "local[2]", app_name: str = "distkeras", conf: dict | 
     """Return a SparkSession for distkeras (created if none is active).
 
     ``master`` is any Spark master URL (``local[N]``, ``local[N,F]`` for task retries,
-    ``spark://host:7077``). ``conf`` adds or overrides settings. ``environment`` is a packed
+    ``spark://host:7077``), or a Spark Connect URL (``sc://host:15002``; ``SPARK_REMOTE`` works
+    too) for a thin client of a Connect server. ``conf`` adds or overrides settings. ``environment`` is a packed
     Python environment for executors that do not share the driver's machine (a ``venv-pack``
     or ``conda-pack`` archive, local or on HDFS): Spark ships it to every executor
     (``spark.archives``, unpacked as ``./environment``) and runs the executors' Python from
@@ -49,6 +57,14 @@ def session(master: str = "local[2]", app_name: str = "distkeras", conf: dict | 
     """
     from pyspark.sql import SparkSession
 
+    if master.startswith("sc://"):
+        spark = SparkSession.builder.remote(master).getOrCreate()
+        for key, value in (conf or {}).items():       # the session's own (SQL) settings only
+            try:
+                spark.conf.set(key, value)
+            except Exception as exc:  # noqa: BLE001 - static settings are the server's
+                log.debug("%s stays the Connect server's: %s", key, exc)
+        return spark
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     if master.startswith("local"):
@@ -67,7 +83,7 @@ def session(master: str = "local[2]", app_name: str = "distkeras", conf: dict | 
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+    spark_api(spark).set_log_level("WARN")
     return spark
 
 
@@ -93,47 +109,38 @@ def warn_if_unauthenticated(spark) -> bool:
     authentication and encryption. distkeras ships each run's secret in the task closure, so
     that channel is what keeps it secret: set ``spark.authenticate=true`` (with
     ``spark.authenticate.secret`` on standalone clusters, automatic on YARN/Kubernetes) and
-    ``spark.network.crypto.enabled=true``. Returns True when it warned."""
-    sc = spark.sparkContext
-    if sc.master.startswith("local") or sc.applicationId in _WARNED:
+    ``spark.network.crypto.enabled=true``. On Spark Connect the closure first travels from this
+    process to the server: over a network that needs TLS (``sc://host:443/;use_ssl=true``).
+    Returns True when it warned."""
+    api = spark_api(spark)
+    key = api.app_id or str(id(spark))
+    if key in _WARNED:
         return False
-    conf = sc.getConf()
-    missing = [key for key in ("spark.authenticate", "spark.network.crypto.enabled")
-               if conf.get(key, "false").lower() != "true"]
+    missing = []
+    if api.is_connect:
+        host, _ = api.server
+        builder = getattr(spark.client, "_builder", None)
+        if host not in ("localhost", "127.0.0.1", "::1") and not getattr(builder, "secure", True):
+            missing.append("TLS between this client and the Connect server (use_ssl=true)")
+    if not api.is_local:
+        missing += [k for k in ("spark.authenticate", "spark.network.crypto.enabled")
+                    if (api.conf(k, "false") or "false").lower() != "true"]
     if not missing:
         return False
-    _WARNED.add(sc.applicationId)
+    _WARNED.add(key)
     log.warning("master %s runs without %s: the run's secret travels to the executors in the "
                 "task closure, readable by anyone on the network between them. Set "
                 "spark.authenticate=true (and spark.authenticate.secret on a standalone "
-                "cluster) and spark.network.crypto.enabled=true.", sc.master, " and ".join(missing))
+                "cluster) and spark.network.crypto.enabled=true.", api.master,
+                " and ".join(missing))
     return True
-
-
-def local_cores(master: str) -> int | None:
-    """The cores of a ``local``/``local[N]``/``local[*]``/``local[N,F]`` master; None otherwise."""
-    if master == "local":
-        return 1
-    if not master.startswith("local["):
-        return None
-    cores = master[len("local["):master.index("]")].split(",")[0].strip()
-    return (os.cpu_count() or 1) if cores == "*" else int(cores)
 
 
 def total_slots(spark, cores_per_task: int | None = None) -> int:
     """Number of task slots (cores / spark.task.cpus, or / ``cores_per_task`` on a cluster) Spark
     can run at once right now. A local master's workers share its cores instead of requesting
     them (see `distkeras.driver.resources`), so ``cores_per_task`` does not count there."""
-    sc = spark.sparkContext
-    task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
-    cores = local_cores(sc.master)
-    if cores is not None:
-        return max(1, cores // task_cpus)
-    # Cluster: ask the tracker for live executors (driver excluded).
-    status = sc._jsc.sc().getExecutorMemoryStatus()  # noqa: SLF001 - no public API for this
-    executors = max(0, status.size() - 1)
-    cores = int(sc.getConf().get("spark.executor.cores", "1"))
-    return max(0, executors * (cores // (cores_per_task or task_cpus)))
+    return spark_api(spark).task_slots(cores_per_task)
 
 
 def arrays_to_dataframe(spark, columns: Mapping[str, Any], partitions: int | None = None):

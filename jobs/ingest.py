@@ -14,6 +14,8 @@ import logging
 import os
 import sys
 
+from distkeras.pipeline.cli import add_master_args  # noqa: E402 - no Spark or TensorFlow import
+
 log = logging.getLogger("distkeras.jobs.ingest")
 
 
@@ -44,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="'arrow': executors write Parquet with pyarrow from the Arrow batches (fast); "
                     "'spark': DataFrame.write.parquet (default: %(default)s)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    ap.add_argument("--master", help="Spark master (default: what spark-submit set, else local[*])")
+    add_master_args(ap, "local[*]")
     ap.add_argument("--generate", type=int, metavar="N", help="first write a Delphes-like sample of N events "
                     "per process (qcd=0, ttbar=1, wjets=2) and ingest it with those labels")
     ap.add_argument("--generate-dir", help="where --generate writes (default: OUTPUT + '.root-sample')")
@@ -67,22 +69,13 @@ def parse_labels(items) -> dict[str, int]:
     return labels
 
 
-def spark_master(requested: str | None) -> str:
-    if requested:
-        return requested
-    if os.environ.get("PYSPARK_GATEWAY_PORT"):  # launched by spark-submit: keep its master
-        from pyspark import SparkConf
-
-        return SparkConf().get("spark.master", "local[*]")
-    return "local[*]"
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from distkeras.io.errors import RootReadError
     from distkeras.io.ingest import write_parquet
     from distkeras.io.root_plan import plan_root
+    from distkeras.pipeline import default_master
     from distkeras.spark import session
 
     labels = parse_labels(args.label)
@@ -103,7 +96,7 @@ def main(argv=None) -> int:
     except RootReadError as err:
         log.error("%s", err)
         return 2
-    spark = session(spark_master(args.master), app_name="distkeras-ingest")
+    spark = session(default_master(args.master, "local[*]"), app_name="distkeras-ingest")
     try:
         summary = write_parquet(spark, plan, args.output, engine=args.engine, num_files=args.partitions,
                                 rows_per_file=args.rows_per_file, compression=args.compression,

@@ -26,6 +26,8 @@ import logging
 import os
 import sys
 
+from distkeras.pipeline.cli import add_master_args  # noqa: E402 - no Spark or TensorFlow import
+
 log = logging.getLogger("distkeras.jobs.tune")
 HLF_DIM, NUM_CLASSES = 14, 3
 SEARCHES = ("grid", "random", "halving", "optuna", "asha", "hyperband")
@@ -126,8 +128,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-execution", type=int, default=16,
                    help="batches per compiled TensorFlow call in a trial's fit (speed only)")
     p.add_argument("--seed", type=int, default=42, help="seeds sampling, splits and trials")
-    p.add_argument("--master", default=None,
-                   help="Spark master URL (default: what spark-submit set, else local[*])")
+    add_master_args(p, "local[*]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -186,13 +187,10 @@ def main(argv=None) -> int:
     search = make_search(args)       # invalid options fail here, before Spark starts
     import distkeras.spark
 
-    master = args.master
-    if master is None:   # spark-submit passes its --master to the JVM it started for us
-        master = "local[*]"
-        if "PYSPARK_GATEWAY_PORT" in os.environ:
-            from pyspark import SparkConf
-            master = SparkConf().get("spark.master", master)
-    spark = distkeras.spark.session(master, app_name="distkeras-tune")
+    from distkeras.pipeline import default_master
+
+    spark = distkeras.spark.session(default_master(args.master, "local[*]"),
+                                    app_name="distkeras-tune")
     try:
         df = spark.read.parquet(args.input)
         result = search.fit(df)

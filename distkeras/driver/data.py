@@ -19,6 +19,7 @@ from distkeras.driver import preflight
 from distkeras.feed import FeedSpec
 from distkeras.io.filesystem import remove_path
 from distkeras.spark import to_arrow
+from distkeras.spark_api import spark_api
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def stage_parquet(prepared, settings) -> tuple[str, list[str]]:
     spark = prepared.sparkSession
     base = settings.staging_dir
     if base is None:
-        if not spark.sparkContext.master.startswith("local"):
+        if not spark_api(spark).is_local:
             raise ValueError(f"data_feed={settings.data_feed!r} on a cluster needs staging_dir= "
                              "pointing at storage every executor can read (HDFS, EOS, NFS)")
         base = tempfile.gettempdir()

@@ -31,6 +31,7 @@ from distkeras.feed import FeedSpec, feed_spec_for
 from distkeras.model import KerasModel, describe_output
 from distkeras.portable import PortableModel
 from distkeras.spark import warn_if_unauthenticated
+from distkeras.spark_api import spark_api
 from distkeras.state import StateLayout
 from distkeras.transport.tls import server_tls
 
@@ -161,8 +162,7 @@ class _Run:
         store, resumed = _open_checkpoint(settings, self.spark, algorithm, self.exchange,
                                           self.user, self.callbacks)
         trackers = self._trackers()
-        host = settings.ps_host or self.spark.sparkContext.getConf().get("spark.driver.host",
-                                                                       "127.0.0.1")
+        host = settings.ps_host or spark_api(self.spark).service_host
         with contextlib.ExitStack() as services:
             ps, coordinator = self._services(services, host, resumed, store)
             ship_by_value([algorithm] + ([algorithm.base] if hasattr(algorithm, "base") else []))

@@ -1,6 +1,6 @@
 """Running a Spark job in a background thread so the driver can serve, report and steer meanwhile.
 
-The job gets its own job group so an interrupt (Ctrl-C in a notebook, an exception on the driver)
+The job gets its own job group (a job tag on Spark Connect) so an interrupt (Ctrl-C in a notebook, an exception on the driver)
 cancels exactly its tasks. Errors raised in executors are unwrapped from the Py4J/JVM stack into
 a one-line cause the user can act on.
 """
@@ -10,7 +10,8 @@ import logging
 import re
 import uuid
 
-from distkeras.driver.resources import WorkerCores, task_environment
+from distkeras.driver.resources import WorkerCores
+from distkeras.spark_api import spark_api
 from distkeras.transport import errors
 
 log = logging.getLogger(__name__)
@@ -41,25 +42,24 @@ class SparkJob:
 
     def __init__(self, df, func, schema: str, barrier: bool = False, description: str = "",
                  cores: WorkerCores | None = None):
-        from pyspark import InheritableThread
-
         self.group = f"distkeras-{uuid.uuid4().hex[:12]}"
-        self._sc = df.sparkSession.sparkContext
+        api = spark_api(df.sparkSession)
+        self._scope = api.job_scope(self.group, description)
         self._rows = None
         self._error: BaseException | None = None
         cores = cores or WorkerCores(None)
         extra = {"profile": cores.profile} if cores.profile is not None else {}
-        with task_environment(self._sc, cores.environment()):   # the tasks' Python-worker pool
+        with api.worker_environment(cores.environment()):   # the tasks' Python-worker pool
             plan = df.mapInArrow(func, schema, barrier=barrier, **extra)
 
         def target():
-            self._sc.setJobGroup(self.group, description or self.group, interruptOnCancel=True)
+            self._scope.enter()
             try:
                 self._rows = plan.collect()
             except BaseException as exc:  # noqa: BLE001 - re-raised in result()
                 self._error = exc
 
-        self._thread = InheritableThread(target=target, daemon=True)
+        self._thread = api.thread(target, name=self.group)
 
     def start(self) -> "SparkJob":
         self._thread.start()
@@ -72,8 +72,8 @@ class SparkJob:
         self._thread.join(timeout)
 
     def cancel(self) -> None:
-        log.warning("cancelling Spark job group %s", self.group)
-        self._sc.cancelJobGroup(self.group)
+        log.warning("cancelling Spark jobs %s", self.group)
+        self._scope.cancel()
         self._thread.join(30)
 
     def result(self):

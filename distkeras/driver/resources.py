@@ -13,6 +13,9 @@ travels in the task's environment (``DISTKERAS_WORKER_THREADS``), and Spark keep
 Python workers per environment. A fit with 2 threads never lands in a worker that imported
 TensorFlow with 1.
 
+Spark Connect offers no per-function environment, so there a fit's workers run in the one pool
+of Python workers and TensorFlow keeps the thread count of its first import in each (logged).
+
 Example::
 
     cores = worker_cores(spark, num_workers=1, requested=None)
@@ -21,17 +24,14 @@ Example::
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
-import threading
 from dataclasses import dataclass
 
-from distkeras.spark import local_cores
+from distkeras.spark_api import local_cores, spark_api
 
 log = logging.getLogger(__name__)
 THREADS_VARIABLE = "DISTKERAS_WORKER_THREADS"
-_ENVIRONMENT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -49,19 +49,19 @@ class WorkerCores:
 
 def worker_cores(spark, num_workers: int, requested: int | None) -> WorkerCores:
     """How many cores each of ``num_workers`` worker tasks gets on ``spark``'s master."""
-    sc = spark.sparkContext
-    task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
-    cores = local_cores(sc.master)
+    api = spark_api(spark)
+    task_cpus = api.task_cpus
+    cores = local_cores(api.master)
     if cores is not None:
         threads = requested or max(1, cores // num_workers)
         if threads * num_workers > cores:
             log.warning("%d workers x cores_per_worker=%d is more than the %d cores of %s: the "
                         "workers' threads compete for them", num_workers, threads, cores,
-                        sc.master)
+                        api.master)
         return WorkerCores(threads, None, str(threads))
     if requested is None or requested == task_cpus:
         return WorkerCores(None, None, str(task_cpus))
-    executor_cores = sc.getConf().get("spark.executor.cores")
+    executor_cores = api.conf("spark.executor.cores")
     if executor_cores is not None and requested > int(executor_cores):
         raise ValueError(f"cores_per_worker={requested} but each executor has "
                          f"spark.executor.cores={executor_cores}: no executor could ever run a "
@@ -78,20 +78,3 @@ def _task_profile(cpus: int):
                          "DataFrame stages (pyspark >= 4.0); on this pyspark set "
                          f"spark.task.cpus={cpus} for the session instead")
     return ResourceProfileBuilder().require(TaskResourceRequests().cpus(cpus)).build
-
-
-@contextlib.contextmanager
-def task_environment(sc, variables: dict[str, str]):
-    """Add ``variables`` to the environment of the Python functions created inside the block
-    (Spark copies ``sc.environment`` into each function when its plan is built)."""
-    with _ENVIRONMENT_LOCK:
-        saved = {key: sc.environment.get(key) for key in variables}
-        sc.environment.update(variables)
-        try:
-            yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    sc.environment.pop(key, None)
-                else:
-                    sc.environment[key] = value

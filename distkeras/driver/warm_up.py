@@ -14,14 +14,14 @@ from __future__ import annotations
 from distkeras.driver.job import SparkJob
 from distkeras.driver.resources import WorkerCores
 from distkeras.executor import remote
+from distkeras.spark_api import spark_api
 
 
 def warm_up(spark, cores: WorkerCores, num_workers: int):
     """Start importing TensorFlow in the Python workers the training tasks will run in (same
     pool, see `distkeras.driver.resources`), so the import overlaps the driver's data checks.
     Skipped when tasks are given GPUs: a worker pins its GPUs when it imports TensorFlow."""
-    conf = spark.sparkContext.getConf()
-    if float(conf.get("spark.task.resource.gpu.amount", "0") or 0) > 0:
+    if spark_api(spark).gpus_per_task > 0:
         return None
     job = SparkJob(spark.range(0, num_workers, 1, num_workers), remote.warm_up_task(cores.threads),
                    "pid bigint", description="distkeras: import TensorFlow in the workers",

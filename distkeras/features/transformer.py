@@ -31,6 +31,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from distkeras.features.topology import TopologyConfig
+from distkeras.spark_api import spark_api
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +157,10 @@ class TopologyFeatures(Transformer, DefaultParamsReadable, DefaultParamsWritable
         return dataset.select(*[F.col(c) for c in cols], *extra)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        spark = dataset.sparkSession
-        sc = spark.sparkContext
-        self.counters = SelectionCounters(sc.accumulator(0), sc.accumulator(0))
+        api = spark_api(dataset.sparkSession)
+        what = "TopologyFeatures.counters"
+        instead = "count with transformer.cutflow(events)"
+        self.counters = SelectionCounters(api.counter(what, instead), api.counter(what, instead))
         data = self._input(dataset)
         schema = self.output_schema(dataset.schema)
         fn = _batch_function(self.config(), schema.fieldNames(), self.getOrDefault(self.labelCol),

@@ -1,8 +1,10 @@
 """Files under a directory that is a local path or any Hadoop filesystem URI.
 
 Plain paths are read and written by Python; URIs (``file://``, ``hdfs://``, ``s3a://``,
-``root://`` through a Hadoop connector, ...) through the Hadoop ``FileSystem`` of the Spark
-session, so whatever the cluster can read, distkeras can write checkpoints and models to.
+``root://`` through a Hadoop connector, ...) through the Hadoop ``FileSystem`` of a classic Spark
+session, so whatever the cluster can read, distkeras can write checkpoints and models to. A Spark
+Connect client has no JVM: there URIs go through pyarrow's filesystems (``file://``, ``s3://``
+and ``s3a://``, ``gs://``, ``hdfs://`` with libhdfs, ``abfs://``), in the same layout.
 
 Example::
 
@@ -15,11 +17,16 @@ from __future__ import annotations
 import os
 import shutil
 
+from distkeras.spark_api import spark_api
 
-def filesystem(spark, root: str) -> "LocalFS | HadoopFS":
-    """The filesystem of ``root``: Hadoop's for a URI, Python's for a plain path."""
+
+def filesystem(spark, root: str) -> "LocalFS | HadoopFS | ArrowFS":
+    """The filesystem of ``root``: Python's for a plain path; for a URI Hadoop's (classic
+    session) or pyarrow's (Spark Connect, or no session)."""
     root = str(root)
-    return HadoopFS(spark, root) if "://" in root else LocalFS(os.path.abspath(root))
+    if "://" not in root:
+        return LocalFS(os.path.abspath(root))
+    return ArrowFS(root) if spark is None else spark_api(spark).filesystem(root)
 
 
 class LocalFS:
@@ -58,11 +65,11 @@ class LocalFS:
 class HadoopFS:
     """The same operations through the JVM's Hadoop FileSystem (HDFS, S3A, file://, ...)."""
 
-    def __init__(self, spark, root: str):
-        jvm = spark.sparkContext._jvm
+    def __init__(self, sc, root: str):
+        jvm = sc._jvm  # noqa: SLF001 - no Python API for Hadoop filesystems
         self._jvm = jvm
         self._root = jvm.org.apache.hadoop.fs.Path(root)
-        self._fs = self._root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        self._fs = self._root.getFileSystem(sc._jsc.hadoopConfiguration())  # noqa: SLF001
         self.root = root.rstrip("/")
 
     def _path(self, path: str):
@@ -101,8 +108,71 @@ class HadoopFS:
         return bool(self._fs.exists(self._path(path)))
 
 
+class ArrowFS:
+    """The same operations through pyarrow's filesystem of a URI (no JVM needed)."""
+
+    _SCHEMES = {"s3a": "s3", "s3n": "s3"}       # Hadoop's names for what pyarrow calls s3
+
+    def __init__(self, root: str):
+        from pyarrow import fs
+
+        self.root = root.rstrip("/")
+        scheme, rest = self.root.split("://", 1)
+        self._fs, self._base = fs.FileSystem.from_uri(
+            f"{self._SCHEMES.get(scheme, scheme)}://{rest}")
+        self._base = self._base.rstrip("/")
+
+    def _path(self, path: str) -> str:
+        if not path.startswith(self.root):
+            raise ValueError(f"{path} is not under {self.root}")
+        return self._base + path[len(self.root):]
+
+    def _info(self, path: str):
+        return self._fs.get_file_info(self._path(path))
+
+    def join(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def list(self) -> list[str]:
+        from pyarrow import fs
+
+        if self._info(self.root).type != fs.FileType.Directory:
+            return []
+        return [info.base_name for info in self._fs.get_file_info(fs.FileSelector(self._base))]
+
+    def write(self, path: str, data: bytes) -> None:
+        target = self._path(path)
+        self._fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        with self._fs.open_output_stream(target) as out:
+            out.write(data)
+
+    def read(self, path: str) -> bytes:
+        with self._fs.open_input_stream(self._path(path)) as stream:
+            return stream.readall()
+
+    def rename(self, src: str, dst: str) -> None:
+        self._fs.move(self._path(src), self._path(dst))
+
+    def delete(self, path: str) -> None:
+        from pyarrow import fs
+
+        kind = self._info(path).type
+        if kind == fs.FileType.Directory:
+            self._fs.delete_dir(self._path(path))
+        elif kind == fs.FileType.File:
+            self._fs.delete_file(self._path(path))
+
+    def exists(self, path: str) -> bool:
+        from pyarrow import fs
+
+        return self._info(path).type != fs.FileType.NotFound
+
+
 def remove_path(spark, path: str) -> None:
-    """Delete a directory through Hadoop's FileSystem (local, HDFS, ...)."""
-    jvm = spark.sparkContext._jvm  # noqa: SLF001 - no Python API for Hadoop filesystems
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(hpath, True)
+    """Delete a directory, local or under any URI the session's filesystems reach."""
+    path = str(path)
+    if "://" not in path:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    fs = filesystem(spark, path)
+    fs.delete(fs.root)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -18,6 +17,7 @@ from typing import Mapping, Sequence
 from distkeras.deprecation import renamed_keywords
 from distkeras.io.root_dataframe import plan_to_dataframe, skip_recorder
 from distkeras.io.root_plan import MiB, PathsLike, RootPlan, SkippedInput, plan_root
+from distkeras.spark_api import spark_api
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +55,8 @@ def _size(path: str) -> int:
     return os.path.getsize(path) if os.path.exists(path) else 0
 
 
-class _Progress(threading.Thread):
-    """Logs finished/total tasks of the running stages every ``interval`` seconds."""
-
-    def __init__(self, spark, interval: float):
-        super().__init__(daemon=True, name="distkeras-ingest-progress")
-        self.tracker, self.interval, self.done = spark.sparkContext.statusTracker(), interval, threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(self.interval):
-            for sid in self.tracker.getActiveStageIds():
-                info = self.tracker.getStageInfo(sid)
-                if info is not None:
-                    log.info("stage %d: %d/%d tasks done, %d running", sid, info.numCompletedTasks,
-                             info.numTasks, info.numActiveTasks)
+def _log_stage(stage: int, done: int, total: int, running: int) -> None:
+    log.info("stage %d: %d/%d tasks done, %d running", stage, done, total, running)
 
 
 @renamed_keywords(source_column="source_col")
@@ -81,7 +69,7 @@ def ingest_root(spark, paths: PathsLike | None, output: str, tree: str = "Delphe
     (``write_options``: those of :func:`write_parquet`)."""
     plan = plan_root(paths, tree, branches, labels=labels, source_col=source_col,
                      partition_bytes=partition_bytes, partition_entries=partition_entries,
-                     parallelism=spark.sparkContext.defaultParallelism, on_bad_file=on_bad_file)
+                     parallelism=spark_api(spark).default_parallelism, on_bad_file=on_bad_file)
     return write_parquet(spark, plan, output, **write_options)
 
 
@@ -102,14 +90,12 @@ def write_parquet(spark, plan: RootPlan, output: str, *, engine: str = "arrow",
         raise ValueError(f"engine must be 'arrow' or 'spark', not {engine!r}")
     t0 = time.perf_counter()
     if plan.auto_sized:
-        plan.cut(spark.sparkContext.defaultParallelism)
+        plan.cut(spark_api(spark).default_parallelism)
     report = plan.report
     log.info("reading %d file(s), %d events, ~%.0f MiB in %d partition(s) -> %s (%s engine)",
              len(report.files), report.entries, report.bytes_estimate / MiB, report.partitions,
              output, engine)
-    progress = _Progress(spark, progress_interval)
-    progress.start()
-    try:
+    with spark_api(spark).stage_progress(progress_interval, _log_stage):
         if engine == "spark":
             df = plan_to_dataframe(spark, plan)
             if num_files and num_files < max(1, report.partitions):
@@ -121,8 +107,6 @@ def write_parquet(spark, plan: RootPlan, output: str, *, engine: str = "arrow",
             events = report.entries
         else:
             events = _write_arrow(spark, plan, output, num_files, rows_per_file, mode, compression)
-    finally:
-        progress.done.set()
     seconds = time.perf_counter() - t0
     report.log_skipped()  # executor-side skips are known now
     if engine == "spark":

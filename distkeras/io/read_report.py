@@ -44,10 +44,20 @@ class ReadReport:
 
     @property
     def runtime_skipped(self) -> list[SkippedInput]:
+        """The entry ranges skipped in executors (after an action). A Spark Connect session
+        has no accumulators to bring them back: they are in the executors' logs, and this
+        warns once and lists none."""
         if self._runtime is None:
             return []
+        try:
+            recorded = self._runtime.value
+        except NotImplementedError as exc:
+            if not getattr(self, "_warned", False):
+                self._warned = True
+                log.warning("%s", exc)
+            return []
         seen = {}
-        for path, start, stop, reason in self._runtime.value:  # retried tasks report twice
+        for path, start, stop, reason in recorded:  # retried tasks report twice
             seen.setdefault((path, start, stop), SkippedInput(path, reason, stop - start, (start, stop)))
         return sorted(seen.values(), key=lambda s: (s.path, s.entry_range))
 

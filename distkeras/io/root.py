@@ -19,6 +19,7 @@ from distkeras.io.errors import RootReadError
 from distkeras.io.root_dataframe import plan_to_dataframe
 from distkeras.io.root_plan import PathsLike, ReadReport, RootPlan, plan_root
 from distkeras.io.root_types import Chunk, read_chunks
+from distkeras.spark_api import spark_api
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def read_root(spark, paths: PathsLike | None, tree: str, branches: Sequence[str]
                      source_col=source_col, entry_col=entry_col,
                      partition_bytes=partition_bytes,
                      partition_entries=partition_entries,
-                     parallelism=spark.sparkContext.defaultParallelism, on_bad_file=on_bad_file,
+                     parallelism=spark_api(spark).default_parallelism, on_bad_file=on_bad_file,
                      open_options=open_options)
     if report is not None:
         report.__dict__.update(plan.report.__dict__)

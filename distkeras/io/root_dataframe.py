@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from pyspark.accumulators import AccumulatorParam
 
 from distkeras.io.root_types import Chunk, read_chunks
+from distkeras.spark_api import spark_api
 
 if TYPE_CHECKING:
     from distkeras.io.root_plan import RootPlan
@@ -35,7 +36,8 @@ def skip_recorder(spark, plan: RootPlan):
     Spark accumulator read by ``plan.report.runtime_skipped``; None otherwise."""
     if plan.spec.on_bad_file != "skip":
         return None
-    acc = spark.sparkContext.accumulator([], _ListParam())
+    acc = spark_api(spark).counter("the entry ranges skipped in executors",
+                                   "they are logged in the executors' logs", [], _ListParam())
     plan.report._runtime = acc
 
     def on_skip(chunk, reason):
@@ -48,7 +50,7 @@ def plan_to_dataframe(spark, plan: RootPlan):
     """Run a :class:`RootPlan` as ``spark.range(n)`` + ``mapInArrow``: partition ``i`` of the
     DataFrame reads the chunks of plan partition ``i`` (works on pyspark 3.5 and 4.x)."""
     schema = plan.spark_schema()
-    parallelism = spark.sparkContext.defaultParallelism
+    parallelism = spark_api(spark).default_parallelism
     if plan.auto_sized and plan.parallelism != parallelism:
         plan.cut(parallelism)
     n = len(plan.partitions)

@@ -35,11 +35,15 @@ from distkeras.pipeline.training import (KERAS, MODELS, Run, build_model, load_r
 
 
 def default_master(requested: str | None = None, fallback: str = "local[2]") -> str:
-    """``requested`` if given, else the master spark-submit set, else ``fallback``."""
+    """``requested`` if given (a master URL, or ``sc://...`` for Spark Connect), else
+    ``SPARK_REMOTE`` (pyspark's Connect URL variable), else the master spark-submit set, else
+    ``fallback``."""
     import os
 
     if requested:
         return requested
+    if os.environ.get("SPARK_REMOTE"):
+        return os.environ["SPARK_REMOTE"]
     if os.environ.get("PYSPARK_GATEWAY_PORT"):  # launched by spark-submit: keep its master
         from pyspark import SparkConf
 

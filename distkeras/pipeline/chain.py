@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from distkeras.pipeline import data, report, training
+from distkeras.spark_api import spark_api
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def _notes(spark, cfg: PipelineConfig, ingest, feats, runs, warm: float, steps) 
         f"majority-class rate {data.majority_rate(counts):.4f}",
         f"model {cfg.model}; every run: {cfg.epochs} epochs, batch size {cfg.batch_size}, "
         f"learning rate {cfg.learning_rate if cfg.learning_rate is not None else 'default'}",
-        f"Spark master {spark.sparkContext.master}; 'train s' is the wall time of fit (Spark "
+        f"Spark master {spark_api(spark).master}; 'train s' is the wall time of fit (Spark "
         f"job, parameter server, per-epoch validation; Python workers warmed up first, {warm:.1f} s)",
         "plots: " + ", ".join(f"roc_{report.slug(r.name)}.png, history_{report.slug(r.name)}.png"
                               for r in runs),

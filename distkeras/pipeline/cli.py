@@ -72,14 +72,22 @@ def add_training_args(ap: argparse.ArgumentParser, trainer_default: str = "ADAG"
 
 
 def add_spark_args(ap: argparse.ArgumentParser) -> None:
-    """``--master`` and ``--log-level``."""
-    ap.add_argument("--master", default=None,
-                    help="Spark master URL (default: what spark-submit set, else local[N] with "
-                    "N = max(2, workers))")
+    """``--master`` (or ``--remote``) and ``--log-level``."""
+    add_master_args(ap, "local[N] with N = max(2, workers)")
     ap.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
     ap.add_argument("--environment", default=None, metavar="ENV.tar.gz",
                     help="packed Python environment (venv-pack/conda-pack) the executors run "
                     "from, for clusters whose machines lack distkeras (see README 'Deploying')")
+
+
+def add_master_args(ap: argparse.ArgumentParser, fallback: str) -> None:
+    """``--master URL`` and ``--remote sc://host:port`` (the same option: where Spark runs)."""
+    ap.add_argument("--master", default=None,
+                    help=f"Spark master URL (default: SPARK_REMOTE, else what spark-submit set, "
+                    f"else {fallback})")
+    ap.add_argument("--remote", dest="master", metavar="sc://HOST:PORT",
+                    help="a Spark Connect server to run on instead of a master (see README "
+                    "'Spark Connect')")
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from distkeras.feed import FeedSpec, InputSpec, TargetSpec
+from distkeras.spark_api import spark_api
 
 log = logging.getLogger(__name__)
 _WARN_BYTES = 1 << 30
@@ -64,7 +65,7 @@ def ship(df, feed: FeedSpec | None, features_col, label_col: str, checked: bool 
     if len(payload) > _WARN_BYTES:
         log.warning("the search data is %.1f GB and is broadcast to every executor; consider "
                     "sample_fraction=", len(payload) / 1e9)
-    bc = df.sparkSession.sparkContext.broadcast(payload)
+    bc = spark_api(df.sparkSession).share(payload)      # in the closure on Spark Connect
     log.info("search data: %d rows, %.1f MB broadcast once", table.num_rows, len(payload) / 1e6)
     return SearchData(uuid.uuid4().hex, bc, table.num_rows, len(payload))
 

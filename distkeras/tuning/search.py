@@ -215,6 +215,7 @@ class _SearchSession:
         from tqdm.auto import tqdm
 
         from distkeras.spark import total_slots, warn_if_unauthenticated
+        from distkeras.spark_api import spark_api
         from distkeras.tuning.data import ship
         from distkeras.tuning.scheduler import TrialRunner
 
@@ -233,7 +234,7 @@ class _SearchSession:
         if s.prunes:
             from distkeras.tuning.reports import ReportService
 
-            host = spark.sparkContext.getConf().get("spark.driver.host", "127.0.0.1")
+            host = spark_api(spark).service_host
             self.reports = ReportService(s.decide, host=host).__enter__()
         slots = total_slots(spark)
         concurrency = max(1, slots // s.cores_per_trial)
