@@ -178,9 +178,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("input_shapes", "per-input target shape overriding the model's, e.g. "
             "[(801, 19)]", _identity, None),
     Setting("seed", "seed of the workers' shuffles and initialisation", TypeConverters.toInt, 42),
-    Setting("ps_host", "where executors reach the driver (None: spark.driver.host)",
+    Setting("ps_host", "where executors reach this process's services (None: spark.driver.host; "
+            "on Spark Connect this process's address towards the server)",
             _optional(TypeConverters.toString), None),
     Setting("ps_port", "the parameter server's port (0: ephemeral)", TypeConverters.toInt, 0),
+    Setting("services", "where the coordinator and parameter server run: 'here' (this Python "
+            "process: Spark's driver, or the Spark Connect client) or 'task' (one more task of "
+            "the training job, beside the workers: for a client the executors cannot reach)",
+            _choice("here", "task"), "here"),
     Setting("ps_bind_host", "the address the driver's servers listen on (None: ps_host; "
             "e.g. 0.0.0.0 behind NAT)", _optional(TypeConverters.toString), None),
     Setting("tls_cert", "PEM certificate on the driver: all driver traffic is TLS and "

@@ -145,6 +145,10 @@ class Coordinator:
         """Epochs that every worker has finished."""
         return min(self._completed_epochs)
 
+    def all_done(self) -> bool:
+        """Every worker said DONE (its task has finished training)."""
+        return all(c.done for c in self._workers.values())
+
     def set_learning_rate(self, value: float) -> None:
         """A new learning rate for every worker's optimizer (a driver callback changed it,
         e.g. ``ReduceLROnPlateau``): each worker takes it at its next report."""

@@ -159,6 +159,10 @@ class _Run:
     def train(self, warming, startup: dict, began: float):
         settings, algorithm = self.settings, self.algorithm
         warn_if_unauthenticated(self.spark)     # the run's secret travels in the task closure
+        if settings.services == "task":
+            from distkeras.driver.hosted import train_in_task
+
+            return train_in_task(self, startup, began)
         store, resumed = _open_checkpoint(settings, self.spark, algorithm, self.exchange,
                                           self.user, self.callbacks)
         trackers = self._trackers()
@@ -166,7 +170,9 @@ class _Run:
         with contextlib.ExitStack() as services:
             ps, coordinator = self._services(services, host, resumed, store)
             ship_by_value([algorithm] + ([algorithm.base] if hasattr(algorithm, "base") else []))
-            spec = _task_spec(self, host, coordinator, ps)
+            spec = task_spec(self, {"coordinator": [host, coordinator.address[1]],
+                                    "ps": [host, ps.address[1]] if ps is not None else None,
+                                    "secret": coordinator.secret})
             if warming is not None:     # its workers must be idle, not importing, to be reused
                 warming.join(WARM_UP_WAIT)
             startup["submitted_after_seconds"] = time.perf_counter() - began
@@ -203,26 +209,11 @@ class _Run:
         return trackers
 
     def _services(self, services: contextlib.ExitStack, host: str, resumed, store):
-        settings, algorithm, layout = self.settings, self.algorithm, self.user.layout
-        bind = settings.ps_bind_host or host
-        tls = server_tls(settings.tls_cert, settings.tls_key)
-        initial = self.user.flat.get()
-        ps = None
-        if self.exchange.needs_parameter_server:
-            ps = services.enter_context(ParameterServer(
-                algorithm, initial, settings.num_workers, host=bind, port=settings.ps_port,
-                ssl_context=tls, round_timeout=settings.round_timeout,
-                updates=resumed["updates"] if resumed else 0, params=layout.params))
-        coordinator = services.enter_context(Coordinator(
-            settings.num_workers, initial, synchronous=algorithm.synchronous,
-            name=algorithm.name, host=bind, port=0, secret=ps.secret if ps else None,
-            ssl_context=tls, round_timeout=settings.round_timeout, data_service=ps,
-            # workers wait at epoch ends while the driver validates the model, runs
-            # callbacks and writes the checkpoint: otherwise a fast epoch's val_* are
-            # measured on whatever model is current when the driver gets to it
-            epoch_barrier=_epoch_barrier(algorithm, self.exchange, bool(self.callbacks)
-                                         or self.val is not None or store is not None),
-            start_epoch=resumed["epochs"] if resumed else 0, params=layout.params))
+        settings = self.settings
+        ps, coordinator = start_services(
+            services, settings, self.algorithm, self.user.flat.get(), self.user.layout.params,
+            settings.ps_bind_host or host, resumed,
+            driver_work=bool(self.callbacks) or self.val is not None or store is not None)
         self.estimator.coordinator = coordinator
         return ps, coordinator
 
@@ -240,6 +231,31 @@ class _Run:
             if error is exc:
                 raise
             raise error from exc
+
+
+def start_services(services: contextlib.ExitStack, settings, algorithm, initial: np.ndarray,
+                   params: int, bind: str, resumed=None, driver_work: bool = False,
+                   secret: bytes | None = None):
+    """The run's parameter server (for the algorithms that have one) and coordinator,
+    listening on ``bind``, closed with ``services``. ``driver_work``: the epoch ends validate,
+    run callbacks or write a checkpoint (the workers wait for them)."""
+    exchange = algorithm.exchange_type
+    tls = server_tls(settings.tls_cert, settings.tls_key)
+    ps = None
+    if exchange.needs_parameter_server:
+        ps = services.enter_context(ParameterServer(
+            algorithm, initial, settings.num_workers, host=bind, port=settings.ps_port,
+            secret=secret, ssl_context=tls, round_timeout=settings.round_timeout,
+            updates=resumed["updates"] if resumed else 0, params=params))
+    return ps, services.enter_context(Coordinator(
+        settings.num_workers, initial, synchronous=algorithm.synchronous,
+        name=algorithm.name, host=bind, port=0, secret=ps.secret if ps else secret,
+        ssl_context=tls, round_timeout=settings.round_timeout, data_service=ps,
+        # workers wait at epoch ends while the driver validates the model, runs callbacks and
+        # writes the checkpoint: otherwise a fast epoch's val_* are measured on whatever model
+        # is current when the driver gets to it
+        epoch_barrier=_epoch_barrier(algorithm, exchange, driver_work),
+        start_epoch=resumed["epochs"] if resumed else 0, params=params))
 
 
 EXCHANGES_PER_EPOCH = 4     # fewer per worker and epoch: the workers hardly share progress
@@ -333,9 +349,11 @@ def _warn_isolated(workers: list[dict]) -> None:
                     "as many free task slots as workers.", alone, spans)
 
 
-def _task_spec(run: "_Run", host: str, coordinator, ps) -> dict:
-    """Everything a worker task needs: the portable model, JSON-able settings, the per-run
-    secret and the algorithm object (all travel in Spark's task closure)."""
+def task_spec(run: "_Run", services: dict) -> dict:
+    """Everything a worker task needs: the portable model, JSON-able settings, where the
+    services are and the per-run secret (``services``: ``coordinator`` and ``ps`` as
+    ``[host, port]``, ``secret``), and the algorithm object (all travel in Spark's task
+    closure)."""
     settings, compiled, user = run.settings, run.compiled, run.user
     return {
         "model": user.portable, "layout": user.layout.to_dict(), "loss": compiled.loss,
@@ -346,9 +364,7 @@ def _task_spec(run: "_Run", host: str, coordinator, ps) -> dict:
         "num_workers": settings.num_workers, "algorithm": run.algorithm,
         "stream": run.data.stream, "jit_compile": settings.jit_compile,
         "threads": run.cores.threads, "overlap": overlap_communication(settings, run.algorithm),
-        "run": {"coordinator": [host, coordinator.address[1]],
-                "ps": [host, ps.address[1]] if ps is not None else None,
-                "secret": coordinator.secret, "connect_timeout": settings.connect_timeout,
+        "run": {**services, "connect_timeout": settings.connect_timeout,
                 "round_timeout": settings.round_timeout,
                 "tls_cert": open(settings.tls_cert).read() if settings.tls_cert else None,
                 "peer_host": settings.peer_host, "peer_ports": settings.peer_ports},

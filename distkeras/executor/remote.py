@@ -153,7 +153,10 @@ def _worker_context(spec: dict, worker: int, ctx, control, params: int):
         tls_cert=run.get("tls_cert"), seed=int(spec["seed"]), peer_host=run.get("peer_host"),
         peer_ports=tuple(run["peer_ports"]) if run.get("peer_ports") else None,
         overlap=bool(spec.get("overlap")), params=params,
-        barrier=ctx if isinstance(ctx, BarrierTaskContext) else None, control=control)
+        # with services in a task of the job (distkeras.driver.hosted) the barrier stage holds
+        # one more task than workers: peers meet through the coordinator then
+        barrier=ctx if isinstance(ctx, BarrierTaskContext) and not spec.get("hosted") else None,
+        control=control)
 
 
 def _control_client(spec: dict, worker: int, connect_timeout: float | None = None):
