@@ -16,6 +16,19 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+CONNECT_TESTS = Path(__file__).resolve().parent / "connect"
+
+
+def pytest_ignore_collect(collection_path, config):
+    """tests/connect runs in a pytest process of its own (``pytest tests/connect``): a Spark
+    Connect client turns pyspark into Connect mode for the whole process."""
+    path = Path(collection_path).resolve()
+    if path != CONNECT_TESTS and CONNECT_TESTS not in path.parents:
+        return None
+    asked = [Path(str(a).split("::")[0]).resolve() for a in config.args]
+    return not any(a == CONNECT_TESTS or CONNECT_TESTS in a.parents for a in asked)
+
+
 @pytest.fixture(scope="session")
 def spark():
     """local[2,2]: two slots, and a failed task is retried once (needed by the fault tests)."""

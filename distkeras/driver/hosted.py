@@ -41,6 +41,7 @@ from distkeras.driver.job import SparkJob, TrainingError
 log = logging.getLogger(__name__)
 HOSTED_DDL = messages.STATUS_DDL + ", hosted binary"
 _SERVICE_ROW = -1       # the ``worker`` of the services' result row
+STOP_WAIT = 30.0        # seconds the services' task waits for the workers to stop on an error
 
 
 def train_in_task(run, startup: dict, began: float):
@@ -196,7 +197,12 @@ def _serve(serve: dict, ctx) -> pa.RecordBatch:
             history = monitor(settings, coordinator, _WorkerTasks(coordinator), driver, flat,
                               serve["val"], serve["callbacks"], serve["steps"], Resume())
         except BaseException:
+            # the workers stop at their next report and end cleanly: the stage then fails
+            # with this task's error alone, the cause the user needs
             coordinator.request_stop()
+            deadline = time.monotonic() + STOP_WAIT
+            while not coordinator.all_done() and time.monotonic() < deadline:
+                time.sleep(0.1)
             raise
         members = ([coordinator.final_models[w] for w in sorted(coordinator.final_models)]
                    if algorithm.exchange_type.run_model.ensemble else [])

@@ -214,6 +214,7 @@ class _SearchSession:
     def __enter__(self):
         from tqdm.auto import tqdm
 
+        from distkeras.custom_objects import ship_by_value
         from distkeras.spark import total_slots, warn_if_unauthenticated
         from distkeras.spark_api import spark_api
         from distkeras.tuning.data import ship
@@ -230,6 +231,7 @@ class _SearchSession:
             raise spaces.SpaceError(f"folds={s.folds} but the data has {self.data.rows} rows")
         spark = df.sparkSession
         warn_if_unauthenticated(spark)     # the run's secret travels in the task closure
+        ship_by_value([s.build_fn])        # the user's module may not be on the executors
         self.reports = None
         if s.prunes:
             from distkeras.tuning.reports import ReportService
