@@ -30,6 +30,9 @@ setup(
         "tensorboard": ["tensorboard>=2.16"],     # keras.callbacks.TensorBoard on the driver
         "mlflow": ["mlflow-skinny>=2.16"],        # distkeras.tracking (sqlite stores: + sqlalchemy, alembic)
         "deploy": ["venv-pack>=0.2"],             # pack an environment for spark.archives
+        # a Spark Connect client (pyspark's own "connect" extra, pyspark >= 4.0)
+        "connect": ["grpcio>=1.76", "grpcio-status>=1.76", "googleapis-common-protos>=1.71",
+                    "pandas>=2.2"],
         "bench": ["optuna>=3.4", "hyperopt>=0.2.7"],   # benchmarks/search_quality.py
         # the documentation site (mkdocs build --strict; CI builds it)
         "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings-python>=1.10",

@@ -8,23 +8,19 @@ Everything else distkeras does (``mapInArrow`` with ``barrier=`` and ``profile=`
 ``spark.conf``, Python data sources, pyspark.ml persistence) is the same code for both; the few
 questions whose answer differs are asked of ``spark_api(spark)`` and answered here, once:
 
-=======================  ==========================================  ==========================
-question                 classic                                     Connect
-=======================  ==========================================  ==========================
-``service_host``         ``spark.driver.host``                       this process's address
-                                                                     towards the Connect server
-``default_parallelism``  ``sc.defaultParallelism``                   ``spark.default.parallelism``,
-                                                                     a local master's cores, else
-                                                                     one tiny job
-``task_slots``           live executors x cores                      ``default_parallelism``
-``share(value)``         a broadcast variable                        the value in the closure
-``counter()``            an accumulator                              none (`Unavailable`)
-``job_scope``            a job group (cancelled by group)            a job tag (interrupted by tag)
-``worker_environment``   per-function ``sc.environment`` (a Python   not offered: one pool
-                         worker pool per thread count)
-``filesystem(uri)``      Hadoop's ``FileSystem`` through the JVM     pyarrow's filesystems
-``stage_progress``       the status tracker, polled                  a progress handler
-=======================  ==========================================  ==========================
+| question | classic | Connect |
+|---|---|---|
+| ``service_host`` | ``spark.driver.host`` | this process's address towards the Connect server |
+| ``default_parallelism`` | ``sc.defaultParallelism`` | ``spark.default.parallelism``, a local master's cores, else one tiny job |
+| ``task_slots`` | live executors x cores | ``default_parallelism`` |
+| ``share(value)`` | a broadcast variable | the value in the closure |
+| ``cached_partitions`` | the RDD's partition count | unknown (None) |
+| ``counter()`` | an accumulator | none (`Unavailable`) |
+| ``job_scope`` | a job group (cancelled by group) | a job tag (interrupted by tag) |
+| ``thread`` | ``InheritableThread`` | ``InheritableThread(session=)`` |
+| ``worker_environment`` | per-function ``sc.environment`` (a Python-worker pool per thread count) | not offered: one pool |
+| ``filesystem(uri)`` | Hadoop's ``FileSystem`` through the JVM | pyarrow's filesystems |
+| ``stage_progress`` | the status tracker, polled | a progress handler |
 
 Example::
 
@@ -197,6 +193,10 @@ class ClassicAPI(SparkAPI):
         cores = int(self.conf("spark.executor.cores", "1"))
         return max(0, executors * (cores // (cores_per_task or self.task_cpus)))
 
+    def cached_partitions(self, df) -> int | None:
+        """How many partitions ``df`` has (its RDD's)."""
+        return df.rdd.getNumPartitions()
+
     def share(self, value):
         """``value`` on every executor, sent once per executor (a broadcast variable)."""
         return self.sc.broadcast(value)
@@ -303,6 +303,10 @@ class ConnectAPI(SparkAPI):
         if cores is not None:
             return max(1, cores // self.task_cpus)
         return max(1, self.default_parallelism // (cores_per_task or self.task_cpus))
+
+    def cached_partitions(self, df) -> int | None:
+        """None: Connect has no RDDs to ask (a cached frame is repartitioned for the workers)."""
+        return None
 
     def share(self, value):
         """``value`` inside the task closure (Connect has no broadcast variables): it travels

@@ -217,8 +217,8 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
 def _cached_in(df, num_workers: int) -> bool:
     """Whether ``df`` is cached in exactly ``num_workers`` partitions (False where Spark cannot
     say, e.g. under Spark Connect)."""
-    try:
-        level = df.storageLevel
-        return bool(level.useMemory or level.useDisk) and df.rdd.getNumPartitions() == num_workers
-    except Exception:  # noqa: BLE001 - no RDD API: take the general path
-        return False
+    from distkeras.spark_api import spark_api
+
+    level = df.storageLevel
+    return bool(level.useMemory or level.useDisk) and \
+        spark_api(df.sparkSession).cached_partitions(df) == num_workers
