@@ -12,7 +12,7 @@ Example::
     tf = TopologyFeatures(muon="Muon", passthroughCols=["source"])
     feats = tf.transform(events)
     feats.write.parquet("features.parquet")
-    tf.counters.log()                         # events in / selected / dropped
+    tf.selection(events)                      # events in / selected / dropped
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from distkeras.features.topology import TopologyConfig
-from distkeras.spark_api import spark_api
+from distkeras.spark_api import Unavailable, spark_api
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ class SelectionCounters:
 
     seen: Any
     selected: Any
+
+    @property
+    def available(self) -> bool:
+        """Whether Spark keeps these counts (not on Spark Connect: no accumulators)."""
+        return not isinstance(self.seen, Unavailable)
 
     @property
     def events_in(self) -> int:
@@ -169,6 +174,13 @@ class TopologyFeatures(Transformer, DefaultParamsReadable, DefaultParamsWritable
         log.debug("TopologyFeatures: events without an isolated lepton are dropped; read "
                  "transformer.counters after an action, or transformer.cutflow(events)")
         return data.mapInArrow(fn, schema)
+
+    def selection(self, dataset: DataFrame) -> dict[str, int]:
+        """Events in / selected / dropped, after an action on ``transform(dataset)``: the
+        counters' values where Spark keeps them, else `cutflow` (one more job; Spark Connect)."""
+        if self.counters is not None and self.counters.available:
+            return self.counters.log()
+        return self.cutflow(dataset)
 
     def cutflow(self, dataset: DataFrame) -> dict[str, int]:
         """Exact event counts (in / selected / dropped) as one Spark aggregation job (HLF cost)."""

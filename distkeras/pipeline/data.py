@@ -128,7 +128,7 @@ def _features(spark, df, transformer, out_dir, test_fraction, seed, hlf_only, hl
     feats = transformer.transform(df).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         n = feats.count()
-        cutflow = transformer.counters.log()
+        cutflow = transformer.selection(df)
         if n == 0:
             raise ValueError("no event passed the lepton selection: nothing to train on")
         train_df, test_df = feats.randomSplit([1.0 - test_fraction, test_fraction], seed=seed)

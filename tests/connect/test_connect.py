@@ -168,15 +168,21 @@ def build(params):
                              keras.layers.Dense(3, activation="softmax")])
 
 
-def test_a_search_runs_its_trials_in_the_executors(spark):
-    from distkeras.tuning import GridSearch
+def test_searches_run_their_trials_in_the_executors(spark):
+    from distkeras.tuning import ASHA, GridSearch
 
     df = blobs_df(spark, n=300, seed=3, partitions=2)
-    result = GridSearch(build, {"units": [4, 16]}, features_col="features", label_col="label",
-                        loss="categorical_crossentropy", epochs=1, batch_size=32,
-                        verbose=False).fit(df)
+    common = dict(features_col="features", label_col="label", loss="categorical_crossentropy",
+                  batch_size=32, verbose=False)
+    result = GridSearch(build, {"units": [4, 16]}, epochs=1, **common).fit(df)
     assert len(result.table) == 2 and (result.table["status"] == "ok").all()
     assert result.best_params["units"] in (4, 16)
+    # ASHA's trials report their epochs to a service in the client, which prunes them
+    pruned = ASHA(build, {"units": [2, 4, 8, 16]}, n_trials=None, eta=2, min_epochs=1,
+                  max_epochs=2, seed=0, **common).fit(df)
+    assert set(pruned.table["status"]) <= {"ok", "pruned"} and len(pruned.table) == 4
+    assert sorted(pruned.rungs[0]["trials"]) == [0, 1, 2, 3]    # every report came through
+    assert pruned.table["epochs"].max() == 2
 
 
 def test_root_files_are_read_and_turned_into_features(spark, tmp_path):
