@@ -9,6 +9,7 @@ Example::
 """
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
@@ -69,6 +70,7 @@ class LocalConnectServer:
         self._process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         log.close()
+        atexit.register(self.stop)          # a notebook that never leaves the with-block
         deadline = time.monotonic() + self.timeout
         while True:
             try:

@@ -43,12 +43,12 @@ def session(master: str = "local[2]", app_name: str = "distkeras", conf: dict | 
     """Return a SparkSession for distkeras (created if none is active).
 
     ``master`` is any Spark master URL (``local[N]``, ``local[N,F]`` for task retries,
-    ``spark://host:7077``), or a Spark Connect URL (``sc://host:15002``; ``SPARK_REMOTE`` works
-    too) for a thin client of a Connect server. ``conf`` adds or overrides settings. ``environment`` is a packed
-    Python environment for executors that do not share the driver's machine (a ``venv-pack``
-    or ``conda-pack`` archive, local or on HDFS): Spark ships it to every executor
-    (``spark.archives``, unpacked as ``./environment``) and runs the executors' Python from
-    it (``spark.pyspark.python=./environment/bin/python``).
+    ``spark://host:7077``), or a Spark Connect URL (``sc://host:15002``) for a thin client of a
+    Connect server (its ``conf`` sets the session's own settings only). ``conf`` adds or
+    overrides settings. ``environment`` is a packed Python environment for executors that do
+    not share the driver's machine (a ``venv-pack`` or ``conda-pack`` archive, local or on
+    HDFS): Spark ships it to every executor (``spark.archives``, unpacked as ``./environment``)
+    and runs the executors' Python from it (``spark.pyspark.python=./environment/bin/python``).
 
     Example::
 

@@ -52,7 +52,7 @@ def train_in_task(run, startup: dict, began: float):
     from distkeras.executor.replica import FlatWeights  # noqa: F401 - imported on the driver
 
     settings, algorithm = run.settings, run.algorithm
-    _refuse_driver_only(settings)
+    _refuse_driver_only(settings, run.callbacks)
     secret = secrets.token_bytes(32)
     spec = task_spec(run, {"coordinator": None, "ps": None, "secret": secret})
     spec["hosted"] = True
@@ -94,11 +94,15 @@ def train_in_task(run, startup: dict, began: float):
     return history, members
 
 
-def _refuse_driver_only(settings) -> None:
+def _refuse_driver_only(settings, callbacks) -> None:
     """What needs this process during the run, said before anything starts."""
-    if settings.checkpoint_dir:
+    import keras
+
+    if settings.checkpoint_dir or any(isinstance(c, keras.callbacks.BackupAndRestore)
+                                      for c in callbacks):
         raise ValueError("services='task': the checkpoint is written by this process between "
-                         "epochs; drop checkpoint_dir, or use services='here'")
+                         "epochs; drop checkpoint_dir (or BackupAndRestore), or use "
+                         "services='here'")
     if settings.mlflow:
         raise ValueError("services='task': MLflow logging runs in this process between epochs; "
                          "set mlflow=False (log history afterwards), or use services='here'")

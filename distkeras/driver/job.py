@@ -1,8 +1,8 @@
 """Running a Spark job in a background thread so the driver can serve, report and steer meanwhile.
 
-The job gets its own job group (a job tag on Spark Connect) so an interrupt (Ctrl-C in a notebook, an exception on the driver)
-cancels exactly its tasks. Errors raised in executors are unwrapped from the Py4J/JVM stack into
-a one-line cause the user can act on.
+The job gets its own job group (a job tag on Spark Connect) so an interrupt (Ctrl-C in a
+notebook, an exception on the driver) cancels exactly its tasks. Errors raised in executors are
+unwrapped from the Py4J/JVM stack into a one-line cause the user can act on.
 """
 from __future__ import annotations
 
