@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator
 
 log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
-_APIS: "weakref.WeakKeyDictionary[Any, SparkAPI]" = weakref.WeakKeyDictionary()
+_PARALLELISM: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
 
 
 def is_connect(spark) -> bool:
@@ -50,13 +50,8 @@ def is_connect(spark) -> bool:
 
 
 def spark_api(spark) -> "SparkAPI":
-    """The answers of ``spark`` (a classic or a Spark Connect session), kept per session."""
-    with _LOCK:
-        found = _APIS.get(spark)
-        if found is None:
-            found = (ConnectAPI if is_connect(spark) else ClassicAPI)(spark)
-            _APIS[spark] = found
-        return found
+    """The answers of ``spark`` (a classic or a Spark Connect session)."""
+    return (ConnectAPI if is_connect(spark) else ClassicAPI)(spark)
 
 
 def local_cores(master: str) -> int | None:
@@ -104,7 +99,6 @@ class SparkAPI:
     def __init__(self, spark):
         self.spark = spark
         self.is_connect = False
-        self._parallelism: int | None = None
 
     def conf(self, key: str, default: str | None = None) -> str | None:
         """A Spark setting of the session (its SparkConf included)."""
@@ -227,6 +221,7 @@ class ClassicAPI(SparkAPI):
                         env[key] = value
 
     def filesystem(self, root: str):
+        """Hadoop's ``FileSystem`` of ``root``: a plain path is in Spark's default one."""
         from distkeras.io.filesystem import HadoopFS
 
         return HadoopFS(self.sc, root)
@@ -289,19 +284,27 @@ class ConnectAPI(SparkAPI):
 
     @property
     def default_parallelism(self) -> int:
-        if self._parallelism is None:
-            configured = self.conf("spark.default.parallelism")
-            cores = local_cores(self.master)
-            self._parallelism = int(configured) if configured else (
-                cores if cores is not None else self._count_parallelism())
-        return self._parallelism
+        """``spark.default.parallelism``, a ``local[N]`` server's N, else counted once per
+        session by a tiny job (``local[*]`` counts the server's cores, not this machine's)."""
+        configured = self.conf("spark.default.parallelism")
+        if configured:
+            return int(configured)
+        cores = local_cores(self.master) if "*" not in self.master else None
+        if cores is not None:
+            return cores
+        with _LOCK:
+            known = _PARALLELISM.get(self.spark)
+        if known is None:
+            known = self._count_parallelism()
+            with _LOCK:
+                _PARALLELISM[self.spark] = known
+        return known
 
     def task_slots(self, cores_per_task: int | None = None) -> int:
         """The cluster's cores (Spark's default parallelism) over each task's cores: Connect
         lists no executors."""
-        cores = local_cores(self.master)
-        if cores is not None:
-            return max(1, cores // self.task_cpus)
+        if self.is_local:
+            return max(1, self.default_parallelism // self.task_cpus)
         return max(1, self.default_parallelism // (cores_per_task or self.task_cpus))
 
     def cached_partitions(self, df) -> int | None:
@@ -310,8 +313,17 @@ class ConnectAPI(SparkAPI):
 
     def share(self, value):
         """``value`` inside the task closure (Connect has no broadcast variables): it travels
-        in the plan, so keep it under the server's gRPC message limit
+        in the plan, so it must fit the server's gRPC message limit
         (``spark.connect.grpc.maxInboundMessageSize``, 128 MiB by default)."""
+        parts = value if isinstance(value, (list, tuple)) else [value]
+        size = sum(len(p) for p in parts if isinstance(p, (bytes, bytearray, memoryview)))
+        limit = int(self.conf("spark.connect.grpc.maxInboundMessageSize", str(128 << 20)))
+        if size > 0.9 * limit:
+            raise ValueError(f"{size / 2**20:.0f} MiB must travel to the executors in the task "
+                             f"closure (Spark Connect has no broadcast variables), more than "
+                             f"the server takes in one message ({limit / 2**20:.0f} MiB): send "
+                             "less (a search's sample_fraction=, a smaller model), or start "
+                             "the server with a larger spark.connect.grpc.maxInboundMessageSize")
         return _Inline(value)
 
     def counter(self, what: str, instead: str, zero=0, param=None):

@@ -102,6 +102,10 @@ def run_training(estimator, df, validation_data, callbacks):
     began = time.perf_counter()
     setup_tensorflow()
     settings = estimator.settings()      # every Param's value, read once
+    if settings.services == "task":
+        from distkeras.driver import hosted
+
+        hosted.check(settings, callbacks, df.sparkSession)
     compiled = CompileSettings.of(settings, estimator.default_optimizer)
     factor = estimator.learning_rate_factor()
     if factor != 1.0 and compiled.scheduled:

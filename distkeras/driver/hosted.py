@@ -11,10 +11,11 @@ channel joins this process and the cluster.
 
 What it costs (README "Spark Connect"): one more task slot, held for the whole run; one more
 copy of the training partitions (a barrier stage cannot read a union of the workers'
-partitions and the services' one, so it reads a local checkpoint of it); all
-workers scheduled together (a barrier stage: a lost worker restarts the stage, not the task);
-the progress bar shows tasks, not samples; callbacks run on the executor (files they write are
-written there); no ``checkpoint_dir`` or MLflow logging from the task.
+partitions and the services' one, so it reads a local checkpoint of it); all workers scheduled
+together (a barrier stage: no dynamic allocation, and a lost executor fails the run, where
+asynchronous workers would otherwise rejoin); no live progress bar (the per-epoch logs are in
+that executor's log, then in ``history``); callbacks run on the executor (files they write are
+written there); no ``checkpoint_dir``, ``BackupAndRestore`` or MLflow logging during the run.
 
 Example::
 
@@ -51,15 +52,20 @@ def train_in_task(run, startup: dict, began: float):
     from distkeras.driver.fit import startup_summary, task_spec, _warn_isolated
     from distkeras.executor.replica import FlatWeights  # noqa: F401 - imported on the driver
 
+    from distkeras.custom_objects import ship_by_value
+
     settings, algorithm = run.settings, run.algorithm
-    _refuse_driver_only(settings, run.callbacks)
+    ship_by_value([algorithm, *run.callbacks]
+                  + ([algorithm.base] if hasattr(algorithm, "base") else []))
     secret = secrets.token_bytes(32)
     spec = task_spec(run, {"coordinator": None, "ps": None, "secret": secret})
     spec["hosted"] = True
     serve = {"settings": _portable_settings(settings), "algorithm": algorithm,
              "portable": run.user.portable, "layout": run.user.layout.to_dict(),
              "compiled": run.compiled, "initial": run.user.flat.get(), "val": run.val,
-             "callbacks": list(run.callbacks), "steps": run.data.steps, "secret": secret}
+             "callbacks": list(run.callbacks), "steps": run.data.steps, "secret": secret,
+             "tls": [open(f, "rb").read() for f in (settings.tls_cert, settings.tls_key)]
+             if settings.tls_cert else None}
     job_df = run.data.job_df
     placeholder = job_df.sparkSession.range(0, 1, 1, 1).select(
         *[F.lit(None).cast(f.dataType).alias(f.name) for f in job_df.schema.fields])
@@ -94,10 +100,29 @@ def train_in_task(run, startup: dict, began: float):
     return history, members
 
 
-def _refuse_driver_only(settings, callbacks) -> None:
-    """What needs this process during the run, said before anything starts."""
+def check(settings, callbacks, spark) -> None:
+    """What ``services="task"`` cannot do, said before anything starts: what needs this
+    process during the run, and a barrier stage of ``num_workers + 1`` tasks."""
     import keras
 
+    from distkeras.spark_api import spark_api
+    from distkeras.tracking import MLflowLogger
+
+    api = spark_api(spark)
+    if (api.conf("spark.dynamicAllocation.enabled", "false") or "").lower() == "true":
+        raise ValueError("services='task' runs the workers and the services in one barrier "
+                         "stage, which Spark refuses under dynamic allocation: set "
+                         "spark.dynamicAllocation.enabled=false, or use services='here'")
+    slots = api.task_slots()
+    if slots < settings.num_workers + 1:
+        raise ValueError(f"services='task' needs num_workers + 1 = {settings.num_workers + 1} "
+                         f"task slots at once (the workers and the services' task), and Spark "
+                         f"has {slots}: lower num_workers, add executors, or use "
+                         "services='here'")
+    if any(isinstance(c, MLflowLogger) for c in callbacks):
+        raise ValueError("services='task': an MLflowLogger runs in this process between "
+                         "epochs; take it out of callbacks (log history afterwards), or use "
+                         "services='here'")
     if settings.checkpoint_dir or any(isinstance(c, keras.callbacks.BackupAndRestore)
                                       for c in callbacks):
         raise ValueError("services='task': the checkpoint is written by this process between "
@@ -144,15 +169,15 @@ def hosted_task(spec: dict, serve: dict, num_workers: int):
     return run
 
 
-def _advertised_host() -> str:
-    """The address the workers reach this executor at."""
+def _advertised_host(ctx) -> str:
+    """The address the workers reach this executor at: ``SPARK_LOCAL_IP`` where set, else
+    the executor's address as the barrier stage lists it (not the host name, which resolves
+    to 127.0.1.1 on many Linux machines)."""
     host = os.environ.get("SPARK_LOCAL_IP")
     if host:
         return host
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return socket.getfqdn()
+    address = ctx.getTaskInfos()[ctx.partitionId()].address
+    return address.rsplit(":", 1)[0].strip("[]") if address else socket.getfqdn()
 
 
 class _WorkerTasks:
@@ -182,19 +207,31 @@ def _serve(serve: dict, ctx) -> pa.RecordBatch:
     from distkeras.executor.replica import FlatWeights, build_model, setup_tensorflow
     from distkeras.state import StateLayout
 
+    from distkeras.executor.remote import _task_resources
+
     settings, compiled = serve["settings"], serve["compiled"]
-    setup_tensorflow(int(ctx.cpus()))
+    cpus, gpus = _task_resources(ctx)
+    setup_tensorflow(cpus, gpus)              # the task's own GPU where Spark assigns them
+    if serve["tls"]:                          # the certificate and key, as files here
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="distkeras-tls-")
+        for name, data in zip(("cert.pem", "key.pem"), serve["tls"]):
+            with open(os.path.join(folder, name), "wb") as fh:
+                fh.write(data)
+        settings.tls_cert, settings.tls_key = (os.path.join(folder, n)
+                                               for n in ("cert.pem", "key.pem"))
     layout = StateLayout.from_dict(serve["layout"])
     driver = build_model(serve["portable"], compiled.loss, compiled.optimizer, compiled.metrics,
                          compiled.loss_weights)
     flat = FlatWeights(driver, layout)
     flat.set(serve["initial"])
-    algorithm, host = serve["algorithm"], _advertised_host()
+    algorithm, host = serve["algorithm"], _advertised_host(ctx)
     with contextlib.ExitStack() as services:
         ps, coordinator = start_services(
-            services, settings, algorithm, serve["initial"], layout.params,
-            settings.ps_bind_host or host, driver_work=bool(serve["callbacks"])
-            or serve["val"] is not None, secret=serve["secret"])
+            services, settings, algorithm, serve["initial"], layout.params, host,
+            driver_work=bool(serve["callbacks"]) or serve["val"] is not None,
+            secret=serve["secret"])
         ctx.allGather(json.dumps({"coordinator": [host, coordinator.address[1]],
                                   "ps": [host, ps.address[1]] if ps is not None else None}))
         try:
@@ -242,11 +279,19 @@ def decode_result(payload: bytes):
     history = TrainingHistory()
     history.update(meta["history"])
     history.epoch = meta["epoch"]
-    history.epoch_stats = meta["epoch_stats"]
-    stats = meta["ps_stats"]
-    stats["workers"] = {int(w): s for w, s in stats.get("workers", {}).items()}
-    history.ps_stats = stats
+    history.epoch_stats = _int_keys(meta["epoch_stats"])
+    history.ps_stats = _int_keys(meta["ps_stats"])
     return history, members, vector
+
+
+def _int_keys(value):
+    """JSON's string keys back to the integers they were (worker ids, staleness)."""
+    if isinstance(value, dict):
+        return {int(k) if isinstance(k, str) and k.lstrip("-").isdigit() else k: _int_keys(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_int_keys(v) for v in value]
+    return value
 
 
 def _jsonable(value):

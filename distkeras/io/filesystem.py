@@ -14,10 +14,13 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 
 from distkeras.spark_api import spark_api
+
+log = logging.getLogger(__name__)
 
 
 def filesystem(spark, root: str) -> "LocalFS | HadoopFS | ArrowFS":
@@ -116,13 +119,15 @@ class ArrowFS:
     def __init__(self, root: str):
         from pyarrow import fs
 
+        root, _, query = root.partition("?")        # pyarrow's options: ?endpoint_override=
         self.root = root.rstrip("/")
         scheme, rest = self.root.split("://", 1)
         self._fs, self._base = fs.FileSystem.from_uri(
-            f"{self._SCHEMES.get(scheme, scheme)}://{rest}")
+            f"{self._SCHEMES.get(scheme, scheme)}://{rest}" + (f"?{query}" if query else ""))
         self._base = self._base.rstrip("/")
 
     def _path(self, path: str) -> str:
+        path = path.partition("?")[0].rstrip("/") or path
         if not path.startswith(self.root):
             raise ValueError(f"{path} is not under {self.root}")
         return self._base + path[len(self.root):]
@@ -151,7 +156,23 @@ class ArrowFS:
             return stream.readall()
 
     def rename(self, src: str, dst: str) -> None:
-        self._fs.move(self._path(src), self._path(dst))
+        """Move a file or a directory; object stores (S3, GCS) cannot move a directory, so
+        there its files are copied, then the source is deleted."""
+        from pyarrow import fs
+
+        source, target = self._path(src), self._path(dst)
+        try:
+            self._fs.move(source, target)
+            return
+        except (OSError, NotImplementedError):
+            if self._fs.get_file_info(source).type != fs.FileType.Directory:
+                raise
+        for info in self._fs.get_file_info(fs.FileSelector(source, recursive=True)):
+            if info.type == fs.FileType.File:
+                copy = target + info.path[len(source):]
+                self._fs.create_dir(copy.rsplit("/", 1)[0], recursive=True)
+                self._fs.copy_file(info.path, copy)
+        self._fs.delete_dir(source)
 
     def delete(self, path: str) -> None:
         from pyarrow import fs
@@ -169,10 +190,14 @@ class ArrowFS:
 
 
 def remove_path(spark, path: str) -> None:
-    """Delete a directory, local or under any URI the session's filesystems reach."""
+    """Delete a directory Spark wrote: a plain path is in Spark's default filesystem (HDFS on
+    YARN) on a classic session, and on this machine from a Spark Connect client. A failure is
+    logged with the path to remove by hand, never raised: it must not cost a trained model."""
     path = str(path)
-    if "://" not in path:
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    fs = filesystem(spark, path)
-    fs.delete(fs.root)
+    api = spark_api(spark)
+    try:
+        fs = LocalFS(os.path.abspath(path)) if api.is_connect and "://" not in path \
+            else api.filesystem(path)
+        fs.delete(fs.root)
+    except Exception as exc:  # noqa: BLE001 - cleaning up after a finished run
+        log.warning("could not delete %s (%s): remove it by hand", path, exc)

@@ -59,6 +59,33 @@ def test_the_session_is_connect_and_answers_what_distkeras_asks(spark, tmp_path)
         counter.value                                         # noqa: B018
 
 
+def test_a_directory_moves_where_the_store_cannot_move_one(tmp_path):
+    """S3 and GCS cannot move a directory (a checkpoint's epoch-N.tmp -> epoch-N): its files
+    are copied, then the source deleted. A local store refusing directory moves stands in."""
+    from distkeras.io.filesystem import ArrowFS
+
+    class NoDirectoryMoves:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def move(self, src, dst):
+            raise NotImplementedError("this store cannot move a directory")
+
+    fs = ArrowFS(f"file://{tmp_path}/store")
+    fs.write(fs.join("epoch-1.tmp", "state.npz"), b"centre")
+    fs.write(fs.join("epoch-1.tmp", "meta", "history.json"), b"{}")
+    fs._fs = NoDirectoryMoves(fs._fs)
+    fs.rename(fs.join("epoch-1.tmp"), fs.join("epoch-1"))
+    assert fs.list() == ["epoch-1"]
+    assert fs.read(fs.join("epoch-1", "state.npz")) == b"centre"
+    assert fs.read(fs.join("epoch-1", "meta", "history.json")) == b"{}"
+    with pytest.raises(NotImplementedError):           # a file still needs the store's move
+        fs.rename(fs.join("epoch-1", "state.npz"), fs.join("moved.npz"))
+
+
 @pytest.mark.parametrize("name, kw", [
     ("ADAG", dict(learning_rate=0.03)),                 # parameter server, asynchronous
     ("ARSGD", dict(learning_rate=0.03)),                # barrier stage, ring all-reduce
@@ -83,6 +110,8 @@ def test_services_in_a_task_train_the_same_model_kinds(spark, train):
     assert sorted(w["worker"] for w in fitted.history.workers) == [0, 1]
     with pytest.raises(ValueError, match="checkpoint_dir"):
         dk.trainers.ADAG(mlp(), services="task", checkpoint_dir="/tmp/x", **COMMON).fit(train)
+    with pytest.raises(ValueError, match="num_workers \\+ 1 = 4 task slots"):
+        dk.trainers.ADAG(mlp(), services="task", **{**COMMON, "num_workers": 3}).fit(train)
 
 
 def test_an_interrupt_cancels_the_jobs_and_frees_the_ports(spark, train):
