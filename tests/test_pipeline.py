@@ -110,7 +110,8 @@ def test_results_table_is_well_formed(demo):
         assert row[5] == ("2" if row[0].startswith("ADAG") else "1") and row[6] == str(EPOCHS)
         seconds, rate = float(row[7]), float(row[8].replace(",", ""))
         m = metrics[row[0]]
-        assert seconds > 0 and rate == pytest.approx(m["samples"] / m["seconds"], rel=1e-3)
+        # the table shows whole samples per second
+        assert seconds > 0 and rate == pytest.approx(m["samples"] / m["seconds"], abs=0.5 + 1e-9)
         assert acc == pytest.approx(m["accuracy"], abs=5e-5)
         assert np.asarray(m["confusion_matrix"]).sum() == m["n"]
     assert table_rows(stdout.split("\n# ")[-1])[1] == rows      # and printed at the end
