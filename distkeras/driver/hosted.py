@@ -49,10 +49,8 @@ def train_in_task(run, startup: dict, began: float):
     """``_Run.train`` with the services in a task: returns ``(history, members)``."""
     from pyspark.sql import functions as F
 
-    from distkeras.driver.fit import startup_summary, task_spec, _warn_isolated
-    from distkeras.executor.replica import FlatWeights  # noqa: F401 - imported on the driver
-
     from distkeras.custom_objects import ship_by_value
+    from distkeras.driver.fit import _warn_isolated, startup_summary, task_spec
 
     settings, algorithm = run.settings, run.algorithm
     ship_by_value([algorithm, *run.callbacks]
