@@ -18,15 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-#: the server's settings distkeras wants (as `distkeras.spark.SESSION_CONF` for a classic one)
-SERVER_CONF = {
-    "spark.python.worker.reuse": "true",
-    "spark.ui.enabled": "false",
-    "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.sql.shuffle.partitions": "4",
-    "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": "1",
-    "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "2s",
-}
+from distkeras.spark import SESSION_CONF
+
+#: the server's settings distkeras wants: those of a classic session it builds
+SERVER_CONF = dict(SESSION_CONF)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

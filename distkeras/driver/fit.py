@@ -163,6 +163,7 @@ class _Run:
     def train(self, warming, startup: dict, began: float):
         settings, algorithm = self.settings, self.algorithm
         warn_if_unauthenticated(self.spark)     # the run's secret travels in the task closure
+        ship_by_value([algorithm] + ([algorithm.base] if hasattr(algorithm, "base") else []))
         if settings.services == "task":
             from distkeras.driver.hosted import train_in_task
 
@@ -173,7 +174,6 @@ class _Run:
         host = settings.ps_host or spark_api(self.spark).service_host
         with contextlib.ExitStack() as services:
             ps, coordinator = self._services(services, host, resumed, store)
-            ship_by_value([algorithm] + ([algorithm.base] if hasattr(algorithm, "base") else []))
             spec = task_spec(self, {"coordinator": [host, coordinator.address[1]],
                                     "ps": [host, ps.address[1]] if ps is not None else None,
                                     "secret": coordinator.secret})

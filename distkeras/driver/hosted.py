@@ -53,8 +53,7 @@ def train_in_task(run, startup: dict, began: float):
     from distkeras.driver.fit import _warn_isolated, startup_summary, task_spec
 
     settings, algorithm = run.settings, run.algorithm
-    ship_by_value([algorithm, *run.callbacks]
-                  + ([algorithm.base] if hasattr(algorithm, "base") else []))
+    ship_by_value(run.callbacks)          # they run in the task (the algorithm travels already)
     secret = secrets.token_bytes(32)
     spec = task_spec(run, {"coordinator": None, "ps": None, "secret": secret})
     spec["hosted"] = True
@@ -117,18 +116,15 @@ def check(settings, callbacks, spark) -> None:
                          f"task slots at once (the workers and the services' task), and Spark "
                          f"has {slots}: lower num_workers, add executors, or use "
                          "services='here'")
-    if any(isinstance(c, MLflowLogger) for c in callbacks):
-        raise ValueError("services='task': an MLflowLogger runs in this process between "
-                         "epochs; take it out of callbacks (log history afterwards), or use "
-                         "services='here'")
+    if settings.mlflow or any(isinstance(c, MLflowLogger) for c in callbacks):
+        raise ValueError("services='task': MLflow logging runs in this process between epochs; "
+                         "set mlflow=False and take MLflowLogger out of callbacks (log history "
+                         "afterwards), or use services='here'")
     if settings.checkpoint_dir or any(isinstance(c, keras.callbacks.BackupAndRestore)
                                       for c in callbacks):
         raise ValueError("services='task': the checkpoint is written by this process between "
                          "epochs; drop checkpoint_dir (or BackupAndRestore), or use "
                          "services='here'")
-    if settings.mlflow:
-        raise ValueError("services='task': MLflow logging runs in this process between epochs; "
-                         "set mlflow=False (log history afterwards), or use services='here'")
 
 
 def _portable_settings(settings):
