@@ -64,6 +64,15 @@ def _list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _compression(value: Any) -> str | None:
+    from distkeras.compression import canonical
+
+    try:
+        return canonical(value)
+    except ValueError as exc:
+        raise TypeError(str(exc)) from None
+
+
 def _port_range(value: Any) -> tuple[int, int]:
     first, last = (int(v) for v in value)
     if not 0 < first <= last < 65536:
@@ -148,6 +157,11 @@ SETTINGS: tuple[Setting, ...] = (
             "of window k are in flight while window k+1 computes (one window more staleness). "
             "Helps where the network's latency, not the CPU, bounds a round trip; None: off (it "
             "measured slower on loopback)", _optional(TypeConverters.toBoolean), None),
+    Setting("compression", "how exchanges travel: None (float32), 'fp16', 'bf16', 'int8' "
+            "(per-chunk scale; 'int8:stochastic' unbiased), 'topk:<fraction>' (error "
+            "feedback) or 'powersgd:<rank>' (ring all-reduce only); an algorithm whose "
+            "exchange cannot take it refuses it before training (distkeras.compression)",
+            _optional(_compression), None),
     Setting("batch_size", "per-worker mini-batch size", _positive_int, 32),
     Setting("epochs", "passes over each worker's partition", _positive_int, 1),
     Setting("communication_window", "λ, local steps between exchanges (None: the algorithm's "

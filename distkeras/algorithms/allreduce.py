@@ -20,6 +20,7 @@ class GradientRing(RingExchange):
     gradient lands in one reused buffer: it is applied before the next step's exchange."""
 
     _buffer = None
+    averages_replicas = False     # gradients: compressed as they are, with error feedback
 
     def mean(self, vector, out=None):
         if self._buffer is None or self._buffer.shape != vector.shape:

@@ -9,6 +9,7 @@ import numpy as np
 
 from distkeras.algorithms.base import Algorithm, WorkerRecord
 from distkeras.algorithms.registry import TrainerSpec, register
+from distkeras.compression import Mirror
 
 SGD_NESTEROV = {"class_name": "SGD", "config": {"learning_rate": 0.05, "momentum": 0.9,
                                                  "nesterov": True}}
@@ -118,6 +119,7 @@ class AEASGD(Algorithm):
     """
 
     name = "aeasgd"
+    commit_stream = Mirror           # it commits its replica θ
     learning_rate_scaling = "elastic"     # θ̃ is pulled along: n workers and θ̃ move at n/(n+1)
     default_window = 32
     trainers = (TrainerSpec("AEASGD", "aeasgd", """Asynchronous EASGD, λ=32, elastic force

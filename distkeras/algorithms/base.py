@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from distkeras.compression import ErrorFeedback
 from distkeras.exchange import (Exchange, OverlappedParameterServerExchange,
                                 ParameterServerExchange)
 
@@ -73,6 +74,9 @@ class Algorithm:
     keeps_pulled_centre = False   # the server keeps a copy of θ̃ per worker (memory: workers × model)
     default_window: int | None = 5
     exchange_type: type[Exchange] = ParameterServerExchange   # how its workers communicate
+    # what its parameter-server commits are, for compression: updates (error feedback) or, for a
+    # rule that sends its replica θ, points (Mirror: both ends keep the driver's view of θ)
+    commit_stream: type = ErrorFeedback
 
     def __new__(cls, *args, **kwargs):
         rule = super().__new__(cls)
@@ -107,6 +111,11 @@ class Algorithm:
         if worker.overlap and self.can_overlap:
             return OverlappedParameterServerExchange(self, worker)
         return self.exchange_type(self, worker)
+
+    def compression_refusal(self, compressor) -> str | None:
+        """Why its workers' exchange cannot take ``compressor`` (None: it can); asked on the
+        driver before any task starts."""
+        return self.exchange_type.refusal(compressor)
 
     @property
     def can_overlap(self) -> bool:

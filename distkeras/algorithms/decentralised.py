@@ -31,7 +31,9 @@ class Decentralised(Algorithm):
 class DPSGD(Decentralised):
     """D-PSGD (Lian et al. 2017), synchronous: after every λ=1 local steps
     x_i ← Σ_j W_ij x_j over i's neighbours (adapt, then combine: x_i ← Σ_j W_ij (x_j − η g_j));
-    a barrier stage, every worker waits for its neighbours each round."""
+    a barrier stage, every worker waits for its neighbours each round. With ``compression=``
+    the mixing is CHOCO gossip with step γ = ``consensus_step`` (None: the compressor's own,
+    1 for fp16/bf16/int8, 0.1 for top-k)."""
 
     name = "dpsgd"
     synchronous = True
@@ -45,6 +47,13 @@ class DPSGD(Decentralised):
 
         DPSGD(model, topology="ring", num_workers=4).fit(df)
     """, slowmo_base={}),)
+
+    def __init__(self, communication_window=None, learning_rate=0.01, num_workers=1,
+                 topology: str = None, consensus_step: float | None = None, **params):
+        super().__init__(communication_window, learning_rate, num_workers, topology, **params)
+        if consensus_step is not None and not 0 < consensus_step <= 1:
+            raise ValueError(f"consensus_step={consensus_step}: CHOCO gossip's γ is in (0, 1]")
+        self.consensus_step = consensus_step
 
     def exchange(self, worker):
         return NeighbourExchange(self, worker, self.graph())

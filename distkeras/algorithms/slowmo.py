@@ -94,6 +94,9 @@ class SlowMo(Algorithm):
     def exchange(self, worker):
         return SlowMoExchange(self, worker, self.base.exchange(worker))
 
+    def compression_refusal(self, compressor):
+        return self.base.compression_refusal(compressor)     # its own average takes any
+
     def window_length(self, rng, steps):
         return self.base.window_length(rng, steps)
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from distkeras.algorithms.base import Algorithm
 from distkeras.algorithms.registry import TrainerSpec, register
+from distkeras.compression import Mirror
 from distkeras.exchange import Exchange, ParameterServerExchange, RingExchange
 
 
@@ -20,6 +21,7 @@ class Averaging(Algorithm):
     """
 
     name = "averaging"
+    commit_stream = Mirror           # it commits its replica θ
     synchronous = True
     default_window = None
     trainers = (
@@ -60,6 +62,7 @@ class EASGD(Algorithm):
     """
 
     name = "easgd"
+    commit_stream = Mirror           # it commits its replica θ
     learning_rate_scaling = "elastic"     # θ̃ is pulled along: n workers and θ̃ move at n/(n+1)
     synchronous = True
     default_window = 12

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from distkeras import algorithms, messages, tracking
+from distkeras.compression import compressor
 from distkeras.custom_objects import ship_by_value
 from distkeras.driver import preflight
 from distkeras.driver.compile import CompileSettings
@@ -250,7 +251,8 @@ def start_services(services: contextlib.ExitStack, settings, algorithm, initial:
         ps = services.enter_context(ParameterServer(
             algorithm, initial, settings.num_workers, host=bind, port=settings.ps_port,
             secret=secret, ssl_context=tls, round_timeout=settings.round_timeout,
-            updates=resumed["updates"] if resumed else 0, params=params))
+            updates=resumed["updates"] if resumed else 0, params=params,
+            compression=compression_spec(settings, algorithm)))
     return ps, services.enter_context(Coordinator(
         settings.num_workers, initial, synchronous=algorithm.synchronous,
         name=algorithm.name, host=bind, port=0, secret=ps.secret if ps else secret,
@@ -368,11 +370,22 @@ def task_spec(run: "_Run", services: dict) -> dict:
         "num_workers": settings.num_workers, "algorithm": run.algorithm,
         "stream": run.data.stream, "jit_compile": settings.jit_compile,
         "threads": run.cores.threads, "overlap": overlap_communication(settings, run.algorithm),
+        "compression": compression_spec(settings, run.algorithm),
         "run": {**services, "connect_timeout": settings.connect_timeout,
                 "round_timeout": settings.round_timeout,
                 "tls_cert": open(settings.tls_cert).read() if settings.tls_cert else None,
                 "peer_host": settings.peer_host, "peer_ports": settings.peer_ports},
     }
+
+
+def compression_spec(settings, algorithm) -> str | None:
+    """The run's compressor spec (None: float32), refused here, before any task starts, when
+    the algorithm's exchange cannot take it."""
+    made = compressor(settings.compression)
+    problem = algorithm.compression_refusal(made) if made is not None else None
+    if problem:
+        raise ValueError(f"{algorithm.name}: {problem}")
+    return None if made is None else made.spec
 
 
 def overlap_communication(settings, algorithm) -> bool:

@@ -30,7 +30,8 @@ import numpy as np
 from distkeras import messages
 from distkeras.algorithms import Algorithm, WorkerRecord
 from distkeras.driver.coordinator import WorkerLostError
-from distkeras.transport import FrameServer, Reply, frame_limit
+from distkeras.compression import compressor
+from distkeras.transport import FrameServer, Reply, frame_limit, payload_size
 from distkeras.vectors import all_finite, mean_of, split
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class ParameterServer:
     def __init__(self, algorithm: Algorithm, initial: np.ndarray, num_workers: int,
                  host: str = "127.0.0.1", port: int = 0, secret: bytes | None = None,
                  ssl_context=None, round_timeout: float = 600.0, updates: int = 0,
+                 compression: str | None = None,
                  params: int | None = None):
         self.algorithm = algorithm
         self.num_workers = int(num_workers)
@@ -70,6 +72,8 @@ class ParameterServer:
         self._lock = threading.Lock()
         self._records = {w: WorkerRecord() for w in range(self.num_workers)}
         self._stats = {w: _WorkerStats() for w in range(self.num_workers)}
+        self._compressor = compressor(compression)
+        self._streams: dict[int, object] = {}     # this end of each worker's commit stream
         self.failure: str | None = None
         # synchronous rounds
         self._cond = threading.Condition()
@@ -128,18 +132,54 @@ class ParameterServer:
                 np.copyto(reply, self._centre)
                 self._note_pull(worker)
                 version = self._version
+                if self._compressor is not None:    # the worker starts its end here too
+                    self._streams[worker] = self.algorithm.commit_stream(self._compressor,
+                                                                         self._params)
             stats.bytes_out += reply.nbytes
             return Reply(op, payload=reply, aux=version)
         if op == messages.COMMIT:
-            self._refuse_poison(worker, frame.payload)
+            stats.bytes_in += payload_size(frame.payload)
+            payload = self._decompress(worker, frame.payload)
+            self._refuse_poison(worker, payload)
             stats.commits += 1
-            stats.bytes_in += frame.payload.nbytes
-            reply, version = (self._sync_commit(conn, worker, frame.payload)
+            reply, version = (self._sync_commit(conn, worker, payload)
                               if self.algorithm.synchronous
-                              else self._async_commit(conn, worker, frame.payload))
+                              else self._async_commit(conn, worker, payload))
             stats.bytes_out += reply.nbytes
             return Reply(op, payload=reply, aux=version)    # aux: θ̃'s update count
         raise ValueError(f"unknown op {op}")
+
+    def _decompress(self, worker: int, payload):
+        """A compressed commit as the float32 vector the rule takes: the parameters from this
+        worker's stream, the statistics as sent (anything else is refused as a poisoned
+        commit)."""
+        if self._compressor is None:
+            return payload
+        problem = None
+        stream = self._streams.get(worker)
+        if stream is None:
+            problem = "before its pull (no compressed stream to decode it with)"
+        elif not isinstance(payload, bytes):
+            problem = (f"uncompressed ({type(payload).__name__}) in a run with "
+                       f"compression={self._compressor.spec!r}")
+        else:
+            size = self._params.size
+            try:
+                params = stream.receive(payload, size)
+                used = self._compressor.body(payload, size)[1]
+            except ValueError as exc:
+                problem = f"that does not decode ({exc})"
+            else:
+                rest = memoryview(payload)[used:]
+                if rest.nbytes != 4 * self._statistics.size:
+                    problem = (f"with {rest.nbytes} bytes of statistics, expected "
+                               f"{4 * self._statistics.size}")
+                else:
+                    vector = np.empty(self._centre.size, np.float32)
+                    vector[:size] = params
+                    vector[size:] = np.frombuffer(rest, "<f4")
+                    return vector
+        self._refuse(worker, problem)
 
     def _refuse_poison(self, worker: int, payload) -> None:
         """A commit that is not a finite float32 vector of the model's size never reaches θ̃:
@@ -156,6 +196,9 @@ class ParameterServer:
                        "learning rate or clip gradients")
         else:
             return
+        self._refuse(worker, problem)
+
+    def _refuse(self, worker: int, problem: str) -> None:
         message = f"worker {worker} sent a commit {problem}. It was refused: θ̃ is unchanged"
         if self.algorithm.synchronous:
             self.fail(f"{message}, and the synchronous round cannot complete")

@@ -14,7 +14,9 @@ An exchange says how it communicates:
   ``MEMBERS`` (an ensemble of the workers' final replicas);
 - ``needs_parameter_server``: the driver hosts a parameter server for it;
 - ``can_overlap``: its round trips can be in flight while the next window computes;
-- ``endpoint``: the ``host:port`` of this worker's peer endpoint, if it serves one.
+- ``endpoint``: the ``host:port`` of this worker's peer endpoint, if it serves one;
+- ``refusal(compressor)``: why it cannot take a compressor (``distkeras.compression``), None
+  when it can; the driver asks before any task starts, and the exchange again when it is made.
 
 A flat vector is ``[parameters | statistics]`` (``distkeras.state``): the first
 ``worker.params`` values are what update rules move, the rest (BatchNorm moving moments) is
@@ -36,6 +38,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from distkeras.compression import Compressor, compressor
 from distkeras.vectors import DivergedError, all_finite, check_finite, split  # noqa: F401
 
 
@@ -68,10 +71,13 @@ class ExchangeStats:
     exchanges: int = 0
     peers: set = field(default_factory=set)   # worker ids met
     missed_commits: int = 0   # others' commits an overlapped window did not see (staleness)
+    raw_bytes_sent: int = 0   # what the same exchanges would have sent as float32 (compressed)
+    feedback_norm: float = 0.0   # ‖what a compressor dropped and is still to send‖, at the end
 
     def as_row(self) -> dict:
         row = asdict(self)
         row["peers"] = ",".join(str(p) for p in sorted(self.peers))
+        row["raw_bytes_sent"] = self.raw_bytes_sent or self.bytes_sent   # uncompressed: the same
         return row
 
     @contextmanager
@@ -103,6 +109,7 @@ class WorkerContext:
     params: Optional[int] = None             # where the statistics start in a flat vector
     barrier: Any = None                      # BarrierTaskContext in a barrier stage
     control: Any = None                      # the coordinator client (rendezvous of async peers)
+    compression: Optional[str] = None        # the run's compressor spec (None: float32)
 
 
 class Exchange:
@@ -117,6 +124,18 @@ class Exchange:
         self.algorithm = algorithm
         self.worker = worker
         self.stats = ExchangeStats()
+        self.compressor = compressor(worker.compression, seed=worker.seed * 7919 + worker.worker)
+        problem = self.refusal(self.compressor)
+        if problem:
+            raise ValueError(problem)
+
+    @classmethod
+    def refusal(cls, compressor: Optional[Compressor]) -> Optional[str]:
+        """Why this exchange cannot take ``compressor`` (None: it can, or there is none)."""
+        if compressor is None:
+            return None
+        return (f"compression={compressor.spec!r}: the workers of this algorithm do not "
+                "communicate while training (an ensemble): there is nothing to compress")
 
     @property
     def endpoint(self) -> Optional[str]:

@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from distkeras import messages
+from distkeras.compression import Mirror
 from distkeras.exchange.base import WorkerContext
 from distkeras.exchange.peers import PeerExchange, PeerLostError, Rounds, ack, reply_buffer
 from distkeras.exchange.topology import Topology
@@ -60,13 +61,19 @@ class SharedReplica:
         with self._lock:
             return self._current + self._correction if self._dirty else self._current.copy()
 
-    def respond(self, other: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Callee side of x_i, x_j ← (x_i + x_j)/2: reply x_j (into ``out``), move to the mean."""
+    def respond(self, other: np.ndarray, out: np.ndarray, compressor=None):
+        """Callee side of x_i, x_j ← (x_i + x_j)/2: reply x_j (into ``out``), move to the mean.
+        With a (dense) ``compressor`` the reply is C(x_j) and the move uses its decoding, the
+        value the caller sees, so both moves still cancel exactly."""
         with self._lock:
             np.add(self._current, self._correction, out=out)
+            reply = out
+            if compressor is not None:
+                reply = compressor.encode(out)
+                out = compressor.decode(reply, out.size)[0]
             self._correction += _half_difference(other, out)
             self._dirty = True
-        return out
+        return reply
 
     def absorb(self, sent: np.ndarray, answer: np.ndarray) -> None:
         """Caller side: having sent ``sent`` and got the callee's ``answer``, move by
@@ -92,7 +99,15 @@ def refuse_non_finite(payload: np.ndarray, sender: int) -> None:
 
 class NeighbourExchange(PeerExchange):
     """D-PSGD's synchronous neighbour averaging: every window, x_i ← Σ_j W_ij x_j over i's
-    neighbours in ``topology`` (W the Metropolis–Hastings mixing matrix)."""
+    neighbours in ``topology`` (W the Metropolis–Hastings mixing matrix).
+
+    With ``compression=`` it is CHOCO gossip (Koloskova et al. 2019): every worker keeps the
+    public copies x̂_j of itself and its neighbours (all equal to the common start), sends
+    C(x_i − x̂_i), adds what it sent and received to the copies, and moves
+    x_i ← x_i + γ Σ_j W_ij (x̂_j − x̂_i), γ the algorithm's ``consensus_step`` (else the
+    compressor's). The mean of the
+    replicas is kept exactly (W symmetric), and uncompressed with γ = 1 it is D-PSGD's mixing.
+    """
 
     def __init__(self, algorithm, worker: WorkerContext, topology: Topology):
         super().__init__(algorithm, worker)
@@ -101,6 +116,15 @@ class NeighbourExchange(PeerExchange):
         self.weights = topology.mixing_weights(worker.worker)
         self.rounds = Rounds(worker.round_timeout)
         self._round = 0
+        self.copies: dict[int, Mirror] = {}     # CHOCO's public copies x̂ (self and neighbours)
+
+    @classmethod
+    def refusal(cls, compressor):
+        if compressor is not None and compressor.collective:
+            return (f"compression={compressor.spec!r} is an all-reduce (the ring's); D-PSGD "
+                    "mixes with its neighbours: use 'int8', 'fp16', 'bf16' or "
+                    "'topk:<fraction>' (CHOCO gossip)")
+        return None
 
     def handlers(self):
         return {messages.MIX: self._on_mix}
@@ -112,18 +136,50 @@ class NeighbourExchange(PeerExchange):
 
     def start(self, theta: np.ndarray) -> np.ndarray:
         self.group.meet(wait_for_all=True)
+        if self.compressor is not None:     # every replica starts from the same θ
+            self.copies = {j: Mirror(self.compressor, theta)
+                           for j in [self.worker.worker, *self.neighbours]}
         return theta
 
     def _on_mix(self, conn, frame):
         if conn.worker_id not in self.weights or conn.worker_id == self.worker.worker:
             raise ValueError(f"worker {conn.worker_id} is not a neighbour of "
                              f"{self.worker.worker} in the {self.topology.name} topology")
-        refuse_non_finite(frame.payload, conn.worker_id)
+        if self.compressor is None:
+            refuse_non_finite(frame.payload, conn.worker_id)
+        elif not isinstance(frame.payload, bytes):
+            raise ValueError(f"an uncompressed replica from worker {conn.worker_id} in a run "
+                             f"with compression={self.compressor.spec!r}")
         self.rounds.deliver(frame.aux, frame)
         return ack(frame)
 
     def after_window(self, theta: np.ndarray, steps: int) -> np.ndarray:
-        return self.timed(self._mix, theta)
+        return self.timed(self._mix if self.compressor is None else self._choco, theta)
+
+    def _choco(self, theta: np.ndarray) -> np.ndarray:
+        """One CHOCO gossip round: send C(x_i − x̂_i), update the copies, move by γ."""
+        me, size = self.worker.worker, theta.size
+        mine = self.copies[me]
+        blob = mine.send(theta)
+        round_, self._round = self._round, self._round + 1
+        self.rounds.open(round_, lambda frame: self.copies[frame.worker_id].receive(
+            frame.payload, size))
+        for peer in self.neighbours:
+            self.group.request(peer, messages.MIX, blob, aux=round_)
+        with self.stats.waiting():
+            self.rounds.wait(len(self.neighbours), self._check, f"neighbours {self.neighbours}")
+        step = np.zeros(size, np.float32)
+        for j in self.neighbours:
+            step += np.float32(self.weights[j]) * (self.copies[j].view - mine.view)
+        gamma = getattr(self.algorithm, "consensus_step", None) or self.compressor.consensus_step
+        mixed = theta + np.float32(gamma) * step
+        check_finite(mixed, "replica mixed with its neighbours",
+                     f"worker {me}, CHOCO gossip round {round_}")
+        self.stats.raw_bytes_sent += theta.nbytes * len(self.neighbours)
+        self.stats.feedback_norm = mine.norm
+        self.stats.exchanges += 1
+        self.stats.peers.update(self.neighbours)
+        return mixed
 
     def _mix(self, theta: np.ndarray) -> np.ndarray:
         mixed = theta * np.float32(self.weights[self.worker.worker])
@@ -191,6 +247,16 @@ class PairwiseGossip(PeerExchange):
     def handlers(self):
         return {messages.GOSSIP: self._on_gossip}
 
+    @classmethod
+    def refusal(cls, compressor):
+        if compressor is not None and not compressor.dense:
+            return (f"compression={compressor.spec!r}: pairwise gossip (AD-PSGD, SwarmSGD) "
+                    "averages whole replicas, answered asynchronously from a shared replica, "
+                    "so it takes only compressors with a bounded error on every value ('fp16', "
+                    "'bf16', 'int8'); top-k and PowerSGD need differences against copies both "
+                    "sides keep in step: use DPSGD (CHOCO gossip) or a ring algorithm")
+        return None
+
     def start(self, theta: np.ndarray) -> np.ndarray:
         self.shared = SharedReplica(theta)
         # wait for the peers that are still to come (a cold executor imports TensorFlow first),
@@ -202,10 +268,18 @@ class PairwiseGossip(PeerExchange):
         if self.shared is None:
             raise ValueError("not training yet")
         size = self.shared.size
-        if frame.payload.shape != (size,):
-            raise ValueError(f"gossip of {frame.payload.size} values, the model has {size}")
-        refuse_non_finite(frame.payload, conn.worker_id)
-        out = self.shared.respond(frame.payload, reply_buffer(conn, frame.payload))
+        other = frame.payload
+        if self.compressor is not None:
+            if not isinstance(other, bytes):
+                raise ValueError(f"an uncompressed replica from worker {conn.worker_id} in a "
+                                 f"run with compression={self.compressor.spec!r}")
+            other = self.compressor.decode(other, size)[0]
+        elif other.shape != (size,):
+            raise ValueError(f"gossip of {other.size} values, the model has {size}")
+        refuse_non_finite(other, conn.worker_id)
+        out = self.shared.respond(other, reply_buffer(conn, other), self.compressor)
+        if self.compressor is not None:
+            self.stats.raw_bytes_sent += other.nbytes
         self.stats.peers.add(conn.worker_id)
         self.stats.exchanges += 1      # answered: an interaction for this worker too
         return Reply(frame.op, payload=out)
@@ -239,13 +313,25 @@ class PairwiseGossip(PeerExchange):
         if peer is None:
             return
         sent = self.shared.snapshot()
+        message = sent
+        if self.compressor is not None:      # both sides move by the decoded values
+            message = self.compressor.encode(sent)
+            sent = self.compressor.decode(message, sent.size)[0]
+            self.stats.raw_bytes_sent += sent.nbytes
         try:
-            answer = self.group.request(peer, messages.GOSSIP, sent).payload
+            answer = self.group.request(peer, messages.GOSSIP, message).payload
         except PeerLostError as exc:   # asynchronous: skip the peer, look it up again later
             self._unreachable.add(peer)
             log.log(logging.INFO if self.stats.exchanges else logging.WARNING,
                     "gossip skipped: %s", exc)
             return
+        if self.compressor is not None:
+            try:
+                answer = self.compressor.decode(answer, sent.size)[0]
+            except ValueError as exc:    # refused, as a non-finite answer is
+                log.warning("worker %d answered gossip with %s: not mixed in", peer, exc)
+                self._unreachable.add(peer)
+                return
         if not all_finite(answer):     # the peer diverged (it finds out itself): not mixed in
             self._unreachable.add(peer)
             log.warning("worker %d answered gossip with non-finite values (NaN/inf): not mixed "

@@ -10,6 +10,11 @@ own. The server side is ``distkeras.driver.parameter_server``.
 commit of window k is in flight while window k+1 computes, and its reply is folded in at the
 next boundary (one window more staleness).
 
+With ``compression=`` the commit's parameters travel compressed as the rule's
+``commit_stream`` says (error feedback for updates, a mirrored view for replicas; the driver
+keeps the other end per worker, started at the pull both sides share); the statistics follow as
+float32. Replies stay float32: the centre variable is what every worker continues from.
+
 Example::
 
     with ParameterServerExchange(algorithms.ADAG(), ctx) as exchange:
@@ -38,6 +43,15 @@ class ParameterServerExchange(Exchange):
         self.client: Optional[Client] = None
         self.anchor: Optional[np.ndarray] = None
         self.version: Optional[int] = None     # the server's update count in its last reply
+        self.stream = None                     # this end of the compressed commit stream
+
+    @classmethod
+    def refusal(cls, compressor):
+        if compressor is not None and compressor.collective:
+            return (f"compression={compressor.spec!r} is an all-reduce of its own (the ring's); "
+                    "a parameter-server commit takes 'fp16', 'bf16', 'int8' or "
+                    "'topk:<fraction>'")
+        return None
 
     def open(self) -> None:
         host, port = self.worker.parameter_server
@@ -49,6 +63,9 @@ class ParameterServerExchange(Exchange):
     def start(self, theta: np.ndarray) -> np.ndarray:
         reply = self.client.request(messages.PULL)
         self.anchor, self.version = reply.payload.copy(), reply.aux
+        if self.compressor is not None:     # the driver starts its end at this same pull
+            self.stream = self.algorithm.commit_stream(
+                self.compressor, split(self.anchor, self.worker.params)[0])
         return self.anchor
 
     def after_window(self, theta: np.ndarray, steps: int) -> np.ndarray:
@@ -61,6 +78,11 @@ class ParameterServerExchange(Exchange):
         """``worker_send`` on the parameters, followed by this worker's statistics."""
         params, statistics = split(theta, self.worker.params)
         payload = self.algorithm.worker_send(params, split(self.anchor, self.worker.params)[0])
+        if self.stream is not None:
+            self.stats.raw_bytes_sent += payload.nbytes + statistics.nbytes
+            payload = self.stream.send(payload)
+            self.stats.feedback_norm = self.stream.norm
+            statistics = np.ascontiguousarray(statistics, np.float32).view(np.uint8)
         return np.concatenate([payload, statistics]) if statistics.size else payload
 
     def _round_trip(self, payload: np.ndarray) -> tuple[np.ndarray, int]:

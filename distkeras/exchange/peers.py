@@ -32,7 +32,8 @@ import numpy as np
 
 from distkeras import messages
 from distkeras.exchange.base import MEAN, Exchange, WorkerContext
-from distkeras.transport import BindError, Client, FrameServer, Reply, TransportError
+from distkeras.transport import (BindError, Client, FrameServer, Reply, TransportError,
+                                 payload_size)
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +121,9 @@ class PeerEndpoint:
             raise ValueError(f"op {frame.op} is not served by peer endpoints")
         reply = handler(conn, frame)
         with self._lock:
-            if isinstance(frame.payload, np.ndarray):
-                self.bytes_in += frame.payload.nbytes
-            if reply is not None and isinstance(reply.payload, np.ndarray):
-                self.bytes_out += reply.payload.nbytes
+            self.bytes_in += payload_size(frame.payload)
+            if reply is not None:
+                self.bytes_out += payload_size(reply.payload)
         return reply
 
     def _on_disconnect(self, conn, clean: bool) -> None:
@@ -225,8 +225,8 @@ class PeerGroup:
             self.drop(peer)
             raise PeerLostError(f"worker {self.ctx.worker}: peer worker {peer} at "
                                 f"{self.table.get(peer)} failed: {exc}") from exc
-        self.bytes_out += sum(p.nbytes for p in payloads)
-        self.bytes_in += sum(r.payload.nbytes for r in replies if isinstance(r.payload, np.ndarray))
+        self.bytes_out += sum(payload_size(p) for p in payloads)
+        self.bytes_in += sum(payload_size(r.payload) for r in replies)
         return replies
 
     def drop(self, peer: int) -> None:

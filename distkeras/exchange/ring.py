@@ -14,10 +14,13 @@ Example::
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from distkeras import messages
 from distkeras.exchange.base import ExchangeStats, WorkerContext
+from distkeras.exchange.compressed import CompressedMean
 from distkeras.exchange.peers import (PeerEndpoint, PeerExchange, PeerGroup, PeerLostError, Rounds,
                                       ack)
 from distkeras.vectors import check_finite
@@ -127,6 +130,73 @@ class RingAllReduce:
         """(1/n) Σ over workers of ``vector`` (identical on every worker, bit for bit)."""
         return self.sum(vector, out=out, scale=1.0 / self.n)
 
+    # -- compressed rounds: one frame per chunk, its bytes a compressed vector ----------------------
+    def sum_encoded(self, vector: np.ndarray, compressor, scale: float = 1.0) -> np.ndarray:
+        """``scale`` × Σ over workers, every chunk compressed on the wire by a ``dense``
+        compressor: reduce-scatter partial sums are re-encoded at each hop; each complete chunk
+        is encoded once by its owner, who keeps what it sent, so the result is identical on
+        every worker."""
+        src = np.ascontiguousarray(vector, dtype=np.float32).ravel()
+        n = self.n
+        if n == 1:
+            return src * np.float32(scale)
+        out = np.empty_like(src)
+        bounds = np.linspace(0, src.size, n + 1).astype(np.int64)
+        part = lambda c, x: x[bounds[c]:bounds[c + 1]]  # noqa: E731
+        forward: dict[int, bytes] = {}      # all-gather: the owners' bytes, passed on as they came
+
+        def apply(frame):
+            step = (frame.aux >> 16) & 0xFFFF
+            c = self._recv_chunk(step)
+            decoded, _ = compressor.decode(_bytes(frame), bounds[c + 1] - bounds[c])
+            if step < n - 1:
+                np.add(part(c, src), decoded, out=part(c, out))
+            else:
+                part(c, out)[:] = decoded
+                forward[c] = _bytes(frame)
+
+        def send(step):
+            c = self._send_chunk(step)
+            if step == 0:
+                return compressor.encode(part(c, src))
+            if step < n - 1:
+                return compressor.encode(part(c, out))
+            if step == n - 1:               # this worker's complete chunk
+                mine = part(c, out)
+                mine *= np.float32(scale)
+                blob = compressor.encode(mine)
+                mine[:] = compressor.decode(blob, mine.size)[0]
+                return blob
+            return forward[c]
+
+        self._rounds_of(2 * (n - 1), apply, send)
+        return out
+
+    def gather_encoded(self, blob: np.ndarray) -> list:
+        """Every worker's ``blob`` (bytes), by worker: a ring all-gather of n − 1 steps."""
+        n, r = self.n, self.rank
+        blobs: list = [None] * n
+        blobs[r] = blob
+
+        def apply(frame):
+            step = (frame.aux >> 16) & 0xFFFF
+            blobs[(r - step - 1) % n] = _bytes(frame)
+
+        self._rounds_of(n - 1, apply, lambda step: blobs[(r - step) % n])
+        return blobs
+
+    def _rounds_of(self, steps: int, apply, send) -> None:
+        """One ring round of ``steps`` steps: ``send(step)`` to the next worker, then wait for
+        the previous worker's frame of that step (folded in by ``apply(frame)``)."""
+        round_, self._round = self._round, self._round + 1
+        self.rounds.open(round_, apply)
+        for step in range(steps):
+            self.group.request(self.next, messages.RING, send(step),
+                               aux=(round_ << 32) | (step << 16))
+            with self.stats.waiting():
+                self.rounds.wait(step + 1, self._check, f"ring peer worker {self.prev}")
+        self.stats.peers.update({self.next, self.prev})
+
     def _check(self) -> None:
         if self.ctx.control is not None:
             table = self.group.refresh()
@@ -135,26 +205,46 @@ class RingAllReduce:
                                     "longer registered with the driver (lost)")
 
 
+def _bytes(frame):
+    """A compressed frame's bytes (a float32 frame here is a peer that does not compress)."""
+    if not isinstance(frame.payload, (bytes, bytearray)):
+        raise ValueError(f"ring frame of {type(frame.payload).__name__} in a compressed round "
+                         "(do all workers run the same compression=?)")
+    return frame.payload
+
+
 class RingExchange(PeerExchange):
     """Synchronous exchanges through a ring all-reduce. ``after_window`` replaces each replica by
     the exact mean of all replicas (LocalSGD, SlowMo's exact average); AR-SGD calls
-    :meth:`mean` on gradients every step."""
+    :meth:`mean` on gradients every step. With ``compression=`` the means are compressed
+    (``distkeras.exchange.compressed``): replicas as differences from the last mean."""
 
     exact_average = True
+    averages_replicas = True     # its stream is replicas (GradientRing: gradients)
+
+    @classmethod
+    def refusal(cls, compressor):
+        return None       # every compressor: dense ones hop by hop, the others as they can
 
     def open(self) -> None:
         super().open()
         self.ring = RingAllReduce(self.worker, self.peer_endpoint, self.group, self.stats)
+        self.compressed: Optional[CompressedMean] = None
 
     def start(self, theta: np.ndarray) -> np.ndarray:
         self.group.meet(wait_for_all=True)
+        if self.compressor is not None:
+            self.compressed = CompressedMean(self.ring, self.compressor, self.stats,
+                                             self.worker.seed,
+                                             theta if self.averages_replicas else None)
         return theta
 
     def mean(self, vector: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """The exact mean over the workers (identical on each: if it overflowed, every worker
-        raises here, and the synchronous run fails at once)."""
+        """The mean over the workers (identical on each: if it overflowed, every worker
+        raises here, and the synchronous run fails at once); exact unless compressed."""
         self.stats.exchanges += 1
-        mean = self.timed(self.ring.mean, vector, out)
+        reduce = self.ring.mean if self.compressed is None else self.compressed
+        mean = self.timed(reduce, vector, out)
         check_finite(mean, "all-reduced mean", f"worker {self.worker.worker}, ring round "
                                                 f"{self.ring._round - 1}")
         return mean

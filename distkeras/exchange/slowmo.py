@@ -1,7 +1,8 @@
 """Slow momentum around a peer exchange: the base exchange runs as usual, and every ``τ`` base
 steps the algorithm's slow step (``SlowMo.slow_step``) moves the replica's parameters from where
 the period started, after an exact ring average when the algorithm asks for one (statistics
-such as BatchNorm's moving moments are averaged, never extrapolated by the momentum).
+such as BatchNorm's moving moments are averaged, never extrapolated by the momentum). With
+``compression=`` that average is compressed too, as differences from the last one.
 
 Example::
 
@@ -14,6 +15,7 @@ from typing import Optional
 import numpy as np
 
 from distkeras.exchange.base import MEAN, Exchange, WorkerContext, split
+from distkeras.exchange.compressed import CompressedMean
 from distkeras.exchange.peers import PeerExchange, PeerGroup
 from distkeras.exchange.ring import RingAllReduce
 
@@ -23,6 +25,10 @@ class SlowMoExchange(Exchange):
     exchange of its base algorithm (a :class:`PeerExchange`)."""
 
     run_model = MEAN
+
+    @classmethod
+    def refusal(cls, compressor):
+        return None      # its base exchange refuses what it cannot take; its average takes any
 
     def __init__(self, algorithm, worker: WorkerContext, base: PeerExchange):
         super().__init__(algorithm, worker)
@@ -53,6 +59,9 @@ class SlowMoExchange(Exchange):
         if self.ring is not None:
             self.ring_group.meet(wait_for_all=True)
         self.x_start = np.array(theta, dtype=np.float32, copy=True)
+        self.ring_mean = None if self.ring is None else (
+            self.ring.mean if self.compressor is None else
+            CompressedMean(self.ring, self.compressor, self.stats, self.worker.seed, theta))
         self.momentum = np.zeros_like(split(self.x_start, self.worker.params)[0])
         return theta
 
@@ -63,7 +72,7 @@ class SlowMoExchange(Exchange):
         if self.since < self.algorithm.slow_period:
             return mixed
         if self.ring is not None:
-            x = self.timed(self.ring.mean, x)
+            x = self.timed(self.ring_mean, x)
             self.stats.exchanges += 1
         x = np.array(x, dtype=np.float32, copy=True)
         params, _ = split(x, self.worker.params)     # statistics are averaged, never stepped

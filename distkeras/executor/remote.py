@@ -152,7 +152,7 @@ def _worker_context(spec: dict, worker: int, ctx, control, params: int):
         connect_timeout=run["connect_timeout"], round_timeout=run["round_timeout"],
         tls_cert=run.get("tls_cert"), seed=int(spec["seed"]), peer_host=run.get("peer_host"),
         peer_ports=tuple(run["peer_ports"]) if run.get("peer_ports") else None,
-        overlap=bool(spec.get("overlap")), params=params,
+        overlap=bool(spec.get("overlap")), params=params, compression=spec.get("compression"),
         # with services in a task of the job (distkeras.driver.hosted) the barrier stage holds
         # one more task than workers: peers meet through the coordinator then
         barrier=ctx if isinstance(ctx, BarrierTaskContext) and not spec.get("hosted") else None,

@@ -21,14 +21,16 @@ from .errors import (AuthenticationError, BindError, ProtocolError, PSAuthError,
                      PSTimeoutError, RemoteError, ServerBusyError, TransportConnectionError,
                      TransportError, TransportTimeoutError)
 from .protocol import (DEFAULT_MAX_PAYLOAD, HEADER_SIZE, OP_AUTH, OP_AUTH_OK, OP_BYE, OP_CHALLENGE,
-                       OP_ERROR, OP_FIRST_APP, OP_PING, VERSION, Frame, FrameIO, Reply, frame_limit)
+                       OP_ERROR, OP_FIRST_APP, OP_PING, VERSION, Frame, FrameIO, Reply, frame_limit,
+                       payload_size)
 from .server import Connection, FrameServer
 from .tls import pinned_tls, server_tls
 
 __all__ = [
     "Client", "Connection", "DEFAULT_MAX_PAYLOAD", "Frame", "FrameIO", "FrameServer",
     "HEADER_SIZE", "OP_AUTH", "OP_AUTH_OK", "OP_BYE", "OP_CHALLENGE", "OP_ERROR", "OP_FIRST_APP",
-    "OP_PING", "Reply", "VERSION", "frame_limit", "pinned_tls", "server_tls", "errors",
+    "OP_PING", "Reply", "VERSION", "frame_limit", "payload_size", "pinned_tls", "server_tls",
+    "errors",
     "TransportError", "TransportConnectionError", "ServerBusyError", "TransportTimeoutError",
     "AuthenticationError", "RemoteError", "BindError", "ProtocolError",
     # the names of earlier releases

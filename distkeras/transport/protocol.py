@@ -120,9 +120,11 @@ def encode_payload(payload: Payload) -> tuple[int, Optional[memoryview | bytes]]
     if payload is None:
         return DT_NONE, None
     if isinstance(payload, np.ndarray):
+        if payload.dtype == np.uint8:          # opaque bytes (a compressed vector)
+            return DT_BYTES, memoryview(np.ascontiguousarray(payload).reshape(-1))
         if payload.dtype != np.float32:
-            raise TypeError(f"array payloads must be float32, got {payload.dtype} "
-                            "(convert once with arr.astype(np.float32))")
+            raise TypeError(f"array payloads must be float32 or uint8 (bytes), got "
+                            f"{payload.dtype} (convert once with arr.astype(np.float32))")
         arr = np.ascontiguousarray(payload)  # no copy when already contiguous
         if sys.byteorder != "little" or arr.dtype.byteorder == ">":
             arr = arr.astype(_WIRE_F32)
@@ -133,6 +135,15 @@ def encode_payload(payload: Payload) -> tuple[int, Optional[memoryview | bytes]]
         return DT_BYTES, memoryview(payload).cast("B")
     raise TypeError(f"unsupported payload type {type(payload).__name__}: "
                     "use a float32 ndarray, a dict (JSON), bytes or None")
+
+
+def payload_size(payload: Payload) -> int:
+    """Bytes a payload takes on the wire (arrays, bytes; JSON and None count 0)."""
+    if isinstance(payload, np.ndarray):
+        return payload.nbytes
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return memoryview(payload).nbytes
+    return 0
 
 
 def frame_limit(model_bytes: int) -> int:
