@@ -57,6 +57,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--windows", type=_list(int), default=[None],
                     help="λ values for the parameter-server algorithms and LocalSGD "
                     "('default': each algorithm's own)")
+    ap.add_argument("--compression", type=_list(str), default=["none"],
+                    help="exchange compressors to compare, e.g. none,int8,topk:0.01,powersgd:4 "
+                    "(an algorithm that cannot take one skips it)")
+    ap.add_argument("--network", default="loopback",
+                    help="what the cluster's links are (recorded with every run; the report's "
+                    "compression table is per network), e.g. '1gbit'")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=128)
@@ -95,6 +101,7 @@ def main(argv=None) -> int:
     rates = dict(item.split("=", 1) for item in args.lr)
     study = Study(model=_model(args.model, args.dataset), algorithms=args.algorithms,
                   slowmo=args.slowmo, num_workers=args.num_workers, windows=args.windows,
+                  compression=args.compression, network=args.network,
                   repeats=args.repeats, epochs=args.epochs, batch_size=args.batch_size,
                   learning_rate=args.learning_rate,
                   learning_rates={k.lower(): float(v) for k, v in rates.items()},

@@ -22,8 +22,10 @@ class StandaloneCluster:
     """``with StandaloneCluster(tmpdir, workers=2) as master_url: ...`` — always torn down."""
 
     def __init__(self, workdir: Path, workers: int = 2, cores: int = 1, memory: str = "2g",
-                 conf: dict | None = None):
-        """``conf``: Spark settings of the master and worker daemons (``spark.authenticate``)."""
+                 conf: dict | None = None, network=None):
+        """``conf``: Spark settings of the master and worker daemons (``spark.authenticate``);
+        ``network``: a ``tests.network.EmulatedNetwork`` whose hosts run the workers (the
+        master listens on its driver address)."""
         import pyspark
 
         self.home = Path(pyspark.__file__).parent
@@ -31,33 +33,41 @@ class StandaloneCluster:
         self.procs: list[subprocess.Popen] = []
         self.conf = dict(conf or {})
         self.port, self.ui = free_port(), free_port()
+        self.network = network
+        self.host = network.driver if network is not None else "127.0.0.1"
 
-    def _start(self, name: str, *args: str) -> None:
-        env = dict(os.environ, SPARK_HOME=str(self.home), SPARK_LOCAL_IP="127.0.0.1",
+    def _start(self, name: str, *args: str, host: int | None = None) -> None:
+        """Start a daemon, on emulated host ``host`` when there is a network."""
+        ip = self.host if host is None else self.network.address(host)
+        env = dict(os.environ, SPARK_HOME=str(self.home), SPARK_LOCAL_IP=ip,
                    PYSPARK_PYTHON=sys.executable, SPARK_NO_DAEMONIZE="1")
         if self.conf:
             env["SPARK_DAEMON_JAVA_OPTS"] = " ".join(f"-D{k}={v}" for k, v in self.conf.items())
         log = open(self.workdir / f"{name}.log", "wb")
-        self.procs.append(subprocess.Popen([str(self.home / "bin" / "spark-class"), *args],
-                                           stdout=log, stderr=subprocess.STDOUT, env=env))
+        argv = [str(self.home / "bin" / "spark-class"), *args]
+        if host is not None:
+            argv = self.network.command(host, argv)
+        self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env))
 
     def alive_workers(self) -> int:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ui}/json/", timeout=2) as r:
+            with urllib.request.urlopen(f"http://{self.host}:{self.ui}/json/", timeout=2) as r:
                 return int(json.load(r).get("aliveworkers", 0))
         except OSError:
             return 0
 
     def __enter__(self) -> str:
-        url = f"spark://127.0.0.1:{self.port}"
-        self._start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+        url = f"spark://{self.host}:{self.port}"
+        self._start("master", "org.apache.spark.deploy.master.Master", "--host", self.host,
                     "--port", str(self.port), "--webui-port", str(self.ui))
         for i in range(self.workers):
             work = self.workdir / f"worker{i}"
             work.mkdir(exist_ok=True)
+            on = i if self.network is not None else None
             self._start(f"worker{i}", "org.apache.spark.deploy.worker.Worker", url,
-                        "--host", "127.0.0.1", "--cores", str(self.cores), "--memory", self.memory,
-                        "--webui-port", str(free_port()), "--work-dir", str(work))
+                        "--host", self.host if on is None else self.network.address(i),
+                        "--cores", str(self.cores), "--memory", self.memory,
+                        "--webui-port", str(free_port()), "--work-dir", str(work), host=on)
         deadline = time.monotonic() + 120
         while self.alive_workers() < self.workers:
             if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):

@@ -45,6 +45,8 @@ if os.environ.get("DISTKERAS_TEST_ENVIRONMENT"):
 train = blobs_df(spark, int(os.environ.get("DISTKERAS_TEST_ROWS", "3000")), seed=0).cache()
 x, y = blobs(1000, seed=1)
 SETTINGS = {"ADAG": dict(learning_rate=0.03)}
+# per trainer, e.g. {"DPSGD": {"compression": "int8"}}
+EXTRA = json.loads(os.environ.get("DISTKERAS_TEST_TRAINER_SETTINGS", "{}"))
 EPOCHS = int(os.environ.get("DISTKERAS_TEST_EPOCHS", "3"))
 PAUSE = float(os.environ.get("DISTKERAS_TEST_EPOCH_PAUSE", "0"))
 
@@ -67,7 +69,8 @@ for name in (sys.argv[2].split(",") if len(sys.argv) > 2 else ["ADAG"]):
     t0 = time.monotonic()
     RUNNING["trainer"] = getattr(dk.trainers, name)(
         mlp(), loss="categorical_crossentropy", num_workers=2, batch_size=32, epochs=EPOCHS,
-        verbose=False, callbacks=callbacks, **SETTINGS.get(name, dict(learning_rate=0.01)))
+        verbose=False, callbacks=callbacks, **SETTINGS.get(name, dict(learning_rate=0.01)),
+        **EXTRA.get(name, {}))
     try:
         fitted = RUNNING["trainer"].fit(train)
     except TrainingError as exc:
@@ -82,6 +85,11 @@ for name in (sys.argv[2].split(",") if len(sys.argv) > 2 else ["ADAG"]):
         "driver_pid": os.getpid(),
         "exchanges": [w["exchanges"] for w in fitted.history.workers],
         "peers": [w["peers"] for w in fitted.history.workers],
+        "bytes_sent": [w["bytes_sent"] for w in fitted.history.workers],
+        "raw_bytes_sent": [w["raw_bytes_sent"] for w in fitted.history.workers],
+        # where the workers' peer endpoints listened (decentralised algorithms)
+        "endpoints": sorted(w.get("endpoint") or "" for w in
+                            fitted.history.ps_stats["workers"].values()),
         "attempts": [w["attempt"] for w in fitted.history.workers],
         "lost": [w["lost_connections"] for w in fitted.history.ps_stats["workers"].values()],
         "epochs": [w["epochs"] for w in fitted.history.workers],

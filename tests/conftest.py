@@ -41,10 +41,15 @@ def spark():
 
 @pytest.fixture(scope="session")
 def standalone_cluster(tmp_path_factory):
-    """A real standalone Spark master + 2 workers on 127.0.0.1; yields the master URL."""
+    """A real standalone Spark master + 2 workers; yields the master URL. The workers run on
+    hosts of an emulated network (``tests.network``: namespaces behind 1 Gbit/s links shaped
+    with tc) where this machine allows it, else on 127.0.0.1."""
     from tests.cluster import StandaloneCluster
+    from tests.network import PLAIN, EmulatedNetwork
 
-    with StandaloneCluster(tmp_path_factory.mktemp("cluster"), workers=2) as url:
+    with EmulatedNetwork(hosts=2, rate="1gbit", fallback=PLAIN, max_seconds=3600) as net, \
+            StandaloneCluster(tmp_path_factory.mktemp("cluster"), workers=2, network=net) as url:
+        print(f"standalone cluster at {url}: {net.describe()}")
         yield url
 
 

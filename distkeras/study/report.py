@@ -10,7 +10,12 @@ writes ``report.md``:
 4. accuracy against epochs and against wall time (bands over repeats);
 5. communication and epoch time per worker (box plots);
 6. speed-up t(1)/t(n) and time per batch against workers, with the ideal line;
-7. sensitivity of the asynchronous parameter-server methods to λ and to the workers.
+7. sensitivity of the asynchronous parameter-server methods to λ and to the workers;
+8. compressed exchanges, per network: bytes per worker and epoch, compression ratio, speed,
+   accuracy and time to target, and validation accuracy against wall time per network.
+
+A study whose runs went over several networks (the ``network`` of each record) names each
+configuration ``label @network`` in the tables.
 
 Example::
 
@@ -55,8 +60,58 @@ def time_to_target(record: dict, target: float) -> float | None:
     return None
 
 
+def _networks(records: Sequence[dict]) -> list[dict]:
+    """The records, labelled ``label @network`` when they span several networks."""
+    networks = {r.get("network", "loopback") for r in records}
+    if len(networks) < 2:
+        return list(records)
+    return [{**r, "label": f"{r.get('label', r.get('key'))} @{r.get('network', 'loopback')}"}
+            for r in records]
+
+
+def _compressed(record: dict) -> tuple[str, str]:
+    """(the configuration without its compressor, the compressor) of a record."""
+    compression = record.get("compression", "none")
+    label = record["label"].split(" @")[0]
+    suffix = f"+{compression}"
+    return (label[:-len(suffix)] if compression != "none" and label.endswith(suffix)
+            else label), compression
+
+
+def compression_table(records: Sequence[dict], target_accuracy: float | None) -> list[dict]:
+    """Per network, configuration, workers and compressor: bytes each worker sent per epoch,
+    compression ratio (float32 bytes / bytes sent), samples/s, final validation accuracy and
+    time to target (medians and means over repeats)."""
+    rows = []
+    groups = _group([{**r, "base": _compressed(r)[0], "compression": _compressed(r)[1],
+                      "network": r.get("network", "loopback")} for r in _ok(records)
+                     if r["algorithm"] != "single"],
+                    "network", "base", "num_workers", "compression")
+    for (network, base, workers, compression), runs in sorted(groups.items()):
+        sent, raw = [], []
+        for r in runs:
+            for w in r.get("worker_stats", []):
+                epochs = max(1, len(r["epochs"]))
+                sent.append(w.get("bytes_sent", 0) / epochs)
+                raw.append(w.get("raw_bytes_sent", w.get("bytes_sent", 0)) / epochs)
+        times = [time_to_target(r, target_accuracy) if target_accuracy else None for r in runs]
+        reached = [t for t in times if t is not None]
+        rows.append({"network": network, "configuration": base, "num_workers": workers,
+                     "compression": compression,
+                     "bytes_per_epoch": float(np.mean(sent)) if sent else None,
+                     "ratio": (float(np.sum(raw) / np.sum(sent)) if sent and np.sum(sent)
+                               else None),
+                     "samples_per_s": _mean_std([r.get("steady_samples_per_s") or
+                                                 r.get("samples_per_s") for r in runs])[0],
+                     "final_val_accuracy": _mean_std([r["final_val_accuracy"] for r in runs])[0],
+                     "time_to_target": float(np.median(reached)) if reached else None,
+                     "reached": f"{len(reached)}/{len(runs)}"})
+    return rows
+
+
 def analyse(records: Sequence[dict], target: float = 0.99) -> dict[str, Any]:
     """Every number of the report, from the records."""
+    records = _networks(records)
     ok = _ok(records)
     baseline = [r["final_val_accuracy"] for r in ok if r["algorithm"] == "single"
                 and r.get("final_val_accuracy") is not None]
@@ -109,6 +164,9 @@ def analyse(records: Sequence[dict], target: float = 0.99) -> dict[str, Any]:
             table[r["algorithm"]][r["slowmo"]] = (r["final_val_accuracy"],
                                                   r["final_val_accuracy_std"])
     out["slowmo_table"] = {"num_workers": top, "rows": dict(table)}
+    compressed = any(r.get("compression", "none") != "none" for r in ok)
+    out["compression"] = (compression_table(ok, target_accuracy)
+                          if compressed or len({r.get("network") for r in ok}) > 1 else [])
     return out
 
 
@@ -134,13 +192,15 @@ def write_report(records: Sequence[dict], out: str, target: float = 0.99,
 
     os.makedirs(out, exist_ok=True)
     a = analyse(records, target)
-    ok = _ok(records)
+    ok = _ok(_networks(records))
     figures = {
         "accuracy_vs_epoch.png": _curves(plt, ok, out, "accuracy_vs_epoch.png", by_time=False),
         "accuracy_vs_time.png": _curves(plt, ok, out, "accuracy_vs_time.png", by_time=True),
         "communication.png": _boxes(plt, ok, out, "communication.png"),
         "speedup.png": _speedup(plt, a, out, "speedup.png"),
         "sensitivity.png": _sensitivity(plt, ok, out, "sensitivity.png"),
+        "accuracy_vs_time_by_network.png": bool(a["compression"]) and _by_network(
+            plt, ok, out, "accuracy_vs_time_by_network.png"),
     }
     lines = [f"# {title}", "",
              f"{len(ok)} runs ({len(a['failed'])} failed); model {ok[0]['model'] if ok else '—'}, "
@@ -148,6 +208,7 @@ def write_report(records: Sequence[dict], out: str, target: float = 0.99,
              f"{ok[0]['epochs_planned'] if ok else '—'} epochs. Seconds are training wall time "
              "(the epochs), accuracies are on the validation data.", ""]
     lines += _target_table(a, target) + _slowmo_table(a) + _runs_table(a) + _speedup_table(a)
+    lines += _compression_table(a)
     lines += ["", "## Figures", ""]
     lines += [f"![{name}]({name})" for name, made in figures.items() if made]
     if a["failed"]:
@@ -204,6 +265,52 @@ def _speedup_table(a: dict) -> list[str]:
     for label, s in sorted(a["speedup"].items()):
         lines.append(f"| {label} | " + " | ".join(_fmt(s.get(n), 2) for n in counts) + " |")
     return lines
+
+
+def _compression_table(a: dict) -> list[str]:
+    if not a["compression"]:
+        return []
+    lines = ["", "## Compressed exchanges, per network", "",
+             "Bytes: what each worker sent per epoch; ratio: what float32 would have sent ÷ "
+             "what was sent.", "",
+             "| network | algorithm | workers | compression | MB sent / epoch | ratio | "
+             "samples/s | final val acc | time to target (s) | reached |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in a["compression"]:
+        mb = None if r["bytes_per_epoch"] is None else r["bytes_per_epoch"] / 1e6
+        lines.append(f"| {r['network']} | {r['configuration']} | {r['num_workers']} | "
+                     f"{r['compression']} | {_fmt(mb, 3)} | {_fmt(r['ratio'], 1)} | "
+                     f"{_fmt(r['samples_per_s'], 0)} | {_fmt(r['final_val_accuracy'])} | "
+                     f"{_fmt(r['time_to_target'], 2)} | {r['reached']} |")
+    return lines
+
+
+def _by_network(plt, records, out, name) -> bool:
+    """Validation accuracy against training wall time, one panel per network, one line per
+    configuration (with its compressor) at its largest worker count."""
+    records = [r for r in _largest(records) if r["epochs"] and "val_accuracy" in r["epochs"][0]]
+    networks = sorted({r.get("network", "loopback") for r in records})
+    if not networks:
+        return False
+    fig, axes = plt.subplots(1, len(networks), figsize=(6 * len(networks), 4.5), squeeze=False,
+                             sharey=True)
+    for ax, network in zip(axes[0], networks):
+        mine = [r for r in records if r.get("network", "loopback") == network]
+        for label, runs in sorted(_group(mine, "label").items()):
+            n = min(len(r["epochs"]) for r in runs)
+            x = np.mean([np.cumsum([e["epoch_seconds"] for e in r["epochs"][:n]])
+                         for r in runs], axis=0)
+            y = np.nanmean([[e.get("val_accuracy", np.nan) for e in r["epochs"][:n]]
+                            for r in runs], axis=0)
+            compressed = runs[0].get("compression", "none") != "none"
+            ax.plot(x, y, marker="o", ms=3, ls="--" if compressed else "-",
+                    label=f"{label[0].split(' @')[0]} ×{runs[0]['num_workers']}")
+        ax.set_title(network)
+        ax.set_xlabel("training wall time (s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("validation accuracy")
+    return _save(fig, plt, os.path.join(out, name))
 
 
 def _largest(records):

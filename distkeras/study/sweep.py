@@ -56,18 +56,21 @@ class RunConfig:
     num_workers: int = 1
     window: int | None = None
     repeat: int = 0
+    compression: str = "none"
 
     @property
     def key(self) -> str:
-        return (f"{self.algorithm}|{self.slowmo}|w{self.num_workers}|"
-                f"l{self.window if self.window is not None else '-'}|r{self.repeat}")
+        key = (f"{self.algorithm}|{self.slowmo}|w{self.num_workers}|"
+               f"l{self.window if self.window is not None else '-'}|r{self.repeat}")
+        return key if self.compression == "none" else f"{key}|c{self.compression}"
 
     @property
     def label(self) -> str:
         """The algorithm as the report names it: ``adpsgd``, ``adpsgd+slowmo``,
-        ``adpsgd+slowmo-noavg``."""
-        return {"none": self.algorithm, "avg": f"{self.algorithm}+slowmo",
-                "noavg": f"{self.algorithm}+slowmo-noavg"}[self.slowmo]
+        ``adpsgd+slowmo-noavg``, ``adag+int8``."""
+        label = {"none": self.algorithm, "avg": f"{self.algorithm}+slowmo",
+                 "noavg": f"{self.algorithm}+slowmo-noavg"}[self.slowmo]
+        return label if self.compression == "none" else f"{label}+{self.compression}"
 
 
 @dataclass
@@ -84,6 +87,12 @@ class Study:
         num_workers, windows: worker counts, and λ values for the algorithms in
             :data:`WINDOWED` (``workers=``: the old name of ``num_workers``).
         repeats: runs per configuration, with seeds ``seed + repeat``.
+        compression: the exchanges' compressors to sweep (``"none"``, ``"fp16"``, ``"int8"``,
+            ``"topk:0.01"``, ``"powersgd:4"``, ...); a configuration whose algorithm refuses a
+            compressor is left out (the single-worker baseline exchanges nothing).
+        network: what the runs' links are (``"loopback"``, ``"1gbit"``...), written into every
+            record: the report's compression table and time-to-accuracy figure are per
+            network.
         learning_rate: the single-worker learning rate for every algorithm, unless
             ``learning_rates`` names another for an algorithm (e.g. ``{"adag": 3e-3}``). The
             table in the report says which rate each run used.
@@ -102,6 +111,8 @@ class Study:
     num_workers: Sequence[int] = (1, 2)
     windows: Sequence[int | None] = (None,)
     repeats: int = 1
+    compression: Sequence[str] = ("none",)
+    network: str = "loopback"
     epochs: int = 5
     batch_size: int = 128
     learning_rate: float = 1e-3
@@ -142,6 +153,9 @@ class Study:
             raise ValueError(f"lr_scaling={self.lr_scaling!r}: use {', '.join(LR_SCALING)}")
         if self.repeats < 1 or self.epochs < 1 or not self.num_workers:
             raise ValueError("repeats, epochs and num_workers must be positive")
+        from distkeras.compression import canonical
+
+        self.compression = [canonical(c) or "none" for c in self.compression]   # checks them
 
     # -- the sweep ------------------------------------------------------------------------------
     def configurations(self) -> list[RunConfig]:
@@ -154,9 +168,13 @@ class Study:
                 counts = [1] if algorithm == "single" else sorted(set(self.num_workers))
                 windows = list(self.windows) if algorithm in windowed else [None]
                 for slowmo in variants or ["none"]:
-                    for n in counts:
-                        for window in windows:
-                            runs.append(RunConfig(algorithm, slowmo, int(n), window, repeat))
+                    for compression in self.compression:
+                        if not _accepts(algorithm, slowmo, compression):
+                            continue
+                        for n in counts:
+                            for window in windows:
+                                runs.append(RunConfig(algorithm, slowmo, int(n), window, repeat,
+                                                      compression))
         return list(dict.fromkeys(runs))
 
     @property
@@ -213,6 +231,8 @@ class Study:
             kwargs["num_workers"] = config.num_workers
         if config.window is not None:
             kwargs["communication_window"] = config.window
+        if config.compression != "none":
+            kwargs["compression"] = config.compression
         if config.slowmo != "none":
             return trainers.SlowMo(model, base=config.algorithm,
                                    average=config.slowmo == "avg", **kwargs)
@@ -249,7 +269,8 @@ class Study:
                                   "lr_scaling": self.lr_scaling,
                                   "batch_size": self.batch_size, "epochs_planned": self.epochs,
                                   "model": self.model if isinstance(self.model, str) else
-                                  getattr(self.model, "__name__", "custom")}
+                                  getattr(self.model, "__name__", "custom"),
+                                  "network": self.network}
         t0 = time.perf_counter()
         try:
             trainer = self.make_trainer(config)
@@ -274,6 +295,22 @@ class Study:
         return train.cache(), validation.cache()
 
 
+def _accepts(algorithm: str, slowmo: str, compression: str) -> bool:
+    """Whether a configuration can take the compressor (the baseline: only "none")."""
+    if compression == "none":
+        return True
+    if algorithm == "single":
+        return False
+    from distkeras.compression import compressor
+
+    rule, spec = algorithms.registry.trainer_spec(algorithm)
+    own = algorithms.registry.parameters(rule)
+    rule = (algorithms.SlowMo(base=algorithm, num_workers=2) if slowmo != "none" else
+            rule(num_workers=2, **{k: v for k, v in {**spec.defaults, **spec.fixed}.items()
+                                   if k in own}))
+    return rule.compression_refusal(compressor(compression)) is None
+
+
 def summarise(history, wall_seconds: float, batch_size: int) -> dict:
     """What a run's history says, as JSON: per-epoch metrics and wall time, samples/s, time per
     batch, per-worker compute / exchange / wait seconds, staleness and consensus distance."""
@@ -284,7 +321,8 @@ def summarise(history, wall_seconds: float, batch_size: int) -> dict:
                                       if i < len(history[k])}})
     workers = [{k: w[k] for k in ("worker", "samples", "seconds", "compute_seconds",
                                   "exchange_seconds", "wait_seconds", "exchanges", "bytes_sent",
-                                  "bytes_received") if k in w} for w in history.workers]
+                                  "bytes_received", "raw_bytes_sent", "feedback_norm") if k in w}
+               for w in history.workers]
     samples = sum(w.get("samples", 0) for w in workers)
     seconds = [e["epoch_seconds"] for e in epochs]
     train_seconds = float(sum(seconds))
