@@ -93,7 +93,7 @@ def run_link(link: str, workers: list[int], args) -> None:
                 x, y = data(rows + rows // 4, dim)
                 train = cached_frame(spark, x[:rows], y[:rows])
                 val = cached_frame(spark, x[rows:], y[rows:])
-                Study(model=lambda m=model: build(m), algorithms=list(FAMILIES.values()),
+                Study(model=_builder(model), algorithms=list(FAMILIES.values()),
                       num_workers=workers, compression=args.compressions.split(","),
                       network=label,
                       epochs=args.epochs, batch_size=args.batch_size, learning_rate=1e-3,
@@ -103,6 +103,14 @@ def run_link(link: str, workers: list[int], args) -> None:
                 val.unpersist()
         finally:
             spark.stop()
+
+
+def _builder(model: str):
+    def builder():
+        return build(model)
+
+    builder.__name__ = f"{model}_mlp"        # how the study's records name the model
+    return builder
 
 
 def summarise(model: str, args) -> None:

@@ -59,6 +59,7 @@ def test_family_converges_with_compression_like_without(family, compression, dat
     assert acc >= uncompressed[family] - TOLERANCE, (family, compression, acc, uncompressed)
     for w in fitted.history.workers:
         ratio = w["raw_bytes_sent"] / w["bytes_sent"]
+        assert w["compression_ratio"] == pytest.approx(ratio)
         # int8: ~3.9x (framing and the float32 statistics aside); top-k 1 %: 8 bytes per kept
         # value, ~2 % (the ring all-gathers each worker's share whole: (n-1) shares of 2 %)
         assert ratio > (3.5 if compression == "int8" else 15), (family, compression, w)

@@ -127,6 +127,34 @@ def test_a_failed_run_is_recorded_and_the_study_goes_on(spark, tmp_path):
     assert "Failed runs" in Path(study.report()).read_text()
 
 
+def test_a_compression_axis_gets_its_table_and_figure_per_network(spark, tmp_path):
+    from distkeras.datasets.digits import digits_dataframe
+
+    train, test = digits_dataframe(spark).randomSplit([0.8, 0.2], seed=0)
+    study = Study(model="digits_mlp", algorithms=["adag"], num_workers=[2], epochs=2,
+                  batch_size=32, learning_rates={"adag": 1e-2}, compression=["none", "INT8"],
+                  network="loopback", out=str(tmp_path), verbose=False)
+    # the uncompressed keys are those of earlier studies; the baseline exchanges nothing
+    assert [c.key for c in study.configurations()] == [
+        "single|none|w1|l-|r0", "adag|none|w2|l-|r0", "adag|none|w2|l-|r0|cint8"]
+    records = study.run(train, validation=test)
+    assert all(r["status"] == "ok" and r["network"] == "loopback" for r in records), records
+    rows = {r["compression"]: r for r in analyse(records)["compression"]}
+    assert set(rows) == {"none", "int8"} and rows["none"]["ratio"] == pytest.approx(1.0)
+    assert rows["int8"]["ratio"] > 3.5            # what each worker sent, from the records
+    sent = [w["bytes_sent"] / len(r["epochs"]) for r in records if r["compression"] == "int8"
+            for w in r["worker_stats"]]
+    assert rows["int8"]["bytes_per_epoch"] == pytest.approx(np.mean(sent))
+    assert rows["int8"]["final_val_accuracy"] > 0.8
+    report = Path(study.report()).read_text()
+    assert "## Compressed exchanges, per network" in report and "| loopback | adag | 2 | int8 |" \
+        in report
+    assert (tmp_path / "accuracy_vs_time_by_network.png").stat().st_size > 1000
+    # a compressor an algorithm refuses is left out of the sweep
+    refused = Study(algorithms=["adpsgd", "ensemble"], compression=["topk:0.01"])
+    assert [c.key for c in refused.configurations()] == ["single|none|w1|l-|r0"]
+
+
 def test_study_job_help_and_report_only(tmp_path):
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=str(root))

@@ -78,6 +78,8 @@ class ExchangeStats:
         row = asdict(self)
         row["peers"] = ",".join(str(p) for p in sorted(self.peers))
         row["raw_bytes_sent"] = self.raw_bytes_sent or self.bytes_sent   # uncompressed: the same
+        row["compression_ratio"] = (row["raw_bytes_sent"] / self.bytes_sent if self.bytes_sent
+                                    else 1.0)
         return row
 
     @contextmanager

@@ -168,9 +168,10 @@ class Study:
                 counts = [1] if algorithm == "single" else sorted(set(self.num_workers))
                 windows = list(self.windows) if algorithm in windowed else [None]
                 for slowmo in variants or ["none"]:
-                    for compression in self.compression:
-                        if not _accepts(algorithm, slowmo, compression):
-                            continue
+                    compressions = (["none"] if algorithm == "single" else
+                                    [c for c in self.compression
+                                     if _accepts(algorithm, slowmo, c)])
+                    for compression in compressions:
                         for n in counts:
                             for window in windows:
                                 runs.append(RunConfig(algorithm, slowmo, int(n), window, repeat,
@@ -296,11 +297,9 @@ class Study:
 
 
 def _accepts(algorithm: str, slowmo: str, compression: str) -> bool:
-    """Whether a configuration can take the compressor (the baseline: only "none")."""
+    """Whether a configuration's algorithm can take the compressor."""
     if compression == "none":
         return True
-    if algorithm == "single":
-        return False
     from distkeras.compression import compressor
 
     rule, spec = algorithms.registry.trainer_spec(algorithm)
