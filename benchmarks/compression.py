@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -57,6 +58,8 @@ def main() -> None:
     parser.add_argument("--out", default="bench-compression")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    # a kill unwinds the clusters and removes the emulated network's namespaces and links
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workers = [int(w) for w in args.workers.split(",")]
     for link in args.links.split(","):
         run_link(link, workers, args)

@@ -22,6 +22,7 @@ Example::
 """
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -106,6 +107,7 @@ class EmulatedNetwork:
         self._watchdog = threading.Timer(self.max_seconds, self.close)
         self._watchdog.daemon = True
         self._watchdog.start()
+        atexit.register(self.close)          # an interpreter that exits without unwinding
         return self
 
     def __exit__(self, *exc) -> None:
