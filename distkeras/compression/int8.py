@@ -30,7 +30,7 @@ class Int8(Compressor):
                              "'int8:stochastic' (unbiased stochastic rounding)")
         self.argument = argument
         self.stochastic = argument == "stochastic"
-        self.rng = np.random.default_rng([seed, 8])
+        self.rng = np.random.default_rng([seed % 2 ** 32, 8])
 
     def _chunks(self, x: np.ndarray) -> np.ndarray:
         rows = -(-x.size // CHUNK)

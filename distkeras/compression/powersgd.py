@@ -67,7 +67,8 @@ class PowerSGD(Compressor):
         cols = max(1, math.ceil(math.sqrt(size)))
         rows = max(1, math.ceil(size / cols))
         rank = min(self.rank, rows, cols)
-        q = np.random.default_rng([seed, 1931]).standard_normal((cols, rank)).astype(np.float32)
+        rng = np.random.default_rng([seed % 2 ** 32, 1931])
+        q = rng.standard_normal((cols, rank)).astype(np.float32)
         return PowerSGDStream(rows, cols, q, np.zeros(size, np.float32))
 
     def all_reduce(self, x: np.ndarray, state: PowerSGDStream, ring_sum, num_workers: int

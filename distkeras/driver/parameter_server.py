@@ -163,22 +163,19 @@ class ParameterServer:
             problem = (f"uncompressed ({type(payload).__name__}) in a run with "
                        f"compression={self._compressor.spec!r}")
         else:
-            size = self._params.size
-            try:
+            size, expected = self._params.size, 4 * self._statistics.size
+            try:        # every check before the stream moves (a mirrored view must not drift)
+                rest = memoryview(payload)[self._compressor.body(payload, size)[1]:]
+                if rest.nbytes != expected:
+                    raise ValueError(f"{rest.nbytes} bytes of statistics, expected {expected}")
                 params = stream.receive(payload, size)
-                used = self._compressor.body(payload, size)[1]
             except ValueError as exc:
                 problem = f"that does not decode ({exc})"
             else:
-                rest = memoryview(payload)[used:]
-                if rest.nbytes != 4 * self._statistics.size:
-                    problem = (f"with {rest.nbytes} bytes of statistics, expected "
-                               f"{4 * self._statistics.size}")
-                else:
-                    vector = np.empty(self._centre.size, np.float32)
-                    vector[:size] = params
-                    vector[size:] = np.frombuffer(rest, "<f4")
-                    return vector
+                vector = np.empty(self._centre.size, np.float32)
+                vector[:size] = params
+                vector[size:] = np.frombuffer(rest, "<f4")
+                return vector
         self._refuse(worker, problem)
 
     def _refuse_poison(self, worker: int, payload) -> None:

@@ -126,7 +126,8 @@ class Exchange:
         self.algorithm = algorithm
         self.worker = worker
         self.stats = ExchangeStats()
-        self.compressor = compressor(worker.compression, seed=worker.seed * 7919 + worker.worker)
+        self.compressor = compressor(worker.compression,
+                                     seed=(worker.seed * 7919 + worker.worker) % 2 ** 32)
         problem = self.refusal(self.compressor)
         if problem:
             raise ValueError(problem)

@@ -105,8 +105,8 @@ class NeighbourExchange(PeerExchange):
     public copies x̂_j of itself and its neighbours (all equal to the common start), sends
     C(x_i − x̂_i), adds what it sent and received to the copies, and moves
     x_i ← x_i + γ Σ_j W_ij (x̂_j − x̂_i), γ the algorithm's ``consensus_step`` (else the
-    compressor's). The mean of the
-    replicas is kept exactly (W symmetric), and uncompressed with γ = 1 it is D-PSGD's mixing.
+    compressor's). The mean of the replicas is kept exactly (W symmetric), and uncompressed
+    with γ = 1 it is D-PSGD's mixing.
     """
 
     def __init__(self, algorithm, worker: WorkerContext, topology: Topology):

@@ -130,7 +130,7 @@ class RingAllReduce:
         """(1/n) Σ over workers of ``vector`` (identical on every worker, bit for bit)."""
         return self.sum(vector, out=out, scale=1.0 / self.n)
 
-    # -- compressed rounds: one frame per chunk, its bytes a compressed vector ----------------------
+    # -- compressed rounds: one frame per chunk, its bytes a compressed vector -----------------
     def sum_encoded(self, vector: np.ndarray, compressor, scale: float = 1.0) -> np.ndarray:
         """``scale`` × Σ over workers, every chunk compressed on the wire by a ``dense``
         compressor: reduce-scatter partial sums are re-encoded at each hop; each complete chunk
