@@ -35,6 +35,7 @@ import numpy as np
 from distkeras.compression import ErrorFeedback
 from distkeras.exchange import (Exchange, OverlappedParameterServerExchange,
                                 ParameterServerExchange)
+from distkeras.exchange.ring import replica_refusal
 
 #: fewer exchanges per worker and epoch and the workers hardly share what they learn
 EXCHANGES_PER_EPOCH = 4
@@ -115,6 +116,9 @@ class Algorithm:
     def compression_refusal(self, compressor) -> str | None:
         """Why its workers' exchange cannot take ``compressor`` (None: it can); asked on the
         driver before any task starts."""
+        if (compressor is not None and not compressor.dense and self.commit_stream is not
+                ErrorFeedback and self.exchange_type.needs_parameter_server):
+            return replica_refusal(compressor)       # it commits whole replicas
         return self.exchange_type.refusal(compressor)
 
     @property

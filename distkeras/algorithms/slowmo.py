@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
+
 from distkeras.algorithms import registry
 from distkeras.algorithms.base import EXCHANGES_PER_EPOCH, Algorithm
 from distkeras.algorithms.registry import TrainerSpec, register
 from distkeras.exchange import SlowMoExchange
+from distkeras.exchange.ring import replica_refusal
 
 
 @register
@@ -95,7 +97,9 @@ class SlowMo(Algorithm):
         return SlowMoExchange(self, worker, self.base.exchange(worker))
 
     def compression_refusal(self, compressor):
-        return self.base.compression_refusal(compressor)     # its own average takes any
+        if compressor is not None and self.average and not compressor.dense:
+            return replica_refusal(compressor)        # its average is of whole replicas
+        return self.base.compression_refusal(compressor)
 
     def window_length(self, rng, steps):
         return self.base.window_length(rng, steps)

@@ -205,6 +205,16 @@ class RingAllReduce:
                                     "longer registered with the driver (lost)")
 
 
+def replica_refusal(compressor) -> str:
+    """Why a sparsifying compressor cannot carry whole replicas that are averaged and adopted."""
+    return (f"compression={compressor.spec!r} keeps a small part of each step of a stream and "
+            "delays the rest; where whole replicas are averaged and adopted (model averaging, "
+            "LocalSGD, EASGD, AEASGD, SlowMo's average) the run would go on from a mean that "
+            "barely moves (measured: a BatchNorm MLP at 0.29-0.39 accuracy against 0.84-0.86). "
+            "Use 'int8', 'fp16' or 'bf16' here; top-k and PowerSGD suit gradients and updates "
+            "(AR-SGD, DOWNPOUR, ADAG, D-PSGD)")
+
+
 def _bytes(frame):
     """A compressed frame's bytes (a float32 frame here is a peer that does not compress)."""
     if not isinstance(frame.payload, (bytes, bytearray)):
@@ -224,7 +234,9 @@ class RingExchange(PeerExchange):
 
     @classmethod
     def refusal(cls, compressor):
-        return None       # every compressor: dense ones hop by hop, the others as they can
+        if compressor is not None and cls.averages_replicas and not compressor.dense:
+            return replica_refusal(compressor)
+        return None       # gradients: every compressor; replicas: the dense ones
 
     def open(self) -> None:
         super().open()
