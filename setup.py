@@ -23,6 +23,11 @@ setup(
         # Exactly one TensorFlow build: both provide the same `tensorflow` module.
         "cpu": ["tensorflow-cpu>=2.16"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
+        # Keras' other backends (KERAS_BACKEND=jax / torch); neither needs TensorFlow. PyPI's jax
+        # is the CPU build (GPU: pip install "jax[cuda12]"); PyPI's torch on Linux is the CUDA
+        # build (CPU only: pip install torch --index-url https://download.pytorch.org/whl/cpu)
+        "jax": ["jax>=0.4.34"],
+        "torch": ["torch>=2.4"],
         "hep": ["uproot>=5.3", "awkward>=2.6", "vector>=1.4", "lz4", "zstandard", "xxhash"],
         "petastorm": ["petastorm==0.13.1"],
         "study": ["scikit-learn>=1.3"],          # the bundled digits set of distkeras.study

@@ -36,6 +36,7 @@ from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import MLReadable, MLWritable
 
+from distkeras import backends
 from distkeras.feed import FeedSpec, loss_name, model_inputs
 from distkeras.params import add_accessors
 from distkeras.signature import output_list
@@ -270,14 +271,13 @@ def _batch_predictor(spark, models: list, custom_objects: dict, feed: FeedSpec, 
     payload = spark_api(spark).share(
         [PortableModel.of(m, custom_objects, check=False).archive for m in models])
     run_id, feed_dict = uuid.uuid4().hex, feed.to_dict()
+    backend = backends.current().name
 
     def predict_batches(batches):
-        from distkeras.executor.replica import setup_tensorflow
-
         spec = FeedSpec.from_dict(feed_dict)
         models = _WORKER_CACHE.get(run_id)
         if models is None:
-            setup_tensorflow(1)
+            backends.prepare(backend, 1, strict=False)   # any backend predicts the same
             _WORKER_CACHE.clear()
             models = [PortableModel(archive, custom_objects).build() for archive in payload.value]
             _WORKER_CACHE[run_id] = models

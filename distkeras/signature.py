@@ -101,5 +101,8 @@ def sample_inputs(model, rows: int = 4, shapes: list[tuple[int, ...]] | None = N
 
 def outputs(model, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """``model``'s outputs on ``inputs`` (float64 arrays, in Keras' order)."""
+    import keras
+
     out = model(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
-    return [np.asarray(o, dtype=np.float64) for o in output_list(out)]
+    return [np.asarray(keras.ops.convert_to_numpy(o), dtype=np.float64)
+            for o in output_list(out)]

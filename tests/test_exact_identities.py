@@ -29,7 +29,7 @@ def train_in_process(algorithm, parts, initial_model, epochs=EPOCHS, batch=BATCH
     """Run one ``_train_worker`` thread per data part; return the workers' final weights."""
     import keras
 
-    from distkeras.executor.replica import FlatWeights
+    from distkeras.backends import FlatWeights
 
     n = len(parts)
     initial = FlatWeights(initial_model).get()
@@ -77,7 +77,7 @@ def parts():
 def test_arsgd_equals_single_worker_sgd_on_the_concatenated_batch(parts):
     import keras
 
-    from distkeras.executor.replica import FlatWeights
+    from distkeras.backends import FlatWeights
 
     keras.utils.set_random_seed(0)
     model = mlp()

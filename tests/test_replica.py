@@ -10,10 +10,11 @@ from tests.data import blobs, mlp
 def _replica(model, jit_compile):
     import keras
 
-    from distkeras.executor.replica import Replica, build_model, setup_tensorflow
+    from distkeras import backends
+    from distkeras.executor.replica import Replica, build_model
     from distkeras.portable import PortableModel
 
-    setup_tensorflow()
+    backends.current().setup()
     keras.utils.set_random_seed(0)
     optimizer = keras.optimizers.serialize(keras.optimizers.SGD(0.1))
     compiled = build_model(PortableModel.of(model), "categorical_crossentropy", optimizer,
@@ -57,7 +58,8 @@ def test_falls_back_without_xla_when_it_cannot_compile(caplog):
     import keras
     import tensorflow as tf
 
-    from distkeras.executor.replica import FlatWeights, Replica
+    from distkeras.backends import FlatWeights
+    from distkeras.executor.replica import Replica
 
     class HostOp(keras.layers.Layer):
         def call(self, x):

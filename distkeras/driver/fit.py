@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from distkeras import algorithms, messages, tracking
+from distkeras import algorithms, backends, messages, tracking
 from distkeras.compression import compressor
 from distkeras.custom_objects import ship_by_value
 from distkeras.driver import preflight
@@ -27,7 +27,6 @@ from distkeras.driver.resources import worker_cores
 from distkeras.driver.warm_up import warm_up
 from distkeras.ensemble import ensemble_model
 from distkeras.executor import remote
-from distkeras.executor.replica import FlatWeights
 from distkeras.feed import FeedSpec, feed_spec_for
 from distkeras.model import KerasModel, describe_output
 from distkeras.portable import PortableModel
@@ -59,7 +58,7 @@ class UserModel:
     layout: StateLayout
     feed: FeedSpec
     driver: Any
-    flat: FlatWeights
+    flat: backends.FlatWeights
 
     @classmethod
     def of(cls, settings, compiled: CompileSettings) -> "UserModel":
@@ -79,12 +78,13 @@ class UserModel:
                              settings.input_shapes, settings.weight_col, settings.class_weight)
         driver = build_model(portable, compiled.loss, compiled.optimizer, compiled.metrics,
                              compiled.loss_weights)
-        return cls(model, portable, layout, feed, driver, FlatWeights(driver, layout))
+        return cls(model, portable, layout, feed, driver,
+                   backends.current().flat_weights(driver, layout))
 
     def member(self, vector: np.ndarray):
         """A copy of the model (all its state) with ``vector`` as its exchanged state."""
         member = self.portable.build()
-        FlatWeights(member, self.layout).set(vector)
+        backends.current().flat_weights(member, self.layout).set(vector)
         return member
 
     def ensemble(self, members: list, compiled: CompileSettings):
@@ -98,10 +98,8 @@ class UserModel:
 
 def run_training(estimator, df, validation_data, callbacks):
     """One ``fit`` of ``estimator`` (a :class:`~distkeras.trainers.Trainer`) on ``df``."""
-    from distkeras.executor.replica import setup_tensorflow
-
     began = time.perf_counter()
-    setup_tensorflow()
+    backends.current().setup()
     settings = estimator.settings()      # every Param's value, read once
     if settings.services == "task":
         from distkeras.driver import hosted
@@ -369,7 +367,8 @@ def task_spec(run: "_Run", services: dict) -> dict:
         "steps_per_epoch": run.data.steps, "epochs": settings.epochs,
         "num_workers": settings.num_workers, "algorithm": run.algorithm,
         "stream": run.data.stream, "jit_compile": settings.jit_compile,
-        "threads": run.cores.threads, "overlap": overlap_communication(settings, run.algorithm),
+        "threads": run.cores.threads, "backend": run.cores.backend,
+        "overlap": overlap_communication(settings, run.algorithm),
         "compression": compression_spec(settings, run.algorithm),
         "run": {**services, "connect_timeout": settings.connect_timeout,
                 "round_timeout": settings.round_timeout,

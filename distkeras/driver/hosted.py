@@ -61,6 +61,7 @@ def train_in_task(run, startup: dict, began: float):
              "portable": run.user.portable, "layout": run.user.layout.to_dict(),
              "compiled": run.compiled, "initial": run.user.flat.get(), "val": run.val,
              "callbacks": list(run.callbacks), "steps": run.data.steps, "secret": secret,
+             "backend": run.cores.backend,
              "tls": [open(f, "rb").read() for f in (settings.tls_cert, settings.tls_key)]
              if settings.tls_cert else None}
     job_df = run.data.job_df
@@ -196,16 +197,17 @@ class _WorkerTasks:
 
 def _serve(serve: dict, ctx) -> pa.RecordBatch:
     """Start the services, publish where they are, run the epoch ends, return the result."""
+    from distkeras import backends
     from distkeras.driver.epochs import Resume, monitor
     from distkeras.driver.fit import start_services
-    from distkeras.executor.replica import FlatWeights, build_model, setup_tensorflow
+    from distkeras.executor.replica import build_model
     from distkeras.state import StateLayout
 
     from distkeras.executor.remote import _task_resources
 
     settings, compiled = serve["settings"], serve["compiled"]
     cpus, gpus = _task_resources(ctx)
-    setup_tensorflow(cpus, gpus)              # the task's own GPU where Spark assigns them
+    backend = backends.prepare(serve["backend"], cpus, gpus)   # the task's own GPU if any
     if serve["tls"]:                          # the certificate and key, as files here
         import tempfile
 
@@ -218,7 +220,7 @@ def _serve(serve: dict, ctx) -> pa.RecordBatch:
     layout = StateLayout.from_dict(serve["layout"])
     driver = build_model(serve["portable"], compiled.loss, compiled.optimizer, compiled.metrics,
                          compiled.loss_weights)
-    flat = FlatWeights(driver, layout)
+    flat = backend.flat_weights(driver, layout)
     flat.set(serve["initial"])
     algorithm, host = serve["algorithm"], _advertised_host(ctx)
     with contextlib.ExitStack() as services:

@@ -7,11 +7,12 @@ asked for them.
   ``TaskResourceProfile``: standalone, YARN and Kubernetes, pyspark >= 4), and the task runs as
   many threads as Spark gave it (``TaskContext.cpus()``, ``spark.task.cpus`` without a request).
 
-TensorFlow fixes its thread pools when it is first imported in a Python worker, and Spark reuses
-Python workers from task to task. So each thread count gets Python workers of its own: the count
-travels in the task's environment (``DISTKERAS_WORKER_THREADS``), and Spark keeps one pool of
+TensorFlow (and JAX, and PyTorch) fix their thread pools when first imported in a Python worker,
+Keras its backend, and Spark reuses Python workers from task to task. So each thread count and
+Keras backend gets Python workers of its own: both travel in the task's environment
+(``DISTKERAS_WORKER_THREADS``, ``KERAS_BACKEND``: the driver's), and Spark keeps one pool of
 Python workers per environment. A fit with 2 threads never lands in a worker that imported
-TensorFlow with 1.
+TensorFlow with 1, nor a JAX model in a worker whose Keras runs TensorFlow.
 
 Spark Connect offers no per-function environment, so there a fit's workers run in the one pool
 of Python workers and TensorFlow keeps the thread count of its first import in each (logged).
@@ -26,8 +27,9 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from distkeras import backends
 from distkeras.spark_api import local_cores, spark_api
 
 log = logging.getLogger(__name__)
@@ -36,19 +38,34 @@ THREADS_VARIABLE = "DISTKERAS_WORKER_THREADS"
 
 @dataclass(frozen=True)
 class WorkerCores:
-    """``threads``: TensorFlow intra-op threads per worker (None: the task's ``cpus()``);
+    """``threads``: intra-op threads per worker (None: the task's ``cpus()``);
     ``profile``: the ResourceProfile its stage requests (None: the cluster's default)."""
 
     threads: int | None
     profile: object | None = None
     pool: str = "1"          # the Python-worker pool this thread count runs in
+    backend: str | None = None  # the driver's Keras backend, which every worker runs
 
     def environment(self) -> dict[str, str]:
-        return {THREADS_VARIABLE: self.pool}
+        """The environment of the tasks' Python workers (one pool per distinct one)."""
+        keras = backends.named(self.backend).environment() if self.backend else {}
+        return {THREADS_VARIABLE: self.pool, **keras}
 
 
 def worker_cores(spark, num_workers: int, requested: int | None) -> WorkerCores:
-    """How many cores each of ``num_workers`` worker tasks gets on ``spark``'s master."""
+    """How many cores each of ``num_workers`` worker tasks gets on ``spark``'s master, and the
+    driver's Keras backend, which they run."""
+    backend, api = backends.current().name, spark_api(spark)
+    executors = api.conf("spark.executorEnv.KERAS_BACKEND")
+    if executors and executors != backend and api.is_connect:
+        raise ValueError(f"this client's Keras runs {backend} but the Connect server's executors "
+                         f"are set to {executors} (spark.executorEnv.KERAS_BACKEND): every worker "
+                         f"runs the client's backend. Start the server with KERAS_BACKEND="
+                         f"{backend}, or set KERAS_BACKEND={executors} here before importing Keras")
+    return replace(_cores(spark, num_workers, requested), backend=backend)
+
+
+def _cores(spark, num_workers: int, requested: int | None) -> WorkerCores:
     api = spark_api(spark)
     task_cpus = api.task_cpus
     cores = local_cores(api.master)

@@ -1,6 +1,6 @@
-"""Importing TensorFlow in the Python workers ahead of the training tasks: a job in the same
+"""Importing Keras and its backend in the Python workers ahead of the training tasks: a job in the same
 pool of Python workers (``distkeras.driver.resources``), so that the tasks that come after find
-TensorFlow imported (``pipeline.warm_up_workers``; during a fit's data checks when
+Keras imported (``pipeline.warm_up_workers``; during a fit's data checks when
 ``distkeras.driver.fit.WARM_UP``).
 
 Example::
@@ -18,12 +18,14 @@ from distkeras.spark_api import spark_api
 
 
 def warm_up(spark, cores: WorkerCores, num_workers: int):
-    """Start importing TensorFlow in the Python workers the training tasks will run in (same
-    pool, see `distkeras.driver.resources`), so the import overlaps the driver's data checks.
-    Skipped when tasks are given GPUs: a worker pins its GPUs when it imports TensorFlow."""
+    """Start importing Keras and its backend in the Python workers the training tasks will run
+    in (same pool, see `distkeras.driver.resources`), so the import overlaps the driver's data
+    checks. Skipped when tasks are given GPUs: a worker pins its GPUs when it imports its
+    framework."""
     if spark_api(spark).gpus_per_task > 0:
         return None
-    job = SparkJob(spark.range(0, num_workers, 1, num_workers), remote.warm_up_task(cores.threads),
-                   "pid bigint", description="distkeras: import TensorFlow in the workers",
+    job = SparkJob(spark.range(0, num_workers, 1, num_workers), remote.warm_up_task(cores.threads,
+                                                                       cores.backend),
+                   "pid bigint", description="distkeras: import Keras in the workers",
                    cores=cores)
     return job.start()

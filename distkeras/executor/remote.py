@@ -77,18 +77,19 @@ def train_task(spec: dict) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.R
     return run
 
 
-def warm_up_task(threads: int | None) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function that imports TensorFlow and Keras in a Python worker with
-    the training tasks' thread count, before they run (``pipeline.warm_up_workers``); it
+def warm_up_task(threads: int | None, backend: str | None = None
+                 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function that imports Keras and its ``backend`` in a Python worker
+    with the training tasks' thread count, before they run (``pipeline.warm_up_workers``); it
     returns the worker's pid."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from distkeras.executor.replica import setup_tensorflow
+        from distkeras import backends
 
         for _ in batches:
             pass
         cpus, gpus = _task_resources(_task_context())
-        setup_tensorflow(threads or cpus, gpus)
+        backends.prepare(backend or backends.configured(), threads or cpus, gpus)
         import keras  # noqa: F401 - the import is the work
 
         yield pa.RecordBatch.from_pylist([{"pid": os.getpid()}])
@@ -170,13 +171,15 @@ def _control_client(spec: dict, worker: int, connect_timeout: float | None = Non
 
 
 def _build_replica(spec: dict, worker: int, ctx):
-    """TensorFlow set up for the task's cores and GPUs, the user's model rebuilt and compiled,
-    the replica around it."""
-    from distkeras.executor.replica import Replica, build_model, setup_tensorflow
+    """The driver's Keras backend set up for the task's cores and GPUs, the user's model
+    rebuilt and compiled, the replica around it."""
+    from distkeras import backends
+    from distkeras.executor.replica import Replica, build_model
     from distkeras.state import StateLayout, pace_statistics
 
     cpus, gpus = _task_resources(ctx)
-    tf = setup_tensorflow(spec.get("threads") or cpus, gpus)  # threads: a local master's share
+    backend = backends.prepare(spec.get("backend") or backends.configured(),
+                               spec.get("threads") or cpus, gpus)   # threads: a local share
     import keras
 
     keras.utils.set_random_seed(int(spec["seed"]) + worker)
@@ -185,7 +188,7 @@ def _build_replica(spec: dict, worker: int, ctx):
     if not spec["algorithm"].exchange_type.run_model.ensemble:   # members: models on their own
         pace_statistics(model, int(spec["num_workers"]))
     layout = StateLayout.from_dict(spec["layout"])
-    return tf, Replica(model, spec.get("jit_compile", "auto"), layout)
+    return backend, Replica(model, backend, spec.get("jit_compile", "auto"), layout)
 
 
 class _Where:
@@ -205,7 +208,7 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
     where = _Where()
     control = None
     try:
-        tf, replica = _build_replica(spec, worker, ctx)
+        backend, replica = _build_replica(spec, worker, ctx)
         setup_seconds = time.perf_counter() - started
         where.stage = "meeting the driver and the peers"
         with _control_client(spec, worker) as control:
@@ -220,7 +223,7 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
     return {"worker": worker, "attempt": attempt, "epochs": loop.epochs_run,
             "samples": loop.samples, "seconds": time.perf_counter() - started,
             "compute_seconds": loop.compute_seconds, "learning_rate": replica.learning_rate,
-            "threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "threads": backend.threads(), "backend": backend.name,
             "setup_seconds": setup_seconds, "first_window_seconds": loop.first_window_seconds,
             **exchange.stats.as_row(), "host": socket.gethostname(), "pid": os.getpid(),
             "started_at": started_at, "training_from": loop.training_from,

@@ -16,6 +16,7 @@ from typing import Callable
 
 import pyarrow as pa
 
+from distkeras import backends
 from distkeras.driver.job import SparkJob, TrainingError, executor_cause
 from distkeras.driver.resources import WorkerCores
 
@@ -61,6 +62,7 @@ class TrialRunner:
         self.bar = bar
         self.poll = poll
         self.report = report      # where trials report their epochs (searches that prune)
+        self.backend = backends.current().name   # the driver's Keras backend: the trials' too
         self.best: float | None = None
         self.failed = 0
         self.pruned = 0
@@ -68,10 +70,12 @@ class TrialRunner:
     def _submit(self, spec: dict) -> SparkJob:
         if self.report is not None:
             spec = {**spec, "report": self.report}
+        spec = {**spec, "backend": self.backend}
         df = self.spark.range(0, 1, 1, 1)
         return SparkJob(df, _task(spec, self.build_fn, self.data, self.threads), "result string",
                         description=f"distkeras tuning trial {spec['trial']}",
-                        cores=WorkerCores(self.threads, None, str(self.threads))).start()
+                        cores=WorkerCores(self.threads, None, str(self.threads),
+                                          self.backend)).start()
 
     def _finish(self, spec: dict, job: SparkJob, started: float) -> dict:
         try:

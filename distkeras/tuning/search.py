@@ -168,11 +168,11 @@ class Search:
         before launch. ``(None, None)`` when build_fn fails for every candidate."""
         import keras
 
-        from distkeras.executor.replica import setup_tensorflow
+        from distkeras import backends
         from distkeras.feed import feed_spec_for
         from distkeras.tuning.trial import compile_model
 
-        setup_tensorflow()
+        backends.current().setup()
         for i, params in enumerate(candidates):
             try:
                 keras.utils.set_random_seed(self.seed + i)
@@ -189,9 +189,9 @@ class Search:
         """The model of ``trial`` and trainer arguments matching its training settings."""
         import keras
 
-        from distkeras.executor.replica import setup_tensorflow
+        from distkeras import backends
 
-        setup_tensorflow()
+        backends.current().setup()
         keras.utils.set_random_seed(self.seed + int(trial["trial"]))
         model = self.build_fn(trial["params"])
         s = self.settings(trial["params"])

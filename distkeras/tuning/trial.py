@@ -123,10 +123,10 @@ def run_trial(spec: dict, build_fn: Callable, data: dict, threads: int = 1) -> d
     result = {"trial": spec["trial"], "status": "ok", "error": None, "metrics": {},
               "epochs": int(spec["epochs"]), "host": socket.gethostname(), "pid": os.getpid()}
     try:
-        from distkeras.executor.replica import setup_tensorflow
+        from distkeras import backends
         from distkeras.tuning.folds import splits
 
-        setup_tensorflow(threads)
+        backends.prepare(spec.get("backend") or backends.configured(), threads)
         per_fold = []
         for fold, (train_idx, val_idx) in enumerate(
                 splits(data["rows"], spec.get("folds"), spec["validation_fraction"],

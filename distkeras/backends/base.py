@@ -1,0 +1,204 @@
+"""The seam between distkeras and a Keras 3 backend (TensorFlow, JAX, PyTorch).
+
+The training loop, the feed, the exchanges and the update rules are backend-neutral: they see
+a replica's state as one flat float32 numpy vector (``distkeras.state``). What differs per
+backend is behind two small classes, one file per backend (``distkeras/backends/<name>.py``,
+named as ``keras.backend.backend()`` names it):
+
+- :class:`Backend`: the framework in a Python worker.
+    - ``setup(threads, gpus)``: import the framework pinned to the task's GPUs and CPU share;
+    - ``threads()``: the intra-op threads it runs; ``accelerators()``: the GPUs it sees;
+    - ``flat_weights(model, layout)``: read and write the flat vector of a model;
+    - ``steps(model, weights, jit_compile)``: the model's compiled :class:`Steps`.
+- :class:`Steps`: a compiled model's training calls.
+    - ``window(xs, ys, sample_weight, start)``: λ local steps from ``start`` as one call,
+      returning the flat weights after them;
+    - ``gradient(x, y, sample_weight, start)``: the flat gradient of one batch (AR-SGD);
+    - ``apply(gradient)``: one optimizer step with it;
+    - ``read()``: the flat weights now;
+    - ``sync()``: the model's variables made current (before metrics or the learning rate are
+      read); ``refresh()``: the compiled state made current after the model's variables were
+      set (learning rate, metrics reset).
+
+A backend that keeps its state on the model's own variables (TensorFlow, PyTorch) leaves
+``sync``/``refresh`` empty; one that keeps it outside (JAX's stateless calls) implements them.
+
+Example (what a Python worker of a fit does; ``distkeras.executor.remote``)::
+
+    backend = backends.prepare("jax", threads=2)      # before Keras is imported
+    model = build_model(portable, loss, optimizer)
+    replica = Replica(model, backend, jit_compile="auto", layout=layout)
+    theta = replica.train(window, start=theta)
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import ClassVar
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+REGISTRY: dict[str, type["Backend"]] = {}
+
+
+class Backend:
+    """A Keras backend as distkeras drives it (one instance per Python process)."""
+
+    name: ClassVar[str]
+    module: ClassVar[str]            # the framework's importable module, for error messages
+    extra: ClassVar[str]             # distkeras' extra that installs it
+    compiler: ClassVar[str] = "XLA"  # what jit_compile=True compiles the windows with
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        REGISTRY[cls.name] = cls
+
+    def __init__(self) -> None:
+        self._threads: int | None = None
+
+    def setup(self, threads: int | None = None, gpus: list[str] | None = None) -> None:
+        """Import the framework once per process, pinned to ``gpus`` (``None``: all, ``[]``:
+        none) and ``threads`` intra-op threads; a process that already imported it keeps its
+        pools (logged)."""
+        import sys
+
+        if self.module not in sys.modules:
+            if gpus is not None:
+                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+            self._configure(threads)
+        elif gpus is not None and os.environ.get("CUDA_VISIBLE_DEVICES") != ",".join(gpus):
+            log.warning("%s already initialised in this Python worker with "
+                        "CUDA_VISIBLE_DEVICES=%s; task asked for GPUs %s", self.name,
+                        os.environ.get("CUDA_VISIBLE_DEVICES"), gpus)
+        try:
+            __import__(self.module)
+        except ImportError as exc:
+            raise ImportError(f"Keras runs on {self.name} here but {self.module} cannot be "
+                              f"imported ({exc}); install it with pip install "
+                              f"'distkeras[{self.extra}]' on the driver and the executors") from exc
+        if threads and self._threads is None:
+            self._threads = self._set_threads(threads)
+        if threads and self._threads not in (threads, None):
+            log.warning("this Python worker's %s already runs %s intra-op threads; the task "
+                        "asked for %d (each thread count has its own Python workers: see "
+                        "distkeras.driver.resources)", self.name,
+                        self._threads if self._threads > 0 else "default", threads)
+
+    def _configure(self, threads: int | None) -> None:
+        """Environment the framework reads at its import (before it is imported)."""
+
+    def _set_threads(self, threads: int) -> int:
+        """Set the intra-op threads after the import; return the count in effect (-1: the
+        framework's default, it could not be changed)."""
+        return threads
+
+    def threads(self) -> int:
+        """The intra-op threads this process runs."""
+        return self._threads or os.cpu_count() or 1
+
+    def accelerators(self) -> list[str]:
+        """The GPUs (or other accelerators) the framework sees in this process."""
+        return []
+
+    def flat_weights(self, model, layout=None) -> "FlatWeights":
+        return FlatWeights(model, layout)
+
+    def steps(self, model, weights: "FlatWeights", jit_compile: bool) -> "Steps":
+        raise NotImplementedError
+
+    def supports_jit(self, model) -> bool:
+        """Whether the backend's compiler can compile ``model``'s training step (Keras' own
+        test: every layer ``supports_jit``)."""
+        try:
+            from keras.src.trainers.trainer import model_supports_jit
+        except ImportError:  # a Keras without the helper: ask the layers
+            return all(getattr(layer, "supports_jit", True) for layer in model._flatten_layers())
+        return bool(model_supports_jit(model))
+
+    def environment(self) -> dict[str, str]:
+        """What a Python worker's environment needs for this backend before Keras' import."""
+        return {"KERAS_BACKEND": self.name}
+
+
+class FlatWeights:
+    """View a model's exchanged state as one flat float32 vector, the currency of every
+    exchange: ``[parameters | statistics]`` of its :class:`~distkeras.state.StateLayout`
+    (the fixed state is never read nor written here). This one reads and assigns the Keras
+    variables, on any backend; a backend may compile its own."""
+
+    def __init__(self, model, layout=None):
+        from distkeras.state import StateLayout
+
+        self.layout = layout if layout is not None else StateLayout.of(model)
+        weights = list(model.weights)
+        self.keras_variables = [weights[i] for i in self.layout.order]
+        self.shapes = [tuple(v.shape) for v in self.keras_variables]
+        self.sizes = [int(np.prod(s)) for s in self.shapes]
+        self.size = int(sum(self.sizes))
+        if self.size != self.layout.size:
+            raise ValueError(f"the model has {self.size} floats to exchange, the run's layout "
+                             f"{self.layout.size}: it is not the model the driver sent")
+
+    @property
+    def params(self) -> int:
+        """Where the statistics start in the vector."""
+        return self.layout.params
+
+    def get(self) -> np.ndarray:
+        import keras
+
+        if not self.keras_variables:
+            return np.zeros(0, np.float32)
+        return np.concatenate([np.asarray(keras.ops.convert_to_numpy(v.value),
+                                          dtype=np.float32).ravel()
+                               for v in self.keras_variables])
+
+    def set(self, vector: np.ndarray) -> None:
+        self.check(vector)
+        offset = 0
+        for v, n, s in zip(self.keras_variables, self.sizes, self.shapes):
+            v.assign(np.asarray(vector[offset:offset + n]).reshape(s).astype(v.dtype))
+            offset += n
+
+    def check(self, vector: np.ndarray) -> None:
+        if vector.size != self.size:
+            raise ValueError(f"weight vector of {vector.size} values for a model of {self.size}")
+
+    def split(self, vector):
+        """``vector`` cut into the variables' shapes (any array type with ``reshape``)."""
+        out, offset = [], 0
+        for n, s in zip(self.sizes, self.shapes):
+            out.append(vector[offset:offset + n].reshape(s))
+            offset += n
+        return out
+
+
+class Steps:
+    """A compiled model's training calls (see the module's docstring for the contract)."""
+
+    def __init__(self, model, weights: FlatWeights, jit_compile: bool):
+        self.model, self.weights, self.jit_compile = model, weights, jit_compile
+
+    def window(self, xs: list, ys: list, sample_weight, start: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def gradient(self, x: list, y: list, sample_weight, start: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def apply(self, gradient: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def read(self) -> np.ndarray:
+        return self.weights.get()
+
+    def sync(self) -> None:
+        """The model's variables made current."""
+
+    def refresh(self) -> None:
+        """The compiled state made current from the model's variables."""
+
+
+def structure(tensors: list):
+    """One tensor for one input (or output), the list for several, as Keras' steps take them."""
+    return tensors[0] if len(tensors) == 1 else list(tensors)

@@ -1,0 +1,148 @@
+"""Keras on TensorFlow: a window of local steps is one ``tf.function`` (XLA by default), with
+loading the start weights and reading the weights after fused into the same call; the flat
+vector is read and written by compiled graphs on the model's own variables."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from distkeras.backends.base import Backend, FlatWeights, Steps, structure
+
+
+class TensorFlow(Backend):
+    name = "tensorflow"
+    module = "tensorflow"
+    extra = "cpu"
+
+    def _configure(self, threads):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    def _set_threads(self, threads: int) -> int:
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+            return threads
+        except RuntimeError:  # TF already ran ops in this process: its pools are fixed
+            return tf.config.threading.get_intra_op_parallelism_threads() or -1
+
+    def threads(self) -> int:
+        import tensorflow as tf
+
+        return tf.config.threading.get_intra_op_parallelism_threads() or super().threads()
+
+    def accelerators(self) -> list[str]:
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_physical_devices("GPU")]
+
+    def flat_weights(self, model, layout=None) -> FlatWeights:
+        return TFFlatWeights(model, layout)
+
+    def steps(self, model, weights, jit_compile: bool) -> Steps:
+        return TFSteps(model, weights, jit_compile)
+
+
+class TFFlatWeights(FlatWeights):
+    """The flat vector read and written by two compiled graphs."""
+
+    def __init__(self, model, layout=None):
+        import tensorflow as tf
+
+        super().__init__(model, layout)
+        variables = [v.value if hasattr(v, "value") else v for v in self.keras_variables]
+        shapes, sizes = self.shapes, self.sizes
+
+        @tf.function(autograph=False)
+        def _get():
+            if not variables:
+                return tf.zeros([0], tf.float32)
+            return tf.concat([tf.reshape(tf.cast(v, tf.float32), [-1]) for v in variables], 0)
+
+        @tf.function(autograph=False)
+        def _set(vector):
+            parts = tf.split(vector, sizes) if variables else []
+            for v, p, s in zip(variables, parts, shapes):
+                v.assign(tf.cast(tf.reshape(p, s), v.dtype))
+            return tf.constant(0)
+
+        self._get, self._set = _get, _set
+
+    def get(self) -> np.ndarray:
+        return self._get().numpy()
+
+    def set(self, vector: np.ndarray) -> None:
+        self.check(vector)
+        self._set(np.ascontiguousarray(vector, dtype=np.float32))
+
+
+class TFSteps(Steps):
+    def __init__(self, model, weights: TFFlatWeights, jit_compile: bool):
+        import tensorflow as tf
+
+        super().__init__(model, weights, jit_compile)
+
+        def run_steps(xs, ys, sample_weight, start):
+            weights._set.python_function(start)
+            for i in tf.range(tf.shape(xs[0])[0]):
+                x = structure([t[i] for t in xs])
+                y = structure([t[i] for t in ys])
+                model.train_step((x, y) if sample_weight is None
+                                 else (x, y, sample_weight[i]))
+            return weights._get.python_function()
+
+        self._run_steps = tf.function(run_steps, reduce_retracing=True, jit_compile=jit_compile)
+        self._gradient = None
+
+    def window(self, xs, ys, sample_weight, start):
+        return self._run_steps(xs, ys, sample_weight, start).numpy()
+
+    # -- gradient steps (AR-SGD: the gradient is exchanged between computing and applying it) --
+    def _compile_gradient_steps(self):
+        import tensorflow as tf
+        from keras.src.losses import loss as loss_module
+
+        model, weights = self.model, self.weights
+        trainable = model.trainable_weights
+        sizes = [int(np.prod(v.shape)) for v in trainable]
+        shapes = [tuple(v.shape) for v in trainable]
+
+        def gradient(xs, ys, sample_weight, start, load):
+            if load:
+                weights._set.python_function(start)
+            x, y = structure(list(xs)), structure(list(ys))
+            with tf.GradientTape() as tape:
+                y_pred = model(x, training=True)
+                loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                           training=True)
+                model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
+                                                 sample_weight=tf.shape(xs[0])[0])
+                loss = model.optimizer.scale_loss(loss)
+            grads = tape.gradient(loss, trainable)
+            model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+            return tf.concat([tf.reshape(tf.cast(g, tf.float32), [-1]) for g in grads], 0)
+
+        def apply(flat):
+            parts = tf.split(flat, sizes)
+            grads = [tf.cast(tf.reshape(p, s), v.dtype) for p, s, v in zip(parts, shapes, trainable)]
+            model.optimizer.apply_gradients(zip(grads, trainable))
+            return tf.constant(0)
+
+        jit = self.jit_compile
+        self._gradient = {load: tf.function(lambda x, y, w, s, load=load: gradient(x, y, w, s,
+                                                                                   load),
+                                            jit_compile=jit, reduce_retracing=True)
+                          for load in (False, True)}
+        self._apply = tf.function(apply, jit_compile=jit)
+
+    def gradient(self, x, y, sample_weight, start):
+        if self._gradient is None:
+            self._compile_gradient_steps()
+        load = start is not None
+        vector = start if load else np.zeros(self.weights.size, np.float32)
+        return self._gradient[load](x, y, sample_weight, vector).numpy()
+
+    def apply(self, gradient):
+        self._apply(gradient)
