@@ -67,6 +67,22 @@ def fashion_data():
     return x, y, "generated 60000 x 784, 10 classes"
 
 
+def epoch_times():
+    """A Keras callback that records the seconds of each epoch of a ``fit`` (``.seconds``)."""
+    import keras
+
+    class EpochTimes(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.seconds, self.t = [], time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = time.perf_counter()
+            self.seconds.append(now - self.t)
+            self.t = now
+
+    return EpochTimes()
+
+
 def cached_frame(spark, x: np.ndarray, y: np.ndarray):
     """``features`` array<float> / ``label`` bigint DataFrame, cached and materialised."""
     from distkeras.spark import arrays_to_dataframe
@@ -124,15 +140,6 @@ def main() -> None:
         later = epoch_seconds[1:]
         return per_epoch / np.mean(later) if later else float("nan")
 
-    class EpochTimes(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.seconds, self.t = [], time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            now = time.perf_counter()
-            self.seconds.append(now - self.t)
-            self.t = now
-
     # warm-up: Python workers import TensorFlow once (worker reuse), as in any long session; one
     # pool of Python workers per thread count (1 worker: all cores, 2 workers: half each)
     run_trainer(dk.trainers.SingleTrainer, "small", build("small"), 1)
@@ -154,7 +161,7 @@ def main() -> None:
         plain = keras.models.clone_model(model)
         plain.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
-        times = EpochTimes()
+        times = epoch_times()
         t0 = time.perf_counter()
         history = plain.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=0,
                             callbacks=[times])

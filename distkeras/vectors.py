@@ -16,6 +16,8 @@ import numpy as np
 class DivergedError(FloatingPointError):
     """A worker's weights or gradient became NaN/inf: its loss diverged. Nothing was sent."""
 
+    retry_helps = False     # the same data and weights diverge again: the run ends at once
+
 
 def all_finite(vector: np.ndarray) -> bool:
     """No NaN or inf in ``vector``, in one float64 reduction (both survive a sum)."""

@@ -115,6 +115,7 @@ class Coordinator:
         self._learning_rate: tuple[int, float] = (0, 0.0)   # (version, value) for the workers
         self.failure: str | None = None
         self.raised: list[tuple[int, dict]] = []    # (worker, report) of exceptions, in order
+        self.unrecoverable: str | None = None  # a worker's error that a task retry cannot fix
         self._stop = False
         self._epochs_processed = int(start_epoch)
         self._cond = threading.Condition()
@@ -242,13 +243,17 @@ class Coordinator:
 
     def _raised(self, worker: int, control: _WorkerControl, report: dict) -> None:
         """A worker reports the exception it raised. A synchronous run cannot go on without it:
-        it fails now, with this cause (not with the loss of the worker it leads to)."""
+        it fails now, with this cause (not with the loss of the worker it leads to). An error
+        that a retry of the task would raise again (``final``: a diverged loss) ends any run
+        now, rather than after Spark's retries."""
         text = lambda key: str(report.get(key) or "")[:4000]  # noqa: E731
         raised = {"error": text("error"), "where": text("where"), "line": text("line")}
         if len(self.raised) < 64:      # the first ones matter; a flood stays bounded
             self.raised.append((worker, raised))
         log.warning("%s", _said(worker, raised))
-        if self.synchronous:
+        if report.get("final") is True:
+            self.unrecoverable = self.unrecoverable or _said(worker, raised)
+        if self.synchronous or self.unrecoverable:
             with self._cond:
                 self.failure = self.failure or self.worker_error()
                 self._cond.notify_all()

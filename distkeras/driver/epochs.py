@@ -80,6 +80,8 @@ def monitor(settings, coordinator, job, driver_model, flat, val, callbacks, step
             ends.show_progress()
             while ends.ready():
                 ends.process()
+            if coordinator.unrecoverable:   # the caller cancels the job: no retry can help
+                raise TrainingError(coordinator.unrecoverable)
             if not alive:
                 break
     finally:

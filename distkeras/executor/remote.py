@@ -346,7 +346,7 @@ def _report_failure(spec: dict, worker: int, control, exc: BaseException, where:
     if isinstance(exc, (TransportError, ConnectionError)):
         return      # the services or a peer failed this worker: they know, and say so
     report = {"error": f"{type(exc).__name__}: {exc}"[:4000], "where": str(where),
-              "line": _user_line(exc)}
+              "line": _user_line(exc), "final": not getattr(exc, "retry_helps", True)}
     try:
         if control is not None and control.connected:
             control.request(messages.FAILED, payload=report)
