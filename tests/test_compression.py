@@ -271,16 +271,22 @@ def test_parameter_server_decodes_compressed_commits_per_worker(rule, spec):
         ctx = WorkerContext(worker=0, num_workers=1, secret=ps.secret, coordinator=("", 0),
                             parameter_server=ps.address, compression=spec)
         with ParameterServerExchange(rule(num_workers=1), ctx) as ex:
-            theta = ex.start(start)
+            theta, walked = ex.start(start), start.astype(np.float64)
             for step in range(20):
                 theta = ex.after_window(theta + vector(size, seed=step, scale=0.01), steps=1)
+                walked += vector(size, seed=step, scale=0.01)
             sent, received = ex.stats.bytes_sent, ex.stats.raw_bytes_sent
+            unsent = getattr(ex.stream, "residual", None)
         centre = ps.centre
     assert received / sent > (2.0 if spec == "int8" else 8)
     moved = np.linalg.norm(centre - start)
     assert moved > 0.01 and np.isfinite(centre).all()
-    if rule is algorithms.DOWNPOUR:    # one worker: θ̃ is the replica, up to what is in flight
-        np.testing.assert_allclose(centre, theta, atol=1e-6)
+    if rule is algorithms.DOWNPOUR:
+        # one worker continues from θ̃ plus what it has not sent yet: its own walk, no step lost
+        # or sent twice, and θ̃ lags it by exactly that residual
+        np.testing.assert_allclose(theta, walked, atol=1e-5)
+        np.testing.assert_allclose(theta - centre, unsent, atol=1e-6)
+        assert np.linalg.norm(unsent) > 0.01           # top-k 5 % left most of it unsent
 
 
 def test_parameter_server_refuses_garbage_and_uncompressed_commits_naming_them():

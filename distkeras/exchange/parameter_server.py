@@ -101,6 +101,8 @@ class ParameterServerExchange(Exchange):
         moved, kept = split(anchor, self.worker.params)
         moved[:] = self.algorithm.worker_receive(params, split(self.anchor, self.worker.params)[0],
                                                  split(reply, self.worker.params)[0])
+        if self.stream is not None:      # continue from θ̃ as it will be with what is unsent
+            self.stream.ahead(moved)
         kept[:] = statistics
         self.anchor = anchor
         self.stats.exchanges += 1
