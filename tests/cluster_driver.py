@@ -30,13 +30,16 @@ print(f"APP {spark.sparkContext.applicationId}", flush=True)
 
 
 def where_python(_):
+    import importlib
     import sys
 
-    import distkeras
-    import tensorflow
+    import keras
 
+    import distkeras
+
+    framework = importlib.import_module(keras.backend.backend())   # tensorflow, jax or torch
     return {"executable": sys.executable, "prefix": sys.prefix, "distkeras": distkeras.__file__,
-            "tensorflow": tensorflow.__file__}
+            "framework": framework.__file__, "backend": keras.backend.backend()}
 
 
 if os.environ.get("DISTKERAS_TEST_ENVIRONMENT"):

@@ -78,10 +78,24 @@ def test_training_with_spark_authentication_and_encryption_on(authenticated_clus
     assert UNAUTHENTICATED not in stderr
 
 
-# not needed by the executors (pyspark: Spark puts its own pyspark.zip first on their path)
+# not needed by the executors (pyspark: Spark puts its own pyspark.zip first on their path;
+# the documentation's tools; the Keras backends the run does not use)
 PACK_EXCLUDE = ["*__editable__*", "*/site-packages/pyspark/*", "*/site-packages/optuna/*",
-                "*/site-packages/mlflow/*", "*/site-packages/sklearn/*", "*/site-packages/scipy/*",
-                "*/site-packages/pip/*", "*/site-packages/setuptools/*", "*/__pycache__/*"]
+                "*/site-packages/mlflow/*", "*/site-packages/sklearn/*",
+                "*/site-packages/pip/*", "*/site-packages/setuptools/*", "*/__pycache__/*",
+                "*/site-packages/material/*", "*/site-packages/babel/*"]
+# what only one Keras backend needs (JAX imports scipy)
+FRAMEWORKS = {"tensorflow": ["tensorflow", "tensorboard*"],
+              "jax": ["jax", "jaxlib", "jax_plugins", "scipy"],
+              "torch": ["torch", "functorch", "torchgen", "sympy", "triton", "nvidia"]}
+
+
+def unused_frameworks() -> list[str]:
+    """Exclusion patterns of the Keras backends other than the one this process runs."""
+    import keras
+
+    return [f"*/site-packages/{package}/*" for name, packages in FRAMEWORKS.items()
+            if name != keras.backend.backend() for package in packages]
 
 
 def packed_environment(directory: Path) -> Path:
@@ -96,7 +110,8 @@ def packed_environment(directory: Path) -> Path:
 
     packed, archive = directory / "packed.tar", directory / "distkeras-env.tar.gz"
     venv_pack.pack(prefix=sys.prefix, output=str(packed), format="tar",
-                   filters=[("exclude", pattern) for pattern in PACK_EXCLUDE])
+                   filters=[("exclude", pattern)
+                            for pattern in PACK_EXCLUDE + unused_frameworks()])
     site = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
     with tarfile.open(packed, "a") as tar:
         tar.add(Path(__file__).resolve().parent.parent / "distkeras", f"{site}/distkeras",
@@ -108,8 +123,11 @@ def packed_environment(directory: Path) -> Path:
 
 
 def test_executors_run_from_a_packed_environment(standalone_cluster, tmp_path):
-    """spark.archives ships the packed environment; every executor's Python, TensorFlow and
-    distkeras come from its unpacked copy, not from the driver's interpreter, and it trains."""
+    """spark.archives ships the packed environment; every executor's Python, Keras backend
+    (the driver's: CI packs the JAX environment) and distkeras come from its unpacked copy, not
+    from the driver's interpreter, and it trains."""
+    import keras
+
     archive = packed_environment(tmp_path)
     results, _ = run_driver(standalone_cluster, ["ADAG"],
                             DISTKERAS_TEST_ENVIRONMENT=str(archive))
@@ -118,7 +136,8 @@ def test_executors_run_from_a_packed_environment(standalone_cluster, tmp_path):
         prefix = where["prefix"]
         assert prefix.endswith("/environment") and not prefix.startswith(sys.prefix), where
         assert where["executable"].endswith("environment/bin/python"), where
-        assert where["distkeras"].startswith(prefix) and where["tensorflow"].startswith(prefix)
+        assert where["distkeras"].startswith(prefix) and where["framework"].startswith(prefix)
+        assert where["backend"] == keras.backend.backend(), where
 
 
 def executor_jvms(app_id: str) -> list[int]:
