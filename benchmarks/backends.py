@@ -39,11 +39,9 @@ TRAINERS = [("SingleTrainer", 1), ("ADAG", 2), ("ARSGD", 2)]
 
 
 def build(kind: str):
-    import keras
+    from trainer_overhead import mlp
 
-    dim, classes, widths, _ = MODELS[kind]
-    layers = [keras.Input((dim,))] + [keras.layers.Dense(w, activation="relu") for w in widths]
-    return keras.Sequential(layers + [keras.layers.Dense(classes, activation="softmax")])
+    return mlp(*MODELS[kind][:3])
 
 
 def measure(args) -> dict:
@@ -53,16 +51,13 @@ def measure(args) -> dict:
     import distkeras as dk
     from distkeras import backends
     from distkeras.spark import session
-    from trainer_overhead import cached_frame, data, epoch_times
+    from trainer_overhead import cached_frame, data, epoch_times, steady
 
     backend = backends.current()
     backend.setup()
     spark = session(args.master, app_name=f"bench-backends-{backend.name}",
                     conf={"spark.driver.memory": "4g"})
     out = {"backend": backend.name, "models": {}, "window_ms": window_cost(backend)}
-
-    def steady(per_epoch, seconds):
-        return per_epoch / np.mean(seconds[1:]) if len(seconds) > 1 else float("nan")
 
     for kind in args.models.split(","):
         dim, classes, _, batch = MODELS[kind]
@@ -163,8 +158,9 @@ def main() -> None:
     results = []
     pythons = dict(p.split("=", 1) for p in args.python.split(",") if p)
     for name in args.backends.split(","):
-        argv = [pythons.get(name, sys.executable), os.path.abspath(__file__), "--child", "--models", args.models, "--rows",
-                str(args.rows), "--epochs", str(args.epochs), "--master", args.master]
+        argv = [pythons.get(name, sys.executable), os.path.abspath(__file__), "--child",
+                "--models", args.models, "--rows", str(args.rows), "--epochs", str(args.epochs),
+                "--master", args.master]
         done = subprocess.run(argv, env={**os.environ, "KERAS_BACKEND": name}, text=True,
                               capture_output=True)
         found = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]

@@ -59,7 +59,6 @@ def probe(batches):
         pass
     cpus, gpus = _task_resources(TaskContext.get())
     backend = backends.prepare(backends.configured(), cpus, gpus)
-
     yield pa.RecordBatch.from_pylist([{"probe": json.dumps({
         "task_gpus": gpus, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "backend": backend.name, "backend_gpus": backend.accelerators()})}])
@@ -160,6 +159,7 @@ def report(backend: str, gpus: int, args, python: str) -> None:
                 line += (f" | gpu ({gkey.split(' ')[1]}): {gvalue['steady']:>10.0f} steady "
                          f"(x{gvalue['steady'] / value['steady']:.1f})")
         print(line)
+
 
 if __name__ == "__main__":
     main()

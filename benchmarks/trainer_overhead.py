@@ -37,11 +37,21 @@ FASHION_FILES = "/usr/share/dataset-fashion-mnist"   # Debian's dataset-fashion-
 
 
 def build(kind: str):
+    return mlp(*MODELS[kind])
+
+
+def mlp(dim: int, classes: int, widths: list[int]):
+    """A ReLU MLP ``dim``-``widths``-``classes`` with a softmax output."""
     import keras
 
-    dim, classes, widths = MODELS[kind]
     layers = [keras.Input((dim,))] + [keras.layers.Dense(w, activation="relu") for w in widths]
     return keras.Sequential(layers + [keras.layers.Dense(classes, activation="softmax")])
+
+
+def steady(per_epoch: float, epoch_seconds: list[float]) -> float:
+    """Samples/s of epochs 2..N (the first pays start-up), NaN with one epoch."""
+    later = epoch_seconds[1:]
+    return per_epoch / np.mean(later) if later else float("nan")
 
 
 def data(rows: int, dim: int, classes: int = 3, seed: int = 0):
@@ -135,10 +145,6 @@ def main() -> None:
         samples = sum(w["samples"] for w in fitted.history.workers)
         return (samples / seconds, steady(samples / args.epochs, fitted.history["epoch_seconds"]),
                 fitted.history["accuracy"][-1])
-
-    def steady(per_epoch, epoch_seconds):
-        later = epoch_seconds[1:]
-        return per_epoch / np.mean(later) if later else float("nan")
 
     # warm-up: Python workers import TensorFlow once (worker reuse), as in any long session; one
     # pool of Python workers per thread count (1 worker: all cores, 2 workers: half each)
