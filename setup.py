@@ -17,7 +17,7 @@ setup(
         "keras>=3.0",
         "tqdm>=4.60",
         "matplotlib>=3.6",
-        "cryptography>=41",      # Poly1305 frame tags of the transport
+        "cryptography>=41",      # AES-GCM frame tags of the transport
     ],
     extras_require={
         # Exactly one TensorFlow build: both provide the same `tensorflow` module.

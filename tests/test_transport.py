@@ -696,3 +696,64 @@ def test_dropped_connection_warnings_are_rate_limited(app, caplog):
         assert srv.stats["dropped"]["bad_magic"] == 50
         warnings = [r for r in caplog.records if "bad_magic" in r.getMessage()]
         assert 1 <= len(warnings) <= 2, [r.getMessage() for r in warnings]
+
+
+# ---------------------------------------------------------------------------- frame tags
+# sizes on either side of every path of the tag: read with the payload, one AEAD call, chunks,
+# tagged on the helper thread while the socket copies
+TAG_SIZES = [0, 4, (1 << 18) - 16, (1 << 18) + 4, 1 << 20, (1 << 20) + 4, (5 << 20) + 12]
+
+
+@pytest.mark.parametrize("nbytes", TAG_SIZES)
+def test_a_frame_tag_is_refused_for_any_change_replay_or_reflection(nbytes):
+    key, hdr = os.urandom(32), os.urandom(HEADER_SIZE)
+    payload = bytearray(os.urandom(nbytes))
+    tag = FrameMAC(key, b"c2s").tag(hdr, memoryview(payload))
+
+    def check(direction=b"c2s", frames_before=0, header=hdr, body=payload, chunk=1 << 22):
+        mac = FrameMAC(key, direction)
+        for _ in range(frames_before):
+            mac.tag(hdr, b"")
+        h = mac.start(header, len(body))
+        for i in range(0, len(body), chunk):     # as a receiver hashes it: chunk by chunk
+            h.update(memoryview(body)[i:i + chunk])
+        return h.finish() == tag
+
+    assert check() and check(chunk=1 << 20)
+    assert not check(direction=b"s2c")                       # reflected
+    assert not check(frames_before=1)                        # replayed or reordered
+    assert not check(header=hdr[:-1] + bytes([hdr[-1] ^ 1]))
+    if nbytes:
+        for at in {0, nbytes // 2, nbytes - 1}:
+            changed = bytearray(payload)
+            changed[at] ^= 0x80
+            assert not check(body=changed), at
+
+
+@pytest.mark.parametrize("nbytes", [4 << 10, 3 << 20])
+def test_a_frame_changed_on_the_way_is_dropped_before_its_handler(nbytes):
+    n = nbytes // 4
+    app = CentreApp(n)
+    with FrameServer(app, SECRET) as srv:
+        s, mac = raw_authenticated(srv.address, wid=1, with_mac=True)
+        body = np.ones(n, np.float32).tobytes()
+        head = header(OP_ADD, DT_F32, nbytes, wid=1)
+        tag = mac.tag(head, body)
+        changed = bytearray(body)
+        changed[nbytes // 3] ^= 1
+        with s:
+            s.sendall(head + bytes(changed) + tag)
+            assert_closed_by_server(s)
+        wait_for(lambda: srv.stats["dropped"].get("bad_mac") == 1, what="dropped[bad_mac]")
+        with Client(*srv.address, SECRET, worker_id=2) as c:    # the real thing goes through
+            reply = c.request(OP_ADD, np.ones(n, np.float32))
+        assert app.calls == [2] and np.array_equal(reply.payload, np.ones(n, np.float32))
+
+
+def test_a_peer_on_another_protocol_version_is_told_to_match_releases():
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(header(OP_FIRST_APP, version=VERSION - 1))
+        with pytest.raises(Exception, match=f"protocol v{VERSION - 1}, this side v{VERSION}.*"
+                                            "same distkeras release"):
+            FrameIO(b).recv(deadline=time.monotonic() + 5)

@@ -1,6 +1,6 @@
 """The keys and tags of the transport: the handshake's HMAC-SHA256 proofs (each side proves it
 knows the per-run secret, bound to fresh nonces and the worker id), the connection's session key,
-and the per-frame Poly1305 tags under one-time keys drawn from a ChaCha20 keystream
+and the per-frame tags: AES-256-GCM as a MAC under per-direction keys, one nonce per frame
 (:class:`FrameMAC`).
 
 Example::
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-
-from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 
 def auth_mac(secret: bytes, server_nonce: bytes, worker_id: int, client_nonce: bytes) -> bytes:
@@ -35,45 +33,74 @@ def session_key(secret: bytes, server_nonce: bytes, client_nonce: bytes, worker_
 
 
 class FrameMAC:
-    """The per-frame tags of one direction of a connection: Poly1305 over header || payload
-    under a one-time key, frame i's key = bytes [32i, 32i + 32) of the ChaCha20 keystream under
-    the direction's key, HMAC-SHA256(session key, direction). Every key is single-use: a
-    replayed, reordered or reflected frame fails its tag. Keys are drawn 256 frames at a time
-    (one cipher call instead of one HMAC per frame: a small commit's fixed cost).
+    """The per-frame tags of one direction of a connection: AES-256-GCM used as a MAC, with the
+    payload as associated data and the 36-byte header as the (discarded) plaintext, under the
+    direction's key HMAC-SHA256(session key, direction) and nonce = the frame's number (96-bit,
+    big-endian). A nonce is never reused under a key, so a replayed, reordered or reflected
+    frame fails its tag. Why GCM: AES-NI/VAES and carry-less multiplies make it 13 GB/s on
+    one core here against Poly1305's 4-8, and 4 µs for a small frame's tag.
 
     Example::
 
         mac = FrameMAC(key, b"c2s")
-        tag = mac.tag(header, payload)        # the sender; the receiver: mac.start(header),
-                                              # .update(chunks), then mac.finish(h) == tag
+        tag = mac.tag(header, payload)        # the sender; the receiver: h = mac.start(header,
+                                              # len(payload)), h.update(chunks), h.finish() == tag
     """
 
-    KEYS_PER_DRAW = 256
+    ONE_SHOT = 1 << 20   # payloads up to this size are tagged in one call (no per-frame cipher)
 
     def __init__(self, key: bytes, direction: bytes):
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+        from cryptography.hazmat.primitives.ciphers import algorithms
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        stream_key = hmac.new(key, direction, hashlib.sha256).digest()
-        self._stream = Cipher(algorithms.ChaCha20(stream_key, bytes(16)), None).encryptor()
-        self._zeros = bytes(32 * self.KEYS_PER_DRAW)
-        self._keys = memoryview(b"")
+        direction_key = hmac.new(key, direction, hashlib.sha256).digest()
+        self._aead, self._aes = AESGCM(direction_key), algorithms.AES(direction_key)
         self.counter = 0
 
-    def start(self, header):
-        i = self.counter % self.KEYS_PER_DRAW
-        if i == 0:
-            self._keys = memoryview(self._stream.update(self._zeros))
+    def _nonce(self) -> bytes:
+        nonce = self.counter.to_bytes(12, "big")
         self.counter += 1
-        h = Poly1305(self._keys[32 * i:32 * i + 32])
-        h.update(bytes(header))
-        return h
+        return nonce
 
-    @staticmethod
-    def finish(h) -> bytes:
-        return h.finalize()
+    def start(self, header, length: int) -> "_Tag":
+        """The tag of the next frame, computed as its ``length`` payload bytes arrive."""
+        return _Tag(self, bytes(header), self._nonce(), length)
 
     def tag(self, header, payload=None) -> bytes:
-        h = self.start(header)
+        h = self.start(header, 0 if payload is None else len(payload))
         if payload is not None and len(payload):
-            h.update(payload)
-        return h.finalize()
+            for i in range(0, len(payload), _CHUNK):
+                h.update(payload[i:i + _CHUNK])
+        return h.finish()
+
+
+_CHUNK = 1 << 30     # one AEAD call takes at most 2**31 - 1 bytes
+
+
+class _Tag:
+    """One frame's tag being computed: :meth:`update` with the payload in order, then
+    :meth:`finish`."""
+
+    def __init__(self, mac: FrameMAC, header: bytes, nonce: bytes, length: int):
+        self._header, self._nonce, self._mac = header, nonce, mac
+        self._one_shot = length <= FrameMAC.ONE_SHOT
+        self._parts: list = []
+        if not self._one_shot:
+            from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+            self._gcm = Cipher(mac._aes, modes.GCM(nonce)).encryptor()
+
+    def update(self, chunk) -> None:
+        if self._one_shot:
+            self._parts.append(chunk)
+        else:
+            self._gcm.authenticate_additional_data(chunk)
+
+    def finish(self) -> bytes:
+        if not self._one_shot:
+            self._gcm.update(self._header)
+            self._gcm.finalize()
+            return self._gcm.tag
+        parts = self._parts
+        aad = None if not parts else parts[0] if len(parts) == 1 else b"".join(parts)
+        return self._mac._aead.encrypt(self._nonce, self._header, aad)[-16:]
