@@ -259,3 +259,40 @@ def test_the_documented_table_of_bad_inputs_names_real_tests():
         module = importlib.import_module(path[:-3].replace("/", "."))
         assert callable(getattr(module, name, None)), (f"docs/bad-input.md names {row}, which "
                                                        "does not exist")
+
+
+def test_a_cached_frame_is_checked_once_and_bad_data_is_still_refused(spark, monkeypatch):
+    """Fitting a cached DataFrame again skips the data checks it passed (only its rows are
+    counted where the fit repartitions it); another frame, an unpersisted one, or other
+    columns are checked again, so bad rows are still refused."""
+    from distkeras.driver import preflight
+    from distkeras.feed import feed_spec_for
+
+    checked = []
+    real = preflight.check_data
+    monkeypatch.setattr(preflight, "check_data", lambda df, *a, **k: checked.append(df)
+                        or real(df, *a, **k))
+    feed = feed_spec_for(mlp(), "features", "label", "categorical_crossentropy")
+    x, y = blobs(400, seed=5)
+    ready = arrays_to_dataframe(spark, {"features": x, "label": y}, partitions=2).cache()
+    other = blobs_df(spark, 400, seed=5, partitions=3).cache()
+    for df in (ready, other):
+        runs = []
+        for _ in range(2):
+            before = len(checked)
+            data, smallest, owned = preflight.prepare_training_data(df, feed, 2, 32, False)
+            runs.append((len(checked) - before, smallest))
+            if owned:
+                data.unpersist()
+        assert runs[0][0] == 1 and runs[1][0] == 0, runs        # checked once
+        assert runs[0][1] == runs[1][1] >= 190, runs             # the same shares
+    x[7, 1] = np.nan
+    bad = arrays_to_dataframe(spark, {"features": x, "label": y}, partitions=2).cache()
+    with pytest.raises(DataError, match="NaN"):
+        preflight.prepare_training_data(bad, feed, 2, 32, False)
+    ready.unpersist()
+    before = len(checked)
+    preflight.prepare_training_data(ready, feed, 2, 32, False)[0].unpersist()
+    assert len(checked) == before + 1                         # no longer cached: checked again
+    for df in (bad, other):
+        df.unpersist()

@@ -9,6 +9,7 @@ cached input already in one balanced partition per worker is taken as it is.
 from __future__ import annotations
 
 import logging
+import weakref
 
 from distkeras.feed import FeedSpec
 
@@ -183,18 +184,28 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
                             f"slots, Spark has {slots}; lower num_workers or add executors/cores "
                             "(spark.executor.cores, spark.task.cpus, cores_per_worker)")
     counts: list[int] = []
+    checks = CHECKED.key(feed, kinds, array_values)
+    passed = CHECKED.passed(df, checks)      # this cached frame passed them in an earlier fit
+    if passed is not None:
+        log.info("training data: this cached DataFrame passed the data checks in an earlier "
+                 "fit; only its rows are counted")
     if _cached_in(df, num_workers):
-        counts = check_data(selected, feed, kinds, array_values=array_values)
+        counts = passed or (partition_rows(selected) if passed is not None else
+                            check_data(selected, feed, kinds, array_values=array_values))
+        CHECKED.remember(df, checks, counts)
     if len(counts) == num_workers and min(counts) >= BALANCED * max(counts):
         prepared, owned = selected, False
     else:
         prepared = selected.repartition(num_workers).persist(StorageLevel.MEMORY_AND_DISK)
         owned = True
-        try:
-            counts = check_data(prepared, feed, kinds, array_values=array_values)  # fills the cache
+        try:     # either pass fills the cache
+            counts = partition_rows(prepared) if passed is not None else \
+                check_data(prepared, feed, kinds, array_values=array_values)
         except DataError:
             prepared.unpersist()
             raise
+        if passed is None:
+            CHECKED.remember(df, checks, [])      # checked, as a copy: df's own rows not counted
 
     def release():
         if owned:
@@ -212,6 +223,63 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
                         f"fewer than batch_size={batch_size}; lower batch_size or num_workers")
     log.info("training data: %d rows in %d partitions (smallest %d)", rows, num_workers, smallest)
     return prepared, smallest, owned
+
+
+def partition_rows(df) -> list[int]:
+    """The row count of every non-empty partition of ``df``, in one job (no other check)."""
+    from pyspark.sql import functions as F
+
+    return [int(r["rows"]) for r in df.groupBy(F.spark_partition_id().alias("partition"))
+            .agg(F.count(F.lit(1)).alias("rows")).collect()]
+
+
+class CheckedFrames:
+    """The cached DataFrames of this session that passed the data checks, so that fitting one
+    again (the same model or the next one of a notebook) does not pay them again. Only a frame
+    cached when it was checked and still cached now counts (its rows cannot have changed), for
+    the same columns, kinds and checks; a frame that is gone or unpersisted is forgotten.
+
+    Example::
+
+        key = CHECKED.key(feed, kinds, array_values=True)
+        counts = CHECKED.passed(df, key) or check_data(selected, feed, kinds)
+        CHECKED.remember(df, key, counts)
+    """
+
+    def __init__(self) -> None:
+        self._frames: dict[int, tuple] = {}     # id(df) -> (weakref to df, key, partition rows)
+
+    @staticmethod
+    def key(feed: FeedSpec, kinds: dict, array_values: bool) -> str:
+        return repr((feed, sorted(kinds.items()), array_values))
+
+    @staticmethod
+    def _cached(df) -> bool:
+        try:
+            level = df.storageLevel
+        except Exception:  # noqa: BLE001 - a frame Spark cannot describe is not remembered
+            return False
+        return bool(level.useMemory or level.useDisk)
+
+    def passed(self, df, key: str) -> list[int] | None:
+        """The rows per partition of ``df`` (``[]``: not counted) if it passed the checks
+        ``key`` while cached and is cached still; None otherwise."""
+        entry = self._frames.get(id(df))
+        if entry is None or entry[0]() is not df or entry[1] != key or not self._cached(df):
+            return None
+        return list(entry[2])
+
+    def remember(self, df, key: str, counts: list[int]) -> None:
+        if not self._cached(df):
+            return
+        try:
+            ref = weakref.ref(df, lambda _, i=id(df): self._frames.pop(i, None))
+        except TypeError:
+            return
+        self._frames[id(df)] = (ref, key, list(counts))
+
+
+CHECKED = CheckedFrames()
 
 
 def _cached_in(df, num_workers: int) -> bool:
