@@ -51,7 +51,7 @@ STATUS_SCHEMA = pa.schema([
     ("missed_commits", pa.int64()), ("read_seconds", pa.float64()),
     ("setup_seconds", pa.float64()), ("first_window_seconds", pa.float64()),
     ("raw_bytes_sent", pa.int64()), ("compression_ratio", pa.float64()),
-    ("feedback_norm", pa.float64()), ("backend", pa.string())])
+    ("feedback_norm", pa.float64()), ("backend", pa.string()), ("reused_replica", pa.int32())])
 _DDL_TYPES = {pa.int32(): "int", pa.int64(): "bigint", pa.float64(): "double",
               pa.string(): "string"}
 #: the same schema as Spark SQL DDL (the ``mapInArrow`` output schema of a training job)

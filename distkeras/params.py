@@ -222,6 +222,10 @@ SETTINGS: tuple[Setting, ...] = (
             _optional(TypeConverters.toString), None),
     Setting("jit_compile", "compile each communication window with XLA: 'auto' (where the "
             "model supports it), True or False", _choice("auto", True, False), "auto"),
+    Setting("reuse_compiled", "each Python worker keeps its compiled replica after a fit and "
+            "reuses it in the next fit of the same model (architecture, custom-object code, loss, "
+            "optimizer, metrics, number of workers): only the compiled windows are kept, every "
+            "value is the new fit's", TypeConverters.toBoolean, True),
     Setting("verbose", "show a progress bar on the driver", TypeConverters.toBoolean, True),
     Setting("mlflow", "log the fit to MLflow: True (the active experiment), an experiment name, "
             "or False (see distkeras.tracking)", _flag_or_name, False),

@@ -23,6 +23,8 @@ Example::
 """
 from __future__ import annotations
 
+import json
+
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -68,6 +70,28 @@ class PortableModel:
         register(self.custom_objects)
         with keras.saving.custom_object_scope(self.custom_objects):
             return _load(self.archive)
+
+    def architecture(self) -> str:
+        """A digest of everything that makes the model's computation, none of its weights: the
+        archive's config (layers, their settings and dtype policies, a Lambda's code), its
+        assets (a lookup layer's vocabulary) and the code of the custom objects. Two models with the same digest compile to the same
+        training step."""
+        import hashlib
+        import io
+        import zipfile
+
+        from pyspark import cloudpickle
+
+        with zipfile.ZipFile(io.BytesIO(self.archive)) as archive:
+            config = json.loads(archive.read("config.json"))
+            digest = hashlib.sha256(_without_names(config).encode())
+            for member in sorted(archive.namelist()):     # assets: an adapted vocabulary
+                if member not in ("config.json", "metadata.json", "model.weights.h5"):
+                    digest.update(member.encode() + archive.read(member))
+        for name in sorted(self.custom_objects):
+            digest.update(name.encode() + cloudpickle.dumps(self.custom_objects[name]))
+        digest.update(b"loss_scaling" if self.loss_scaling else b"")
+        return digest.hexdigest()
 
     def compile(self, model, loss, optimizer, metrics=None, loss_weights=None) -> None:
         """``model.compile`` as Keras' ``fit`` would have it for this model: the optimizer
@@ -141,6 +165,40 @@ def _load(archive: bytes):
         # safe_mode off: the archive is the user's own model from their own session (a Lambda
         # layer's code included), sent on Spark's channel, not a file from elsewhere
         return keras.saving.load_model(path, compile=False, safe_mode=False)
+
+
+IGNORED = ("shared_object_id",     # an object's address
+           "compile_config")      # the loss, optimizer and metrics: the fit's own, keyed apart
+
+
+def _without_names(config: dict) -> str:
+    """A model's config as JSON with the names of its layers (those of every ``layers`` list,
+    nested models' included, and the model's own) replaced by their order of appearance, and
+    what is not the model's computation left out (``IGNORED``): a model built again in a notebook
+    gets new names (``dense_7``), not a new computation. Any other difference stays."""
+    names: list[str] = []
+
+    def name_of(entry) -> str | None:
+        inner = entry.get("config") if isinstance(entry, dict) else None
+        name = inner.get("name") if isinstance(inner, dict) else None
+        return name if isinstance(name, str) else None
+
+    def walk(node):
+        if isinstance(node, dict):
+            for entry in node.get("layers") if isinstance(node.get("layers"), list) else ():
+                if name_of(entry) is not None:
+                    names.append(name_of(entry))
+            return {k: walk(v) for k, v in node.items() if k not in IGNORED}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    if name_of(config) is not None:
+        names.append(name_of(config))
+    text = json.dumps(walk(config), sort_keys=True)
+    for k, name in enumerate(dict.fromkeys(names)):
+        text = text.replace(json.dumps(name), f'"#layer{k}"')
+    return text
 
 
 def _require_built(model) -> None:

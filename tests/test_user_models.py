@@ -568,9 +568,10 @@ def test_defaults_learn_with_the_optimizer_the_model_was_compiled_with(data, tra
 
 
 # -- everything at once, on every family --------------------------------------------------------
-def kitchen_sink(train):
+def kitchen_sink(train, shift: float = 0.0):
     """A model with each thing users bring at once: two inputs, a custom layer defined in a
-    notebook, an adapted Normalization, BatchNorm and Dropout, computing in mixed_bfloat16."""
+    notebook, an adapted Normalization (to the features + ``shift``), BatchNorm and Dropout,
+    computing in mixed_bfloat16."""
     import keras
 
     Scaled = notebook_layer()
@@ -578,7 +579,7 @@ def kitchen_sink(train):
     try:
         a, b = keras.Input((5,), name="a"), keras.Input((5,), name="b")
         norm = keras.layers.Normalization(name="norm_b")
-        norm.adapt(train[0][:, 5:])
+        norm.adapt(train[0][:, 5:] + shift)
         h = keras.layers.Concatenate()([Scaled(UNIT[:5], name="scaled_a")(a), norm(b)])
         h = keras.layers.Dense(32, activation="relu")(h)
         h = keras.layers.BatchNormalization(name="bn")(h)
@@ -620,3 +621,45 @@ def test_everything_users_bring_at_once_trains_on_every_family(data, kitchen_sin
         fitted.save(str(tmp_path / "ensemble"))
         again = dk.load_model(str(tmp_path / "ensemble"))
         np.testing.assert_allclose(again.keras_model.predict(two, verbose=0), want, atol=1e-3)
+
+
+# -- the next fit of the same model ----------------------------------------------------------
+def test_a_reused_compiled_replica_trains_exactly_as_a_new_one(data):
+    """The next fit of a model of the same architecture reuses the compiled replica a Python
+    worker kept (``history.startup["reused_replicas"]``) and trains exactly as a new replica
+    would: nothing of the previous fit leaks into it (weights, the adapted Normalization,
+    BatchNorm statistics, Adam's moments, metrics, Dropout's random seeds)."""
+    import keras
+
+    df, train, _ = data
+
+    def model(seed: int, shift: float):
+        keras.utils.set_random_seed(seed)
+        return kitchen_sink(train, shift)
+
+    def run(built, reuse: bool):
+        return dk.trainers.SingleTrainer(built, batch_size=BATCH, epochs=2, verbose=False,
+                                         features_col=["a", "b"], reuse_compiled=reuse).fit(df)
+
+    def reused_run(seed: int, shift: float):
+        for _ in range(5):   # Spark hands a task to each of its idle Python workers in turn
+            fitted = run(model(seed, shift), True)
+            if fitted.history.startup["reused_replicas"]:
+                return fitted
+        raise AssertionError("no fit reused a compiled replica")
+
+    def weights(fitted):
+        return [np.asarray(w, np.float32) for w in fitted.keras_model.get_weights()]
+
+    results = {}
+    # other initial weights: the replica trained on the first model is reused; other adapted
+    # state (a constant of the compiled program): a program of its own
+    for seed, shift in ((1, 0.0), (2, 0.0), (3, 5.0)):
+        new, reused = run(model(seed, shift), False), reused_run(seed, shift)
+        assert new.history.startup["reused_replicas"] == 0
+        for a, b in zip(weights(new), weights(reused)):
+            np.testing.assert_allclose(b, a, atol=1e-6)
+        np.testing.assert_allclose(reused.history["loss"], new.history["loss"], rtol=1e-6)
+        results[seed] = weights(new)
+    for other in (2, 3):
+        assert any(not np.allclose(a, b, atol=1e-3) for a, b in zip(results[1], results[other]))

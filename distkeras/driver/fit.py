@@ -307,6 +307,7 @@ def startup_summary(startup: dict, submitted: float, workers: list[dict]) -> dic
         for key in ("read_seconds", "setup_seconds", "first_window_seconds"):
             values = [w[key] for w in workers if w.get(key) is not None]
             summary[key] = max(values) if values else None
+        summary["reused_replicas"] = sum(w.get("reused_replica") or 0 for w in workers)
     return summary
 
 
@@ -367,6 +368,7 @@ def task_spec(run: "_Run", services: dict) -> dict:
         "steps_per_epoch": run.data.steps, "epochs": settings.epochs,
         "num_workers": settings.num_workers, "algorithm": run.algorithm,
         "stream": run.data.stream, "jit_compile": settings.jit_compile,
+        "reuse_compiled": settings.reuse_compiled,
         "threads": run.cores.threads, "backend": run.cores.backend,
         "overlap": overlap_communication(settings, run.algorithm),
         "compression": compression_spec(settings, run.algorithm),

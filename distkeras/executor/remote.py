@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from distkeras import messages
+from distkeras.executor.replica_cache import REPLICAS, replica_key
 from distkeras.feed import FeedError, FeedSpec
 
 log = logging.getLogger(__name__)
@@ -172,9 +173,11 @@ def _control_client(spec: dict, worker: int, connect_timeout: float | None = Non
 
 def _build_replica(spec: dict, worker: int, ctx):
     """The driver's Keras backend set up for the task's cores and GPUs, the user's model
-    rebuilt and compiled, the replica around it."""
+    rebuilt, and the replica around it: the compiled one this Python worker kept from an
+    earlier fit of the same model, restarted with this fit's values, or a new one (returns
+    the backend, the replica, its cache key and whether it was reused)."""
     from distkeras import backends
-    from distkeras.executor.replica import Replica, build_model
+    from distkeras.executor.replica import Replica
     from distkeras.state import StateLayout, pace_statistics
 
     cpus, gpus = _task_resources(ctx)
@@ -183,12 +186,22 @@ def _build_replica(spec: dict, worker: int, ctx):
     import keras
 
     keras.utils.set_random_seed(int(spec["seed"]) + worker)
-    model = build_model(spec["model"], spec["loss"], spec["optimizer"], spec["metrics"],
-                        spec.get("loss_weights"))
+    portable, layout = spec["model"], StateLayout.from_dict(spec["layout"])
+    model = portable.build()
+    key = replica_key(spec, model)
+    replica = REPLICAS.take(key)
+    if replica is not None:
+        try:
+            replica.restart(model)
+            return backend, replica, key, True
+        except ValueError as exc:
+            log.warning("a compiled replica of this model could not be reused (%s); building "
+                        "a new one", exc)
+    portable.compile(model, spec["loss"], spec["optimizer"], spec["metrics"],
+                     spec.get("loss_weights"))
     if not spec["algorithm"].exchange_type.run_model.ensemble:   # members: models on their own
         pace_statistics(model, int(spec["num_workers"]))
-    layout = StateLayout.from_dict(spec["layout"])
-    return backend, Replica(model, backend, spec.get("jit_compile", "auto"), layout)
+    return backend, Replica(model, backend, spec.get("jit_compile", "auto"), layout), key, False
 
 
 class _Where:
@@ -208,7 +221,7 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
     where = _Where()
     control = None
     try:
-        backend, replica = _build_replica(spec, worker, ctx)
+        backend, replica, key, reused = _build_replica(spec, worker, ctx)
         setup_seconds = time.perf_counter() - started
         where.stage = "meeting the driver and the peers"
         with _control_client(spec, worker) as control:
@@ -217,6 +230,7 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
                 loop = _Loop(spec, replica, exchange, control, worker, attempt, where)
                 loop.run(source)
                 control.request(messages.DONE)
+        REPLICAS.keep(key, replica)       # the next fit of this model reuses it
     except Exception as exc:
         _report_failure(spec, worker, control, exc, where)
         raise
@@ -225,6 +239,7 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
             "compute_seconds": loop.compute_seconds, "learning_rate": replica.learning_rate,
             "threads": backend.threads(), "backend": backend.name,
             "setup_seconds": setup_seconds, "first_window_seconds": loop.first_window_seconds,
+            "reused_replica": int(reused),
             **exchange.stats.as_row(), "host": socket.gethostname(), "pid": os.getpid(),
             "started_at": started_at, "training_from": loop.training_from,
             "finished_at": time.time()}
