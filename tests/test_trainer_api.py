@@ -151,15 +151,22 @@ def test_a_cached_input_split_for_the_workers_is_trained_as_it_is(spark):
     assert not owned and smallest == 500 and persistent() == cached
     assert data.rdd.getNumPartitions() == 2
     data, smallest, owned = prepare_training_data(other, feed, 2, 32, barrier=False)
-    assert owned and smallest == 500 and persistent() == cached + 1
+    assert owned and smallest == 500 and persistent() == cached + 1   # 3 partitions: 667 / 333
     data.unpersist()
-    for df, trainer in ((ready, dk.trainers.ARSGD), (other, dk.trainers.ADAG)):   # barrier or not
+    four = blobs_df(spark, 1000, seed=4, partitions=4).cache()
+    assert four.count() == 1000
+    cached = persistent()
+    data, smallest, owned = prepare_training_data(four, feed, 2, 32, barrier=False)
+    assert not owned and smallest >= 490 and persistent() == cached   # merged, not copied
+    assert data.rdd.getNumPartitions() == 2 and data.count() == 1000
+    for df, trainer in ((ready, dk.trainers.ARSGD), (other, dk.trainers.DPSGD),
+                        (four, dk.trainers.ADAG)):   # barrier or not; merged (no barrier)
         fitted = trainer(mlp(), loss="categorical_crossentropy", num_workers=2, batch_size=32,
                          epochs=2, learning_rate=0.03, verbose=False).fit(df)
         assert len(fitted.history["loss"]) == 2 and persistent() == cached
         assert df.storageLevel.useMemory       # the user's cache is left alone
-    ready.unpersist()
-    other.unpersist()
+    for df in (ready, other, four):
+        df.unpersist()
 
 
 # -- clear errors before launch --------------------------------------------------------------------

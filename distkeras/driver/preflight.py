@@ -4,7 +4,9 @@ train on garbage) is found on the driver in one aggregation pass and reported wi
 ``prepare_training_data`` selects the needed columns (vectors → arrays), checks types, shapes,
 NaN/inf, nulls and label ranges, repartitions into one partition per worker, caches it, and
 returns the rows of the smallest partition (every worker runs the same number of steps). A
-cached input already in one balanced partition per worker is taken as it is.
+cached input already in one balanced partition per worker is taken as it is, one in more
+partitions merged without a shuffle where that comes out balanced, and a cached input that
+passed the checks once is not checked again (``CheckedFrames``).
 """
 from __future__ import annotations
 
@@ -165,8 +167,10 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
     """Checked, repartitioned, cached training data, the row count of its smallest partition,
     and whether the cache is this call's own (unpersist it after training).
 
-    A cached input already split into ``num_workers`` balanced partitions is used as it is: no
-    shuffle, no second copy in memory (``array_values``: see :func:`check_data`).
+    A cached input already split into ``num_workers`` balanced partitions is used as it is, one
+    in more partitions is merged into ``num_workers`` (``coalesce``) where that comes out
+    balanced: no shuffle, no second copy in memory (``array_values``: see :func:`check_data`).
+    A cached input that passed the checks in an earlier fit is not checked again.
 
     Example::
 
@@ -189,22 +193,30 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
     if passed is not None:
         log.info("training data: this cached DataFrame passed the data checks in an earlier "
                  "fit; only its rows are counted")
-    if _cached_in(df, num_workers):
-        counts = passed or (partition_rows(selected) if passed is not None else
-                            check_data(selected, feed, kinds, array_values=array_values))
-        CHECKED.remember(df, checks, counts)
-    if len(counts) == num_workers and min(counts) >= BALANCED * max(counts):
-        prepared, owned = selected, False
-    else:
+    cached = _cached_partitions(df)          # None: not cached (or Spark cannot say)
+    prepared, owned, counts = None, False, []
+    checked = passed is not None
+    if cached is not None and cached >= num_workers:
+        own = passed or (partition_rows(selected) if checked else
+                         check_data(selected, feed, kinds, array_values=array_values))
+        CHECKED.remember(df, checks, own)
+        checked = True
+        candidate, counts = selected, own
+        if cached > num_workers and not barrier:   # merged: no shuffle, no copy (a barrier
+            candidate = selected.coalesce(num_workers)   # stage cannot take a coalesce)
+            counts = partition_rows(candidate)
+        if len(counts) == num_workers and min(counts) >= BALANCED * max(counts):
+            prepared = candidate
+    if prepared is None:
         prepared = selected.repartition(num_workers).persist(StorageLevel.MEMORY_AND_DISK)
         owned = True
         try:     # either pass fills the cache
-            counts = partition_rows(prepared) if passed is not None else \
+            counts = partition_rows(prepared) if checked else \
                 check_data(prepared, feed, kinds, array_values=array_values)
         except DataError:
             prepared.unpersist()
             raise
-        if passed is None:
+        if not checked:
             CHECKED.remember(df, checks, [])      # checked, as a copy: df's own rows not counted
 
     def release():
@@ -282,11 +294,12 @@ class CheckedFrames:
 CHECKED = CheckedFrames()
 
 
-def _cached_in(df, num_workers: int) -> bool:
-    """Whether ``df`` is cached in exactly ``num_workers`` partitions (False where Spark cannot
-    say, e.g. under Spark Connect)."""
+def _cached_partitions(df) -> int | None:
+    """How many partitions ``df`` is cached in; None when it is not cached or Spark cannot say
+    (Spark Connect)."""
     from distkeras.spark_api import spark_api
 
     level = df.storageLevel
-    return bool(level.useMemory or level.useDisk) and \
-        spark_api(df.sparkSession).cached_partitions(df) == num_workers
+    if not (level.useMemory or level.useDisk):
+        return None
+    return spark_api(df.sparkSession).cached_partitions(df)
