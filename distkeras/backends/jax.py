@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from distkeras.backends.base import Backend, FlatWeights, Steps, structure
+from distkeras.backends.base import Backend, FlatWeights, Steps, compilation_cache, structure
 
 
 class JAX(Backend):
@@ -18,6 +18,10 @@ class JAX(Backend):
     extra = "jax"
 
     def _configure(self, threads):
+        cache = compilation_cache()
+        if cache:
+            os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
+            os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
         if threads == 1:   # XLA's CPU client otherwise runs a thread per core
             flags = os.environ.get("XLA_FLAGS", "")
             if "xla_cpu_multi_thread_eigen" not in flags:

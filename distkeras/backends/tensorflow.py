@@ -7,7 +7,8 @@ import os
 
 import numpy as np
 
-from distkeras.backends.base import Backend, FlatWeights, Steps, structure
+from distkeras.backends.base import (Backend, FlatWeights, Steps, compilation_cache,
+                                     structure)
 
 
 class TensorFlow(Backend):
@@ -17,6 +18,9 @@ class TensorFlow(Backend):
 
     def _configure(self, threads):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        cache, flags = compilation_cache(), os.environ.get("TF_XLA_FLAGS", "")
+        if cache and "tf_xla_persistent_cache_directory" not in flags:
+            os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={cache}"
 
     def _set_threads(self, threads: int) -> int:
         import tensorflow as tf
