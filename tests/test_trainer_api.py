@@ -303,3 +303,24 @@ def test_a_cached_frame_is_checked_once_and_bad_data_is_still_refused(spark, mon
     assert len(checked) == before + 1                         # no longer cached: checked again
     for df in (bad, other):
         df.unpersist()
+
+
+def test_a_fit_keeps_its_python_workers_for_the_next_one(train, monkeypatch):
+    """After a fit, keep-alive jobs run in the fit's own pool of Python workers (Spark stops
+    one idle for a minute, and with it Keras' import and the compiled replica), and the next
+    fit stops them and runs (its tasks take the workers Spark hands out first, so which one
+    is not asserted)."""
+    from distkeras.driver import keep_warm
+
+    monkeypatch.setattr(keep_warm, "INTERVAL", 0.2)
+    single = lambda: dk.trainers.SingleTrainer(mlp(), loss="categorical_crossentropy",  # noqa: E731
+                                               batch_size=32, epochs=1, verbose=False)
+    first = single().fit(train)
+    keep_warm.KEEP_WARM.kept = []
+    wait_until = time.monotonic() + 60
+    while not keep_warm.KEEP_WARM.kept and time.monotonic() < wait_until:
+        time.sleep(0.1)
+    assert first.history.workers[0]["pid"] in keep_warm.KEEP_WARM.kept
+    t0 = time.monotonic()
+    second = single().fit(train)        # stops the keep-alive first
+    assert len(second.history["loss"]) == 1 and time.monotonic() - t0 < 60

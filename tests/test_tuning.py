@@ -120,6 +120,9 @@ def test_invalid_spaces_are_rejected_before_launch(spark, df, space, match):
         calls.append(params)
         return build(params)
 
+    from distkeras.driver.keep_warm import KEEP_WARM
+
+    KEEP_WARM.stop()      # the keep-alive of earlier fits' Python workers is not the search's
     jobs_before = len(spark.sparkContext.statusTracker().getActiveJobsIds())
     with pytest.raises(SpaceError, match=match):
         GridSearch(counting_build, space, **COMMON).fit(df)

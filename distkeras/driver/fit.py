@@ -22,6 +22,7 @@ from distkeras.driver.coordinator import Coordinator
 from distkeras.driver.data import TrainingData, collect_arrays
 from distkeras.driver.epochs import Resume, monitor
 from distkeras.driver.job import SparkJob, TrainingError
+from distkeras.driver.keep_warm import KEEP_WARM
 from distkeras.driver.parameter_server import ParameterServer
 from distkeras.driver.resources import worker_cores
 from distkeras.driver.warm_up import warm_up
@@ -122,6 +123,7 @@ def run_training(estimator, df, validation_data, callbacks):
     barrier = estimator.make_algorithm(compiled.learning_rate).synchronous and \
         settings.num_workers > 1
     cores = worker_cores(df.sparkSession, settings.num_workers, settings.cores_per_worker)
+    KEEP_WARM.stop()      # the last fit's workers are this fit's: idle when its tasks start
     warming = warm_up(df.sparkSession, cores, settings.num_workers) if WARM_UP else None
     checked = time.perf_counter()
     data = TrainingData.prepare(df, settings, user.feed, barrier)
@@ -136,6 +138,7 @@ def run_training(estimator, df, validation_data, callbacks):
     finally:
         estimator.coordinator = None
         data.release()
+    KEEP_WARM.start(df.sparkSession, cores, settings.num_workers)
     members = [user.member(v) for v in members]
     return KerasModel(user.ensemble(members, compiled) if members else user.driver,
                       history=history, feed=user.feed, members=members,
