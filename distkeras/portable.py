@@ -24,7 +24,6 @@ Example::
 from __future__ import annotations
 
 import json
-
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -74,8 +73,8 @@ class PortableModel:
     def architecture(self) -> str:
         """A digest of everything that makes the model's computation, none of its weights: the
         archive's config (layers, their settings and dtype policies, a Lambda's code), its
-        assets (a lookup layer's vocabulary) and the code of the custom objects. Two models with the same digest compile to the same
-        training step."""
+        assets (a lookup layer's vocabulary) and the code of the custom objects. Two models
+        with the same digest compile to the same training step."""
         import hashlib
         import io
         import zipfile

@@ -187,14 +187,13 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
             raise DataError(f"num_workers={num_workers} synchronous workers need as many free task "
                             f"slots, Spark has {slots}; lower num_workers or add executors/cores "
                             "(spark.executor.cores, spark.task.cpus, cores_per_worker)")
-    counts: list[int] = []
     checks = CHECKED.key(feed, kinds, array_values)
     passed = CHECKED.passed(df, checks)      # this cached frame passed them in an earlier fit
     if passed is not None:
         log.info("training data: this cached DataFrame passed the data checks in an earlier "
                  "fit; only its rows are counted")
     cached = _cached_partitions(df)          # None: not cached (or Spark cannot say)
-    prepared, owned, counts = None, False, []
+    prepared, owned, counts = None, False, []      # counts: rows of each worker's partition
     checked = passed is not None
     if cached is not None and cached >= num_workers:
         own = passed or (partition_rows(selected) if checked else
