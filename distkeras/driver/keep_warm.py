@@ -3,8 +3,9 @@ been idle for a minute, and with it the Keras import and the compiled replica it
 (``executor.replica_cache``): a notebook's next fit would start cold again (measured on 2 cores,
 SingleTrainer on a small MLP: 0.9 s warm, 10.4 s after 75 s idle). After a fit, a daemon thread
 runs a tiny job in the same pool of Python workers every ``INTERVAL`` seconds, for
-``DISTKERAS_KEEP_WARM`` seconds (default ``KEEP_WARM_SECONDS``; 0: off) after the last fit; a fit
-stops it first, so that its own tasks find the workers idle.
+``DISTKERAS_KEEP_WARM`` seconds (default ``KEEP_WARM_SECONDS``; 0: off; off by default under
+dynamic allocation, which should get idle executors back) after the last fit; a fit stops it
+first, so that its own tasks find the workers idle.
 
 Example::
 
@@ -27,9 +28,16 @@ INTERVAL = 20.0              # Spark stops Python workers idle for 60 s
 KEEP_WARM_SECONDS = 1800.0
 
 
-def keep_warm_seconds() -> float:
-    """How long after a fit its Python workers are kept: ``DISTKERAS_KEEP_WARM`` or the
-    default."""
+def keep_warm_seconds(spark=None) -> float:
+    """How long after a fit its Python workers are kept: ``DISTKERAS_KEEP_WARM``, else the
+    default, except under dynamic allocation (0: the keep-alive jobs would hold executors that
+    the cluster should get back when idle)."""
+    if "DISTKERAS_KEEP_WARM" not in os.environ and spark is not None:
+        from distkeras.spark_api import spark_api
+
+        if str(spark_api(spark).conf("spark.dynamicAllocation.enabled", "false")).lower() \
+                == "true":
+            return 0.0
     try:
         return float(os.environ.get("DISTKERAS_KEEP_WARM", KEEP_WARM_SECONDS))
     except ValueError:
@@ -49,7 +57,7 @@ class KeepWarm:
 
     def start(self, spark, cores: WorkerCores, num_workers: int) -> None:
         self.stop()
-        seconds = keep_warm_seconds()
+        seconds = keep_warm_seconds(spark)
         if seconds <= 0:
             return
         stop = self._stop = threading.Event()
