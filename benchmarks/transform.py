@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from trainer_overhead import build, cached_frame, data  # noqa: E402
+from trainer_overhead import MODELS, cached_frame, data, mlp  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
     print(f"{'model':6} {'params':>8} {'predict rows/s':>15} {'transform rows/s':>17} "
           f"{'per core':>9}  target >= 0.8")
     for kind in args.models.split(","):
-        model = build(kind, args.dim)
+        model = mlp(args.dim, *MODELS[kind][1:])
         loss = "categorical_crossentropy"
         fitted = KerasModel(model, feed=feed_spec_for(model, "features", "label", loss),
                             output=describe_output(model, loss), batch_size=args.batch_size)
