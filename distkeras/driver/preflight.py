@@ -264,24 +264,16 @@ class CheckedFrames:
     def key(feed: FeedSpec, kinds: dict, array_values: bool) -> str:
         return repr((feed, sorted(kinds.items()), array_values))
 
-    @staticmethod
-    def _cached(df) -> bool:
-        try:
-            level = df.storageLevel
-        except Exception:  # noqa: BLE001 - a frame Spark cannot describe is not remembered
-            return False
-        return bool(level.useMemory or level.useDisk)
-
     def passed(self, df, key: str) -> list[int] | None:
         """The rows per partition of ``df`` (``[]``: not counted) if it passed the checks
         ``key`` while cached and is cached still; None otherwise."""
         entry = self._frames.get(id(df))
-        if entry is None or entry[0]() is not df or entry[1] != key or not self._cached(df):
+        if entry is None or entry[0]() is not df or entry[1] != key or not _is_cached(df):
             return None
         return list(entry[2])
 
     def remember(self, df, key: str, counts: list[int]) -> None:
-        if not self._cached(df):
+        if not _is_cached(df):
             return
         try:
             ref = weakref.ref(df, lambda _, i=id(df): self._frames.pop(i, None))
@@ -293,12 +285,20 @@ class CheckedFrames:
 CHECKED = CheckedFrames()
 
 
+def _is_cached(df) -> bool:
+    """Whether ``df`` is cached (in memory or on disk); False where Spark cannot say."""
+    try:
+        level = df.storageLevel
+    except Exception:  # noqa: BLE001 - a frame Spark cannot describe counts as not cached
+        return False
+    return bool(level.useMemory or level.useDisk)
+
+
 def _cached_partitions(df) -> int | None:
     """How many partitions ``df`` is cached in; None when it is not cached or Spark cannot say
     (Spark Connect)."""
     from distkeras.spark_api import spark_api
 
-    level = df.storageLevel
-    if not (level.useMemory or level.useDisk):
+    if not _is_cached(df):
         return None
     return spark_api(df.sparkSession).cached_partitions(df)

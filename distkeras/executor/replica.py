@@ -70,8 +70,7 @@ class Replica:
             x, y, _ = window.batch(0)
             self.model._symbolic_build(data_batch=(x, y))  # builds optimizer + metric variables
             self._built = True
-            self._first_state = [np.array(v.numpy() if hasattr(v, "numpy") else v.value)
-                                 for v in self._training_state()]
+            self._first_state = [_values(v) for v in self._training_state()]
 
     def _training_state(self) -> list:
         """The variables training creates beside the model's: the optimizer's and metrics'."""
@@ -83,15 +82,13 @@ class Replica:
         every variable of ``source`` (weights, fixed state, random seed generators), and the
         optimizer's and metrics' state as they were first built. Raises ValueError when
         ``source`` is not a model of the same architecture."""
-        import keras
-
         targets, values = self.model.variables, source.variables
         if len(targets) != len(values) or any(
                 tuple(t.shape) != tuple(v.shape) or str(t.dtype) != str(v.dtype)
                 for t, v in zip(targets, values)):
             raise ValueError("the model's variables differ from the compiled replica's")
         for target, value in zip(targets, values):
-            target.assign(keras.ops.convert_to_numpy(value.value))
+            target.assign(_values(value))
         if self._built:
             for target, value in zip(self._training_state(), self._first_state):
                 target.assign(value)
@@ -174,3 +171,10 @@ class Replica:
         self.steps.sync()
         self.model.reset_metrics()
         self.steps.refresh()
+
+
+def _values(variable) -> np.ndarray:
+    """A Keras variable's values in host memory, on any backend."""
+    import keras
+
+    return keras.ops.convert_to_numpy(variable.value)
