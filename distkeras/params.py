@@ -226,6 +226,11 @@ SETTINGS: tuple[Setting, ...] = (
             "reuses it in the next fit of the same model (architecture, custom-object code, loss, "
             "optimizer, metrics, number of workers): only the compiled windows are kept, every "
             "value is the new fit's", TypeConverters.toBoolean, True),
+    Setting("simulate", "train in virtual time instead of on the executors "
+            "(distkeras.simulation): the real rule, exchanges and data split, the workers "
+            "taking turns on one replica in this process, the network and compute time "
+            "modelled, e.g. '10gbit:0.1ms' or 'network=1gbit:50us,step=2ms,stragglers="
+            "lognormal:0.2' (None: train for real)", _optional(TypeConverters.toString), None),
     Setting("verbose", "show a progress bar on the driver", TypeConverters.toBoolean, True),
     Setting("mlflow", "log the fit to MLflow: True (the active experiment), an experiment name, "
             "or False (see distkeras.tracking)", _flag_or_name, False),

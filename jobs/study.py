@@ -12,6 +12,13 @@ Examples::
         --num-workers 1,2 --epochs 5 --out study-digits
     python jobs/study.py --demo --out study-demo          # generated Delphes-like sample, HLF
     python jobs/study.py --report-only --out study-hlf    # redraw the report from runs.jsonl
+    python jobs/study.py --data features/ --simulate --workers 1,2,4,16,64,256 \
+        --network 10gbit:0.1ms --algorithms single,arsgd,adpsgd,swarmsgd --out study-hlf
+
+--simulate trains every run of the command in virtual time (distkeras.simulation): the real
+rules, exchanges and data split, on a modelled network (--network, e.g. 1gbit:0.1ms) with a
+step time measured here (or --step-time, e.g. a GPU's); the runs join the same runs.jsonl,
+labelled "[simulated NETWORK]", so measured and simulated runs share the report's figures.
 
 --data is a features directory from jobs/features.py (train.parquet, test.parquet) or a
 Parquet file (20 % held out for validation). On a cluster, --master spreads every run's
@@ -62,7 +69,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "(an algorithm that cannot take one skips it)")
     ap.add_argument("--network", default="loopback",
                     help="what the cluster's links are (recorded with every run; the report's "
-                    "compression table is per network), e.g. '1gbit'")
+                    "compression table is per network), e.g. '1gbit'; with --simulate, the "
+                    "modelled links, BANDWIDTH:LATENCY, e.g. '10gbit:0.1ms'")
+    ap.add_argument("--simulate", action="store_true",
+                    help="train in virtual time on the --network model instead of on executors")
+    ap.add_argument("--step-time", type=float, default=None, metavar="SECONDS",
+                    help="--simulate: compute seconds per step (default: measured here)")
+    ap.add_argument("--service-time", type=float, default=None, metavar="SECONDS",
+                    help="--simulate: parameter-server seconds per commit (default: measured)")
+    ap.add_argument("--stragglers", default="none",
+                    help="--simulate: none, lognormal:SIGMA or slow:FACTOR:FRACTION")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=128)
@@ -108,9 +124,12 @@ def main(argv=None) -> int:
                   lr_scaling=args.lr_scaling, target=args.target, out=args.out,
                   features_col=(args.features_col.split(",") if args.features_col and
                                 "," in args.features_col else args.features_col),
-                  label_col=args.label_col, verbose=not args.quiet)
+                  label_col=args.label_col, verbose=not args.quiet,
+                  simulate=args.network if args.simulate else None,
+                  step_seconds=args.step_time, service_seconds=args.service_time,
+                  stragglers=args.stragglers)
     if not args.report_only:
-        train, validation = _data(args, max(args.num_workers))
+        train, validation = _data(args, 2 if args.simulate else max(args.num_workers))
         study.run(train, validation)
     report = write_report(load_runs(study.runs_path), args.out, target=args.target)
     print(f"study report: {report}")

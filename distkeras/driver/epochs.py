@@ -35,6 +35,8 @@ class TrainingHistory(dict):
         self.mlflow_run_id: str | None = None    # the MLflow run of this fit, when tracked
         # seconds before the first window ended: preflight, task start, import, compile
         self.startup: dict = {}
+        # a simulated fit (distkeras.simulation): its network and time model, virtual seconds
+        self.simulation: dict | None = None
 
     def record(self, epoch: int, logs: dict) -> None:
         self.epoch.append(epoch)

@@ -120,11 +120,13 @@ def run_training(estimator, df, validation_data, callbacks):
                  settings.learning_rate_scaling)
     compiled = compiled.scaled(factor)
     user = UserModel.of(settings, compiled)
-    barrier = estimator.make_algorithm(compiled.learning_rate).synchronous and \
-        settings.num_workers > 1
-    cores = worker_cores(df.sparkSession, settings.num_workers, settings.cores_per_worker)
+    barrier = (estimator.make_algorithm(compiled.learning_rate).synchronous
+               and settings.num_workers > 1 and not settings.simulate)   # simulated: no tasks
+    cores = worker_cores(df.sparkSession, 1 if settings.simulate else settings.num_workers,
+                         settings.cores_per_worker)      # simulated: all in this process
     KEEP_WARM.stop()      # the last fit's workers are this fit's: idle when its tasks start
-    warming = warm_up(df.sparkSession, cores, settings.num_workers) if WARM_UP else None
+    warming = (warm_up(df.sparkSession, cores, settings.num_workers)
+               if WARM_UP and not settings.simulate else None)
     checked = time.perf_counter()
     data = TrainingData.prepare(df, settings, user.feed, barrier)
     startup = {"preflight_seconds": time.perf_counter() - checked}
@@ -138,7 +140,8 @@ def run_training(estimator, df, validation_data, callbacks):
     finally:
         estimator.coordinator = None
         data.release()
-    KEEP_WARM.start(df.sparkSession, cores, settings.num_workers)
+    if not settings.simulate:
+        KEEP_WARM.start(df.sparkSession, cores, settings.num_workers)
     members = [user.member(v) for v in members]
     return KerasModel(user.ensemble(members, compiled) if members else user.driver,
                       history=history, feed=user.feed, members=members,
@@ -166,6 +169,10 @@ class _Run:
         settings, algorithm = self.settings, self.algorithm
         warn_if_unauthenticated(self.spark)     # the run's secret travels in the task closure
         ship_by_value([algorithm] + ([algorithm.base] if hasattr(algorithm, "base") else []))
+        if settings.simulate:
+            from distkeras.simulation.run import train_simulated
+
+            return train_simulated(self, startup, began)
         if settings.services == "task":
             from distkeras.driver.hosted import train_in_task
 

@@ -325,6 +325,11 @@ class PairwiseGossip(PeerExchange):
             log.log(logging.INFO if self.stats.exchanges else logging.WARNING,
                     "gossip skipped: %s", exc)
             return
+        self._mix_in(peer, sent, answer)
+
+    def _mix_in(self, peer: int, sent: np.ndarray, answer) -> None:
+        """Move this replica by half of (``peer``'s ``answer`` − what it was ``sent``), unless
+        the answer is refused (it does not decode, or is not finite)."""
         if self.compressor is not None:
             try:
                 answer = self.compressor.decode(answer, sent.size)[0]

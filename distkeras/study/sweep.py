@@ -57,20 +57,23 @@ class RunConfig:
     window: int | None = None
     repeat: int = 0
     compression: str = "none"
+    simulate: str | None = None       # the simulation's network (None: a real run)
 
     @property
     def key(self) -> str:
         key = (f"{self.algorithm}|{self.slowmo}|w{self.num_workers}|"
                f"l{self.window if self.window is not None else '-'}|r{self.repeat}")
-        return key if self.compression == "none" else f"{key}|c{self.compression}"
+        key = key if self.compression == "none" else f"{key}|c{self.compression}"
+        return key if self.simulate is None else f"{key}|sim={self.simulate}"
 
     @property
     def label(self) -> str:
         """The algorithm as the report names it: ``adpsgd``, ``adpsgd+slowmo``,
-        ``adpsgd+slowmo-noavg``, ``adag+int8``."""
+        ``adpsgd+slowmo-noavg``, ``adag+int8``, ``arsgd [simulated 10gbit:0.1ms]``."""
         label = {"none": self.algorithm, "avg": f"{self.algorithm}+slowmo",
                  "noavg": f"{self.algorithm}+slowmo-noavg"}[self.slowmo]
-        return label if self.compression == "none" else f"{label}+{self.compression}"
+        label = label if self.compression == "none" else f"{label}+{self.compression}"
+        return label if self.simulate is None else f"{label} [simulated {self.simulate}]"
 
 
 @dataclass
@@ -102,6 +105,10 @@ class Study:
             ``linear`` (η·n) or ``sqrt`` (η·√n).
         target: time-to-target accuracy = ``target`` × the best final validation accuracy of
             the single-worker baseline.
+        simulate: train every run in virtual time (``distkeras.simulation``) on this network
+            (e.g. ``"10gbit:0.1ms"``), with ``step_seconds`` per step (None: measured here),
+            ``stragglers`` and ``service_seconds`` (None: measured); runs are labelled
+            ``[simulated NETWORK]`` and sit beside the measured ones in the same report.
         trainer_params: extra keyword arguments for every trainer.
     """
 
@@ -125,6 +132,10 @@ class Study:
     target: float = 0.99
     out: str = "study"
     trainer_params: dict = dataclasses.field(default_factory=dict)
+    simulate: str | None = None
+    step_seconds: float | None = None
+    service_seconds: float | None = None
+    stragglers: str = "none"
     verbose: bool = True
     workers: Sequence[int] | None = None      # deprecated: num_workers
 
@@ -156,6 +167,22 @@ class Study:
         from distkeras.compression import canonical
 
         self.compression = [canonical(c) or "none" for c in self.compression]   # checks them
+        if self.simulate is not None:
+            from distkeras.simulation import Network, Simulation
+
+            self.simulate = Network.parse(self.simulate).spec     # a bad spec fails here
+            self.network = self.simulate
+            Simulation.parse(f"stragglers={self.stragglers}")     # and a bad distribution
+
+    def simulation(self, config: RunConfig) -> str | None:
+        """The trainers' ``simulate=`` text for ``config`` (None: a real run)."""
+        if config.simulate is None:
+            return None
+        from distkeras.simulation import Network, Simulation
+
+        return Simulation(Network.parse(config.simulate), self.step_seconds,
+                          self.service_seconds, self.stragglers,
+                          self.seed + config.repeat).spec
 
     # -- the sweep ------------------------------------------------------------------------------
     def configurations(self) -> list[RunConfig]:
@@ -175,7 +202,7 @@ class Study:
                         for n in counts:
                             for window in windows:
                                 runs.append(RunConfig(algorithm, slowmo, int(n), window, repeat,
-                                                      compression))
+                                                      compression, self.simulate))
         return list(dict.fromkeys(runs))
 
     @property
@@ -234,6 +261,8 @@ class Study:
             kwargs["communication_window"] = config.window
         if config.compression != "none":
             kwargs["compression"] = config.compression
+        if config.simulate is not None:
+            kwargs["simulate"] = self.simulation(config)
         if config.slowmo != "none":
             return trainers.SlowMo(model, base=config.algorithm,
                                    average=config.slowmo == "avg", **kwargs)
@@ -271,7 +300,8 @@ class Study:
                                   "batch_size": self.batch_size, "epochs_planned": self.epochs,
                                   "model": self.model if isinstance(self.model, str) else
                                   getattr(self.model, "__name__", "custom"),
-                                  "network": self.network}
+                                  "network": self.network,
+                                  "simulated": config.simulate is not None}
         t0 = time.perf_counter()
         try:
             trainer = self.make_trainer(config)
@@ -280,7 +310,7 @@ class Study:
             log.error("study run %s failed: %s", config.key, exc)
             return {**record, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
                     "wall_seconds": time.perf_counter() - t0}
-        return {**record, "status": "ok",
+        return {**record, "status": "ok", "simulation": fitted.history.simulation,
                 **summarise(fitted.history, time.perf_counter() - t0, self.batch_size)}
 
     def _data(self, train, validation):

@@ -1,0 +1,102 @@
+"""How long a simulated worker computes, and how long the parameter server serves a commit.
+
+A window of k local steps takes k · ``step_seconds`` · s, s a worker's straggler factor for that
+window, drawn per (seed, worker) from ``stragglers``:
+
+- ``none``: s = 1;
+- ``lognormal:σ``: s = exp(σ·z − σ²/2), z ~ N(0, 1) (mean 1; a shared machine's jitter);
+- ``slow:F:P``: a fraction P of the workers (the first ⌈P·n⌉) always run F times slower.
+
+``step_seconds`` and ``service_seconds`` are measured on this machine for the run's model and
+rule when not given (:func:`measure_step_seconds`, :func:`measure_service_seconds`); give them
+to simulate other hardware (a GPU's step time) or to replay a simulation exactly.
+
+Example::
+
+    TimeModel(step_seconds=2e-3, stragglers="lognormal:0.2").window(worker=3, steps=12)
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class TimeModel:
+    step_seconds: float
+    service_seconds: float = 0.0
+    stragglers: str = "none"
+    seed: int = 0
+    num_workers: int = 1
+    _rngs: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        kind, _, rest = str(self.stragglers or "none").partition(":")
+        self._kind = kind.lower()
+        try:
+            args = [float(a) for a in rest.split(":") if a]
+        except ValueError:
+            args = None
+        if (self._kind not in ("none", "lognormal", "slow") or args is None
+                or (self._kind == "lognormal" and len(args) != 1)
+                or (self._kind == "slow" and len(args) != 2)):
+            raise ValueError(f"stragglers={self.stragglers!r}: use 'none', 'lognormal:SIGMA' "
+                             "(e.g. 'lognormal:0.2') or 'slow:FACTOR:FRACTION' (e.g. "
+                             "'slow:2:0.1')")
+        self._args = args
+        if not (self.step_seconds >= 0 and math.isfinite(self.step_seconds)):
+            raise ValueError(f"step_seconds={self.step_seconds}: a time per step in seconds")
+
+    def factor(self, worker: int) -> float:
+        """The straggler factor of ``worker``'s next window."""
+        if self._kind == "none":
+            return 1.0
+        if self._kind == "slow":
+            slow, fraction = self._args
+            return slow if worker < math.ceil(fraction * self.num_workers) else 1.0
+        rng = self._rngs.get(worker)
+        if rng is None:
+            rng = self._rngs[worker] = np.random.default_rng([self.seed, worker, 4099])
+        sigma = self._args[0]
+        return float(math.exp(sigma * rng.standard_normal() - sigma * sigma / 2))
+
+    def window(self, worker: int, steps: int) -> float:
+        """Seconds for ``worker``'s next window of ``steps`` local steps."""
+        return steps * self.step_seconds * self.factor(worker)
+
+
+def measure_step_seconds(train_window, steps: int = 8, repeats: int = 3) -> float:
+    """Seconds per step of the compiled window ``train_window()`` (``steps`` steps per call):
+    the best of ``repeats`` calls after one to compile."""
+    train_window()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        train_window()
+        best = min(best, time.perf_counter() - t0)
+    return best / steps
+
+
+def measure_service_seconds(algorithm, size: int, params: int, repeats: int = 20) -> float:
+    """Seconds the parameter server's rule takes for one commit (asynchronous: one
+    ``server_commit``; synchronous: a round of 2 over the worker count), on a centre variable of
+    ``size`` floats: the median of ``repeats``."""
+    from distkeras.algorithms import WorkerRecord
+
+    rng = np.random.default_rng(0)
+    centre = rng.standard_normal(params).astype(np.float32)
+    payload = (rng.standard_normal(params) * 1e-3).astype(np.float32)
+    record = WorkerRecord(pulled_centre=centre.copy())
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        if algorithm.synchronous:
+            algorithm.server_round(centre, [payload, payload])
+        else:
+            algorithm.server_commit(centre, payload, record, i)
+        times.append(time.perf_counter() - t0)
+    # the statistics ride along: a copy per commit
+    return float(np.median(times)) * (size / max(1, params))
