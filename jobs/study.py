@@ -79,6 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="--simulate: parameter-server seconds per commit (default: measured)")
     ap.add_argument("--stragglers", default="none",
                     help="--simulate: none, lognormal:SIGMA or slow:FACTOR:FRACTION")
+    ap.add_argument("--cores", type=int, default=None,
+                    help="--simulate: cores the workers share (default: one each); this "
+                    "machine's, to compare with runs on it")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=128)
@@ -127,7 +130,7 @@ def main(argv=None) -> int:
                   label_col=args.label_col, verbose=not args.quiet,
                   simulate=args.network if args.simulate else None,
                   step_seconds=args.step_time, service_seconds=args.service_time,
-                  stragglers=args.stragglers)
+                  stragglers=args.stragglers, cores=args.cores)
     if not args.report_only:
         train, validation = _data(args, 2 if args.simulate else max(args.num_workers))
         study.run(train, validation)

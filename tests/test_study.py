@@ -15,7 +15,7 @@ import pytest
 from distkeras.study import Study, analyse, load_runs, time_to_target
 
 FIGURES = ("accuracy_vs_epoch.png", "accuracy_vs_time.png", "communication.png", "speedup.png",
-           "sensitivity.png")
+           "sensitivity.png", "epoch_time.png")
 
 
 class CountingStudy(Study):
@@ -110,6 +110,40 @@ def test_speedup_is_computed_from_the_runs_it_plots(study):
         t = {r["num_workers"]: r["steady_epoch_seconds"] for r in records if r["label"] == label}
         assert a["speedup"][label][2] == pytest.approx(t[1] / t[2])
         assert a["speedup"][label][1] == pytest.approx(1.0)
+
+
+def test_a_simulated_study_joins_the_measured_one_and_is_checked_against_it(study, tmp_path):
+    """--simulate on the same configurations: its runs sit beside the measured ones (their own
+    labels and keys), the report compares each with its measured twin, and the SlowMo table
+    gives a verdict with standard errors."""
+    import shutil
+
+    measured, train, test = study
+    shutil.copy(measured.runs_path, tmp_path / "runs.jsonl")
+    simulated = Study(model="digits_mlp", algorithms=["adpsgd", "adag"], slowmo=["none", "noavg"],
+                      num_workers=[1, 2], epochs=2, batch_size=32, learning_rate=3e-3,
+                      learning_rates={"adag": 1e-2}, out=str(tmp_path), verbose=False,
+                      simulate="loopback", cores=2, repeats=2)
+    records = simulated.run(train, validation=test)
+    sims = [r for r in records if r.get("simulated")]
+    assert len(sims) == 2 * 7 and all(r["status"] == "ok" for r in sims), \
+        [r.get("error") for r in sims]
+    assert all(r["label"].endswith("[simulated 40gbit:0.02ms]") and "|sim=" in r["key"]
+               for r in sims)
+    assert all(r["simulation"]["workers"] == r["num_workers"] for r in sims)
+    a = analyse(records)
+    pairs = {(v["label"], v["num_workers"]) for v in a["validation"]}
+    assert pairs == {(label, n) for label in ("adpsgd", "adag", "adpsgd+slowmo-noavg")
+                     for n in (1, 2)} | {("single", 1)}
+    for v in a["validation"]:
+        assert v["epoch_error"] == pytest.approx(v["simulated_epoch"] / v["measured_epoch"] - 1)
+        assert abs(v["simulated_accuracy"] - v["measured_accuracy"]) < 0.1, v
+    verdict = a["slowmo_table"]["verdicts"]["adpsgd [simulated 40gbit:0.02ms]"]["noavg"]
+    assert verdict.split()[0] in ("improves", "worsens", "unresolved") and "±" in verdict
+    report = Path(simulated.report()).read_text()
+    assert "## The simulation against measured runs" in report
+    assert "adpsgd [simulated 40gbit:0.02ms]" in report
+    assert (tmp_path / "speedup.png").stat().st_size > 1000
 
 
 def test_a_failed_run_is_recorded_and_the_study_goes_on(spark, tmp_path):

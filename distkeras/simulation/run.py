@@ -37,10 +37,12 @@ log = logging.getLogger(__name__)
 class Simulation:
     """What a simulated fit models: the ``network``, a step's compute time (None: measured
     for the model on this machine), the parameter server's service time per commit (None:
-    measured for the rule), the ``stragglers`` distribution and its ``seed``.
+    measured for the rule), the ``stragglers`` distribution and its ``seed``, and the
+    ``cores`` the workers share (None: one each; set it to compare with runs on a machine
+    with fewer cores than workers).
 
     As text (the trainers' ``simulate=`` Param): ``"10gbit:0.1ms"`` (a network), or
-    ``"network=1gbit:50us,step=2ms,service=20us,stragglers=lognormal:0.2,seed=1"``.
+    ``"network=1gbit:50us,step=2ms,service=20us,stragglers=lognormal:0.2,seed=1,cores=2"``.
     """
 
     network: Network = Network()
@@ -48,6 +50,7 @@ class Simulation:
     service_seconds: float | None = None
     stragglers: str = "none"
     seed: int = 0
+    cores: int | None = None
 
     @classmethod
     def parse(cls, text: "str | Simulation") -> "Simulation":
@@ -68,11 +71,11 @@ class Simulation:
                                             else _quantity(value.strip().lower(), _TIME, key))
             elif key == "stragglers":
                 fields["stragglers"] = value
-            elif key == "seed":
-                fields["seed"] = int(value)
+            elif key in ("seed", "cores"):
+                fields[key] = int(value)
             else:
                 raise ValueError(f"simulate={text!r}: unknown field {key!r} (network, step, "
-                                 "service, stragglers, seed)")
+                                 "service, stragglers, seed, cores)")
         made = cls(**fields)
         TimeModel(1.0, stragglers=made.stragglers)      # a bad distribution fails here
         return made
@@ -87,6 +90,8 @@ class Simulation:
             parts.append(f"service={self.service_seconds!r}s")
         parts.append(f"stragglers={self.stragglers}")
         parts.append(f"seed={self.seed}")
+        if self.cores:
+            parts.append(f"cores={self.cores}")
         return ",".join(parts)
 
 
@@ -291,7 +296,7 @@ def _time_model(simulation: Simulation, pool: ReplicaPool, source, spec, algorit
         service = (measure_service_seconds(algorithm, size, params)
                    if algorithm.exchange_type.needs_parameter_server else 0.0)
     return TimeModel(step, service, simulation.stragglers, simulation.seed,
-                     int(spec["num_workers"]))
+                     int(spec["num_workers"]), simulation.cores)
 
 
 def train_simulated(run, startup: dict, began: float):

@@ -1,7 +1,8 @@
 """How long a simulated worker computes, and how long the parameter server serves a commit.
 
-A window of k local steps takes k · ``step_seconds`` · s, s a worker's straggler factor for that
-window, drawn per (seed, worker) from ``stragglers``:
+A window of k local steps takes k · ``step_seconds`` · s · max(1, n/c), s a worker's straggler
+factor for that window, drawn per (seed, worker) from ``stragglers``, and n/c the time-sharing
+of n workers on ``cores`` c (None: a core each, a cluster; a small machine: its cores):
 
 - ``none``: s = 1;
 - ``lognormal:σ``: s = exp(σ·z − σ²/2), z ~ N(0, 1) (mean 1; a shared machine's jitter);
@@ -31,6 +32,7 @@ class TimeModel:
     stragglers: str = "none"
     seed: int = 0
     num_workers: int = 1
+    cores: int | None = None
     _rngs: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -65,7 +67,8 @@ class TimeModel:
 
     def window(self, worker: int, steps: int) -> float:
         """Seconds for ``worker``'s next window of ``steps`` local steps."""
-        return steps * self.step_seconds * self.factor(worker)
+        shared = max(1.0, self.num_workers / self.cores) if self.cores else 1.0
+        return steps * self.step_seconds * self.factor(worker) * shared
 
 
 def measure_step_seconds(train_window, steps: int = 8, repeats: int = 3) -> float:

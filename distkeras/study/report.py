@@ -6,13 +6,17 @@ writes ``report.md``:
 
 1. time to target accuracy per algorithm (what a user picks an algorithm by);
 2. final validation accuracy per algorithm and worker count (mean ± std over repeats);
-3. Baseline / SlowMo / SlowMo-no-avg;
+3. Baseline / SlowMo / SlowMo-no-avg (Table 4.2: mean ± standard error, and a verdict per
+   variant: improves, worsens or unresolved at two standard errors);
 4. accuracy against epochs and against wall time (bands over repeats);
 5. communication and epoch time per worker (box plots);
 6. speed-up t(1)/t(n) and time per batch against workers, with the ideal line;
 7. sensitivity of the asynchronous parameter-server methods to λ and to the workers;
 8. compressed exchanges, per network: bytes per worker and epoch, compression ratio, speed,
-   accuracy and time to target, and validation accuracy against wall time per network.
+   accuracy and time to target, and validation accuracy against wall time per network;
+9. compute, communication and wall time per epoch per algorithm at 16 workers (Figure 4.1);
+10. simulated runs (``Study(simulate=...)``) beside measured ones: marked in every figure,
+    and checked against them where both exist (the model's error on epoch time and accuracy).
 
 A study whose runs went over several networks (the ``network`` of each record) names each
 configuration ``label @network`` in the tables.
@@ -61,11 +65,13 @@ def time_to_target(record: dict, target: float) -> float | None:
 
 
 def _networks(records: Sequence[dict]) -> list[dict]:
-    """The records, labelled ``label @network`` when they span several networks."""
-    networks = {r.get("network", "loopback") for r in records}
+    """The records, labelled ``label @network`` when the measured ones span several networks
+    (a simulated run's label already names its network)."""
+    networks = {r.get("network", "loopback") for r in records if not r.get("simulated")}
     if len(networks) < 2:
         return list(records)
-    return [{**r, "label": f"{r.get('label', r.get('key'))} @{r.get('network', 'loopback')}"}
+    return [r if r.get("simulated") else
+            {**r, "label": f"{r.get('label', r.get('key'))} @{r.get('network', 'loopback')}"}
             for r in records]
 
 
@@ -126,8 +132,18 @@ def analyse(records: Sequence[dict], target: float = 0.99) -> dict[str, Any]:
         times = [time_to_target(r, target_accuracy) if target_accuracy else None for r in runs]
         reached = [t for t in times if t is not None]
         acc, acc_std = _mean_std([r["final_val_accuracy"] for r in runs])
+        per_epoch = [(w.get("compute_seconds"), w.get("exchange_seconds"), len(r["epochs"]))
+                     for r in runs for w in r.get("worker_stats", [])]
         rows.append({"label": label, "algorithm": runs[0]["algorithm"],
                      "slowmo": runs[0]["slowmo"], "num_workers": workers, "window": window,
+                     "simulated": bool(runs[0].get("simulated")),
+                     "network": runs[0].get("network", "loopback"),
+                     "compute_per_epoch": _mean_std([c / e for c, _, e in per_epoch
+                                                     if c is not None and e])[0],
+                     "exchange_per_epoch": _mean_std([x / e for _, x, e in per_epoch
+                                                      if x is not None and e])[0],
+                     "final_val_accuracy_se": standard_error(
+                         [r["final_val_accuracy"] for r in runs]),
                      "repeats": len(runs), "learning_rate": runs[0]["learning_rate"],
                      "time_to_target": float(np.median(reached)) if reached else None,
                      "reached": f"{len(reached)}/{len(runs)}",
@@ -148,26 +164,94 @@ def analyse(records: Sequence[dict], target: float = 0.99) -> dict[str, Any]:
     # pays start-up), from the same runs the figure plots; t(1) is the algorithm's own 1-worker
     # run, else the single-worker baseline's
     speedup: dict[str, dict[int, float]] = {}
-    single = [r for r in rows if r["algorithm"] == "single"]
     for label, group in _group(rows, "label").items():
         by_workers = {r["num_workers"]: r["steady_epoch_seconds"] for r in group}
+        single = [r for r in rows if r["algorithm"] == "single"      # measured, or simulated
+                  and (r["simulated"], r["network"]) == (group[0]["simulated"],   # alike
+                                                         group[0]["network"])]
         base = by_workers.get(1) or (single[0]["steady_epoch_seconds"] if single else None)
         if base:
             speedup[label[0]] = {n: base / t for n, t in sorted(by_workers.items()) if t}
     out["speedup"] = speedup
 
-    # Baseline / SlowMo / SlowMo-no-avg at the largest worker count
+    # Baseline / SlowMo / SlowMo-no-avg at the largest worker count (Table 4.2): mean ± s.e.
     top = max((r["num_workers"] for r in rows), default=1)
     table = defaultdict(dict)
     for r in rows:
         if r["num_workers"] == top and r["algorithm"] != "single":
-            table[r["algorithm"]][r["slowmo"]] = (r["final_val_accuracy"],
-                                                  r["final_val_accuracy_std"])
-    out["slowmo_table"] = {"num_workers": top, "rows": dict(table)}
+            name = r["algorithm"] + (f" [simulated {r['network']}]" if r["simulated"] else "")
+            table[name][r["slowmo"]] = (r["final_val_accuracy"], r["final_val_accuracy_se"],
+                                        r["repeats"])
+    out["slowmo_table"] = {"num_workers": top, "rows": dict(table),
+                           "verdicts": {name: slowmo_verdicts(cells)
+                                        for name, cells in table.items()}}
+    out["validation"] = validation_table(rows)
     compressed = any(r.get("compression", "none") != "none" for r in ok)
-    out["compression"] = (compression_table(ok, target_accuracy)
-                          if compressed or len({r.get("network") for r in ok}) > 1 else [])
+    networks = {r.get("network") for r in ok if not r.get("simulated")}
+    out["compression"] = (compression_table([r for r in ok if not r.get("simulated")],
+                                            target_accuracy)
+                          if compressed or len(networks) > 1 else [])
     return out
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """s/√k of ``values`` (s the sample standard deviation); nan for fewer than 2."""
+    v = [x for x in values if x is not None]
+    return float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
+def slowmo_verdicts(cells: dict) -> dict[str, str]:
+    """For SlowMo with and without the average: does it change the base's final accuracy?
+    ``improves`` / ``worsens`` when the difference is over twice its standard error
+    (√(se₁² + se₂²), about 95 %), ``unresolved`` otherwise (or with fewer than 2 repeats)."""
+    out = {}
+    if "none" not in cells:
+        return out
+    base, base_se, _ = cells["none"]
+    for variant in ("avg", "noavg"):
+        if variant not in cells:
+            continue
+        mean, se, _ = cells[variant]
+        error = math.sqrt(base_se ** 2 + se ** 2)
+        difference = mean - base
+        if not math.isfinite(error) or error == 0 or abs(difference) <= 2 * error:
+            verdict = "unresolved"
+        else:
+            verdict = "improves" if difference > 0 else "worsens"
+        out[variant] = (f"{verdict} ({difference:+.4f} ± {error:.4f})" if math.isfinite(error)
+                        else f"unresolved ({difference:+.4f}, one repeat)")
+    return out
+
+
+def validation_table(rows: Sequence[dict]) -> list[dict]:
+    """Each simulated configuration beside the measured one (same algorithm, SlowMo variant,
+    workers and λ): steady epoch time, time per batch and final accuracy, and the model's
+    relative error on the times."""
+    measured = {(r["algorithm"], r["slowmo"], r["num_workers"], r["window"]): r
+                for r in rows if not r["simulated"]}
+    out = []
+    for r in rows:
+        real = measured.get((r["algorithm"], r["slowmo"], r["num_workers"], r["window"]))
+        if not r["simulated"] or real is None:
+            continue
+        error = lambda k: (r[k] / real[k] - 1 if r[k] and real[k] else None)  # noqa: E731
+        out.append({"label": real["label"], "network": r["network"],
+                    "num_workers": r["num_workers"],
+                    "measured_epoch": real["steady_epoch_seconds"],
+                    "simulated_epoch": r["steady_epoch_seconds"],
+                    "epoch_error": error("steady_epoch_seconds"),
+                    "measured_batch": real["time_per_batch"],
+                    "simulated_batch": r["time_per_batch"],
+                    "batch_error": error("time_per_batch"),
+                    "measured_accuracy": real["final_val_accuracy"],
+                    "simulated_accuracy": r["final_val_accuracy"]})
+    return out
+
+
+def model_error(validation: Sequence[dict]) -> float | None:
+    """The simulation's typical relative error on epoch time: the median of |error|."""
+    errors = [abs(v["epoch_error"]) for v in validation if v["epoch_error"] is not None]
+    return float(np.median(errors)) if errors else None
 
 
 def _fmt(v, digits=4) -> str:
@@ -198,6 +282,7 @@ def write_report(records: Sequence[dict], out: str, target: float = 0.99,
         "accuracy_vs_time.png": _curves(plt, ok, out, "accuracy_vs_time.png", by_time=True),
         "communication.png": _boxes(plt, ok, out, "communication.png"),
         "speedup.png": _speedup(plt, a, out, "speedup.png"),
+        "epoch_time.png": _epoch_time(plt, a, out, "epoch_time.png"),
         "sensitivity.png": _sensitivity(plt, ok, out, "sensitivity.png"),
         "accuracy_vs_time_by_network.png": bool(a["compression"]) and _by_network(
             plt, ok, out, "accuracy_vs_time_by_network.png"),
@@ -208,6 +293,7 @@ def write_report(records: Sequence[dict], out: str, target: float = 0.99,
              f"{ok[0]['epochs_planned'] if ok else '—'} epochs. Seconds are training wall time "
              "(the epochs), accuracies are on the validation data.", ""]
     lines += _target_table(a, target) + _slowmo_table(a) + _runs_table(a) + _speedup_table(a)
+    lines += _validation_table(a)
     lines += _compression_table(a)
     lines += ["", "## Figures", ""]
     lines += [f"![{name}]({name})" for name, made in figures.items() if made]
@@ -233,12 +319,41 @@ def _target_table(a: dict, target: float) -> list[str]:
 
 
 def _slowmo_table(a: dict) -> list[str]:
-    lines = ["", f"## Baseline / SlowMo / SlowMo no avg ({a['slowmo_table']['num_workers']} "
-             "workers, final validation accuracy, mean ± std over repeats)", "",
-             "| algorithm | Baseline | SlowMo | SlowMo no avg |", "|---|---|---|---|"]
-    for algorithm, cells in sorted(a["slowmo_table"]["rows"].items()):
+    table = a["slowmo_table"]
+    lines = ["", f"## Baseline / SlowMo / SlowMo no avg ({table['num_workers']} workers, final "
+             "validation accuracy, mean ± standard error over repeats)", "",
+             "| algorithm | Baseline | SlowMo | SlowMo no avg | SlowMo vs baseline | "
+             "no avg vs baseline |", "|---|---|---|---|---|---|"]
+    for algorithm, cells in sorted(table["rows"].items()):
+        verdicts = table["verdicts"].get(algorithm, {})
         lines.append(f"| {algorithm} | " + " | ".join(
-            _pm(*cells[v]) if v in cells else "—" for v in ("none", "avg", "noavg")) + " |")
+            f"{_pm(*cells[v][:2])} (×{cells[v][2]})" if v in cells else "—"
+            for v in ("none", "avg", "noavg")) + " | " +
+            " | ".join(verdicts.get(v, "—") for v in ("avg", "noavg")) + " |")
+    if table["verdicts"]:
+        lines += ["", "A verdict says *improves* or *worsens* only where the difference is over "
+                  "twice its standard error (√(se₁² + se₂²)); otherwise *unresolved*."]
+    return lines
+
+
+def _validation_table(a: dict) -> list[str]:
+    if not a["validation"]:
+        return []
+    error = model_error(a["validation"])
+    lines = ["", "## The simulation against measured runs", "",
+             "Each simulated configuration beside the same configuration trained for real: "
+             "steady epoch seconds, seconds per batch and final validation accuracy "
+             "(error: simulated ÷ measured − 1). A simulated difference between algorithms "
+             f"smaller than the model's typical error ({_fmt(error, 3)}) is not a finding.", "",
+             "| configuration | simulated network | workers | epoch s measured | simulated | "
+             "error | s per batch measured | simulated | error | acc measured | simulated |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for v in a["validation"]:
+        lines.append(f"| {v['label']} | {v['network']} | {v['num_workers']} | "
+                     f"{_fmt(v['measured_epoch'], 3)} | {_fmt(v['simulated_epoch'], 3)} | "
+                     f"{_fmt(v['epoch_error'], 2)} | {_fmt(v['measured_batch'], 5)} | "
+                     f"{_fmt(v['simulated_batch'], 5)} | {_fmt(v['batch_error'], 2)} | "
+                     f"{_fmt(v['measured_accuracy'])} | {_fmt(v['simulated_accuracy'])} |")
     return lines
 
 
@@ -380,24 +495,64 @@ def _boxes(plt, records, out, name) -> bool:
 
 
 def _speedup(plt, analysis, out, name) -> bool:
+    """Figure 4.2: speed-up and time per batch against workers; simulated series dotted with
+    open square markers, measured ones solid with dots."""
     series = {k: v for k, v in analysis["speedup"].items() if len(v) > 1}
     if not series:
         return False
     rows = analysis["runs"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     top = max(n for s in series.values() for n in s)
     axes[0].plot([1, top], [1, top], "k--", label="ideal")
     for label, s in sorted(series.items()):
-        color, style = _style(rows, next(r for r in rows if r["label"] == label))
-        axes[0].plot(list(s), list(s.values()), marker="o", label=label, color=color, ls=style)
+        row = next(r for r in rows if r["label"] == label)
+        color, style = _style(rows, row)
+        mark = dict(marker="s", mfc="none", ls=":") if row["simulated"] else dict(marker="o",
+                                                                                  ls=style)
+        axes[0].plot(list(s), list(s.values()), label=label, color=color, **mark)
         tpb = sorted((r["num_workers"], r["time_per_batch"]) for r in rows if r["label"] == label
                      and r["time_per_batch"] is not None)
         if tpb:
-            axes[1].plot(*zip(*tpb), marker="o", label=label, color=color, ls=style)
-    base = [r["time_per_batch"] for r in rows if r["num_workers"] == 1 and r["time_per_batch"]]
+            axes[1].plot(*zip(*tpb), label=label, color=color, **mark)
+    base = [r["time_per_batch"] for r in rows if r["num_workers"] == 1 and r["time_per_batch"]
+            and not r["simulated"]]
     if base:   # ideal: a step costs what it costs one worker alone, whatever the workers
-        axes[1].axhline(min(base), color="k", ls="--", label="ideal (1-worker step)")
+        axes[1].axhline(min(base), color="k", ls="--", label="ideal (1-worker step, measured)")
+    if top > 16:
+        for ax in axes:
+            ax.set_xscale("log", base=2)
+        axes[0].set_yscale("log", base=2)
     _label(axes, ("workers", "workers"), ("speed-up t(1)/t(n)", "seconds per batch (per worker)"))
+    for ax in axes:
+        ax.legend(fontsize=6)
+    return _save(fig, plt, os.path.join(out, name))
+
+
+def _epoch_time(plt, analysis, out, name) -> bool:
+    """Figure 4.1: per algorithm at 16 workers (else the largest count there is), a worker's
+    compute and communication seconds per epoch, and the epoch's wall time; simulated bars
+    hatched."""
+    rows = [r for r in analysis["runs"] if r["algorithm"] != "single"
+            and r["compute_per_epoch"] == r["compute_per_epoch"]]
+    if not rows:
+        return False
+    counts = {r["num_workers"] for r in rows}
+    n = 16 if 16 in counts else max(counts)
+    rows = sorted((r for r in rows if r["num_workers"] == n), key=lambda r: r["label"])
+    fig, ax = plt.subplots(figsize=(max(7, 0.8 * len(rows) + 3), 5))
+    x = np.arange(len(rows))
+    compute = [r["compute_per_epoch"] for r in rows]
+    exchange = [r["exchange_per_epoch"] for r in rows]
+    hatch = ["//" if r["simulated"] else "" for r in rows]
+    ax.bar(x - 0.2, compute, 0.4, label="compute per worker", color="tab:blue", hatch=hatch)
+    ax.bar(x - 0.2, exchange, 0.4, bottom=compute, label="communication per worker",
+           color="tab:orange", hatch=hatch)
+    ax.bar(x + 0.2, [r["steady_epoch_seconds"] for r in rows], 0.4, label="epoch wall time",
+           color="tab:gray", hatch=hatch)
+    ax.set_xticks(x, [r["label"] for r in rows], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(f"seconds per epoch ({n} workers; hatched: simulated)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
     return _save(fig, plt, os.path.join(out, name))
 
 

@@ -107,7 +107,8 @@ class Study:
             the single-worker baseline.
         simulate: train every run in virtual time (``distkeras.simulation``) on this network
             (e.g. ``"10gbit:0.1ms"``), with ``step_seconds`` per step (None: measured here),
-            ``stragglers`` and ``service_seconds`` (None: measured); runs are labelled
+            ``stragglers``, ``service_seconds`` (None: measured) and ``cores`` the workers
+            share (None: one each); runs are labelled
             ``[simulated NETWORK]`` and sit beside the measured ones in the same report.
         trainer_params: extra keyword arguments for every trainer.
     """
@@ -136,6 +137,7 @@ class Study:
     step_seconds: float | None = None
     service_seconds: float | None = None
     stragglers: str = "none"
+    cores: int | None = None
     verbose: bool = True
     workers: Sequence[int] | None = None      # deprecated: num_workers
 
@@ -182,7 +184,7 @@ class Study:
 
         return Simulation(Network.parse(config.simulate), self.step_seconds,
                           self.service_seconds, self.stragglers,
-                          self.seed + config.repeat).spec
+                          self.seed + config.repeat, self.cores).spec
 
     # -- the sweep ------------------------------------------------------------------------------
     def configurations(self) -> list[RunConfig]:

@@ -1,0 +1,37 @@
+#!/bin/sh
+# Figures 4.1 and 4.2: measured on this machine (1, 2 and 4 workers as processes on its 2
+# cores), the same configurations simulated on a loopback model sharing 2 cores (the
+# validation of the simulation), and simulated past this machine (2..256 workers, a core
+# each, 10 and 1 Gbit/s links). Every run joins studies/scaling/runs.jsonl; rerunning a
+# command skips the runs already there.
+set -e
+export SPARK_LOCAL_IP=${SPARK_LOCAL_IP:-127.0.0.1}
+DATA=${DATA:-/tmp/study-small}     # 20,000 training and 5,000 test events of the hlf-16 sample
+OUT=studies/scaling
+ALGORITHMS=single,arsgd,adpsgd,swarmsgd,adag,downpour,agn,dynsgd
+COMMON="--data $DATA/features --model hlf --quiet --algorithms $ALGORITHMS --batch-size 32"
+
+if [ ! -e "$DATA/features/train.parquet" ]; then   # a sample of studies/hlf-16's features
+  python -c "
+import os, numpy as np, pyarrow.parquet as pq
+for name, n in (('train', 20000), ('test', 5000)):
+    t = pq.read_table('${HLF:-/tmp/study-data}/features/%s.parquet' % name)
+    idx = np.sort(np.random.default_rng(0).choice(t.num_rows, n, replace=False))
+    os.makedirs('$DATA/features/%s.parquet' % name, exist_ok=True)
+    pq.write_table(t.take(idx), '$DATA/features/%s.parquet/part-00000.parquet' % name)"
+fi
+
+# measured: real Spark workers over loopback
+python jobs/study.py $COMMON --workers 2,4 --epochs 3 --out $OUT
+# the validation: the same runs simulated (loopback links, the 2 cores shared)
+python jobs/study.py $COMMON --workers 2,4 --epochs 3 --simulate --network loopback --cores 2 \
+  --out $OUT
+# past this machine, with the step time the validation runs measured
+STEP=$(python -c "
+import json, statistics
+runs = [json.loads(l) for l in open('$OUT/runs.jsonl')]
+print(statistics.median(r['simulation']['step_seconds'] for r in runs if r.get('simulation')))")
+for NETWORK in 10gbit:0.1ms 1gbit:0.1ms; do
+  python jobs/study.py $COMMON --workers 2,4,16,64,256 --epochs 2 --simulate \
+    --network $NETWORK --step-time $STEP --out $OUT
+done
