@@ -41,6 +41,20 @@ def _positive_int(value: Any) -> int:
     return number
 
 
+def _simulation(value: Any) -> str:
+    """A ``simulate=`` text, checked (a bad network or field fails when the Param is set)."""
+    from distkeras.simulation import Simulation
+
+    if isinstance(value, Simulation):
+        return value.spec
+    text = TypeConverters.toString(value)
+    try:
+        Simulation.parse(text)
+    except ValueError as exc:
+        raise TypeError(str(exc)) from None
+    return text
+
+
 def _choice(*allowed: Any) -> Callable[[Any], Any]:
     def convert(value: Any) -> Any:
         for option in allowed:
@@ -230,7 +244,7 @@ SETTINGS: tuple[Setting, ...] = (
             "(distkeras.simulation): the real rule, exchanges and data split, the workers "
             "taking turns on one replica in this process, the network and compute time "
             "modelled, e.g. '10gbit:0.1ms' or 'network=1gbit:50us,step=2ms,stragglers="
-            "lognormal:0.2' (None: train for real)", _optional(TypeConverters.toString), None),
+            "lognormal:0.2' (None: train for real)", _optional(_simulation), None),
     Setting("verbose", "show a progress bar on the driver", TypeConverters.toBoolean, True),
     Setting("mlflow", "log the fit to MLflow: True (the active experiment), an experiment name, "
             "or False (see distkeras.tracking)", _flag_or_name, False),

@@ -62,6 +62,8 @@ def test_simulation_text_round_trips_and_bad_fields_say_what_is_known():
         Simulation.parse("speed=3")
     with pytest.raises(ValueError, match="stragglers="):
         Simulation.parse("stragglers=gamma:2")
+    with pytest.raises(TypeError, match="network spec"):       # when the Param is set
+        dk.trainers.ADAG(mlp(), num_workers=2, simulate="fast")
 
 
 def test_stragglers_are_seeded_and_have_the_mean_they_say():

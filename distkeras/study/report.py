@@ -225,13 +225,15 @@ def slowmo_verdicts(cells: dict) -> dict[str, str]:
 
 def validation_table(rows: Sequence[dict]) -> list[dict]:
     """Each simulated configuration beside the measured one (same algorithm, SlowMo variant,
-    workers and λ): steady epoch time, time per batch and final accuracy, and the model's
-    relative error on the times."""
-    measured = {(r["algorithm"], r["slowmo"], r["num_workers"], r["window"]): r
-                for r in rows if not r["simulated"]}
+    workers and λ) on the network it models (a measured ``loopback`` run pairs with a
+    simulation of ``loopback``): steady epoch time, time per batch and final accuracy, and
+    the model's relative error on the times."""
+    measured = {(r["algorithm"], r["slowmo"], r["num_workers"], r["window"],
+                 _network_spec(r["network"])): r for r in rows if not r["simulated"]}
     out = []
     for r in rows:
-        real = measured.get((r["algorithm"], r["slowmo"], r["num_workers"], r["window"]))
+        real = measured.get((r["algorithm"], r["slowmo"], r["num_workers"], r["window"],
+                             r["network"]))
         if not r["simulated"] or real is None:
             continue
         error = lambda k: (r[k] / real[k] - 1 if r[k] and real[k] else None)  # noqa: E731
@@ -246,6 +248,16 @@ def validation_table(rows: Sequence[dict]) -> list[dict]:
                     "measured_accuracy": real["final_val_accuracy"],
                     "simulated_accuracy": r["final_val_accuracy"]})
     return out
+
+
+def _network_spec(name: str) -> str | None:
+    """A measured run's network as a simulation names it (None: not a network spec)."""
+    from distkeras.simulation import Network
+
+    try:
+        return Network.parse(name).spec
+    except ValueError:
+        return None
 
 
 def model_error(validation: Sequence[dict]) -> float | None:
@@ -291,7 +303,8 @@ def write_report(records: Sequence[dict], out: str, target: float = 0.99,
              f"{len(ok)} runs ({len(a['failed'])} failed); model {ok[0]['model'] if ok else '—'}, "
              f"batch {ok[0]['batch_size'] if ok else '—'} per worker, "
              f"{ok[0]['epochs_planned'] if ok else '—'} epochs. Seconds are training wall time "
-             "(the epochs), accuracies are on the validation data.", ""]
+             "(the epochs; virtual seconds for a run labelled *simulated*), accuracies are on "
+             "the validation data.", ""]
     lines += _target_table(a, target) + _slowmo_table(a) + _runs_table(a) + _speedup_table(a)
     lines += _validation_table(a)
     lines += _compression_table(a)
