@@ -145,6 +145,21 @@ def test_a_ring_step_costs_more_with_more_workers_and_gossip_does_not(data):
     assert math.isfinite(per_batch["ADPSGD", 8])
 
 
+def test_the_parameter_server_serves_one_commit_at_a_time(data):
+    """On a slow link the server's NIC is the bottleneck: an epoch's commits queue there, so
+    more workers do not make the epoch shorter (the queue holds, whatever n)."""
+    spec = "network=0.01gbit:0.1ms,step=0.1ms,service=0s"
+    b = 4 * sum(int(np.prod(w.shape)) for w in mlp().weights)
+    seconds = {}
+    for n in (2, 8):
+        h = fit("DOWNPOUR", data, num_workers=n, simulate=spec, epochs=1,
+                communication_window=1).history
+        seconds[n] = h["epoch_seconds"][0]
+        commits = n * (2048 // n // 32)
+        assert seconds[n] >= commits * 2 * b / 1.25e6        # every commit and its reply
+    assert seconds[8] == pytest.approx(seconds[2], rel=0.1)
+
+
 def test_what_the_simulation_cannot_model_is_refused_with_the_fix(data):
     with pytest.raises(ValueError, match="compression=None"):
         fit("ADAG", data, num_workers=2, simulate="ideal", compression="int8")

@@ -150,12 +150,12 @@ class _ServerClient(ServiceClient):
             clock.at(w, shared["done"] + order * down / net.bandwidth + net.latency)
             return reply
         service = cluster.time_model.service_seconds if op == messages.COMMIT else 0.0
-        start = max(clock.now[w], queue.free_at)
+        start = max(clock.now[w], queue.free_at)        # FIFO: reserved on arrival
         applied = start + up / net.bandwidth + service
-        queue.free_at = applied + down / net.bandwidth
+        queue.free_at = sent = applied + down / net.bandwidth
         clock.at(w, applied)
         reply = super().request(op, payload, aux, flags)
-        clock.at(w, queue.free_at + net.latency)
+        clock.at(w, sent + net.latency)
         return reply
 
 
