@@ -9,7 +9,7 @@ simulated samples/s and their ratio (the model's error).
         [--links loopback,1gbit,100mbit] [--models small,large]
 
 The benchmark's links were shaped for rate only (no netem here): each is modelled with the
-loopback's latency (20 µs). Its 2 workers had a core each on this 2-core machine (n/c = 1).
+loopback's latency (150 µs: distkeras' transport on this machine). Its 2 workers had a core each on this 2-core machine (n/c = 1).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from compression import FAMILIES, RATES, _builder  # noqa: E402
 from trainer_overhead import MODELS, cached_frame, data  # noqa: E402
 
-LINKS = {"loopback": "loopback", "1gbit": "1gbit:0.02ms", "100mbit": "0.1gbit:0.02ms"}
+LINKS = {"loopback": "loopback", "1gbit": "1gbit:0.15ms", "100mbit": "0.1gbit:0.15ms"}
 
 
 def measured(path: str) -> dict[tuple, float]:

@@ -75,6 +75,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="train in virtual time on the --network model instead of on executors")
     ap.add_argument("--step-time", type=float, default=None, metavar="SECONDS",
                     help="--simulate: compute seconds per step (default: measured here)")
+    ap.add_argument("--call-time", type=float, default=None, metavar="SECONDS",
+                    help="--simulate: a compiled call's fixed seconds (default: measured; 0 "
+                    "when --step-time is given)")
+    ap.add_argument("--gradient-time", type=float, default=None, metavar="SECONDS",
+                    help="--simulate: seconds of a gradient step outside a window (AR-SGD)")
     ap.add_argument("--service-time", type=float, default=None, metavar="SECONDS",
                     help="--simulate: parameter-server seconds per commit (default: measured)")
     ap.add_argument("--stragglers", default="none",
@@ -130,6 +135,7 @@ def main(argv=None) -> int:
                   label_col=args.label_col, verbose=not args.quiet,
                   simulate=args.network if args.simulate else None,
                   step_seconds=args.step_time, service_seconds=args.service_time,
+                  call_seconds=args.call_time, gradient_seconds=args.gradient_time,
                   stragglers=args.stragglers, cores=args.cores)
     if not args.report_only:
         train, validation = _data(args, 2 if args.simulate else max(args.num_workers))

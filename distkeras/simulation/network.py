@@ -28,8 +28,11 @@ from dataclasses import dataclass
 _RATE = {"bit": 1 / 8, "kbit": 1e3 / 8, "mbit": 1e6 / 8, "gbit": 1e9 / 8, "tbit": 1e12 / 8,
          "b": 1.0, "kb": 1e3, "mb": 1e6, "gb": 1e9}
 _TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-#: named networks (the thesis' cluster had 10 Gbit/s Ethernet; loopback as measured here)
-NAMED = {"ideal": (math.inf, 0.0), "loopback": (5e9, 20e-6), "1gbit": (1e9 / 8, 100e-6),
+#: named networks (the thesis' cluster had 10 Gbit/s Ethernet). ``loopback`` is distkeras'
+#: transport between processes on the 2-core development machine: 5 GB/s, and 150 µs a
+#: message, half a commit round trip of 10k floats (``benchmarks/ps_bandwidth.py``: 5.4k
+#: commits/s from 2 clients), the software's share of the latency, which a real link adds to.
+NAMED = {"ideal": (math.inf, 0.0), "loopback": (5e9, 150e-6), "1gbit": (1e9 / 8, 100e-6),
          "10gbit": (1e10 / 8, 100e-6), "100gbit": (1e11 / 8, 5e-6)}
 
 

@@ -28,18 +28,20 @@ import numpy as np
 from distkeras.simulation.clock import VirtualClock
 from distkeras.simulation.exchanges import ServerQueue, ServiceClient, simulated
 from distkeras.simulation.network import Network
-from distkeras.simulation.timing import TimeModel, measure_service_seconds, measure_step_seconds
+from distkeras.simulation.timing import (TimeModel, best_seconds, measure_service_seconds,
+                                         measure_window_seconds)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Simulation:
-    """What a simulated fit models: the ``network``, a step's compute time (None: measured
-    for the model on this machine), the parameter server's service time per commit (None:
-    measured for the rule), the ``stragglers`` distribution and its ``seed``, and the
-    ``cores`` the workers share (None: one each; set it to compare with runs on a machine
-    with fewer cores than workers).
+    """What a simulated fit models: the ``network``; a step's compute time, a compiled call's
+    fixed cost and a gradient step's time (None: measured for the model on this machine; a
+    given ``step`` alone means calls cost nothing); the parameter server's service time per
+    commit (None: measured for the rule); the ``stragglers`` distribution and its ``seed``;
+    and the ``cores`` the workers share (None: one each; set it to compare with runs on a
+    machine with fewer cores than workers).
 
     As text (the trainers' ``simulate=`` Param): ``"10gbit:0.1ms"`` (a network), or
     ``"network=1gbit:50us,step=2ms,service=20us,stragglers=lognormal:0.2,seed=1,cores=2"``.
@@ -48,6 +50,8 @@ class Simulation:
     network: Network = Network()
     step_seconds: float | None = None
     service_seconds: float | None = None
+    call_seconds: float | None = None
+    gradient_seconds: float | None = None
     stragglers: str = "none"
     seed: int = 0
     cores: int | None = None
@@ -66,7 +70,7 @@ class Simulation:
             key = key.strip().lower()
             if key == "network":
                 fields["network"] = Network.parse(value)
-            elif key in ("step", "service"):
+            elif key in ("step", "service", "call", "gradient"):
                 fields[f"{key}_seconds"] = (None if value in ("", "auto", "measured")
                                             else _quantity(value.strip().lower(), _TIME, key))
             elif key == "stragglers":
@@ -75,7 +79,7 @@ class Simulation:
                 fields[key] = int(value)
             else:
                 raise ValueError(f"simulate={text!r}: unknown field {key!r} (network, step, "
-                                 "service, stragglers, seed, cores)")
+                                 "call, gradient, service, stragglers, seed, cores)")
         made = cls(**fields)
         TimeModel(1.0, stragglers=made.stragglers)      # a bad distribution fails here
         return made
@@ -84,10 +88,10 @@ class Simulation:
     def spec(self) -> str:
         """The text that parses back to this simulation."""
         parts = [f"network={self.network.spec}"]
-        if self.step_seconds is not None:
-            parts.append(f"step={self.step_seconds!r}s")
-        if self.service_seconds is not None:
-            parts.append(f"service={self.service_seconds!r}s")
+        for name in ("step", "call", "gradient", "service"):
+            value = getattr(self, f"{name}_seconds")
+            if value is not None:
+                parts.append(f"{name}={value!r}s")
         parts.append(f"stragglers={self.stragglers}")
         parts.append(f"seed={self.seed}")
         if self.cores:
@@ -176,7 +180,9 @@ class WorkerReplica:
 
     def gradient(self, window, step, start=None):
         gradient = self.pool.own(self.worker).gradient(window, step, start=start)
-        self._compute(1)
+        seconds = self.cluster.time_model.gradient(self.worker)
+        self.compute_seconds += seconds
+        self.cluster.clock.sleep(self.worker, seconds)
         return gradient
 
     def apply_gradient(self, gradient):
@@ -283,19 +289,27 @@ def _replica(spec: dict):
 
 def _time_model(simulation: Simulation, pool: ReplicaPool, source, spec, algorithm, params,
                 size) -> TimeModel:
-    step = simulation.step_seconds
-    if step is None:        # on a throwaway state, then forgotten
-        steps = 8
+    step, call, gradient = (simulation.step_seconds, simulation.call_seconds,
+                            simulation.gradient_seconds)
+    if step is not None:            # given: calls cost what they are given (or nothing)
+        call, gradient = call or 0.0, gradient
+    else:                           # measured on a throwaway state, then forgotten
+        batch = int(spec["batch_size"])
+        steps = max(2, min(32, int(spec["steps_per_epoch"])))
         source.start_epoch(0)
-        window = source.take(steps * int(spec["batch_size"])).steps(steps)
+        window = source.take(steps * batch).steps(steps)
         replica = pool.own("calibration")
-        step = measure_step_seconds(lambda: replica.train(window))
+        measured_call, step = measure_window_seconds(lambda k: replica.train(window[:k]),
+                                                     steps)
+        call = measured_call if call is None else call
+        if gradient is None and algorithm.exchange_type.__name__ == "GradientRing":
+            gradient = best_seconds(lambda: replica.apply_gradient(replica.gradient(window, 0)))
         pool.forget("calibration")
     service = simulation.service_seconds
     if service is None:
         service = (measure_service_seconds(algorithm, size, params)
                    if algorithm.exchange_type.needs_parameter_server else 0.0)
-    return TimeModel(step, service, simulation.stragglers, simulation.seed,
+    return TimeModel(step, service, call, gradient, simulation.stragglers, simulation.seed,
                      int(spec["num_workers"]), simulation.cores)
 
 
@@ -382,7 +396,11 @@ def train_simulated(run, startup: dict, began: float):
 
 def _as_dict(simulation: Simulation, time_model: TimeModel) -> dict:
     return {"network": simulation.network.spec, "step_seconds": time_model.step_seconds,
+            "call_seconds": time_model.call_seconds,
+            "gradient_seconds": time_model.gradient_seconds,
             "service_seconds": time_model.service_seconds, "stragglers": simulation.stragglers,
-            "seed": simulation.seed,
+            "seed": simulation.seed, "cores": simulation.cores,
             "spec": replace(simulation, step_seconds=time_model.step_seconds,
+                            call_seconds=time_model.call_seconds,
+                            gradient_seconds=time_model.gradient_seconds,
                             service_seconds=time_model.service_seconds).spec}

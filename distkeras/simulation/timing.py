@@ -1,16 +1,21 @@
 """How long a simulated worker computes, and how long the parameter server serves a commit.
 
-A window of k local steps takes k · ``step_seconds`` · s · max(1, n/c), s a worker's straggler
-factor for that window, drawn per (seed, worker) from ``stragglers``, and n/c the time-sharing
-of n workers on ``cores`` c (None: a core each, a cluster; a small machine: its cores):
+A window of k local steps takes (``call_seconds`` + k · ``step_seconds``) · s · max(1, n/c): the
+compiled call's fixed cost (dispatch, loading the weights in and out: what a window of one step
+pays on top of a step, and what makes λ = 1 costly for small models), k steps, s a worker's
+straggler factor for that window, drawn per (seed, worker) from ``stragglers``, and n/c the
+time-sharing of n workers on ``cores`` c (None: a core each, a cluster; a small machine: its
+cores). A gradient step outside a window (AR-SGD: a gradient call, then an apply call) takes
+``gradient_seconds`` (None: a one-step window's time). Stragglers:
 
 - ``none``: s = 1;
 - ``lognormal:σ``: s = exp(σ·z − σ²/2), z ~ N(0, 1) (mean 1; a shared machine's jitter);
 - ``slow:F:P``: a fraction P of the workers (the first ⌈P·n⌉) always run F times slower.
 
-``step_seconds`` and ``service_seconds`` are measured on this machine for the run's model and
-rule when not given (:func:`measure_step_seconds`, :func:`measure_service_seconds`); give them
-to simulate other hardware (a GPU's step time) or to replay a simulation exactly.
+``step_seconds``, ``call_seconds``, ``gradient_seconds`` and ``service_seconds`` are measured on
+this machine for the run's model and rule when not given (:func:`measure_window_seconds`,
+:func:`measure_service_seconds`); give them to simulate other hardware (a GPU's step time) or to
+replay a simulation exactly.
 
 Example::
 
@@ -29,6 +34,8 @@ import numpy as np
 class TimeModel:
     step_seconds: float
     service_seconds: float = 0.0
+    call_seconds: float = 0.0
+    gradient_seconds: float | None = None
     stragglers: str = "none"
     seed: int = 0
     num_workers: int = 1
@@ -67,20 +74,36 @@ class TimeModel:
 
     def window(self, worker: int, steps: int) -> float:
         """Seconds for ``worker``'s next window of ``steps`` local steps."""
+        return (self.call_seconds + steps * self.step_seconds) * self._slowdown(worker)
+
+    def gradient(self, worker: int) -> float:
+        """Seconds for one gradient step outside a window (a gradient and an apply call)."""
+        seconds = (self.call_seconds + self.step_seconds if self.gradient_seconds is None
+                   else self.gradient_seconds)
+        return seconds * self._slowdown(worker)
+
+    def _slowdown(self, worker: int) -> float:
         shared = max(1.0, self.num_workers / self.cores) if self.cores else 1.0
-        return steps * self.step_seconds * self.factor(worker) * shared
+        return self.factor(worker) * shared
 
 
-def measure_step_seconds(train_window, steps: int = 8, repeats: int = 3) -> float:
-    """Seconds per step of the compiled window ``train_window()`` (``steps`` steps per call):
-    the best of ``repeats`` calls after one to compile."""
-    train_window()
+def best_seconds(call, repeats: int = 5) -> float:
+    """The best of ``repeats`` timed calls of ``call()``, after one (to compile)."""
+    call()
     best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        train_window()
+        call()
         best = min(best, time.perf_counter() - t0)
-    return best / steps
+    return best
+
+
+def measure_window_seconds(train, steps: int = 8) -> tuple[float, float]:
+    """(seconds per call, seconds per step) of compiled windows, from ``train(k)`` timed on
+    windows of 1 and ``steps`` steps: a window of k steps costs call + k · step."""
+    one, many = best_seconds(lambda: train(1)), best_seconds(lambda: train(steps))
+    step = max(0.0, (many - one) / (steps - 1))
+    return max(0.0, one - step), step
 
 
 def measure_service_seconds(algorithm, size: int, params: int, repeats: int = 20) -> float:

@@ -106,7 +106,8 @@ class Study:
         target: time-to-target accuracy = ``target`` × the best final validation accuracy of
             the single-worker baseline.
         simulate: train every run in virtual time (``distkeras.simulation``) on this network
-            (e.g. ``"10gbit:0.1ms"``), with ``step_seconds`` per step (None: measured here),
+            (e.g. ``"10gbit:0.1ms"``), with ``step_seconds`` per step, ``call_seconds`` per
+            compiled call and ``gradient_seconds`` per gradient step (None: measured here),
             ``stragglers``, ``service_seconds`` (None: measured) and ``cores`` the workers
             share (None: one each); runs are labelled
             ``[simulated NETWORK]`` and sit beside the measured ones in the same report.
@@ -136,6 +137,8 @@ class Study:
     simulate: str | None = None
     step_seconds: float | None = None
     service_seconds: float | None = None
+    call_seconds: float | None = None
+    gradient_seconds: float | None = None
     stragglers: str = "none"
     cores: int | None = None
     verbose: bool = True
@@ -183,8 +186,8 @@ class Study:
         from distkeras.simulation import Network, Simulation
 
         return Simulation(Network.parse(config.simulate), self.step_seconds,
-                          self.service_seconds, self.stragglers,
-                          self.seed + config.repeat, self.cores).spec
+                          self.service_seconds, self.call_seconds, self.gradient_seconds,
+                          self.stragglers, self.seed + config.repeat, self.cores).spec
 
     # -- the sweep ------------------------------------------------------------------------------
     def configurations(self) -> list[RunConfig]:

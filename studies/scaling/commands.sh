@@ -26,12 +26,14 @@ python jobs/study.py $COMMON --workers 2,4 --epochs 3 --out $OUT
 # the validation: the same runs simulated (loopback links, the 2 cores shared)
 python jobs/study.py $COMMON --workers 2,4 --epochs 3 --simulate --network loopback --cores 2 \
   --out $OUT
-# past this machine, with the step time the validation runs measured
-STEP=$(python -c "
+# past this machine, with the times the validation runs measured (medians)
+TIMES=$(python -c "
 import json, statistics
-runs = [json.loads(l) for l in open('$OUT/runs.jsonl')]
-print(statistics.median(r['simulation']['step_seconds'] for r in runs if r.get('simulation')))")
+runs = [json.loads(l)['simulation'] for l in open('$OUT/runs.jsonl') if '|sim=' in l]
+median = lambda k: statistics.median(r[k] for r in runs if r.get(k) is not None)
+print(f'--step-time {median(\"step_seconds\")} --call-time {median(\"call_seconds\")} '
+      f'--gradient-time {median(\"gradient_seconds\")}')")
 for NETWORK in 10gbit:0.1ms 1gbit:0.1ms; do
   python jobs/study.py $COMMON --workers 2,4,16,64,256 --epochs 2 --simulate \
-    --network $NETWORK --step-time $STEP --out $OUT
+    --network $NETWORK $TIMES --out $OUT
 done
