@@ -253,18 +253,14 @@ class _Driver:
 
 def _partitions(prepared, num_workers: int) -> list[list]:
     """Each worker's partition as Arrow record batches, in the order its task reads them."""
-    import pyarrow as pa
     from pyspark.sql import functions as F
 
     from distkeras.spark import to_arrow
 
-    table = to_arrow(prepared.withColumn("__worker", F.spark_partition_id()))
-    worker = table.column("__worker").to_numpy()
-    table = table.drop(["__worker"])
     parts = []
-    for w in range(num_workers):
-        rows = np.flatnonzero(worker == w)
-        parts.append(table.take(pa.array(rows)).to_batches() if rows.size else [])
+    for w in range(num_workers):     # one at a time: the driver holds one partition in flight
+        table = to_arrow(prepared.where(F.spark_partition_id() == w))
+        parts.append(table.to_batches() if table.num_rows else [])
     return parts
 
 

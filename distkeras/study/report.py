@@ -535,9 +535,12 @@ def _speedup(plt, analysis, out, name) -> bool:
         for ax in axes:
             ax.set_xscale("log", base=2)
         axes[0].set_yscale("log", base=2)
+        axes[1].set_yscale("log")
     _label(axes, ("workers", "workers"), ("speed-up t(1)/t(n)", "seconds per batch (per worker)"))
-    for ax in axes:
-        ax.legend(fontsize=6)
+    if len(series) > 8:       # one legend beside both panels
+        axes[0].get_legend().remove()
+        axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        fig.set_size_inches(15, 5.5)
     return _save(fig, plt, os.path.join(out, name))
 
 

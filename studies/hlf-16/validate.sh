@@ -5,7 +5,7 @@
 set -e
 export SPARK_LOCAL_IP=${SPARK_LOCAL_IP:-127.0.0.1}
 DATA=${DATA:-/tmp/study-data}
-COMMON="--data $DATA/features --model hlf --quiet --algorithms single,arsgd,adpsgd,swarmsgd
+COMMON="--data $DATA/features --model hlf --quiet --algorithms single,arsgd,adpsgd
   --slowmo none,avg --workers 16 --epochs 4 --out studies/hlf-16"
 python jobs/study.py $COMMON
 python jobs/study.py $COMMON --simulate --network loopback --cores 2
