@@ -23,8 +23,6 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from distkeras.simulation.clock import VirtualClock
 from distkeras.simulation.exchanges import ServerQueue, ServiceClient, simulated
 from distkeras.simulation.network import Network
@@ -133,7 +131,8 @@ class ReplicaPool:
     def _training(self) -> list:
         return self.replica._training_state() if self.replica._built else []
 
-    def own(self, worker) -> "Replica":  # noqa: F821
+    def own(self, worker):
+        """The replica, holding ``worker``'s state (its first turn: a new replica's)."""
         replica = self.replica
         if self.owner == worker:
             return replica
