@@ -177,8 +177,7 @@ def _build_replica(spec: dict, worker: int, ctx):
     earlier fit of the same model, restarted with this fit's values, or a new one (returns
     the backend, the replica, its cache key and whether it was reused)."""
     from distkeras import backends
-    from distkeras.executor.replica import Replica
-    from distkeras.state import StateLayout, pace_statistics
+    from distkeras.state import StateLayout
 
     cpus, gpus = _task_resources(ctx)
     backend = backends.prepare(spec.get("backend") or backends.configured(),
@@ -197,11 +196,20 @@ def _build_replica(spec: dict, worker: int, ctx):
         except ValueError as exc:
             log.warning("a compiled replica of this model could not be reused (%s); building "
                         "a new one", exc)
-    portable.compile(model, spec["loss"], spec["optimizer"], spec["metrics"],
-                     spec.get("loss_weights"))
+    return backend, compiled_replica(spec, model, backend, layout), key, False
+
+
+def compiled_replica(spec: dict, model, backend, layout):
+    """A new replica of ``model`` (just built from the spec's archive), compiled with the run's
+    loss, optimizer and metrics, its BatchNorm statistics paced for the workers."""
+    from distkeras.executor.replica import Replica
+    from distkeras.state import pace_statistics
+
+    spec["model"].compile(model, spec["loss"], spec["optimizer"], spec["metrics"],
+                          spec.get("loss_weights"))
     if not spec["algorithm"].exchange_type.run_model.ensemble:   # members: models on their own
         pace_statistics(model, int(spec["num_workers"]))
-    return backend, Replica(model, backend, spec.get("jit_compile", "auto"), layout), key, False
+    return Replica(model, backend, spec.get("jit_compile", "auto"), layout)
 
 
 class _Where:

@@ -268,26 +268,22 @@ def _replica(spec: dict):
     import keras
 
     from distkeras import backends
-    from distkeras.executor.replica import Replica
-    from distkeras.state import StateLayout, pace_statistics
+    from distkeras.executor.remote import compiled_replica
+    from distkeras.state import StateLayout
 
     keras.utils.set_random_seed(int(spec["seed"]))
-    portable = spec["model"]
-    model = portable.build()
-    portable.compile(model, spec["loss"], spec["optimizer"], spec["metrics"],
-                     spec.get("loss_weights"))
-    if not spec["algorithm"].exchange_type.run_model.ensemble:
-        pace_statistics(model, int(spec["num_workers"]))
-    return Replica(model, backends.current(), spec.get("jit_compile", "auto"),
-                   StateLayout.from_dict(spec["layout"]))
+    return compiled_replica(spec, spec["model"].build(), backends.current(),
+                            StateLayout.from_dict(spec["layout"]))
 
 
 def _time_model(simulation: Simulation, pool: ReplicaPool, source, spec, algorithm, params,
                 size) -> TimeModel:
+    from distkeras.algorithms.allreduce import GradientRing    # AR-SGD: gradient steps
+
     step, call, gradient = (simulation.step_seconds, simulation.call_seconds,
                             simulation.gradient_seconds)
     if step is not None:            # given: calls cost what they are given (or nothing)
-        call, gradient = call or 0.0, gradient
+        call = call or 0.0
     else:                           # measured on a throwaway state, then forgotten
         batch = int(spec["batch_size"])
         steps = max(2, min(32, int(spec["steps_per_epoch"])))
@@ -297,7 +293,7 @@ def _time_model(simulation: Simulation, pool: ReplicaPool, source, spec, algorit
         measured_call, step = measure_window_seconds(lambda k: replica.train(window[:k]),
                                                      steps)
         call = measured_call if call is None else call
-        if gradient is None and algorithm.exchange_type.__name__ == "GradientRing":
+        if gradient is None and issubclass(algorithm.exchange_type, GradientRing):
             gradient = best_seconds(lambda: replica.apply_gradient(replica.gradient(window, 0)))
         pool.forget("calibration")
     service = simulation.service_seconds
