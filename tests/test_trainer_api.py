@@ -324,3 +324,18 @@ def test_a_fit_keeps_its_python_workers_for_the_next_one(train, monkeypatch):
     t0 = time.monotonic()
     second = single().fit(train)        # stops the keep-alive first
     assert len(second.history["loss"]) == 1 and time.monotonic() - t0 < 60
+
+
+def test_workers_warmed_up_before_the_first_fit_are_the_ones_it_trains_in(train):
+    """``warm_up_workers(wait=False)`` returns at once and imports Keras in the pool the fit
+    will use (its own here: 3 threads, which no other test uses); a fit started while that
+    import is in flight waits for it rather than cancelling it, and trains in that worker."""
+    from distkeras.driver import keep_warm
+
+    t0 = time.monotonic()
+    waited = dk.warm_up_workers(train.sparkSession, 1, cores_per_worker=3, wait=False)
+    assert waited < 5 and time.monotonic() - t0 < 10
+    fitted = dk.trainers.SingleTrainer(mlp(), loss="categorical_crossentropy", batch_size=32,
+                                       epochs=1, cores_per_worker=3, verbose=False).fit(train)
+    assert fitted.history.workers[0]["pid"] in keep_warm.KEEP_WARM.kept
+    assert fitted.history.workers[0]["threads"] == 3

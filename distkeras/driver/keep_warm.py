@@ -5,7 +5,10 @@ SingleTrainer on a small MLP: 0.9 s warm, 10.4 s after 75 s idle). After a fit, 
 runs a tiny job in the same pool of Python workers every ``INTERVAL`` seconds, for
 ``DISTKERAS_KEEP_WARM`` seconds (default ``KEEP_WARM_SECONDS``; 0: off; off by default under
 dynamic allocation, which should get idle executors back) after the last fit; a fit stops it
-first, so that its own tasks find the workers idle.
+first, so that its own tasks find the workers idle. ``now=True`` (``warm_up_workers(...,
+wait=False)``, before the first fit) runs its first job at once: the workers import Keras while
+the user prepares data, and a fit that starts meanwhile waits for that import rather than
+cancel it.
 
 Example::
 
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 
 INTERVAL = 20.0              # Spark stops Python workers idle for 60 s
 KEEP_WARM_SECONDS = 1800.0
+IMPORT_WAIT = 60.0           # seconds a fit waits for a first import in flight (then cancels it)
 
 
 def keep_warm_seconds(spark=None) -> float:
@@ -54,18 +58,25 @@ class KeepWarm:
         self._running = threading.Lock()       # held while a keep-alive job runs
         self._job = None
         self.kept: list[int] = []              # pids of the Python workers the last job kept
+        self._importing = False                # the job in flight is a first import (now=True)
 
-    def start(self, spark, cores: WorkerCores, num_workers: int) -> None:
+    def start(self, spark, cores: WorkerCores, num_workers: int, now: bool = False) -> None:
+        """Keep ``num_workers`` Python workers of ``cores``' pool alive; ``now``: import Keras in
+        them at once, not after ``INTERVAL`` seconds."""
         self.stop()
         seconds = keep_warm_seconds(spark)
-        if seconds <= 0:
+        if seconds <= 0 and not now:
             return
         stop = self._stop = threading.Event()
+        started = threading.Event()
 
         def run() -> None:
             until = time.monotonic() + seconds
-            while not stop.wait(INTERVAL) and time.monotonic() < until:
+            first = now
+            while (first or not stop.wait(INTERVAL)) and (first or time.monotonic() < until):
                 with self._running:
+                    self._importing, first = first, False
+                    started.set()
                     if stop.is_set():
                         return
                     try:
@@ -76,13 +87,20 @@ class KeepWarm:
                     except Exception as exc:  # noqa: BLE001 - the session ended: nothing to keep
                         log.debug("keep-warm job failed (%s); stopped", exc)
                         return
+                    finally:
+                        self._importing = False
 
         threading.Thread(target=run, daemon=True, name="distkeras-keep-warm").start()
+        if now:
+            started.wait(5.0)      # a fit right after this finds the import in flight
 
     def stop(self, wait: float = 2.0) -> None:
         """No keep-alive job runs once this returns: one in flight finishes first, or is
-        cancelled after ``wait`` seconds (waiting for task slots another job holds)."""
+        cancelled after ``wait`` seconds (waiting for task slots another job holds); a first
+        import (``now=True``) gets ``IMPORT_WAIT`` seconds, since the fit is about to use it."""
         self._stop.set()
+        if self._importing:
+            wait = max(wait, IMPORT_WAIT)
         if not self._running.acquire(timeout=wait):
             job = self._job
             if job is not None:

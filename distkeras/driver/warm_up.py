@@ -1,20 +1,54 @@
 """Importing Keras and its backend in the Python workers ahead of the training tasks: a job in the same
 pool of Python workers (``distkeras.driver.resources``), so that the tasks that come after find
-Keras imported (``pipeline.warm_up_workers``; during a fit's data checks when
-``distkeras.driver.fit.WARM_UP``).
+Keras imported: ``warm_up_workers`` (the user's, before a first fit), and during a fit's data
+checks when ``distkeras.driver.fit.WARM_UP``.
 
 Example::
 
-    job = warm_up(spark, worker_cores(spark, 2, None), 2)
-    ...
-    job.join(60)
+    spark = distkeras.spark.session("local[2]")
+    distkeras.warm_up_workers(spark, 2, wait=False)   # returns at once; Keras imports meanwhile
+    df = spark.read.parquet("train.parquet").cache()  # the user's data preparation
+    distkeras.trainers.ADAG(model, num_workers=2, ...).fit(df)   # finds Keras imported
 """
 from __future__ import annotations
 
+import logging
+import time
+
 from distkeras.driver.job import SparkJob
-from distkeras.driver.resources import WorkerCores
+from distkeras.driver.resources import WorkerCores, worker_cores
 from distkeras.executor import remote
 from distkeras.spark_api import spark_api
+
+log = logging.getLogger(__name__)
+
+
+def warm_up_workers(spark, num_workers: int, cores_per_worker: int | None = None,
+                    wait: bool = True) -> float:
+    """Import Keras and its backend in the Python workers that a fit of ``num_workers``
+    workers (``cores_per_worker`` as the trainer's) will run in: Spark reuses them, one pool
+    per thread count (`distkeras.driver.resources`), so the fit's tasks skip the one-off import
+    (3–12 s per worker). ``wait=False`` returns at once: the import runs while the caller
+    prepares data, and the workers are kept alive until the fit (``keep_warm``), which waits
+    for an import still in flight. Returns the seconds waited.
+
+    Example::
+
+        distkeras.warm_up_workers(spark, 2, wait=False)
+    """
+    from distkeras.driver.keep_warm import KEEP_WARM
+
+    t0 = time.perf_counter()
+    cores = worker_cores(spark, num_workers, cores_per_worker)
+    if not wait:
+        KEEP_WARM.start(spark, cores, num_workers, now=True)
+        return time.perf_counter() - t0
+    job = warm_up(spark, cores, num_workers)
+    if job is not None:
+        job.result()
+    seconds = time.perf_counter() - t0
+    log.info("warmed up %d Python worker(s) (Keras import) in %.1f s", num_workers, seconds)
+    return seconds
 
 
 def warm_up(spark, cores: WorkerCores, num_workers: int):

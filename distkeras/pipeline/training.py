@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from distkeras.driver.warm_up import warm_up_workers  # noqa: F401 - part of the pipeline API
 from distkeras.pipeline.data import LABEL_COL
 
 log = logging.getLogger(__name__)
@@ -171,23 +172,6 @@ def train_keras(train_df, model_name: str = "hlf", *, epochs: int = 5, batch_siz
     run = Run(name, KERAS, model_name, 1, epochs, batch_size, seconds, len(y) * epochs, fitted)
     log.info("%s: %.1f s, %.0f samples/s", run.name, seconds, run.samples_per_s)
     return run
-
-
-def warm_up_workers(spark, n: int) -> float:
-    """Import TensorFlow in the Python workers that ``n`` training workers' tasks will run in
-    (Spark reuses them; each thread count has its own: `distkeras.driver.resources`), so that
-    the one-off import (3–12 s per worker) is not counted in a timed comparison. Returns the
-    seconds taken."""
-    from distkeras.driver.resources import worker_cores
-    from distkeras.driver.warm_up import warm_up
-
-    t0 = time.perf_counter()
-    job = warm_up(spark, worker_cores(spark, n, None), n)
-    if job is not None:
-        job.result()
-    seconds = time.perf_counter() - t0
-    log.info("warmed up %d Python worker(s) (TensorFlow import) in %.1f s", n, seconds)
-    return seconds
 
 
 def save_run(run: Run, out_dir: str, history_png: str | None = None) -> dict[str, str]:
