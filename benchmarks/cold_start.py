@@ -6,14 +6,15 @@ were stopped). In it: the Fashion-MNIST-shaped data set (60,000 x 784 float32, 1
 generated) cached, then fit 1 (cold) and fit 2 (warm, same model and settings). Printed: both
 wall times, the difference, and where each fit spent its time before the first window ended
 (``history.startup``: data checks, driver set-up, task start, partition read, TensorFlow import
-and model build, first window with its XLA compilation) in three variants: nothing hidden
+and model build, first window with its XLA compilation) in four variants: nothing hidden
 (``none``: no compilation cache on disk, no warm-up), the compilation cache on disk (``cache``,
 the default: filled by the earlier runs, as on a machine that trained this model before),
 the cache plus the warm-up that imports TensorFlow in the workers during the data checks
 (``cache+warm-up``), and the cache plus ``distkeras.warm_up_workers(spark, n, wait=False)``
 called right after the session is made, so that the import runs while the data set is made and
-cached (``cache+early``: what a user does in a notebook's first cell). The warm fit reuses the compiled replica its Python worker kept
-(``reused`` column) where Spark gives its task to that worker.
+cached (``cache+early``: what a user does in a notebook's first cell). The warm fit reuses the
+compiled replica its Python worker kept (``reused`` column) where Spark gives its task to that
+worker.
 
 Target: cold fit <= warm fit + 3 s.
 

@@ -317,6 +317,7 @@ def main() -> None:
     print("\ntargets: commit+pull / raw >= 0.8 at 10 MB and 100 MB; >= 15,000 commits/s from 2 "
           "clients and >= 10,000 from 32")
 
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         client_main(sys.argv[2:])
