@@ -1,6 +1,8 @@
 """A measured guide for the communication window λ: samples/s and accuracy against λ for the
 HLF classifier's size (``small``, ~2k parameters) and the 1M-parameter MLP (``large``), 2 workers
-on 2 cores, each against SingleTrainer (all cores) measured in the same run.
+on 2 cores, each against SingleTrainer measured in the same run: on all cores (``wall/1``,
+``steady/1``) and on one core (``steady/1c``: the issue's target, ADAG ×2 at the recommended λ
+≥ 1.3 × SingleTrainer on one core each, steady).
 
 A window is λ local steps in one compiled call, then one exchange. A small model's window is
 short against the fixed cost of a call and an exchange (about 1.5 ms on loopback), so its
@@ -57,7 +59,7 @@ def main() -> None:
     print(f"2 workers on local[2], {args.epochs} epochs, batch {args.batch_size}; samples/s and "
           "held-out accuracy; ratios against SingleTrainer in the same run")
     print(f"{'model':>6} {'trainer':>8} {'λ':>5} | {'wall':>9} {'steady':>9} {'accuracy':>8} | "
-          f"{'wall/1':>7} {'steady/1':>8} {'Δacc':>6}")
+          f"{'wall/1':>7} {'steady/1':>8} {'Δacc':>6} {'steady/1c':>9}")
     for kind in args.models.split(","):
         n = int(rows[kind])
         x, y = data(n, 14, 3)
@@ -67,13 +69,17 @@ def main() -> None:
         run(dk.trainers.SingleTrainer, kind, df, test)          # warm the Python workers
         base = run(dk.trainers.SingleTrainer, kind, df, test)
         print(f"{kind:>6} {'Single':>8} {'-':>5} | {base[0]:>9.0f} {base[1]:>9.0f} {base[2]:>8.3f} |")
+        run(dk.trainers.SingleTrainer, kind, df, test, cores_per_worker=1)   # its own workers
+        one = run(dk.trainers.SingleTrainer, kind, df, test, cores_per_worker=1)
+        print(f"{kind:>6} {'Single1c':>8} {'-':>5} | {one[0]:>9.0f} {one[1]:>9.0f} {one[2]:>8.3f} |")
         for name in args.trainers.split(","):
             cls = getattr(dk.trainers, name)
             run(cls, kind, df, test, num_workers=2, communication_window=12)   # warm
             for window in (int(w) for w in args.windows.split(",")):
                 r = run(cls, kind, df, test, num_workers=2, communication_window=window)
                 print(f"{kind:>6} {name:>8} {window:>5} | {r[0]:>9.0f} {r[1]:>9.0f} {r[2]:>8.3f} | "
-                      f"{r[0] / base[0]:>7.2f} {r[1] / base[1]:>8.2f} {r[2] - base[2]:>+6.3f}")
+                      f"{r[0] / base[0]:>7.2f} {r[1] / base[1]:>8.2f} {r[2] - base[2]:>+6.3f} "
+                      f"{r[1] / one[1]:>9.2f}")
         df.unpersist()
     spark.stop()
 

@@ -85,3 +85,31 @@ def test_trainer_rejects_unknown_jit_setting():
     with pytest.raises(TypeError, match="param \"jit_compile\". 'sometimes' is not one of "
                                         "'auto', True, False"):
         dk.trainers.ADAG(mlp(), loss="categorical_crossentropy", jit_compile="sometimes")
+
+
+def test_xla_compiles_the_first_window_length_at_once_and_others_once_they_run_often(
+        monkeypatch):
+    """A second window length (an epoch's shorter last window) runs without XLA, traced once,
+    until it ran ``XLA_AFTER_STEPS`` steps, then compiled; a short fit pays one compilation,
+    not one per length. Every path takes the same steps, and a restarted replica counts anew."""
+    from distkeras.backends import tensorflow as backend
+
+    monkeypatch.setattr(backend, "XLA_AFTER_STEPS", 6)
+    replica = _replica(mlp(), True)
+    start = replica.weights.get()
+    replica.train(_window(6), start=start)
+    steps = replica.steps
+    compiled = steps._run_steps.experimental_get_tracing_count()
+    assert compiled == 1 and steps._traced.experimental_get_tracing_count() == 0
+    short = _window(3)
+    first, second = (replica.train(short, start=start) for _ in range(2))   # 6 steps
+    assert steps._run_steps.experimental_get_tracing_count() == compiled
+    assert steps._traced.experimental_get_tracing_count() == 1
+    third = replica.train(short, start=start)                               # now compiled
+    assert steps._run_steps.experimental_get_tracing_count() == compiled + 1
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(third, first, rtol=1e-4, atol=1e-5)
+    steps.restart()
+    replica.train(_window(6), start=start)
+    replica.train(short, start=start)
+    assert steps._uncompiled[3] == 3            # without XLA again: its steps counted anew

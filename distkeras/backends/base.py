@@ -18,7 +18,9 @@ named as ``keras.backend.backend()`` names it):
     - ``read()``: the flat weights now;
     - ``sync()``: the model's variables made current (before metrics or the learning rate are
       read); ``refresh()``: the compiled state made current after the model's variables were
-      set (learning rate, metrics reset).
+      set (learning rate, metrics reset);
+    - ``restart()``: a new fit begins on these calls (a reused replica): forget what was
+      counted of the last one.
 
 A backend that keeps its state on the model's own variables (TensorFlow, PyTorch) leaves
 ``sync``/``refresh`` empty; one that keeps it outside (JAX's stateless calls) implements them.
@@ -197,6 +199,9 @@ class Steps:
 
     def refresh(self) -> None:
         """The compiled state made current from the model's variables."""
+
+    def restart(self) -> None:
+        """A new fit begins on these calls: what they counted of the last fit is forgotten."""
 
 
 def structure(tensors: list):

@@ -1,6 +1,13 @@
 """Keras on TensorFlow: a window of local steps is one ``tf.function`` (XLA by default), with
 loading the start weights and reading the weights after fused into the same call; the flat
-vector is read and written by compiled graphs on the model's own variables."""
+vector is read and written by compiled graphs on the model's own variables.
+
+XLA compiles one program per window length. The first length a replica runs (λ) is compiled
+at once; any other (the shorter last window of an epoch, SwarmSGD's pieces) runs in one
+``tf.function`` without XLA, traced once for every length, until ``XLA_AFTER_STEPS`` of its
+steps have run: a short fit no longer pays a second compilation (about 1.5 s) for a few steps,
+and a long one compiles what it runs often (the rule counts steps, so a run is the same run
+every time)."""
 from __future__ import annotations
 
 import os
@@ -9,6 +16,9 @@ import numpy as np
 
 from distkeras.backends.base import (Backend, FlatWeights, Steps, compilation_cache,
                                      structure)
+
+
+XLA_AFTER_STEPS = 256   # steps a window length other than the first runs before XLA compiles it
 
 
 class TensorFlow(Backend):
@@ -98,10 +108,27 @@ class TFSteps(Steps):
             return weights._get.python_function()
 
         self._run_steps = tf.function(run_steps, reduce_retracing=True, jit_compile=jit_compile)
+        self._traced = tf.function(run_steps, reduce_retracing=True) if jit_compile else None
+        self._uncompiled: dict[int, int] = {}  # window length -> its steps run without XLA
         self._gradient = None
 
     def window(self, xs, ys, sample_weight, start):
-        return self._run_steps(xs, ys, sample_weight, start).numpy()
+        return self._for_length(int(xs[0].shape[0]))(xs, ys, sample_weight, start).numpy()
+
+    def restart(self) -> None:
+        self._uncompiled = {}          # a reused replica runs as a new one would
+
+    def _for_length(self, k: int):
+        """XLA for the first length and for any other once it ran ``XLA_AFTER_STEPS`` steps."""
+        if self._traced is None:
+            return self._run_steps
+        if not self._uncompiled:
+            self._uncompiled[k] = XLA_AFTER_STEPS       # the first length: compiled at once
+        done = self._uncompiled.get(k, 0)
+        if done >= XLA_AFTER_STEPS:
+            return self._run_steps
+        self._uncompiled[k] = done + k
+        return self._traced
 
     # -- gradient steps (AR-SGD: the gradient is exchanged between computing and applying it) --
     def _compile_gradient_steps(self):

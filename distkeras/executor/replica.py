@@ -93,6 +93,7 @@ class Replica:
             for target, value in zip(self._training_state(), self._first_state):
                 target.assign(value)
         self.steps.refresh()
+        self.steps.restart()
         self.theta = self.weights.get()
 
     def _first(self, call):
