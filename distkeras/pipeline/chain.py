@@ -131,7 +131,9 @@ def _train_steps(spark, cfg: PipelineConfig, train_df, test_df, steps: dict[str,
 
     t = _step(4, STEPS, f"training {cfg.model} with {cfg.trainer} x{cfg.num_workers}"
               + (f" and baselines {', '.join(cfg.baselines)}" if cfg.baselines else ""))
-    warm = training.warm_up_workers(spark, max(1, min(cfg.num_workers, total_slots(spark))))
+    pools = {training.workers_of(name, cfg.num_workers) for name in (cfg.trainer, *cfg.baselines)}
+    warm = sum(training.warm_up_workers(spark, min(n, total_slots(spark)))   # each run's pool
+               for n in sorted(pools) if n)
     common = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                   validation_df=test_df)
     runs = []

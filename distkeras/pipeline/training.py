@@ -64,6 +64,18 @@ def trainer_names() -> list[str]:
     return [n for n in trainers.__all__ if n != "Trainer"]
 
 
+def workers_of(trainer: str, num_workers: int) -> int:
+    """The workers a run of ``trainer`` trains with: none for ``keras`` (the driver's
+    ``model.fit``), the trainer's fixed count (SingleTrainer: 1), else ``num_workers``."""
+    from distkeras import trainers
+
+    if trainer.lower() == KERAS:
+        return 0
+    names = {n.lower(): n for n in trainer_names()}
+    cls = getattr(trainers, names.get(trainer.lower(), ""), None)
+    return int(getattr(cls, "fixed", {}).get("num_workers", num_workers))
+
+
 def build_model(name: str, learning_rate: float | None = None, compile: bool = True):
     """A topology classifier by name: ``hlf``, ``particle_sequence`` or ``inclusive``.
 
