@@ -50,10 +50,12 @@ class StandaloneCluster:
         self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env))
 
     def alive_workers(self) -> int:
+        """Workers the master counts alive; 0 while its web UI is not up yet (or still serves
+        its HTML page at ``/json/``: the JSON handler is attached after the root page)."""
         try:
             with urllib.request.urlopen(f"http://{self.host}:{self.ui}/json/", timeout=2) as r:
                 return int(json.load(r).get("aliveworkers", 0))
-        except OSError:
+        except (OSError, ValueError):
             return 0
 
     def __enter__(self) -> str:
