@@ -56,10 +56,14 @@ class AddHandler:
         buf = conn.state.get("reply")
         if buf is None or buf.size != self.centre.size:
             buf = conn.state["reply"] = np.empty_like(self.centre)
-        with self.lock:
-            np.add(self.centre, frame.payload, out=self.centre)
-            np.copyto(buf, self.centre)
+        self.commit(frame.payload, buf)
         return Reply(frame.op, payload=buf)
+
+    def commit(self, payload: np.ndarray, reply: np.ndarray) -> None:
+        """centre += payload; ``reply`` gets the centre, copied under the lock."""
+        with self.lock:
+            np.add(self.centre, payload, out=self.centre)
+            np.copyto(reply, self.centre)
 
 
 def _recv_exact(sock: socket.socket, view: memoryview) -> None:
@@ -212,9 +216,7 @@ class RawCommitServer:
             try:
                 while True:
                     _recv_exact(s, memoryview(vec).cast("B"))
-                    with self.handler.lock:
-                        np.add(self.handler.centre, vec, out=self.handler.centre)
-                        np.copyto(vec, self.handler.centre)
+                    self.handler.commit(vec, vec)
                     s.sendall(vec)
             except (ConnectionError, OSError):
                 pass

@@ -70,25 +70,32 @@ class KeepWarm:
         stop = self._stop = threading.Event()
         started = threading.Event()
 
+        def job(importing: bool) -> bool:
+            """One keep-alive job (the first import when ``importing``); False: stop."""
+            with self._running:
+                self._importing = importing
+                started.set()
+                if stop.is_set():
+                    return False
+                try:
+                    job = self._job = warm_up(spark, cores, num_workers)
+                    if job is None:            # tasks with GPUs: not kept
+                        return False
+                    self.kept = [int(row["pid"]) for row in job.result()]
+                    return True
+                except Exception as exc:  # noqa: BLE001 - the session ended: nothing to keep
+                    log.debug("keep-warm job failed (%s); stopped", exc)
+                    return False
+                finally:
+                    self._importing = False
+
         def run() -> None:
             until = time.monotonic() + seconds
-            first = now
-            while (first or not stop.wait(INTERVAL)) and (first or time.monotonic() < until):
-                with self._running:
-                    self._importing, first = first, False
-                    started.set()
-                    if stop.is_set():
-                        return
-                    try:
-                        job = self._job = warm_up(spark, cores, num_workers)
-                        if job is None:        # tasks with GPUs: not kept
-                            return
-                        self.kept = [int(row["pid"]) for row in job.result()]
-                    except Exception as exc:  # noqa: BLE001 - the session ended: nothing to keep
-                        log.debug("keep-warm job failed (%s); stopped", exc)
-                        return
-                    finally:
-                        self._importing = False
+            if now and not job(importing=True):
+                return
+            while not stop.wait(INTERVAL) and time.monotonic() < until:
+                if not job(importing=False):
+                    return
 
         threading.Thread(target=run, daemon=True, name="distkeras-keep-warm").start()
         if now:

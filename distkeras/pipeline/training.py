@@ -67,13 +67,19 @@ def trainer_names() -> list[str]:
 def workers_of(trainer: str, num_workers: int) -> int:
     """The workers a run of ``trainer`` trains with: none for ``keras`` (the driver's
     ``model.fit``), the trainer's fixed count (SingleTrainer: 1), else ``num_workers``."""
-    from distkeras import trainers
-
     if trainer.lower() == KERAS:
         return 0
+    return int(_trainer_class(trainer).fixed.get("num_workers", num_workers))
+
+
+def _trainer_class(trainer: str) -> type:
+    """The `distkeras.trainers` class named ``trainer`` (case-insensitive)."""
+    from distkeras import trainers
+
     names = {n.lower(): n for n in trainer_names()}
-    cls = getattr(trainers, names.get(trainer.lower(), ""), None)
-    return int(getattr(cls, "fixed", {}).get("num_workers", num_workers))
+    if trainer.lower() not in names:
+        raise ValueError(f"unknown trainer {trainer!r}; choose from {trainer_names()}")
+    return getattr(trainers, names[trainer.lower()])
 
 
 def build_model(name: str, learning_rate: float | None = None, compile: bool = True):
@@ -96,11 +102,7 @@ def make_trainer(trainer: str, model, features_col, *, num_workers: int = 2, bat
     """A `distkeras.trainers` trainer by case-insensitive name, e.g.
     ``make_trainer("adag", build_model("hlf"), "hlf", num_workers=4)``; ``None`` options keep the
     trainer's defaults."""
-    from distkeras import trainers
-
-    names = {n.lower(): n for n in trainer_names()}
-    if trainer.lower() not in names:
-        raise ValueError(f"unknown trainer {trainer!r}; choose from {trainer_names()}")
+    cls = _trainer_class(trainer)
     kwargs: dict[str, Any] = dict(loss=LOSS, num_workers=num_workers, batch_size=batch_size,
                                   epochs=epochs, features_col=features_col,
                                   label_col=LABEL_COL, verbose=verbose, **params)
@@ -108,7 +110,6 @@ def make_trainer(trainer: str, model, features_col, *, num_workers: int = 2, bat
                        ("communication_window", communication_window)):
         if value is not None:
             kwargs[key] = value
-    cls = getattr(trainers, names[trainer.lower()])
     for key in cls.fixed:       # SingleTrainer: one worker, whatever the run's count
         kwargs.pop(key, None)
     return cls(model, **kwargs)
