@@ -2,9 +2,10 @@
 
 1. Commit+pull MB/s for 1, 10 and 100 MB float32 models: a client sends the vector, the handler
    does ``centre += payload``, copies the centre into a per-connection reply buffer under a lock
-   and replies with it (sent outside the lock). Baseline in the same run: a raw loopback socket
-   pair where one side sends N bytes and the peer echoes N bytes back (``sendall``/``recv_into``).
-   In both cases the sending side is a separate process (as an executor is) and the serving
+   and replies with it (sent outside the lock). Baselines in the same run, on raw loopback
+   sockets (``sendall``/``recv_into``): the raw commit (the peer adds the N bytes into the
+   centre and sends the centre back: the same arithmetic, no frames, no tags) and the raw echo
+   (the peer sends the N bytes back: the bytes alone). In every case the sending side is a separate process (as an executor is) and the serving
    side a thread of this process. MB/s counts both directions (2 x model bytes per round
    trip), 1 MB = 1e6 bytes.
 2. Commits/s with 2 and 32 concurrent clients (separate processes, like executors) on a
@@ -129,7 +130,8 @@ def echo_handler(conn, frame):
 
 
 def bandwidth(rounds: int, sizes_mb: tuple[int, ...] = SIZES_MB) -> list[dict]:
-    """Per model size: MB/s of raw echo, PS (add handler) and PS (echo handler) over
+    """Per model size: MB/s of raw echo, raw commit (the add on plain sockets), PS (add
+    handler) and PS (echo handler) over
     ``rounds`` interleaved bursts (order rotated each round so no variant always runs first),
     and the add handler's ms/commit."""
     rows = []
@@ -137,16 +139,19 @@ def bandwidth(rounds: int, sizes_mb: tuple[int, ...] = SIZES_MB) -> list[dict]:
     for mb in sizes_mb:
         nbytes = mb * 1_000_000
         iters = max(3, 100 // mb)
-        runs: dict[str, list[float]] = {"raw": [], "add": [], "echo": []}
+        runs: dict[str, list[float]] = {"raw": [], "rawadd": [], "add": [], "echo": []}
         with FrameServer(AddHandler(nbytes // 4), secret) as add_srv, \
-                FrameServer(echo_handler, secret) as echo_srv:
+                FrameServer(echo_handler, secret) as echo_srv, \
+                RawCommitServer(nbytes // 4) as raw_add:
             for r in range(rounds):
-                for kind in np.roll(["raw", "add", "echo"], r):
+                for kind in np.roll(list(runs), r):
                     if kind == "raw":
                         lst, t = raw_echo_server(nbytes)
                         with lst:
                             secs = _run_child("raw", *lst.getsockname()[:2], "-", nbytes, iters)
                         t.join(5)
+                    elif kind == "rawadd":
+                        secs = _run_child("raw", *raw_add.address, "-", nbytes, iters)
                     else:
                         srv = add_srv if kind == "add" else echo_srv
                         secs = _run_child("ps", *srv.address, secret.hex(), nbytes, iters)
@@ -286,16 +291,19 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f} (noisy if well above 0)")
     print(f"\ncommit+pull bandwidth, MB/s counting both directions; median (best) of "
           f"{args.rounds} interleaved bursts")
-    print(f"{'model':>6} | {'raw socket':>13} | {'distkeras':>13} | {'ratio':>11} | "
-          f"{'echo handler':>12} | {'add handler':>11}")
-    print(f"{'':>6} | {'':>13} | {'add handler':>13} | {'med (best)':>11} | "
-          f"{'ratio (med)':>12} | {'ms/commit':>11}")
+    print("  raw echo: a plain socket echoes the bytes; raw commit: the same add and copy on plain "
+          "sockets;\n  distkeras: the same add and copy behind authenticated frames (echo: no add)")
+    print(f"{'model':>6} | {'raw echo':>13} | {'raw commit':>13} | {'distkeras':>13} | "
+          f"{'/raw commit':>11} | {'/raw echo':>9} | {'echo/raw echo':>13} | {'add handler':>11}")
+    print(f"{'':>6} | {'':>13} | {'':>13} | {'':>13} | {'med (best)':>11} | {'med':>9} | "
+          f"{'med':>13} | {'ms/commit':>11}")
     rows = bandwidth(args.rounds, tuple(args.sizes))
     for row in rows:
-        (raw, raw_b), (ps, ps_b), (echo, _) = row["raw"], row["add"], row["echo"]
-        print(f"{row['mb']:>3} MB | {raw:>5.0f} ({raw_b:>5.0f}) | {ps:>5.0f} ({ps_b:>5.0f}) | "
-              f"{ps / raw:>4.2f} ({ps_b / raw_b:>4.2f}) | {echo / raw:>12.2f} | "
-              f"{row['handler_ms']:>11.2f}")
+        (raw, raw_b), (rawadd, rawadd_b) = row["raw"], row["rawadd"]
+        (ps, ps_b), (echo, _) = row["add"], row["echo"]
+        print(f"{row['mb']:>3} MB | {raw:>5.0f} ({raw_b:>5.0f}) | {rawadd:>5.0f} ({rawadd_b:>5.0f}) | "
+              f"{ps:>5.0f} ({ps_b:>5.0f}) | {ps / rawadd:>4.2f} ({ps_b / rawadd_b:>4.2f}) | "
+              f"{ps / raw:>9.2f} | {echo / raw:>13.2f} | {row['handler_ms']:>11.2f}")
     print("\nper-frame integrity tags (AES-256-GCM as a MAC, a nonce per frame), in the figures above")
     print(f"{'model':>6} | {'tag MB/s':>9} | {'4 passes, ms':>12} | {'share of a round trip':>21}")
     for row in rows:

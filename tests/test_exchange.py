@@ -340,3 +340,19 @@ def test_a_neighbour_mix_that_overflows_is_refused_naming_the_round():
 
         out = run_all([lambda i=i: worker(i) for i in range(3)])
     assert all(o and "replica mixed with its neighbours became non-finite" in o for o in out), out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_finds_every_nan_and_inf_and_passes_finite_vectors_whose_norm_overflows(dtype):
+    from distkeras.vectors import all_finite
+
+    big = np.finfo(dtype).max / 2
+    assert all_finite(np.full(1000, big, dtype))         # x·x overflows: still finite
+    assert all_finite(np.zeros((3, 4), dtype))
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in (0, 517, 999):
+            v = np.full(1000, big if where == 517 else 1.0, dtype)
+            v[where] = bad
+            assert not all_finite(v), (bad, where)
+            assert not all_finite(v.reshape(10, 100))
+    assert not all_finite(np.array([1.0, np.nan], np.float16))
