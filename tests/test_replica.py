@@ -53,6 +53,76 @@ def test_continues_from_last_window_and_loads_start():
     assert not np.allclose(second, first)
 
 
+def test_auto_compiles_once_the_plan_shows_a_fit_long_enough_to_pay_for_it(monkeypatch):
+    """``jit_compile="auto"``: a dense model's windows run as a graph until XLA_AFTER_STEPS
+    steps ran, then XLA compiles them if the plan leaves as many to run; a short fit never
+    compiles; a recurrent model is compiled at once. Every path takes the same steps."""
+    import keras
+
+    from distkeras.backends import tensorflow as backend
+
+    monkeypatch.setattr(backend, "XLA_AFTER_STEPS", 6)
+    long, short = _replica(mlp(), "auto"), _replica(mlp(), "auto")
+    long.plan(30)
+    short.plan(9)
+    start = long.weights.get()
+    for replica in (long, short):
+        for _ in range(3):
+            replica.train(_window(3), start=start)
+    xla = lambda r: r.steps._run_steps.experimental_get_tracing_count()  # noqa: E731
+    assert xla(long) == 1 and long.steps._traced.experimental_get_tracing_count() == 1
+    assert xla(short) == 0           # 9 steps planned: 3 left after 6 ran, not worth compiling
+    np.testing.assert_allclose(long.theta, short.theta, rtol=1e-4, atol=1e-5)
+
+    long.restart(long.model)        # the next fit, planned short: the first windows as graphs
+    long.plan(3)
+    long.train(_window(3), start=start)
+    assert long.steps._compiled == set()
+
+    inp = keras.Input((4, 8))
+    gru = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(keras.layers.GRU(4)(inp)))
+    recurrent = _replica(gru, "auto")
+    recurrent.plan(3)
+    x, y = blobs(3 * 32 * 4, seed=3)
+    from distkeras.feed import Window
+
+    recurrent.train(Window([x.reshape(-1, 4, 8)], [np.eye(3, dtype=np.float32)[y[::4]]]).steps(3))
+    assert recurrent.steps._run_steps.experimental_get_tracing_count() == 1
+
+
+def test_a_compilation_deferred_by_auto_falls_back_without_xla_when_it_fails(monkeypatch, caplog):
+    """XLA's first program may come after windows that ran as graphs: if it cannot compile
+    the model, the replica says so and goes on as a graph, losing no step."""
+    from distkeras.backends import tensorflow as backend
+
+    monkeypatch.setattr(backend, "XLA_AFTER_STEPS", 3)
+    replica = _replica(_host_op_model(), "auto")
+    replica.plan(100)
+    start = replica.weights.get()
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            theta = replica.train(_window(3))
+    assert "XLA could not compile" in caplog.text and replica.steps.jit_compile is False
+    plain = _replica(_host_op_model(), False)
+    for _ in range(3):
+        plain.train(_window(3), start=start if _ == 0 else None)
+    np.testing.assert_allclose(theta, plain.theta, rtol=1e-5, atol=1e-6)
+
+
+def _host_op_model():
+    import keras
+    import tensorflow as tf
+
+    class HostOp(keras.layers.Layer):
+        def call(self, x):
+            out = tf.numpy_function(lambda a: a * np.float32(1.0), [x], tf.float32)
+            return tf.reshape(out, tf.shape(x))
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8,))
+    return keras.Model(inp, keras.layers.Dense(3, activation="softmax")(HostOp()(inp)))
+
+
 def test_falls_back_without_xla_when_it_cannot_compile(caplog):
     """A model XLA cannot compile (here: a host-side numpy op) still trains, with a warning."""
     import keras

@@ -20,7 +20,8 @@ named as ``keras.backend.backend()`` names it):
       read); ``refresh()``: the compiled state made current after the model's variables were
       set (learning rate, metrics reset);
     - ``restart()``: a new fit begins on these calls (a reused replica): forget what was
-      counted of the last one.
+      counted of the last one; ``plan(steps)``: the fit runs about ``steps`` local steps
+      (``jit_compile="auto"``: the compiler may wait until compiling pays).
 
 A backend that keeps its state on the model's own variables (TensorFlow, PyTorch) leaves
 ``sync``/``refresh`` empty; one that keeps it outside (JAX's stateless calls) implements them.
@@ -202,6 +203,10 @@ class Steps:
 
     def restart(self) -> None:
         """A new fit begins on these calls: what they counted of the last fit is forgotten."""
+
+    def plan(self, steps: int | None) -> None:
+        """The fit runs about ``steps`` local steps (None: not known), and its compiler may
+        wait to see whether compiling them pays (``jit_compile="auto"``)."""
 
 
 def structure(tensors: list):

@@ -57,13 +57,25 @@ class Replica:
         self._called = False
         self.jit_compile = (backend.supports_jit(model) if jit_compile == "auto"
                             else bool(jit_compile))
+        self._auto = jit_compile == "auto"
+        self._planned: tuple = ()
         self._steps = None
 
     @property
     def steps(self):
         if self._steps is None:
             self._steps = self.backend.steps(self.model, self.weights, self.jit_compile)
+            if self._planned:
+                self._steps.plan(*self._planned)
         return self._steps
+
+    def plan(self, steps: int | None) -> None:
+        """The coming fit runs about ``steps`` local steps on this replica (None: not known).
+        With ``jit_compile="auto"`` the backend may then skip compiling a fit too short to pay
+        for it (TensorFlow: :mod:`distkeras.backends.tensorflow`)."""
+        if self._auto:
+            self._planned = (None if steps is None else int(steps),)
+            self.steps.plan(*self._planned)
 
     def _build(self, window) -> None:
         if not self._built:
