@@ -167,6 +167,17 @@ class Coordinator:
         with self._cond:
             self._cond.notify_all()
 
+    def wait(self, predicate, timeout: float) -> bool:
+        """Wait until ``predicate()`` holds, for at most ``timeout`` seconds; it is checked
+        again whenever a worker ends an epoch and at :meth:`wake`."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+    def wake(self) -> None:
+        """Check the predicates of :meth:`wait` now (something outside the coordinator changed)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def epoch_processed(self, epoch: int) -> None:
         """The driver has evaluated ``epoch``: release workers waiting at the epoch barrier."""
         with self._cond:
@@ -329,10 +340,11 @@ class Coordinator:
         self._completed_epochs[worker] = max(self._completed_epochs[worker], epoch + 1)
         if self.completed_epochs() > epoch:
             self.epoch_finished_at.setdefault(epoch, time.perf_counter())
+        with self._cond:
+            self._cond.notify_all()                     # the epoch may be complete now
         if self.epoch_barrier:
             others = self.epoch_barrier == "driver"     # others still on this epoch: go on
             with self._cond:
-                self._cond.notify_all()                 # the epoch may be complete now
                 if not self._cond.wait_for(lambda: self._epochs_processed > epoch or self._stop
                                            or self.failure
                                            or (others and self.completed_epochs() <= epoch),

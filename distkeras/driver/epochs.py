@@ -75,10 +75,12 @@ def monitor(settings, coordinator, job, driver_model, flat, val, callbacks, step
     """Driver loop while the workers train: progress, epoch ends, validation, callbacks, the
     checkpoint."""
     ends = _EpochEnds(settings, coordinator, driver_model, flat, val, callbacks, steps, resume)
+    job.add_done_callback(coordinator.wake)
     try:
-        while True:
-            job.join(timeout=0.2)
-            alive = job.is_alive()
+        while True:     # woken at once by an epoch's end (its workers may wait for it)
+            coordinator.wait(lambda: ends.ready() or job.finished or coordinator.unrecoverable,
+                             timeout=0.2)
+            alive = not job.finished
             ends.show_progress()
             while ends.ready():
                 ends.process()

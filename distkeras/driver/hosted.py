@@ -181,12 +181,13 @@ class _WorkerTasks:
     def __init__(self, coordinator):
         self.coordinator = coordinator
 
-    def join(self, timeout: float | None = None) -> None:
-        time.sleep(timeout or 0)
+    def add_done_callback(self, callback) -> None:
+        """Nothing to call back: ``finished`` is read at every check of the monitor."""
 
-    def is_alive(self) -> bool:
+    @property
+    def finished(self) -> bool:
         c = self.coordinator
-        return not (c.failure or c.raised or c.all_done())
+        return bool(c.failure or c.raised or c.all_done())
 
     def result(self):
         c = self.coordinator

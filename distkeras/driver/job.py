@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import uuid
 
 from distkeras.driver.resources import WorkerCores
@@ -52,18 +53,39 @@ class SparkJob:
         with api.worker_environment(cores.environment()):   # the tasks' Python-worker pool
             plan = df.mapInArrow(func, schema, barrier=barrier, **extra)
 
+        self._done: list = []
+        self._lock = threading.Lock()
+
         def target():
             self._scope.enter()
             try:
                 self._rows = plan.collect()
             except BaseException as exc:  # noqa: BLE001 - re-raised in result()
                 self._error = exc
+            finally:
+                with self._lock:
+                    done, self._done = self._done, None
+                for callback in done:
+                    callback()
 
         self._thread = api.thread(target, name=self.group)
 
     def start(self) -> "SparkJob":
         self._thread.start()
         return self
+
+    def add_done_callback(self, callback) -> None:
+        """Call ``callback()`` when the job ends (now, if it has)."""
+        with self._lock:
+            if self._done is not None:
+                self._done.append(callback)
+                return
+        callback()
+
+    @property
+    def finished(self) -> bool:
+        """The job has ended (its result is ready)."""
+        return self._done is None
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
