@@ -339,3 +339,39 @@ def test_workers_warmed_up_before_the_first_fit_are_the_ones_it_trains_in(train)
                                        epochs=1, cores_per_worker=3, verbose=False).fit(train)
     assert fitted.history.workers[0]["pid"] in keep_warm.KEEP_WARM.kept
     assert fitted.history.workers[0]["threads"] == 3
+
+
+def test_validation_data_is_checked_as_collected_with_the_training_checks_messages(spark):
+    """Validation data is collected in one Spark job and checked on its Arrow table: every bad
+    input gets the error (and the counts) the training data's Spark aggregation gives."""
+    from pyspark.sql import functions as F
+
+    from distkeras.driver import preflight
+    from distkeras.driver.data import collect_arrays
+    from distkeras.feed import feed_spec_for
+    from distkeras.spark import to_arrow
+
+    feed = feed_spec_for(mlp(), "features", "label", "categorical_crossentropy")
+    x, y = blobs(60, seed=5)
+    x[3, 2], x[9, 0], x[9, 5] = np.nan, np.inf, -np.inf
+    good = arrays_to_dataframe(spark, {"features": blobs(60, seed=5)[0], "label": y})
+    bad_cases = {
+        "NaN/inf": arrays_to_dataframe(spark, {"features": x, "label": y}),
+        "null rows": good.withColumn("features", F.when(F.col("label") == 1, None)
+                                     .otherwise(F.col("features"))),
+        "arrays of length": good.withColumn("features", F.when(
+            F.col("label") == 2, F.slice("features", 1, 7)).otherwise(F.col("features"))),
+        "classes": good.withColumn("label", F.col("label") + 1),
+        "empty": good.limit(0),
+    }
+    for needle, df in bad_cases.items():
+        selected, kinds = preflight.select_feed_columns(df, feed)
+        with pytest.raises(DataError) as spark_side:
+            preflight.check_data(selected, feed, kinds, "validation data")
+        with pytest.raises(DataError) as arrow_side:
+            preflight.check_table(to_arrow(selected), feed, kinds, "validation data")
+        assert str(arrow_side.value) == str(spark_side.value) and needle in str(arrow_side.value)
+        with pytest.raises(DataError, match=needle):
+            collect_arrays(df, feed)
+    xs, ys = collect_arrays(good, feed)
+    assert xs[0].shape == (60, 8) and len(ys) == 60

@@ -62,13 +62,49 @@ class TrainingData:
 
 
 def collect_arrays(data, feed: FeedSpec, what: str = "validation data"):
-    """Validation data as numpy: a DataFrame is checked and collected through Arrow."""
+    """Validation data as numpy: a DataFrame is collected through Arrow (one Spark job) and
+    checked as it arrived."""
     if isinstance(data, (tuple, list)):
         x = data[0]
         return (list(x) if isinstance(x, (list, tuple)) else [x]), data[1]
     selected, kinds = preflight.select_feed_columns(data, feed)
-    preflight.check_data(selected, feed, kinds, what)
-    return feed.arrays(to_arrow(selected))
+    table = to_arrow(selected)
+    preflight.check_table(table, feed, kinds, what)
+    return feed.arrays(table)
+
+
+def collect_arrays_meanwhile(data, feed: FeedSpec, spark):
+    """Start :func:`collect_arrays` of ``data`` (None: nothing) on a thread of ``spark``'s
+    session, so that its Spark job runs beside the caller's (a fit's training-data checks),
+    and return the call that waits for the arrays and raises what the collection raised.
+
+    Example::
+
+        validation = collect_arrays_meanwhile(validation_df, feed, spark)
+        data = TrainingData.prepare(df, settings, feed, barrier)     # meanwhile
+        val = validation()
+    """
+    if data is None or isinstance(data, (tuple, list)):
+        arrays = None if data is None else collect_arrays(data, feed)
+        return lambda: arrays
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["arrays"] = collect_arrays(data, feed)
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            box["error"] = exc
+
+    thread = spark_api(spark).thread(run, name="distkeras-validation-data")
+    thread.start()
+
+    def result():
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["arrays"]
+
+    return result
 
 
 def stage_parquet(prepared, settings) -> tuple[str, list[str]]:

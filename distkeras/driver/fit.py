@@ -19,7 +19,7 @@ from distkeras.custom_objects import ship_by_value
 from distkeras.driver import preflight
 from distkeras.driver.compile import CompileSettings
 from distkeras.driver.coordinator import Coordinator
-from distkeras.driver.data import TrainingData, collect_arrays
+from distkeras.driver.data import TrainingData, collect_arrays, collect_arrays_meanwhile
 from distkeras.driver.epochs import Resume, monitor
 from distkeras.driver.job import SparkJob, TrainingError
 from distkeras.driver.keep_warm import KEEP_WARM
@@ -128,11 +128,16 @@ def run_training(estimator, df, validation_data, callbacks):
     warming = (warm_up(df.sparkSession, cores, settings.num_workers)
                if WARM_UP and not settings.simulate else None)
     checked = time.perf_counter()
+    validation = collect_arrays_meanwhile(validation_data, user.feed, df.sparkSession)
     data = TrainingData.prepare(df, settings, user.feed, barrier)
+    try:
+        val = validation()
+    except BaseException:
+        data.release()
+        raise
     startup = {"preflight_seconds": time.perf_counter() - checked}
     algorithm = estimator.make_algorithm(compiled.learning_rate, data.steps)
     try:
-        val = collect_arrays(validation_data, user.feed) if validation_data is not None else None
         data.stage(settings)
         _warn_about_windows(algorithm, data.steps)
         run = _Run(estimator, settings, compiled, algorithm, user, data, cores, val, callbacks)

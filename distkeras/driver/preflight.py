@@ -97,7 +97,38 @@ def check_data(df, feed: FeedSpec, kinds: dict, what: str = "training data",
     if feed.weight_col:
         aggs.append(F.min(feed.weight_col).alias("wmin"))
     parts = [r.asDict() for r in df.groupBy(F.spark_partition_id().alias("partition")).agg(*aggs).collect()]
-    row = _combine(parts)
+    _verify(_combine(parts), feed, kinds, what)
+    return [int(p["rows"]) for p in parts]
+
+
+def check_table(table, feed: FeedSpec, kinds: dict, what: str = "validation data") -> None:
+    """The checks of :func:`check_data` on data already collected (an Arrow table of the
+    columns :func:`select_feed_columns` selected), with no Spark job."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    row: dict = {"rows": table.num_rows}
+    for i, name in enumerate(feed.columns):
+        values = table.column(name)
+        row[f"null{i}"] = values.null_count
+        if kinds[name] != "scalar":
+            lengths = pc.min_max(pc.list_value_length(values))
+            row[f"minlen{i}"], row[f"maxlen{i}"] = lengths["min"].as_py(), lengths["max"].as_py()
+            values = pc.list_flatten(values)
+        finite = pc.is_finite(pc.cast(values, pa.float64()))
+        row[f"bad{i}"] = len(finite) - finite.null_count - (pc.sum(finite).as_py() or 0)
+    for j, target in enumerate(feed.targets):
+        if kinds[target.column] == "scalar":
+            labels = pc.min_max(table.column(target.column))
+            row[f"ymin{j}"], row[f"ymax{j}"] = labels["min"].as_py(), labels["max"].as_py()
+    if feed.weight_col:
+        row["wmin"] = pc.min(table.column(feed.weight_col)).as_py()
+    _verify(row, feed, kinds, what)
+
+
+def _verify(row: dict, feed: FeedSpec, kinds: dict, what: str) -> None:
+    """Raise :class:`DataError` for what the aggregates ``row`` show wrong (rows, nulls,
+    NaN/inf, array lengths, label range, weights)."""
     if not row["rows"]:
         raise DataError(f"the {what} is empty (0 rows); check the filters and paths upstream")
     for i, name in enumerate(feed.columns):
@@ -124,7 +155,6 @@ def check_data(df, feed: FeedSpec, kinds: dict, what: str = "training data",
     if feed.weight_col and row["wmin"] is not None and row["wmin"] < 0:
         raise DataError(f"{what}: sample weights in {feed.weight_col!r} go down to "
                         f"{row['wmin']}; weights must be non-negative")
-    return [int(p["rows"]) for p in parts]
 
 
 def _check_labels(target, kind: str, ymin, ymax, width: int, what: str) -> None:
