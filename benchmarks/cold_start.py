@@ -19,6 +19,7 @@ worker.
 Target: cold fit <= warm fit + 3 s.
 
     python benchmarks/cold_start.py [--trainer SingleTrainer] [--epochs 2] [--repeats 2]
+                                    [--variants none cache cache+warm-up cache+early]
 """
 from __future__ import annotations
 
@@ -72,15 +73,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print("RESULT " + json.dumps(measure(args.trainer, args.epochs, "warm-up" in args.child,
                                              args.workers, "early" in args.child)), flush=True)
         return
-    results: dict[str, list] = {variant: [] for variant in VARIANTS}
+    results: dict[str, list] = {variant: [] for variant in args.variants}
     for _ in range(args.repeats):          # interleaved: the machine's noise hits all alike
-        for variant in VARIANTS:
+        for variant in args.variants:
             env = {**os.environ, "DISTKERAS_COMPILATION_CACHE": "off"} if variant == "none" \
                 else {k: v for k, v in os.environ.items() if k != "DISTKERAS_COMPILATION_CACHE"}
             out = subprocess.run([sys.executable, __file__, "--child", variant, "--trainer",
@@ -95,7 +97,7 @@ def main() -> None:
           f"Fashion-MNIST-shaped MLP, {args.epochs} epochs, local[2]; median of {args.repeats}")
     print(f"{'variant':>13} {'fit':>5} {'seconds':>8} "
           + " ".join(f"{p.replace('_seconds', ''):>14}" for p in PHASES))
-    for variant in VARIANTS:
+    for variant in args.variants:
         for which in ("cold", "warm"):
             rows = [r[which] for r in results[variant]]
             med = lambda key: sorted(r.get(key) or 0.0 for r in rows)[len(rows) // 2]  # noqa: E731

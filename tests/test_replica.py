@@ -54,14 +54,20 @@ def test_continues_from_last_window_and_loads_start():
 
 
 def test_auto_compiles_once_the_plan_shows_a_fit_long_enough_to_pay_for_it(monkeypatch):
-    """``jit_compile="auto"``: a dense model's windows run as a graph until XLA_AFTER_STEPS
-    steps ran, then XLA compiles them if the plan leaves as many to run; a short fit never
-    compiles; a recurrent model is compiled at once. Every path takes the same steps."""
+    """``jit_compile="auto"``: a fit planning fewer than XLA_PLAN_STEPS steps runs a dense
+    model's windows as a graph until XLA_AFTER_STEPS steps ran, then XLA compiles them if the
+    plan leaves as many to run, so the shortest never compiles; a longer plan, or a recurrent
+    model, is compiled at once. Every path takes the same steps."""
     import keras
 
     from distkeras.backends import tensorflow as backend
 
     monkeypatch.setattr(backend, "XLA_AFTER_STEPS", 6)
+    monkeypatch.setattr(backend, "XLA_PLAN_STEPS", 40)
+    at_once = _replica(mlp(), "auto")
+    at_once.plan(40)
+    at_once.train(_window(3))
+    assert at_once.steps._run_steps.experimental_get_tracing_count() == 1
     long, short = _replica(mlp(), "auto"), _replica(mlp(), "auto")
     long.plan(30)
     short.plan(9)

@@ -7,12 +7,14 @@ When XLA compiles a window (one program per window length, about a second each o
 - ``jit_compile=True``: the first length a replica runs (λ) at once; any other (the shorter
   last window of an epoch, SwarmSGD's pieces) once it ran ``XLA_AFTER_STEPS`` steps as a plain
   ``tf.function`` graph, traced once for every length.
-- ``"auto"``: the same rule for the first length too, and only while the fit's plan leaves at
-  least ``XLA_AFTER_STEPS`` more steps to run: a graph runs a dense model's window about as
-  fast as XLA does on CPU (the HLF classifier: 0.17 ms against 0.18 per step, one thread) or
-  up to 1.8x slower (the Fashion-shaped MLP), so a short fit skips the compilation and a long
-  one pays it once it is known to be long. A model with a recurrent layer is compiled at once
-  (a graph runs the GRU classifier's time loop 2x slower than XLA).
+- ``"auto"``: the same, but a fit that plans fewer than ``XLA_PLAN_STEPS`` steps runs its
+  first length as a graph too, and a graph is compiled only while the plan leaves at least
+  ``XLA_AFTER_STEPS`` more steps to run. XLA's first window costs 0.1-0.4 s more than the
+  graph's, and saves 0.5 ms per step on the Fashion-shaped MLP (it pays after 190 steps) but
+  0.12 ms on the HLF classifier (3,500 steps; ``benchmarks/xla_windows.py``, one thread):
+  the rule keeps a short fit from paying for a compilation it cannot earn back, and loses
+  at most about 0.3 s where it guesses wrong. A model with a recurrent layer is compiled at
+  once (XLA runs the GRU classifier's time loop 2.7x faster: it pays after 7 steps).
 
 Each rule counts steps, not seconds, so a run is the same run every time."""
 from __future__ import annotations
@@ -29,6 +31,7 @@ from distkeras.backends.base import (Backend, FlatWeights, Steps, compilation_ca
 log = logging.getLogger(__name__)
 
 XLA_AFTER_STEPS = 512   # steps a window length runs as a graph before XLA compiles it
+XLA_PLAN_STEPS = 1024   # "auto": a fit planning fewer steps starts without XLA
 
 
 class TensorFlow(Backend):
@@ -122,7 +125,7 @@ class TFSteps(Steps):
         self._traced = tf.function(run_steps, reduce_retracing=True) if jit_compile else None
         self._uncompiled: dict[int, int] = {}  # window length -> its steps run as a graph
         self._compiled: set[int] = set()       # window lengths XLA runs in this fit
-        self._defer_first = False              # "auto": the first length waits too
+        self._defer_first = False              # "auto", a short plan: the first length waits
         self._left: int | None = None          # steps the fit's plan has left (None: unknown)
         self._recurrent = any(isinstance(layer, keras.layers.RNN)
                               for layer in model._flatten_layers())
@@ -149,7 +152,9 @@ class TFSteps(Steps):
         return out.numpy()
 
     def plan(self, steps: int | None) -> None:
-        self._defer_first, self._left = not self._recurrent, steps
+        self._left = steps
+        self._defer_first = (not self._recurrent and steps is not None
+                             and steps < XLA_PLAN_STEPS)
 
     def restart(self) -> None:
         self._uncompiled, self._compiled = {}, set()   # a reused replica runs as a new one
