@@ -83,7 +83,7 @@ def test_auto_compiles_once_the_plan_shows_a_fit_long_enough_to_pay_for_it(monke
     long.restart(long.model)        # the next fit, planned short: the first windows as graphs
     long.plan(3)
     long.train(_window(3), start=start)
-    assert long.steps._compiled == set()
+    assert long.steps.schedule.compiled == set()
 
     inp = keras.Input((4, 8))
     gru = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(keras.layers.GRU(4)(inp)))
@@ -188,4 +188,4 @@ def test_xla_compiles_the_first_window_length_at_once_and_others_once_they_run_o
     steps.restart()
     replica.train(_window(6), start=start)
     replica.train(short, start=start)
-    assert steps._uncompiled[3] == 3            # without XLA again: its steps counted anew
+    assert steps.schedule.uncompiled[3] == 3     # without XLA again: its steps counted anew

@@ -21,7 +21,9 @@ named as ``keras.backend.backend()`` names it):
       set (learning rate, metrics reset);
     - ``restart()``: a new fit begins on these calls (a reused replica): forget what was
       counted of the last one; ``plan(steps)``: the fit runs about ``steps`` local steps
-      (``jit_compile="auto"``: the compiler may wait until compiling pays).
+      (``jit_compile="auto"``: the compiler may wait until compiling pays); ``schedule``:
+      what the calls count to decide that (None where nothing is counted; a simulation keeps
+      one per simulated worker).
 
 A backend that keeps its state on the model's own variables (TensorFlow, PyTorch) leaves
 ``sync``/``refresh`` empty; one that keeps it outside (JAX's stateless calls) implements them.
@@ -182,6 +184,7 @@ class Steps:
 
     def __init__(self, model, weights: FlatWeights, jit_compile: bool):
         self.model, self.weights, self.jit_compile = model, weights, jit_compile
+        self.schedule = None     # what restart() forgets and plan() sets, where it is counted
 
     def window(self, xs: list, ys: list, sample_weight, start: np.ndarray) -> np.ndarray:
         raise NotImplementedError

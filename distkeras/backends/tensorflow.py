@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -105,6 +106,16 @@ class TFFlatWeights(FlatWeights):
         self._set(np.ascontiguousarray(vector, dtype=np.float32))
 
 
+@dataclass
+class Schedule:
+    """What a fit's windows counted to decide when XLA compiles them (the module's rule)."""
+
+    uncompiled: dict = field(default_factory=dict)   # window length -> its steps run as a graph
+    compiled: set = field(default_factory=set)       # window lengths XLA runs in this fit
+    defer_first: bool = False     # "auto" and a short plan: the first length waits too
+    left: int | None = None       # steps the fit's plan has left (None: not known)
+
+
 class TFSteps(Steps):
     def __init__(self, model, weights: TFFlatWeights, jit_compile: bool):
         import keras
@@ -123,10 +134,7 @@ class TFSteps(Steps):
 
         self._run_steps = tf.function(run_steps, reduce_retracing=True, jit_compile=jit_compile)
         self._traced = tf.function(run_steps, reduce_retracing=True) if jit_compile else None
-        self._uncompiled: dict[int, int] = {}  # window length -> its steps run as a graph
-        self._compiled: set[int] = set()       # window lengths XLA runs in this fit
-        self._defer_first = False              # "auto", a short plan: the first length waits
-        self._left: int | None = None          # steps the fit's plan has left (None: unknown)
+        self.schedule = Schedule()
         self._recurrent = any(isinstance(layer, keras.layers.RNN)
                               for layer in model._flatten_layers())
         self._windows, self._xla_ran = 0, False
@@ -152,25 +160,26 @@ class TFSteps(Steps):
         return out.numpy()
 
     def plan(self, steps: int | None) -> None:
-        self._left = steps
-        self._defer_first = (not self._recurrent and steps is not None
-                             and steps < XLA_PLAN_STEPS)
+        self.schedule.left = steps
+        self.schedule.defer_first = (not self._recurrent and steps is not None
+                                     and steps < XLA_PLAN_STEPS)
 
     def restart(self) -> None:
-        self._uncompiled, self._compiled = {}, set()   # a reused replica runs as a new one
+        self.schedule = Schedule()          # a reused replica runs as a new one
 
     def _for_length(self, k: int):
         """XLA or the graph for a window of ``k`` steps, by the module's rule."""
-        left = self._left = None if self._left is None else self._left - k
-        if self._traced is None or k in self._compiled:
+        s = self.schedule
+        left = s.left = None if s.left is None else s.left - k
+        if self._traced is None or k in s.compiled:
             return self._run_steps
-        done = self._uncompiled.get(k, 0)
-        first = not self._uncompiled and not self._compiled
-        if (first and not self._defer_first) or (
+        done = s.uncompiled.get(k, 0)
+        first = not s.uncompiled and not s.compiled
+        if (first and not s.defer_first) or (
                 done >= XLA_AFTER_STEPS and (left is None or left >= XLA_AFTER_STEPS)):
-            self._compiled.add(k)
+            s.compiled.add(k)
             return self._run_steps
-        self._uncompiled[k] = done + k
+        s.uncompiled[k] = done + k
         return self._traced
 
     # -- gradient steps (AR-SGD: the gradient is exchanged between computing and applying it) --

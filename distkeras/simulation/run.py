@@ -116,8 +116,8 @@ class SimulatedCluster:
 
 class ReplicaPool:
     """One compiled replica that every simulated worker takes turns on: each turn puts that
-    worker's state in (weights, optimizer and metrics state), a worker's first turn the state a
-    new replica has."""
+    worker's state in (weights, optimizer and metrics state, and what its windows counted to
+    decide when to compile), a worker's first turn the state a new replica has."""
 
     def __init__(self, replica):
         from distkeras.executor.replica import _values
@@ -140,14 +140,19 @@ class ReplicaPool:
         if self.owner is not None:
             self._saved[self.owner] = (
                 replica.theta, [self._values(v) for v in replica.model.variables],
-                [self._values(v) for v in self._training()] if replica._built else None)
-        theta, model, training = self._saved.pop(worker, (self._initial_theta,
-                                                          self._initial_model, None))
+                [self._values(v) for v in self._training()] if replica._built else None,
+                replica.steps.schedule)
+        theta, model, training, schedule = self._saved.pop(worker, (
+            self._initial_theta, self._initial_model, None, None))
         for variable, value in zip(replica.model.variables, model):
             variable.assign(value)
         if replica._built:
             for variable, value in zip(self._training(), training or replica._first_state):
                 variable.assign(value)
+        if schedule is None:         # a worker's first turn: what a new replica counted
+            replica.steps.restart()
+        else:
+            replica.steps.schedule = schedule
         replica.steps.refresh()
         replica.theta = theta
         self.owner = worker
@@ -176,6 +181,9 @@ class WorkerReplica:
         theta = self.pool.own(self.worker).train(window, start=start)
         self._compute(len(window))
         return theta
+
+    def plan(self, steps):
+        self.pool.own(self.worker).plan(steps)
 
     def gradient(self, window, step, start=None):
         gradient = self.pool.own(self.worker).gradient(window, step, start=start)
