@@ -1,12 +1,15 @@
-"""Ring all-reduce bandwidth against a raw loopback ring moving the same bytes.
+"""Ring all-reduce bandwidth against the same all-reduce, and the same bytes, on raw sockets.
 
 n worker processes (as executors are) each hold a float32 vector of S MB and compute the mean
 with :class:`distkeras.exchange.RingAllReduce` (authenticated frames, chunked reduce-scatter +
-all-gather, sums into the vector). The baseline, in the same run and the same processes: a raw
-TCP ring where every worker streams the same 2(n−1)/n · S bytes to its next neighbour while
-receiving as many from its previous one (``sendall`` / ``recv_into`` a preallocated buffer, no
-framing, no arithmetic). MB/s = bytes each worker sends / seconds; the ratio is
-all-reduce MB/s / raw MB/s (target ≥ 0.8). Median of ``--rounds`` rounds.
+all-gather, sums into the vector). Two baselines, in the same run and the same processes, on a
+raw TCP ring (``sendall`` / ``recv_into`` preallocated buffers): the same ring all-reduce with
+no frames, tags or acknowledgements (``raw allred``: the wire's like-for-like reference), and
+every worker streaming the same 2(n−1)/n · S bytes to its next neighbour while receiving as
+many from its previous one (``raw stream``: the bytes alone, no arithmetic). MB/s = bytes
+each worker sends / seconds; the ratios are distkeras MB/s / each baseline's (target ≥ 0.8).
+Also printed: the CPU milliseconds one worker's process spends per round in each (with every
+worker on one machine, the cores are the limit). Median of ``--rounds`` rounds.
 
 Usage::
 
