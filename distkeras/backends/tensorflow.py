@@ -13,8 +13,9 @@ When XLA compiles a window (one program per window length, about a second each o
   graph's, and saves 0.5 ms per step on the Fashion-shaped MLP (it pays after 190 steps) but
   0.12 ms on the HLF classifier (3,500 steps; ``benchmarks/xla_windows.py``, one thread):
   the rule keeps a short fit from paying for a compilation it cannot earn back, and loses
-  at most about 0.3 s where it guesses wrong. A model with a recurrent layer is compiled at
-  once (XLA runs the GRU classifier's time loop 2.7x faster: it pays after 7 steps).
+  at most about 0.4 s where it guesses wrong (the Fashion-shaped MLP at 1,023 steps). A
+  model with a recurrent layer is compiled at once (XLA runs the GRU classifier's time loop
+  2.7x faster: it pays after 7 steps).
 
 Each rule counts steps, not seconds, so a run is the same run every time."""
 from __future__ import annotations
