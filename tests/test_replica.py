@@ -110,8 +110,8 @@ def test_a_compilation_deferred_by_auto_falls_back_without_xla_when_it_fails(mon
             theta = replica.train(_window(3))
     assert "XLA could not compile" in caplog.text and replica.steps.jit_compile is False
     plain = _replica(_host_op_model(), False)
-    for _ in range(3):
-        plain.train(_window(3), start=start if _ == 0 else None)
+    for i in range(3):
+        plain.train(_window(3), start=start if i == 0 else None)
     np.testing.assert_allclose(theta, plain.theta, rtol=1e-5, atol=1e-6)
 
 
