@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from distkeras import messages  # noqa: E402
 from distkeras.driver.coordinator import Coordinator  # noqa: E402
 from distkeras.exchange import RingExchange, WorkerContext  # noqa: E402
-from distkeras.exchange.ring import SEGMENT  # noqa: E402
+from distkeras.exchange.ring import SEGMENT, recv_chunk, send_chunk  # noqa: E402
 from distkeras.transport import Client  # noqa: E402
 
 
@@ -55,10 +55,7 @@ def _raw_allreduce(rank, n, vector, out, nxt, prev, segment):
     part = lambda c, x: x[bounds[c]:bounds[c + 1]]  # noqa: E731
     scratch = np.empty(min(segment, int(np.diff(bounds).max())), np.float32)
     for step in range(2 * (n - 1)):
-        if step < n - 1:
-            send_c, recv_c = (rank - step) % n, (rank - step - 1) % n
-        else:
-            send_c, recv_c = (rank + 1 - (step - n + 1)) % n, (rank - (step - n + 1)) % n
+        send_c, recv_c = send_chunk(rank, n, step), recv_chunk(rank, n, step)
         if step == n - 1:
             part(send_c, out)[:] *= np.float32(1.0 / n)
         src = part(send_c, vector if step == 0 else out)

@@ -28,6 +28,17 @@ from distkeras.vectors import check_finite
 SEGMENT = 1 << 20       # floats per ring frame (4 MB): the receiver adds one while the next flies
 
 
+def send_chunk(rank: int, n: int, step: int) -> int:
+    """The chunk worker ``rank`` of ``n`` sends at ``step`` (of 2(n−1): reduce-scatter, then
+    all-gather)."""
+    return (rank - step) % n if step < n - 1 else (rank + 1 - (step - n + 1)) % n
+
+
+def recv_chunk(rank: int, n: int, step: int) -> int:
+    """The chunk worker ``rank`` of ``n`` receives at ``step``."""
+    return (rank - step - 1) % n if step < n - 1 else (rank - (step - n + 1)) % n
+
+
 class RingAllReduce:
     """Sum or mean of one float32 vector over all workers, through the ring r → r+1.
 
@@ -63,12 +74,10 @@ class RingAllReduce:
         return ack(frame)
 
     def _recv_chunk(self, step: int) -> int:
-        n, r = self.n, self.rank
-        return (r - step - 1) % n if step < n - 1 else (r - (step - n + 1)) % n
+        return recv_chunk(self.rank, self.n, step)
 
     def _send_chunk(self, step: int) -> int:
-        n, r = self.n, self.rank
-        return (r - step) % n if step < n - 1 else (r + 1 - (step - n + 1)) % n
+        return send_chunk(self.rank, self.n, step)
 
     def sum(self, vector: np.ndarray, out: np.ndarray | None = None,
             scale: float = 1.0) -> np.ndarray:
