@@ -212,6 +212,14 @@ class Steps:
         wait to see whether compiling them pays (``jit_compile="auto"``)."""
 
 
+def warn_uncompiled(compiler: str, exc: BaseException) -> None:
+    """Say that ``compiler`` could not compile a model's training step and that training goes
+    on without it."""
+    log.warning("%s could not compile the training step (%s: %s); training without it (pass "
+                "jit_compile=False to skip the attempt)", compiler, type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "")
+
+
 def structure(tensors: list):
     """One tensor for one input (or output), the list for several, as Keras' steps take them."""
     return tensors[0] if len(tensors) == 1 else list(tensors)

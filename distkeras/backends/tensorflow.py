@@ -20,17 +20,14 @@ When XLA compiles a window (one program per window length, about a second each o
 Each rule counts steps, not seconds, so a run is the same run every time."""
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from distkeras.backends.base import (Backend, FlatWeights, Steps, compilation_cache,
-                                     structure)
+                                     structure, warn_uncompiled)
 
-
-log = logging.getLogger(__name__)
 
 XLA_AFTER_STEPS = 512   # steps a window length runs as a graph before XLA compiles it
 XLA_PLAN_STEPS = 1024   # "auto": a fit planning fewer steps starts without XLA
@@ -150,9 +147,7 @@ class TFSteps(Steps):
             try:                    # XLA's first program, after windows that ran as graphs
                 out = run(xs, ys, sample_weight, start)
             except Exception as exc:  # noqa: BLE001 - the compiler's error, before any step ran
-                log.warning("XLA could not compile the training step (%s: %s); training "
-                            "without it (pass jit_compile=False to skip the attempt)",
-                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                warn_uncompiled(TensorFlow.compiler, exc)
                 self.jit_compile, self._run_steps, self._traced = False, self._traced, None
                 run = self._run_steps
                 out = run(xs, ys, sample_weight, start)

@@ -6,13 +6,10 @@ Only ever imported inside Spark tasks (or by the driver when it needs a model).
 """
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 from distkeras import backends
-
-log = logging.getLogger(__name__)
+from distkeras.backends.base import warn_uncompiled
 
 
 def build_model(portable, loss=None, optimizer: dict | None = None, metrics=None,
@@ -58,24 +55,20 @@ class Replica:
         self.jit_compile = (backend.supports_jit(model) if jit_compile == "auto"
                             else bool(jit_compile))
         self._auto = jit_compile == "auto"
-        self._planned: tuple = ()
         self._steps = None
 
     @property
     def steps(self):
         if self._steps is None:
             self._steps = self.backend.steps(self.model, self.weights, self.jit_compile)
-            if self._planned:
-                self._steps.plan(*self._planned)
         return self._steps
 
     def plan(self, steps: int | None) -> None:
         """The coming fit runs about ``steps`` local steps on this replica (None: not known).
         With ``jit_compile="auto"`` the backend may then skip compiling a fit too short to pay
         for it (TensorFlow: :mod:`distkeras.backends.tensorflow`)."""
-        if self._auto:
-            self._planned = (None if steps is None else int(steps),)
-            self.steps.plan(*self._planned)
+        if self._auto:      # (calls remade without the compiler have nothing to plan)
+            self.steps.plan(None if steps is None else int(steps))
 
     def _build(self, window) -> None:
         if not self._built:
@@ -116,9 +109,7 @@ class Replica:
         except Exception as exc:  # noqa: BLE001 - only the compiler's errors, on the first call
             if not self.jit_compile or self._called:
                 raise
-            log.warning("%s could not compile the training step (%s: %s); training without "
-                        "it (pass jit_compile=False to skip the attempt)", self.backend.compiler,
-                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            warn_uncompiled(self.backend.compiler, exc)
             self.jit_compile = False
             self._steps = None
             out = call()
