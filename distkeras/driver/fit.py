@@ -132,12 +132,8 @@ def run_training(estimator, df, validation_data, callbacks):
     data = TrainingData.prepare(df, settings, user.feed, barrier)
     try:
         val = validation()
-    except BaseException:
-        data.release()
-        raise
-    startup = {"preflight_seconds": time.perf_counter() - checked}
-    algorithm = estimator.make_algorithm(compiled.learning_rate, data.steps)
-    try:
+        startup = {"preflight_seconds": time.perf_counter() - checked}
+        algorithm = estimator.make_algorithm(compiled.learning_rate, data.steps)
         data.stage(settings)
         _warn_about_windows(algorithm, data.steps)
         run = _Run(estimator, settings, compiled, algorithm, user, data, cores, val, callbacks)
