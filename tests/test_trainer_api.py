@@ -271,28 +271,34 @@ def test_the_documented_table_of_bad_inputs_names_real_tests():
 def test_a_cached_frame_is_checked_once_and_bad_data_is_still_refused(spark, monkeypatch):
     """Fitting a cached DataFrame again skips the data checks it passed (only its rows are
     counted where the fit repartitions it); another frame, an unpersisted one, or other
-    columns are checked again, so bad rows are still refused."""
+    columns are checked again, so bad rows are still refused. A frame merged into the
+    workers' partitions is checked as merged: one job, no second one to count its rows."""
     from distkeras.driver import preflight
     from distkeras.feed import feed_spec_for
 
-    checked = []
-    real = preflight.check_data
+    checked, counted = [], []
+    real, count = preflight.check_data, preflight.partition_rows
     monkeypatch.setattr(preflight, "check_data", lambda df, *a, **k: checked.append(df)
                         or real(df, *a, **k))
+    monkeypatch.setattr(preflight, "partition_rows", lambda df: counted.append(df) or count(df))
     feed = feed_spec_for(mlp(), "features", "label", "categorical_crossentropy")
     x, y = blobs(400, seed=5)
     ready = arrays_to_dataframe(spark, {"features": x, "label": y}, partitions=2).cache()
     other = blobs_df(spark, 400, seed=5, partitions=3).cache()
-    for df in (ready, other):
+    four = blobs_df(spark, 400, seed=5, partitions=4).cache()
+    for df in (ready, other, four):
         runs = []
         for _ in range(2):
-            before = len(checked)
+            before, jobs = len(checked), len(counted)
             data, smallest, owned = preflight.prepare_training_data(df, feed, 2, 32, False)
-            runs.append((len(checked) - before, smallest))
+            runs.append((len(checked) - before, smallest, len(counted) - jobs))
             if owned:
                 data.unpersist()
         assert runs[0][0] == 1 and runs[1][0] == 0, runs        # checked once
         assert runs[0][1] == runs[1][1] >= 190, runs             # the same shares
+        if df is four:                                           # merged, not copied: checked
+            assert checked[-1].rdd.getNumPartitions() == 2       # as merged, in one job
+            assert runs[0][2] == 0 and runs[1][2] == 1, runs
     x[7, 1] = np.nan
     bad = arrays_to_dataframe(spark, {"features": x, "label": y}, partitions=2).cache()
     with pytest.raises(DataError, match="NaN"):
@@ -301,7 +307,7 @@ def test_a_cached_frame_is_checked_once_and_bad_data_is_still_refused(spark, mon
     before = len(checked)
     preflight.prepare_training_data(ready, feed, 2, 32, False)[0].unpersist()
     assert len(checked) == before + 1                         # no longer cached: checked again
-    for df in (bad, other):
+    for df in (bad, other, four):
         df.unpersist()
 
 

@@ -199,7 +199,8 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
 
     A cached input already split into ``num_workers`` balanced partitions is used as it is, one
     in more partitions is merged into ``num_workers`` (``coalesce``) where that comes out
-    balanced: no shuffle, no second copy in memory (``array_values``: see :func:`check_data`).
+    balanced: no shuffle, no second copy in memory, and checked as merged, so that one job
+    both checks it and counts each worker's rows (``array_values``: see :func:`check_data`).
     A cached input that passed the checks in an earlier fit is not checked again.
 
     Example::
@@ -226,14 +227,15 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
     prepared, owned, counts = None, False, []      # counts: rows of each worker's partition
     checked = passed is not None
     if cached is not None and cached >= num_workers:
-        own = passed or (partition_rows(selected) if checked else
-                         check_data(selected, feed, kinds, array_values=array_values))
-        CHECKED.remember(df, checks, own)
+        merge = cached > num_workers and not barrier   # no shuffle, no copy (a barrier stage
+        candidate = selected.coalesce(num_workers) if merge else selected   # cannot coalesce)
+        if passed and not merge:
+            counts = passed
+        else:    # one job: checked (or only counted) as merged, the rows each worker will get
+            counts = partition_rows(candidate) if checked else \
+                check_data(candidate, feed, kinds, array_values=array_values)
+        CHECKED.remember(df, checks, (passed or []) if merge else counts)   # []: not counted
         checked = True
-        candidate, counts = selected, own
-        if cached > num_workers and not barrier:   # merged: no shuffle, no copy (a barrier
-            candidate = selected.coalesce(num_workers)   # stage cannot take a coalesce)
-            counts = partition_rows(candidate)
         if len(counts) == num_workers and min(counts) >= BALANCED * max(counts):
             prepared = candidate
     if prepared is None:
