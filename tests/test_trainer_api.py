@@ -2,6 +2,7 @@
 Pipelines with vector columns, multi-input models, and the clear errors before launch."""
 from __future__ import annotations
 
+import gc
 import socket
 import time
 
@@ -309,6 +310,20 @@ def test_a_cached_frame_is_checked_once_and_bad_data_is_still_refused(spark, mon
     assert len(checked) == before + 1                         # no longer cached: checked again
     for df in (bad, other, four):
         df.unpersist()
+
+
+def test_warming_up_the_data_checks_leaves_nothing_behind(spark):
+    """The JVM's warm-up of the data checks (``warm_up_workers`` runs it beside the import)
+    prepares a tiny frame as a fit would, then releases every cache it made, and remembers
+    no frame as checked."""
+    from distkeras.driver import preflight
+
+    persistent = lambda: spark.sparkContext._jsc.getPersistentRDDs().size()  # noqa: E731
+    before, frames = persistent(), len(preflight.CHECKED._frames)
+    preflight.warm_up_checks(spark)
+    assert persistent() == before
+    gc.collect()
+    assert len(preflight.CHECKED._frames) <= frames
 
 
 def test_a_fit_keeps_its_python_workers_for_the_next_one(train, monkeypatch):

@@ -13,14 +13,17 @@ Example::
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
+from distkeras.driver import preflight
 from distkeras.driver.job import SparkJob
 from distkeras.driver.resources import WorkerCores, worker_cores
 from distkeras.executor import remote
 from distkeras.spark_api import spark_api
 
 log = logging.getLogger(__name__)
+CHECKS_WAIT = 30.0   # seconds warm_up_workers(wait=True) waits for the checks' warm-up at most
 
 
 def warm_up_workers(spark, num_workers: int, cores_per_worker: int | None = None,
@@ -28,7 +31,9 @@ def warm_up_workers(spark, num_workers: int, cores_per_worker: int | None = None
     """Import Keras and its backend in the Python workers that a fit of ``num_workers``
     workers (``cores_per_worker`` as the trainer's) will run in: Spark reuses them, one pool
     per thread count (`distkeras.driver.resources`), so the fit's tasks skip the one-off import
-    (3–12 s per worker). ``wait=False`` returns at once: the import runs while the caller
+    (3–12 s per worker); meanwhile the driver runs the data checks on a tiny frame, so that a
+    fresh session's first fit does not pay the JVM's first run of them (about 1 s).
+    ``wait=False`` returns at once: the import runs while the caller
     prepares data, and the workers are kept alive until the fit (``keep_warm``), which waits
     for an import still in flight. Returns the seconds waited.
 
@@ -39,6 +44,9 @@ def warm_up_workers(spark, num_workers: int, cores_per_worker: int | None = None
     from distkeras.driver.keep_warm import KEEP_WARM
 
     t0 = time.perf_counter()
+    checks = threading.Thread(target=_warm_up_checks, args=(spark,), daemon=True,
+                              name="distkeras-warm-up-checks")    # the JVM's part, meanwhile
+    checks.start()
     cores = worker_cores(spark, num_workers, cores_per_worker)
     if not wait:
         KEEP_WARM.start(spark, cores, num_workers, now=True)
@@ -46,9 +54,17 @@ def warm_up_workers(spark, num_workers: int, cores_per_worker: int | None = None
     job = warm_up(spark, cores, num_workers)
     if job is not None:
         job.result()
+    checks.join(CHECKS_WAIT)
     seconds = time.perf_counter() - t0
     log.info("warmed up %d Python worker(s) (Keras import) in %.1f s", num_workers, seconds)
     return seconds
+
+
+def _warm_up_checks(spark) -> None:
+    try:
+        preflight.warm_up_checks(spark)
+    except Exception as exc:  # noqa: BLE001 - only speed is at stake: the fit checks anyway
+        log.debug("warming up the data checks failed (%s)", exc)
 
 
 def warm_up(spark, cores: WorkerCores, num_workers: int):
