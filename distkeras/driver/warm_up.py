@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from distkeras.driver import preflight
@@ -44,8 +43,8 @@ def warm_up_workers(spark, num_workers: int, cores_per_worker: int | None = None
     from distkeras.driver.keep_warm import KEEP_WARM
 
     t0 = time.perf_counter()
-    checks = threading.Thread(target=_warm_up_checks, args=(spark,), daemon=True,
-                              name="distkeras-warm-up-checks")    # the JVM's part, meanwhile
+    checks = spark_api(spark).thread(lambda: _warm_up_checks(spark),   # the JVM's part,
+                                     name="distkeras-warm-up-checks")    # meanwhile
     checks.start()
     cores = worker_cores(spark, num_workers, cores_per_worker)
     if not wait:
