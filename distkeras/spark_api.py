@@ -15,6 +15,7 @@ questions whose answer differs are asked of ``spark_api(spark)`` and answered he
 | ``task_slots`` | live executors x cores | ``default_parallelism`` |
 | ``share(value)`` | a broadcast variable | the value in the closure |
 | ``cached_partitions`` | the RDD's partition count | unknown (None) |
+| ``cache_loaded`` | every partition of the cache in the block manager | unknown (False) |
 | ``counter()`` | an accumulator | none (`Unavailable`) |
 | ``job_scope`` | a job group (cancelled by group) | a job tag (interrupted by tag) |
 | ``thread`` | ``InheritableThread`` | ``InheritableThread(session=)`` |
@@ -191,6 +192,20 @@ class ClassicAPI(SparkAPI):
         """How many partitions ``df`` has (its RDD's)."""
         return df.rdd.getNumPartitions()
 
+    def cache_loaded(self, df) -> bool:
+        """Whether every partition of ``df``'s cache is in the block manager (False when Spark
+        cannot say): until then, which executor caches which partition is still to decide."""
+        try:
+            leaves = df._jdf.queryExecution().withCachedData().collectLeaves().iterator()
+            loaded = []
+            while leaves.hasNext():
+                leaf = leaves.next()
+                if leaf.getClass().getSimpleName() == "InMemoryRelation":
+                    loaded.append(bool(leaf.cacheBuilder().isCachedColumnBuffersLoaded()))
+            return bool(loaded) and all(loaded)
+        except Exception:  # noqa: BLE001 - a Spark without these internals: not known loaded
+            return False
+
     def share(self, value):
         """``value`` on every executor, sent once per executor (a broadcast variable)."""
         return self.sc.broadcast(value)
@@ -310,6 +325,9 @@ class ConnectAPI(SparkAPI):
     def cached_partitions(self, df) -> int | None:
         """None: Connect has no RDDs to ask (a cached frame is repartitioned for the workers)."""
         return None
+
+    def cache_loaded(self, df) -> bool:
+        return False
 
     def share(self, value):
         """``value`` inside the task closure (Connect has no broadcast variables): it travels

@@ -49,6 +49,7 @@ def test_parameter_server_and_peer_algorithms_on_a_standalone_cluster(standalone
                                  json.dumps({"DPSGD": {"compression": "int8"}}))
     assert stderr.count(UNAUTHENTICATED) == 1, stderr[-4000:]     # warned once, not per fit
     for name, result in results.items():
+        assert "error" not in result, result
         assert result["executors"] == 2
         # one worker per executor, each in its own Python process, none on the driver
         assert len(result["executor_pids"]) == 2, result

@@ -273,7 +273,9 @@ def test_a_cached_frame_is_checked_once_and_bad_data_is_still_refused(spark, mon
     """Fitting a cached DataFrame again skips the data checks it passed (only its rows are
     counted where the fit repartitions it); another frame, an unpersisted one, or other
     columns are checked again, so bad rows are still refused. A frame merged into the
-    workers' partitions is checked as merged: one job, no second one to count its rows."""
+    workers' partitions is checked as merged where its cache is filled: one job, no second one
+    to count its rows; one whose cache the checks fill is checked as it is, then counted as
+    merged (``coalesce`` groups the partitions by where they are cached)."""
     from distkeras.driver import preflight
     from distkeras.feed import feed_spec_for
 
@@ -287,19 +289,33 @@ def test_a_cached_frame_is_checked_once_and_bad_data_is_still_refused(spark, mon
     ready = arrays_to_dataframe(spark, {"features": x, "label": y}, partitions=2).cache()
     other = blobs_df(spark, 400, seed=5, partitions=3).cache()
     four = blobs_df(spark, 400, seed=5, partitions=4).cache()
-    for df in (ready, other, four):
-        runs = []
-        for _ in range(2):
-            before, jobs = len(checked), len(counted)
-            data, smallest, owned = preflight.prepare_training_data(df, feed, 2, 32, False)
-            runs.append((len(checked) - before, smallest, len(counted) - jobs))
-            if owned:
-                data.unpersist()
+    assert four.count() == 400                                   # its cache filled
+    lazy = blobs_df(spark, 400, seed=6, partitions=4).cache()    # filled by the checks
+    adaptive = spark.conf.get("spark.sql.adaptive.enabled")
+    spark.conf.set("spark.sql.adaptive.enabled", "false")    # (its plans would fill the cache
+    try:                                                     # as soon as they are asked for)
+        prepared = {}
+        for df in (ready, other, four, lazy):
+            runs = prepared[id(df)] = []
+            for _ in range(2):
+                before, jobs = len(checked), len(counted)
+                data, smallest, owned = preflight.prepare_training_data(df, feed, 2, 32, False)
+                runs.append((len(checked) - before, smallest, len(counted) - jobs,
+                             checked[-1].rdd.getNumPartitions()))
+                if owned:
+                    data.unpersist()
+    finally:
+        spark.conf.set("spark.sql.adaptive.enabled", adaptive)
+    for df in (ready, other, four, lazy):
+        runs = prepared[id(df)]
         assert runs[0][0] == 1 and runs[1][0] == 0, runs        # checked once
         assert runs[0][1] == runs[1][1] >= 190, runs             # the same shares
         if df is four:                                           # merged, not copied: checked
-            assert checked[-1].rdd.getNumPartitions() == 2       # as merged, in one job
-            assert runs[0][2] == 0 and runs[1][2] == 1, runs
+            assert runs[0][3] == 2 and runs[0][2] == 0, runs     # as merged, in one job
+            assert runs[1][2] == 1, runs
+        if df is lazy:                                           # checked as it is, then the
+            assert runs[0][3] == 4 and runs[0][2] == 1, runs     # merged groups counted
+            assert runs[1][2] == 1, runs
     x[7, 1] = np.nan
     bad = arrays_to_dataframe(spark, {"features": x, "label": y}, partitions=2).cache()
     with pytest.raises(DataError, match="NaN"):
@@ -308,7 +324,7 @@ def test_a_cached_frame_is_checked_once_and_bad_data_is_still_refused(spark, mon
     before = len(checked)
     preflight.prepare_training_data(ready, feed, 2, 32, False)[0].unpersist()
     assert len(checked) == before + 1                         # no longer cached: checked again
-    for df in (bad, other, four):
+    for df in (bad, other, four, lazy):
         df.unpersist()
 
 

@@ -227,8 +227,10 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
 
     A cached input already split into ``num_workers`` balanced partitions is used as it is, one
     in more partitions is merged into ``num_workers`` (``coalesce``) where that comes out
-    balanced: no shuffle, no second copy in memory, and checked as merged, so that one job
-    both checks it and counts each worker's rows (``array_values``: see :func:`check_data`).
+    balanced: no shuffle, no second copy in memory, and checked as merged where its cache is
+    already filled, so that one job both checks it and counts each worker's rows (a cache the
+    checks fill is checked first: ``coalesce`` groups partitions by the executor holding them,
+    known only then) (``array_values``: see :func:`check_data`).
     A cached input that passed the checks in an earlier fit is not checked again.
 
     Example::
@@ -238,6 +240,7 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
     from pyspark import StorageLevel
 
     from distkeras.spark import total_slots
+    from distkeras.spark_api import spark_api
 
     selected, kinds = select_feed_columns(df, feed)
     if barrier:
@@ -259,9 +262,13 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
         candidate = selected.coalesce(num_workers) if merge else selected   # cannot coalesce)
         if passed and not merge:
             counts = passed
-        else:    # one job: checked (or only counted) as merged, the rows each worker will get
+        elif checked or not merge or spark_api(df.sparkSession).cache_loaded(df):
+            # one job: checked (or only counted) as merged, the rows each worker will get
             counts = partition_rows(candidate) if checked else \
                 check_data(candidate, feed, kinds, array_values=array_values)
+        else:    # coalesce groups partitions by the executor caching them: cached (and
+            passed = check_data(selected, feed, kinds, array_values=array_values)   # checked)
+            counts = partition_rows(candidate)     # first, the groups the workers get counted
         CHECKED.remember(df, checks, (passed or []) if merge else counts)   # []: not counted
         checked = True
         if len(counts) == num_workers and min(counts) >= BALANCED * max(counts):
