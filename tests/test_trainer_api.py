@@ -332,11 +332,11 @@ def test_warming_up_the_data_checks_leaves_nothing_behind(spark):
     """The JVM's warm-up of the data checks (``warm_up_workers`` runs it beside the import)
     prepares a tiny frame as a fit would, then releases every cache it made, and remembers
     no frame as checked."""
-    from distkeras.driver import preflight
+    from distkeras.driver import preflight, warm_up
 
     persistent = lambda: spark.sparkContext._jsc.getPersistentRDDs().size()  # noqa: E731
     before, frames = persistent(), len(preflight.CHECKED._frames)
-    preflight.warm_up_checks(spark)
+    warm_up.warm_up_checks(spark)
     assert persistent() == before
     gc.collect()
     assert len(preflight.CHECKED._frames) <= frames

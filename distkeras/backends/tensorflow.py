@@ -220,11 +220,12 @@ class TFSteps(Steps):
             model.optimizer.apply_gradients(zip(grads, trainable))
             return tf.constant(0)
 
+        jit = self.jit_compile
+
         def compiled(load: bool):
             return tf.function(lambda x, y, w, s: gradient(x, y, w, s, load),
-                               jit_compile=self.jit_compile, reduce_retracing=True)
+                               jit_compile=jit, reduce_retracing=True)
 
-        jit = self.jit_compile
         self._gradient = {load: compiled(load) for load in (False, True)}
         self._apply = tf.function(apply, jit_compile=jit)
 

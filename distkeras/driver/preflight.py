@@ -187,34 +187,6 @@ def _combine(parts: list[dict]) -> dict:
     return out
 
 
-def warm_up_checks(spark) -> None:
-    """Prepare a five-row frame as a fit prepares the user's (checked as merged, found
-    unbalanced, repartitioned into a cache of its own and counted) and collect it as validation
-    data, so that the JVM has loaded and compiled what that runs on before a fit's data checks:
-    a fresh session's first fit of the demo spends 1.6 s in them, 0.6 s after this
-    (``warm_up_workers`` runs it on a thread while the workers import Keras).
-
-    Example::
-
-        warm_up_checks(spark)
-    """
-    from distkeras.feed import InputSpec, TargetSpec
-    from distkeras.spark import to_arrow
-
-    feed = FeedSpec([InputSpec(["features"], (2,))], [TargetSpec("label", 2, one_hot=True)])
-    tiny = spark.createDataFrame([([0.0, 1.0], i % 2) for i in range(5)],
-                                 "features array<float>, label bigint").repartition(3).cache()
-    try:
-        prepared, _, owned = prepare_training_data(tiny, feed, 2, 1, barrier=False,
-                                                   array_values=False)
-        if owned:
-            prepared.unpersist()
-        selected, kinds = select_feed_columns(tiny, feed)
-        check_table(to_arrow(selected), feed, kinds)          # validation data's checks
-    finally:
-        tiny.unpersist()
-
-
 #: partitions within this ratio of rows are balanced enough to train on as they are
 BALANCED = 0.98
 
@@ -260,6 +232,7 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
     if cached is not None and cached >= num_workers:
         merge = cached > num_workers and not barrier   # no shuffle, no copy (a barrier stage
         candidate = selected.coalesce(num_workers) if merge else selected   # cannot coalesce)
+        own = passed                                   # rows of df's own partitions, if known
         if passed and not merge:
             counts = passed
         elif checked or not merge or spark_api(df.sparkSession).cache_loaded(df):
@@ -267,9 +240,9 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
             counts = partition_rows(candidate) if checked else \
                 check_data(candidate, feed, kinds, array_values=array_values)
         else:    # coalesce groups partitions by the executor caching them: cached (and
-            passed = check_data(selected, feed, kinds, array_values=array_values)   # checked)
+            own = check_data(selected, feed, kinds, array_values=array_values)   # checked)
             counts = partition_rows(candidate)     # first, the groups the workers get counted
-        CHECKED.remember(df, checks, (passed or []) if merge else counts)   # []: not counted
+        CHECKED.remember(df, checks, (own or []) if merge else counts)   # []: not counted
         checked = True
         if len(counts) == num_workers and min(counts) >= BALANCED * max(counts):
             prepared = candidate
