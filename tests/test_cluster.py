@@ -132,6 +132,7 @@ def test_executors_run_from_a_packed_environment(standalone_cluster, tmp_path):
     archive = packed_environment(tmp_path)
     results, _ = run_driver(standalone_cluster, ["ADAG"],
                             DISTKERAS_TEST_ENVIRONMENT=str(archive))
+    assert "error" not in results["ADAG"], results
     assert results["ADAG"]["accuracy"] > 0.8 and results["ADAG"]["executors"] == 2, results
     for where in results["python"]:
         prefix = where["prefix"]
