@@ -67,10 +67,13 @@ class FrameMAC:
         return _Tag(self, bytes(header), self._nonce(), length)
 
     def tag(self, header, payload=None) -> bytes:
-        h = self.start(header, 0 if payload is None else len(payload))
-        if payload is not None and len(payload):
-            for i in range(0, len(payload), _CHUNK):
-                h.update(payload[i:i + _CHUNK])
+        """The next frame's tag, its payload at hand (one AEAD call up to ``ONE_SHOT`` bytes)."""
+        n = 0 if payload is None else len(payload)
+        if n <= self.ONE_SHOT:
+            return self._aead.encrypt(self._nonce(), bytes(header), payload if n else None)[-16:]
+        h = self.start(header, n)
+        for i in range(0, n, _CHUNK):
+            h.update(payload[i:i + _CHUNK])
         return h.finish()
 
 

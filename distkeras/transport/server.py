@@ -263,6 +263,7 @@ class FrameServer:
     def _frame_loop(self, conn: Connection, io: FrameIO) -> bool:
         """Serve frames until BYE (returns True), EOF or garbage (returns False)."""
         wc = self._workers[conn.worker_id]
+        io.wait_in_kernel(self.frame_timeout)
         while not self._closing.is_set():
             try:
                 frame, nin = self._recv(conn, io)
@@ -322,7 +323,8 @@ class FrameServer:
         return False
 
     def _recv(self, conn: Connection, io: FrameIO) -> tuple[Frame, int]:
-        conn.sock.settimeout(None)     # between frames a worker may compute for as long as it likes
+        if not io.waits_in_kernel:    # between frames a worker may compute for as long as it likes
+            conn.sock.settimeout(None)
         op, flags, dtype, wid, seq, aux, length = io.recv_header()
         deadline = time.monotonic() + self.frame_timeout + length / 20e6
         out = None
