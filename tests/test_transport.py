@@ -674,6 +674,24 @@ def test_oversized_and_stalled_frames_are_dropped(app):
         assert dropped["oversized"] == 1 and dropped["slow_frame"] == 1, dropped
 
 
+def test_a_worker_that_stops_reading_is_dropped_and_the_others_are_served(app):
+    """The server's sends are bounded too: a reply the worker never reads (more than every
+    socket buffer holds) ends its connection after the frame timeout, not its thread's life."""
+    with FrameServer(app, SECRET, max_payload=64 << 20, frame_timeout=0.5) as srv:
+        sock, mac = raw_authenticated(srv.address, wid=1, with_mac=True)
+        payload = np.ones(16 << 20, np.float32)            # 64 MB echoed, never read
+        head = header(OP_ECHO, DT_F32, payload.nbytes, wid=1, seq=1)
+        sock.sendall(head + memoryview(payload).cast("B") + mac.tag(head, memoryview(payload)
+                                                                     .cast("B")))
+        with Client(*srv.address, SECRET, worker_id=GOOD) as good:
+            assert good.request(OP_ADD, np.ones(N, np.float32)).payload[0] == 1.0
+        t0 = time.monotonic()
+        wait_for(lambda: srv.stats["dropped"].get("slow_reader") == 1, timeout=15,
+                 what="the stalled reply to be dropped")
+        assert time.monotonic() - t0 < 10
+        sock.close()
+
+
 def test_receive_buffers_shrink_after_a_large_frame():
     a, b = socket.socketpair()
     with a, b:

@@ -307,6 +307,10 @@ class FrameServer:
                 if err is not None:
                     nout = io.send(OP_ERROR, worker_id=conn.worker_id, seq=frame.seq,
                                    aux=ERR_HANDLER, payload={"error": err})
+            except (socket.timeout, TimeoutError):
+                self.count_drop(conn, "slow_reader", f"the worker did not read its reply within "
+                                                     f"{self.frame_timeout:g} s + 1 s per 20 MB")
+                return False
             except OSError:
                 return False
             conn.frames += 1
