@@ -47,3 +47,28 @@ def test_unknown_feed_is_rejected():
     with pytest.raises(TypeError, match="param \"data_feed\". 'disk' is not one of 'memory', "
                                         "'stream', 'petastorm'"):
         dk.trainers.ADAG(mlp(), data_feed="disk")
+
+
+def test_a_partition_smaller_than_its_epoch_is_revisited_not_cut_short(caplog):
+    """A worker whose partition holds fewer rows than the driver counted (a merged cached frame
+    grouped differently by the training job) revisits its rows, each pass in a new order, and
+    says so once: its windows keep their shape (they raised a reshape error before)."""
+    import numpy as np
+
+    from distkeras.executor.sources import MemorySource
+    from distkeras.feed import Window
+
+    x, y = np.arange(10, dtype=np.float32)[:, None], np.arange(10)
+    source = MemorySource(Window([x], [y]), seed=0, worker=1)
+    source.start_epoch(0)
+    first = source.take(8).xs[0][:, 0]
+    with caplog.at_level("WARNING", logger="distkeras.executor.sources"):
+        window = source.take(3 * 4).steps(3)            # 2 left in this pass, then a new one
+        more = source.take(9).xs[0][:, 0]
+    assert window.xs[0].shape == (3, 4, 1)
+    seen = np.concatenate([first, window.xs[0].reshape(-1), more])
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
+    assert not np.array_equal(seen[:10], seen[10:20])   # each pass in its own order
+    assert caplog.text.count("fewer than an epoch's steps take") == 1, caplog.text
+    source.start_epoch(0)                                # an epoch's order is its own
+    np.testing.assert_array_equal(source.take(8).xs[0][:, 0], first)

@@ -199,10 +199,13 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
 
     A cached input already split into ``num_workers`` balanced partitions is used as it is, one
     in more partitions is merged into ``num_workers`` (``coalesce``) where that comes out
-    balanced: no shuffle, no second copy in memory, and checked as merged where its cache is
-    already filled, so that one job both checks it and counts each worker's rows (a cache the
-    checks fill is checked first: ``coalesce`` groups partitions by the executor holding them,
-    known only then) (``array_values``: see :func:`check_data`).
+    balanced on a one-executor (local) master: no shuffle, no second copy in memory, and
+    checked as merged where its cache is already filled, so that one job both checks it and
+    counts each worker's rows (a cache the checks fill is checked first: ``coalesce`` groups
+    partitions by the executor holding them, known only then). On a cluster every job groups
+    them again, by where the blocks are then, so the training job's groups may differ from
+    those counted (3 + 1 partitions for 2 + 2, measured): such a frame is repartitioned
+    (``array_values``: see :func:`check_data`).
     A cached input that passed the checks in an earlier fit is not checked again.
 
     Example::
@@ -212,8 +215,9 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
     from pyspark import StorageLevel
 
     from distkeras.spark import total_slots
-    from distkeras.spark_api import spark_api
+    from distkeras.spark_api import local_cores, spark_api
 
+    api = spark_api(df.sparkSession)
     selected, kinds = select_feed_columns(df, feed)
     if barrier:
         slots = total_slots(df.sparkSession, cores_per_worker)
@@ -230,12 +234,13 @@ def prepare_training_data(df, feed: FeedSpec, num_workers: int, batch_size: int,
     prepared, owned, counts = None, False, []      # counts: rows of each worker's partition
     checked = passed is not None
     if cached is not None and cached >= num_workers:
-        merge = cached > num_workers and not barrier   # no shuffle, no copy (a barrier stage
-        candidate = selected.coalesce(num_workers) if merge else selected   # cannot coalesce)
+        merge = (cached > num_workers and not barrier   # no shuffle, no copy (a barrier stage
+                 and local_cores(api.master) is not None)   # cannot coalesce; see above)
+        candidate = selected.coalesce(num_workers) if merge else selected
         own = passed                                   # rows of df's own partitions, if known
         if passed and not merge:
             counts = passed
-        elif checked or not merge or spark_api(df.sparkSession).cache_loaded(df):
+        elif checked or not merge or api.cache_loaded(df):
             # one job: checked (or only counted) as merged, the rows each worker will get
             counts = partition_rows(candidate) if checked else \
                 check_data(candidate, feed, kinds, array_values=array_values)

@@ -20,20 +20,49 @@ log = logging.getLogger(__name__)
 
 class MemorySource:
     """A partition held as numpy arrays (a :class:`Window` of rows); a fresh permutation per
-    (seed, worker, epoch)."""
+    (seed, worker, epoch), and per further pass over a partition smaller than an epoch asks.
+
+    The driver sizes an epoch by the rows it counted in each worker's partition. A cached frame
+    merged with ``coalesce`` is grouped again by every job, by where its blocks are at that
+    moment, so the training job may give a worker fewer rows than were counted: it then
+    revisits its rows in a new order (warned once) rather than running short.
+    """
 
     def __init__(self, rows: Window, seed: int, worker: int):
         self.data, self.seed, self.worker = rows, seed, worker
         self.rows = len(rows)
+        self._warned = False
 
     def start_epoch(self, epoch: int) -> None:
+        self._epoch, self._pass = epoch, 0
         self._order = np.random.default_rng([self.seed, self.worker, epoch]).permutation(self.rows)
         self._pos = 0
 
     def take(self, n: int) -> Window:
         idx = self._order[self._pos:self._pos + n]
         self._pos += n
+        if len(idx) < n:
+            idx = np.concatenate([idx, self._next_pass(n - len(idx))])
         return self.data[idx]
+
+    def _next_pass(self, n: int) -> np.ndarray:
+        """``n`` more rows from further passes over the partition, each in its own order."""
+        if not self.rows:
+            raise ValueError(f"worker {self.worker}: empty partition (more workers than rows?)")
+        if not self._warned:
+            self._warned = True
+            log.warning("worker %d: its partition has %d rows, fewer than an epoch's steps take: "
+                        "the rows are revisited (the partitions were grouped differently when "
+                        "they were counted)", self.worker, self.rows)
+        parts = []
+        while n > 0:
+            self._pass += 1
+            self._order = np.random.default_rng(
+                [self.seed, self.worker, self._epoch, self._pass]).permutation(self.rows)
+            self._pos = min(n, self.rows)
+            parts.append(self._order[:self._pos])
+            n -= self._pos
+        return np.concatenate(parts)
 
 
 class StreamSource:

@@ -263,8 +263,10 @@ class FrameIO:
         while True:
             try:
                 sent = self.sock.sendmsg(bufs)
-            except BlockingIOError:      # a kernel wait slice passed without a byte taken
-                sent = 0
+            except BlockingIOError:
+                if self._send_timeout is None:
+                    raise
+                sent = 0                 # a kernel wait slice passed without a byte taken
             if sent == total:
                 return
             if self._send_timeout is not None:
@@ -272,8 +274,8 @@ class FrameIO:
                 if deadline is None:
                     deadline = now + self._send_timeout + total / 20e6
                 elif now > deadline:
-                    raise socket.timeout(f"the peer took no more of a {total}-byte frame for "
-                                         f"{self._send_timeout:g} s")
+                    raise socket.timeout(f"the peer did not read a frame ({total} bytes left) "
+                                         f"within {self._send_timeout:g} s + 1 s per 20 MB")
             total -= sent
             bufs = [memoryview(b).cast("B") for b in bufs]
             while sent and sent >= len(bufs[0]):
