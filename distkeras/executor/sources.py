@@ -22,10 +22,10 @@ class MemorySource:
     """A partition held as numpy arrays (a :class:`Window` of rows); a fresh permutation per
     (seed, worker, epoch), and per further pass over a partition smaller than an epoch asks.
 
-    The driver sizes an epoch by the rows it counted in each worker's partition. A cached frame
-    merged with ``coalesce`` is grouped again by every job, by where its blocks are at that
-    moment, so the training job may give a worker fewer rows than were counted: it then
-    revisits its rows in a new order (warned once) rather than running short.
+    The driver sizes an epoch by the rows it counted in each worker's partition. Should the
+    training job hand a worker fewer (``coalesce`` regroups a cached frame in every job, by
+    where its blocks are then: why the driver merges only on a local master), the worker
+    revisits its rows in a new order, warned once, rather than running short.
     """
 
     def __init__(self, rows: Window, seed: int, worker: int):
