@@ -23,7 +23,7 @@ import pytest
 
 from distkeras.transport import (HEADER_SIZE, OP_FIRST_APP, OP_PING, Client, FrameIO, FrameServer,
                                  PSAuthError, PSBindError, PSBusyError, PSConnectionError,
-                                 PSRemoteError, Reply)
+                                 PSRemoteError, Reply, TransportTimeoutError)
 from distkeras.transport.protocol import (DT_BYTES, DT_F32, DT_JSON, DT_NONE, HEADER, MAGIC,
                                           NONCE_SIZE, OP_AUTH, OP_AUTH_OK, OP_CHALLENGE, VERSION,
                                           FrameMAC, auth_mac, session_key,
@@ -690,6 +690,26 @@ def test_a_worker_that_stops_reading_is_dropped_and_the_others_are_served(app):
                  what="the stalled reply to be dropped")
         assert time.monotonic() - t0 < 10
         sock.close()
+
+
+def test_a_client_waits_for_a_reply_no_longer_than_its_io_timeout():
+    """``io_timeout`` bounds the wait for a reply in total (the client's waits are in the
+    kernel, in slices): a handler that takes longer ends the request with a timeout error,
+    while one that keeps within it is answered, however long the client was idle before."""
+    def slow(conn, frame):
+        time.sleep(frame.aux / 1000)
+        return Reply(frame.op, aux=frame.aux)
+
+    with FrameServer(slow, SECRET) as srv:
+        with Client(*srv.address, SECRET, worker_id=1, io_timeout=0.6) as c:
+            assert c.request(OP_ADD, aux=100).aux == 100
+            time.sleep(1.2)                                  # idle: no deadline runs
+            assert c.request(OP_ADD, aux=300).aux == 300
+            t0 = time.monotonic()
+            with pytest.raises(TransportTimeoutError, match="within 0.6 s"):
+                c.request(OP_ADD, aux=3000)
+            assert 0.5 < time.monotonic() - t0 < 2.0
+            assert not c.connected
 
 
 def test_receive_buffers_shrink_after_a_large_frame():

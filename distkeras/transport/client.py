@@ -86,7 +86,8 @@ class Client:
             except BaseException:
                 self._sock.close()
                 raise
-        self._sock.settimeout(io_timeout)
+        if io_timeout is None or not self._io.wait_in_kernel(io_timeout):
+            self._sock.settimeout(io_timeout)      # (TLS: a Python timeout on every call)
 
     @property
     def where(self) -> str:
@@ -210,7 +211,9 @@ class Client:
                 self._io.send(op, worker_id=self.worker_id, seq=self._seq, aux=aux,
                               flags=flags, payload=payload)
             for i in range(len(payloads)):
-                frame, _ = self._io.recv(out=out)
+                deadline = None if self.io_timeout is None or not self._io.waits_in_kernel \
+                    else time.monotonic() + self.io_timeout
+                frame, _ = self._io.recv(deadline, out=out)
                 if frame.seq != first + i:
                     self._broken = True
                     raise TransportConnectionError(f"reply out of sequence from {self.where}: "
