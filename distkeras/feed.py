@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -141,11 +141,53 @@ class FeedSpec:
         :class:`Window` without a step axis."""
         return Window(self.features(table), self.labels(table), self.sample_weights(table))
 
+    def read(self, batches: Iterable[pa.RecordBatch], rows: int | None = None
+             ) -> "Window | None":
+        """What :meth:`window` makes of all of ``batches`` (None if they hold no row), read a
+        batch at a time into arrays of ``rows`` rows (the count the driver expects; grown if
+        more arrive; a tail left unused is never touched): each batch is freed once copied,
+        so a partition is held once, not as Arrow batches and their concatenation too.
+
+        Example::
+
+            window = feed.read(batches, rows=60_000)     # batches: an iterator of RecordBatch
+        """
+        out: list[np.ndarray] | None = None
+        weighted, n = False, 0
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            part = self.window(pa.Table.from_batches([batch]))
+            arrays = part.xs + part.ys + ([] if part.sample_weight is None
+                                          else [part.sample_weight])
+            if out is None:
+                weighted = part.sample_weight is not None
+                out = [_grown(None, max(rows or 0, len(part)), a) for a in arrays]
+            elif n + len(part) > len(out[0]):
+                out = [_grown(o[:n], max(2 * len(o), n + len(part)), o) for o in out]
+            for o, a in zip(out, arrays):
+                o[n:n + len(part)] = a
+            n += len(part)
+        if out is None:
+            return None
+        out = [o[:n] for o in out]
+        xs, ys = out[:len(self.inputs)], out[len(self.inputs):len(out) - weighted]
+        return Window(xs, ys, out[-1] if weighted else None)
+
     def arrays(self, table: pa.Table) -> tuple[list[np.ndarray], Any]:
         """``(xs, y)``: the inputs and what Keras takes as ``y`` (one array for one output,
         a list for several; None without labels)."""
         return self.features(table), (keras_targets(self.labels(table)) if self.targets
                                       else None)
+
+
+def _grown(kept: np.ndarray | None, rows: int, like: np.ndarray) -> np.ndarray:
+    """An uninitialised array of ``rows`` rows shaped and typed as ``like``'s rows, starting
+    with ``kept``."""
+    out = np.empty((rows,) + like.shape[1:], like.dtype)
+    if kept is not None:
+        out[:len(kept)] = kept
+    return out
 
 
 def _class_index(y: np.ndarray) -> np.ndarray:
@@ -222,7 +264,10 @@ class Window:
 def column_matrix(table: pa.Table, name: str) -> np.ndarray:
     """A numeric scalar or fixed-length list column as a float32 ``(n, k)`` matrix."""
     col = table.column(name)
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if isinstance(col, pa.ChunkedArray):    # one chunk (a batch's table) is read in place:
+        arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()   # (no copy)
+    else:
+        arr = col
     if arr.null_count:
         raise FeedError(f"column {name!r} has {arr.null_count} null values; drop or fill them")
     n = len(arr)

@@ -72,3 +72,31 @@ def test_a_partition_smaller_than_its_epoch_is_revisited_not_cut_short(caplog):
     assert caplog.text.count("fewer than an epoch's steps take") == 1, caplog.text
     source.start_epoch(0)                                # an epoch's order is its own
     np.testing.assert_array_equal(source.take(8).xs[0][:, 0], first)
+
+
+@pytest.mark.parametrize("rows", [None, 7, 1000, 1200])
+def test_a_partition_read_batch_by_batch_is_the_whole_tables_window(rows):
+    """``FeedSpec.read`` copies each Arrow batch into arrays sized by the rows the driver
+    counted (fewer: grown; more: the tail unused) and gives what ``window`` gives of the whole
+    table: two inputs, one-hot labels, class weights; no batches at all is None."""
+    import numpy as np
+    import pyarrow as pa
+
+    from distkeras.feed import FeedSpec, InputSpec, TargetSpec
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 3)).astype(np.float32)
+    table = pa.table({"a": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), 3),
+                      "b": rng.normal(size=1000), "label": rng.integers(0, 4, 1000)})
+    feed = FeedSpec([InputSpec(["a"], (3,)), InputSpec(["a", "b"], (4,))],
+                    [TargetSpec("label", 4, one_hot=True)], class_weight={0: 2.0, 3: 0.5})
+    batches = table.to_batches(max_chunksize=128)
+    assert len(batches) == 8
+    read, whole = feed.read(iter(batches), rows), feed.window(table)
+    assert len(read) == 1000 and read.sample_weight is not None
+    for got, want in zip(read.xs + read.ys + [read.sample_weight],
+                         whole.xs + whole.ys + [whole.sample_weight]):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    empty = pa.RecordBatch.from_pylist([], schema=table.schema)
+    assert feed.read(iter([empty]), rows) is None and feed.read(iter([]), rows) is None

@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +28,14 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainingData:
     """The checked training data: ``prepared`` (one partition per worker), ``steps`` per epoch,
-    and, for the streaming feeds, the staged Parquet files each worker reads."""
+    the most rows a worker's partition holds (as counted: what a worker makes room for), and,
+    for the streaming feeds, the staged Parquet files each worker reads."""
 
     df: Any
     prepared: Any
     steps: int
     owned: bool                 # the cache is the fit's own: released afterwards
+    partition_rows: int = 0
     job_df: Any = None          # what the Spark job maps over
     stream: dict | None = None
     staged: str | None = None
@@ -43,7 +46,10 @@ class TrainingData:
         prepared, rows, owned = preflight.prepare_training_data(
             df, feed, settings.num_workers, settings.batch_size, barrier,
             settings.cores_per_worker, array_values=not in_memory)
-        return cls(df, prepared, rows // settings.batch_size, owned, job_df=prepared)
+        # a frame used as it is, or merged, is balanced within BALANCED, a repartitioned one
+        # within a few rows: a worker given more rows than this grows its arrays
+        largest = math.ceil(rows / preflight.BALANCED)
+        return cls(df, prepared, rows // settings.batch_size, owned, largest, job_df=prepared)
 
     def stage(self, settings) -> None:
         """Write the partitions as Parquet for the streaming feeds ('stream', 'petastorm')."""

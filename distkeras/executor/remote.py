@@ -123,6 +123,7 @@ def _first_trace() -> None:
 def _source(spec: dict, batches: Iterator[pa.RecordBatch], worker: int):
     """The worker's data: its partition in memory, or its staged Parquet files streamed."""
     from distkeras.executor.sources import MemorySource, StreamSource
+    from distkeras.vectors import all_finite
 
     feed = FeedSpec.from_dict(spec["feed"])
     stream = spec.get("stream")
@@ -132,13 +133,14 @@ def _source(spec: dict, batches: Iterator[pa.RecordBatch], worker: int):
         prefix = f"part-{worker:05d}"
         files = [f for f in stream["files"] if f.rsplit("/", 1)[-1].startswith(prefix)]
         return StreamSource(files, feed, int(spec["seed"]), worker, stream["reader"])
-    batches = list(batches)
-    if not batches or sum(b.num_rows for b in batches) == 0:
+    rows = feed.read(batches, spec.get("partition_rows"))
+    if rows is None:
         raise ValueError(f"worker {worker}: empty partition (more workers than rows?)")
-    rows = feed.window(pa.Table.from_batches(batches))
     named = ([(spec.columns, x) for spec, x in zip(feed.inputs, rows.xs)]
              + [([t.column], y) for t, y in zip(feed.targets, rows.ys)])
     for columns, x in named:     # the driver's data checks leave array values to us
+        if all_finite(x):
+            continue
         bad = x.size - int(np.count_nonzero(np.isfinite(x)))
         if bad:
             raise FeedError(f"training data: columns {columns} have {bad} NaN/inf "
