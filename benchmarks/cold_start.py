@@ -4,9 +4,13 @@ Each measurement runs in its own process (a fresh JVM and fresh Python workers, 
 first fit, a study run on a new cluster, or a notebook back after Spark's idle Python workers
 were stopped). In it: the Fashion-MNIST-shaped data set (60,000 x 784 float32, 10 classes,
 generated) cached, then fit 1 (cold) and fit 2 (warm, same model and settings). Printed: both
-wall times, the difference, and where each fit spent its time before the first window ended
-(``history.startup``: data checks, driver set-up, task start, partition read, TensorFlow import
-and model build, first window with its XLA compilation) in four variants: nothing hidden
+wall times of ``fit``, the difference, and where each fit spent its time before the first
+window ended: the model's construction before the fit (``build``: Keras' import and first
+model on the driver, the user's cell before the fit, not timed as the fit), this process' cost
+of fresh memory (``touch``: ms per 100 MB, the page faults a cold fit pays for its partition,
+windows and tensors), and ``history.startup`` (data checks, driver set-up, task start,
+partition read, TensorFlow import and model build, first window with its XLA compilation) in
+four variants: nothing hidden
 (``none``: no compilation cache on disk, no warm-up), the compilation cache on disk (``cache``,
 the default: filled by the earlier runs, as on a machine that trained this model before),
 the cache plus the warm-up that imports TensorFlow in the workers during the data checks
@@ -32,7 +36,7 @@ import time
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-PHASES = ("preflight_seconds", "submitted_after_seconds", "task_start_seconds", "read_seconds",
+PHASES = ("build_seconds", "touch_ms_per_100mb", "preflight_seconds", "submitted_after_seconds", "task_start_seconds", "read_seconds",
           "setup_seconds", "first_window_seconds", "reused_replicas")
 VARIANTS = ("none", "cache", "cache+warm-up", "cache+early")
 
@@ -48,6 +52,7 @@ def measure(trainer: str, epochs: int, warm_up: bool, workers: int, early: bool 
     from trainer_overhead import build, cached_frame, data
 
     fit_module.WARM_UP = warm_up
+    touch = first_touch_ms_per_100mb()
     spark = session("local[2]", app_name="bench-cold-start", conf={"spark.driver.memory": "4g"})
     cls = getattr(dk.trainers, trainer)
     if early:
@@ -58,13 +63,28 @@ def measure(trainer: str, epochs: int, warm_up: bool, workers: int, early: bool 
     out = {}
     for which in ("cold", "warm"):
         t0 = time.perf_counter()
-        fitted = cls(build("fashion"), loss="categorical_crossentropy", worker_optimizer="adam",
+        model = build("fashion")       # the user's cell before the fit: Keras' import, first model
+        built = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fitted = cls(model, loss="categorical_crossentropy", worker_optimizer="adam",
                      learning_rate=1e-3, batch_size=128, epochs=epochs, verbose=False,
                      metrics=["accuracy"], **kw).fit(df)
-        out[which] = {"seconds": time.perf_counter() - t0, **fitted.history.startup,
+        out[which] = {"seconds": time.perf_counter() - t0, "build_seconds": built,
+                      "touch_ms_per_100mb": touch, **fitted.history.startup,
                       "accuracy": float(np.asarray(fitted.history["accuracy"][-1]))}
     spark.stop()
     return out
+
+
+def first_touch_ms_per_100mb() -> float:
+    """Milliseconds to write 100 MB of memory new to this process: the page faults every cold
+    fit pays for its partition, its windows and its tensors (0.2-0.5 ms/MB on bare metal; a VM
+    whose host takes freed memory back pays it again for pages that were freed)."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    np.ones(25_000_000, np.float32)
+    return (time.perf_counter() - t0) * 1000
 
 
 def main() -> None:
