@@ -27,7 +27,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -42,7 +41,7 @@ from distkeras.params import add_accessors
 from distkeras.signature import output_list
 
 log = logging.getLogger(__name__)
-_WORKER_CACHE: dict[str, list] = {}   # executor side: run id → rebuilt Keras models
+_WORKER_CACHE: dict[str, list] = {}   # executor side: the models' content → them, read back
 _ARROW_VECTORS = int(pyspark.__version__.split(".")[0]) >= 4    # VectorUDT through Arrow
 CLASSIFICATION_LOSSES = frozenset({
     "categoricalcrossentropy", "sparsecategoricalcrossentropy", "categoricalfocalcrossentropy",
@@ -263,24 +262,21 @@ def _batch_predictor(spark, models: list, custom_objects: dict, feed: FeedSpec, 
                      described: list[dict], roles: list[tuple[str, int]], names: list[str],
                      native: bool):
     """The ``mapInArrow`` function that scores Arrow batches in the executors: the models
-    travel once as a broadcast of their ``.keras`` archives (in the closure on Spark Connect),
-    are read back once per Python worker and kept there for the run."""
+    travel as a broadcast of their ``.keras`` archives (in the closure on Spark Connect), and
+    are read back once per Python worker (``worker_models``)."""
     from distkeras.portable import PortableModel
     from distkeras.spark_api import spark_api
 
-    payload = spark_api(spark).share(
-        [PortableModel.of(m, custom_objects, check=False).archive for m in models])
-    run_id, feed_dict = uuid.uuid4().hex, feed.to_dict()
+    portable = [PortableModel.of(m, custom_objects, check=False) for m in models]
+    payload = spark_api(spark).share([p.archive for p in portable])
     backend = backends.current().name
+    key = "/".join([backend] + [p.content() for p in portable])
+    objects = [p.custom_objects for p in portable]     # those given and those found
+    feed_dict = feed.to_dict()
 
     def predict_batches(batches):
         spec = FeedSpec.from_dict(feed_dict)
-        models = _WORKER_CACHE.get(run_id)
-        if models is None:
-            backends.prepare(backend, 1, strict=False)   # any backend predicts the same
-            _WORKER_CACHE.clear()
-            models = [PortableModel(archive, custom_objects).build() for archive in payload.value]
-            _WORKER_CACHE[run_id] = models
+        models = worker_models(key, payload, objects, backend)
         for batch in batches:
             outs = _predict(models, spec.features(pa.Table.from_batches([batch])), batch_size)
             columns = [_output_array(outs[i].reshape(len(outs[i]), -1), described[i], role,
@@ -289,6 +285,29 @@ def _batch_predictor(spark, models: list, custom_objects: dict, feed: FeedSpec, 
                                              names=list(batch.schema.names) + names)
 
     return predict_batches
+
+
+def worker_models(key: str, payload, custom_objects: list[dict], backend: str) -> list:
+    """Executor side: the Keras models whose content is ``key``, read back (with each one's
+    ``custom_objects``) from the archives that ``payload.value`` holds, once per Python
+    worker, and kept there, with the predict function Keras traces for them, for every later
+    task and transform of the same models. (A module function: a closure that named the cache
+    would carry a copy of it, empty, to every task: every partition of a transform read its
+    models back and traced them again.)
+
+    Example::
+
+        models = worker_models(key, broadcast, [{}], "tensorflow")
+    """
+    models = _WORKER_CACHE.get(key)
+    if models is None:
+        from distkeras.portable import PortableModel
+
+        backends.prepare(backend, 1, strict=False)   # any backend predicts the same
+        _WORKER_CACHE.clear()
+        models = _WORKER_CACHE[key] = [PortableModel(archive, objects).build()
+                                       for archive, objects in zip(payload.value, custom_objects)]
+    return models
 
 
 def _scored_schema(schema, names: list[str], roles: list[tuple[str, int]], described: list[dict],

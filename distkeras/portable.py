@@ -75,6 +75,19 @@ class PortableModel:
         archive's config (layers, their settings and dtype policies, a Lambda's code), its
         assets (a lookup layer's vocabulary) and the code of the custom objects. Two models
         with the same digest compile to the same training step."""
+        return self._digest(weights=False)
+
+    def content(self) -> str:
+        """A digest of all the model is, but when its archive was saved: the architecture with
+        the layers' names, and the weights. Two models with the same digest predict the same.
+
+        Example::
+
+            PortableModel.of(model).content() == PortableModel.of(model).content()   # True
+        """
+        return self._digest(weights=True)
+
+    def _digest(self, weights: bool) -> str:
         import hashlib
         import io
         import zipfile
@@ -83,9 +96,11 @@ class PortableModel:
 
         with zipfile.ZipFile(io.BytesIO(self.archive)) as archive:
             config = json.loads(archive.read("config.json"))
-            digest = hashlib.sha256(_without_names(config).encode())
+            digest = hashlib.sha256((json.dumps(config, sort_keys=True) if weights
+                                     else _without_names(config)).encode())
             for member in sorted(archive.namelist()):     # assets: an adapted vocabulary
-                if member not in ("config.json", "metadata.json", "model.weights.h5"):
+                if member not in ("config.json", "metadata.json") and (
+                        weights or member != "model.weights.h5"):
                     digest.update(member.encode() + archive.read(member))
         for name in sorted(self.custom_objects):
             digest.update(name.encode() + cloudpickle.dumps(self.custom_objects[name]))

@@ -424,3 +424,50 @@ def test_decentralised_trainer_params_round_trip_and_old_model_format_loads(tmp_
     assert old.getPredictionCol() == "scores" and old.output["kind"] == "array"
     x, _ = blobs(10, seed=1)
     np.testing.assert_allclose(old.predict([x]), model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_transform_reads_its_model_back_once_per_python_worker(spark, tmp_path):
+    """Every partition of a transform, and the next transform of the same model, find the
+    model their Python worker read back (a layer counts its constructions); a model whose
+    weights changed is read back again, and predicts with them."""
+    import os
+
+    import keras
+
+    from distkeras.feed import feed_spec_for
+    from distkeras.model import describe_output
+
+    @keras.saving.register_keras_serializable(package="tests_transform")
+    class Counted(keras.layers.Dense):
+        def __init__(self, units, log=None, **kwargs):
+            super().__init__(units, **kwargs)
+            self.log = log
+            with open(log, "a") as fh:
+                fh.write(f"{os.getpid()}\n")
+
+        def get_config(self):
+            return {**super().get_config(), "log": self.log}
+
+    log = str(tmp_path / "constructed")
+    model = keras.Sequential([keras.Input((8,)), Counted(3, log=log, activation="softmax")])
+    df = blobs_df(spark, 600, partitions=6).cache()
+    loss = "categorical_crossentropy"
+    fitted = dk.KerasModel(model, feed=feed_spec_for(model, "features", "label", loss),
+                           output=describe_output(model, loss))
+
+    def reads_in_workers():
+        with open(log) as fh:
+            pids = [int(line) for line in fh]
+        return [p for p in pids if p != os.getpid()]
+
+    first = fitted.transform(df).select("prediction").collect()
+    fitted.transform(df).select("prediction").collect()
+    workers = reads_in_workers()
+    assert len(workers) == len(set(workers)) <= 2, workers    # once per worker, not per task
+    model.layers[0].kernel.assign(-model.layers[0].kernel)
+    again = fitted.transform(df).select("prediction").collect()
+    assert len(reads_in_workers()) > len(workers)                # new weights: read back
+    expected = model.predict(np.stack([r.features for r in df.collect()]), verbose=0).argmax(1)
+    assert [r.prediction for r in again] == expected.tolist()
+    assert [r.prediction for r in first] != [r.prediction for r in again]
+    df.unpersist()
