@@ -462,8 +462,8 @@ def test_transform_reads_its_model_back_once_per_python_worker(spark, tmp_path):
 
     first = fitted.transform(df).select("prediction").collect()
     fitted.transform(df).select("prediction").collect()
-    workers = reads_in_workers()
-    assert len(workers) == len(set(workers)) <= 2, workers    # once per worker, not per task
+    workers = reads_in_workers()     # once per Python worker (as many as Spark starts), where
+    assert len(workers) == len(set(workers)) < 12, workers    # every task read it: 2 x 6
     model.layers[0].kernel.assign(-model.layers[0].kernel)
     again = fitted.transform(df).select("prediction").collect()
     assert len(reads_in_workers()) > len(workers)                # new weights: read back
