@@ -10,11 +10,10 @@ model on the driver, the user's cell before the fit, not timed as the fit), this
 of fresh memory (``touch``: ms per 100 MB, the page faults a cold fit pays for its partition,
 windows and tensors), and ``history.startup`` (data checks, driver set-up, task start,
 partition read, TensorFlow import and model build, first window with its XLA compilation) in
-four variants: nothing hidden
-(``none``: no compilation cache on disk, no warm-up), the compilation cache on disk (``cache``,
-the default: filled by the earlier runs, as on a machine that trained this model before),
-the cache plus the warm-up that imports TensorFlow in the workers during the data checks
-(``cache+warm-up``), and the cache plus ``distkeras.warm_up_workers(spark, n, wait=False)``
+four variants: nothing hidden (``none``: no compilation cache on disk, no warm-up), the
+compilation cache on disk (``cache``, the default: filled by the earlier runs, as on a machine
+that trained this model before), the cache plus the warm-up that imports TensorFlow in the
+workers during the data checks (``cache+warm-up``), and the cache plus ``distkeras.warm_up_workers(spark, n, wait=False)``
 called right after the session is made, so that the import runs while the data set is made and
 cached (``cache+early``: what a user does in a notebook's first cell). The warm fit reuses the
 compiled replica its Python worker kept (``reused`` column) where Spark gives its task to that
@@ -36,8 +35,9 @@ import time
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-PHASES = ("build_seconds", "touch_ms_per_100mb", "preflight_seconds", "submitted_after_seconds", "task_start_seconds", "read_seconds",
-          "setup_seconds", "first_window_seconds", "reused_replicas")
+PHASES = ("build_seconds", "touch_ms_per_100mb", "preflight_seconds", "submitted_after_seconds",
+          "task_start_seconds", "read_seconds", "setup_seconds", "first_window_seconds",
+          "reused_replicas")
 VARIANTS = ("none", "cache", "cache+warm-up", "cache+early")
 
 
@@ -78,8 +78,8 @@ def measure(trainer: str, epochs: int, warm_up: bool, workers: int, early: bool 
 
 def first_touch_ms_per_100mb() -> float:
     """Milliseconds to write 100 MB of memory new to this process: the page faults every cold
-    fit pays for its partition, its windows and its tensors (0.2-0.5 ms/MB on bare metal; a VM
-    whose host takes freed memory back pays it again for pages that were freed)."""
+    fit pays for its partition, its windows and its tensors (0.35 ms/MB on the development VM
+    right after another process freed memory, 8-10 ms/MB once its host had taken it back)."""
     import numpy as np
 
     t0 = time.perf_counter()

@@ -35,7 +35,7 @@ class TrainingData:
     prepared: Any
     steps: int
     owned: bool                 # the cache is the fit's own: released afterwards
-    partition_rows: int = 0
+    largest_partition: int = 0  # rows
     job_df: Any = None          # what the Spark job maps over
     stream: dict | None = None
     staged: str | None = None

@@ -376,7 +376,7 @@ def task_spec(run: "_Run", services: dict) -> dict:
         "optimizer": compiled.optimizer, "metrics": compiled.metrics,
         "loss_weights": compiled.loss_weights, "feed": user.feed.to_dict(),
         "seed": settings.seed, "batch_size": settings.batch_size,
-        "steps_per_epoch": run.data.steps, "partition_rows": run.data.partition_rows,
+        "steps_per_epoch": run.data.steps, "largest_partition": run.data.largest_partition,
         "epochs": settings.epochs,
         "num_workers": settings.num_workers, "algorithm": run.algorithm,
         "stream": run.data.stream, "jit_compile": settings.jit_compile,

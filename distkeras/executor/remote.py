@@ -133,7 +133,7 @@ def _source(spec: dict, batches: Iterator[pa.RecordBatch], worker: int):
         prefix = f"part-{worker:05d}"
         files = [f for f in stream["files"] if f.rsplit("/", 1)[-1].startswith(prefix)]
         return StreamSource(files, feed, int(spec["seed"]), worker, stream["reader"])
-    rows = feed.read(batches, spec.get("partition_rows"))
+    rows = feed.read(batches, spec.get("largest_partition"))
     if rows is None:
         raise ValueError(f"worker {worker}: empty partition (more workers than rows?)")
     named = ([(spec.columns, x) for spec, x in zip(feed.inputs, rows.xs)]
