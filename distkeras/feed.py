@@ -7,7 +7,8 @@ concatenated) and the shape each input is reshaped to, which column is each outp
 how it is interpreted (``TargetSpec``), and the sample weights. ``feed_spec_for`` derives it from
 a model and the column names. The conversion works on whole Arrow columns (flattened list
 values + a reshape): no per-row Python. A ``Window`` is what a worker trains on: inputs, labels
-and weights, cut into mini-batches.
+and weights, cut into mini-batches; an ``IndexedWindow`` names those rows in a partition held
+whole, for a backend to gather inside its compiled window.
 
 Example::
 
@@ -17,6 +18,7 @@ Example::
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
@@ -184,7 +186,7 @@ class FeedSpec:
 def _grown(kept: np.ndarray | None, rows: int, like: np.ndarray) -> np.ndarray:
     """An uninitialised array of ``rows`` rows shaped and typed as ``like``'s rows, starting
     with ``kept``."""
-    out = np.empty((rows,) + like.shape[1:], like.dtype)
+    out = aligned_empty((rows,) + like.shape[1:], like.dtype)
     if kept is not None:
         out[:len(kept)] = kept
     return out
@@ -247,10 +249,20 @@ class Window:
         return Window([split(x) for x in self.xs], [split(y) for y in self.ys],
                       None if self.sample_weight is None else split(self.sample_weight))
 
+    def step(self, i: int) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None]:
+        """Step ``i``'s arrays: inputs, targets, sample weights (or None)."""
+        return ([x[i] for x in self.xs], [y[i] for y in self.ys],
+                None if self.sample_weight is None else self.sample_weight[i])
+
     def batch(self, i: int) -> tuple[Any, Any, np.ndarray | None]:
         """Step ``i`` as Keras' ``(x, y, sample_weight)``."""
-        return (model_inputs([x[i] for x in self.xs]), keras_targets([y[i] for y in self.ys]),
-                None if self.sample_weight is None else self.sample_weight[i])
+        xs, ys, weight = self.step(i)
+        return model_inputs(xs), keras_targets(ys), weight
+
+    def run(self, steps, start: np.ndarray) -> np.ndarray:
+        """These steps run by a backend's :class:`~distkeras.backends.Steps` from the flat
+        weights ``start``; the weights after them."""
+        return steps.window(list(self.xs), list(self.ys), self.sample_weight, start)
 
     @staticmethod
     def concatenate(parts: list["Window"]) -> "Window":
@@ -259,6 +271,88 @@ class Window:
                       [np.concatenate([p.ys[j] for p in parts]) for j in range(len(first.ys))],
                       None if first.sample_weight is None
                       else np.concatenate([p.sample_weight for p in parts]))
+
+
+@dataclass
+class IndexedWindow:
+    """A :class:`Window` named by row indices into a partition held whole: ``partition[index]``,
+    not yet gathered. Run on a backend (:meth:`run`), its rows are gathered inside the compiled
+    window from the partition, taken as tensors once per fit: no window-sized copy in numpy
+    and again in the backend for every window (two copies of the whole partition per epoch
+    when λ is an epoch, each first written in fresh memory). Read as arrays (``xs``, ``ys``,
+    ``sample_weight``, :meth:`batch`), it is gathered in numpy, once.
+
+    Example::
+
+        window = IndexedWindow(partition, order[:k * batch]).steps(k)   # k mini-batches
+        theta = window.run(replica.steps, theta)
+    """
+
+    partition: Window
+    index: np.ndarray          # (rows,), or (steps, batch) after steps()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, index) -> "IndexedWindow":
+        """Rows (or steps) ``index``: an index array or a slice."""
+        return IndexedWindow(self.partition, self.index[index])
+
+    def steps(self, k: int) -> "IndexedWindow":
+        """These rows as ``k`` mini-batches (a step axis in front)."""
+        return IndexedWindow(self.partition, self.index.reshape((k, -1)))
+
+    def step(self, i: int) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None]:
+        """Step ``i``'s arrays, gathered: inputs, targets, sample weights (or None)."""
+        rows = self.partition[self.index[i]]
+        return list(rows.xs), list(rows.ys), rows.sample_weight
+
+    def batch(self, i: int) -> tuple[Any, Any, np.ndarray | None]:
+        """Step ``i`` as Keras' ``(x, y, sample_weight)``."""
+        xs, ys, weight = self.step(i)
+        return model_inputs(xs), keras_targets(ys), weight
+
+    def run(self, steps, start: np.ndarray) -> np.ndarray:
+        """These steps run by a backend's :class:`~distkeras.backends.Steps`, which gathers the
+        rows (inside its compiled window where it can); the weights after them."""
+        return steps.indexed(self.partition, self.index, start)
+
+    @functools.cached_property
+    def gathered(self) -> Window:
+        """The rows as a :class:`Window` of arrays (with the step axis, if any)."""
+        rows = self.partition[self.index.reshape(-1)]
+        return rows.steps(len(self.index)) if self.index.ndim == 2 else rows
+
+    @property
+    def xs(self) -> list[np.ndarray]:
+        return self.gathered.xs
+
+    @property
+    def ys(self) -> list[np.ndarray]:
+        return self.gathered.ys
+
+    @property
+    def sample_weight(self) -> np.ndarray | None:
+        return self.gathered.sample_weight
+
+
+ALIGNMENT = 64     # bytes: TensorFlow takes host memory as a tensor in place only so aligned
+
+
+def aligned_empty(shape: tuple, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an ``ALIGNMENT``-byte boundary,
+    so that a backend can take it as a tensor without a copy (TensorFlow aborts the process on
+    a misaligned one). NumPy's large arrays start 16 bytes into a page.
+
+    Example::
+
+        x = aligned_empty((60_000, 784), np.float32)
+    """
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(size + ALIGNMENT, np.uint8)
+    offset = -raw.ctypes.data % ALIGNMENT
+    return raw[offset:offset + size].view(dtype).reshape(shape)
 
 
 def column_matrix(table: pa.Table, name: str) -> np.ndarray:

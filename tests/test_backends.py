@@ -109,6 +109,62 @@ def test_a_window_is_keras_own_fit_on_this_backend(name, jit):
     np.testing.assert_allclose(stepped.read(), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name,jit", CASES)
+def test_rows_gathered_inside_the_compiled_window_are_keras_own_fit_on_those_rows(name, jit):
+    """A window named by row indices into a partition held whole (what a worker trains on,
+    gathered inside the backend's compiled call) = Keras' model.fit on those rows in that
+    order, with sample weights; its gradient steps too; a partition whose memory the backend
+    cannot take in place (not 64-byte aligned) is copied, not misread; and once released, the
+    replica keeps none of it."""
+    import gc
+    import weakref
+
+    from distkeras import backends
+    from distkeras.executor.replica import Replica
+    from distkeras.feed import IndexedWindow, Window, aligned_empty
+    from distkeras.portable import PortableModel
+
+    backend = backends.current()
+    build, optimizer = _models()[name]
+    portable = PortableModel.of(build())
+    xs, ys = _batches(name)
+    rows = len(xs[0])
+    weights = np.random.default_rng(4).uniform(0.5, 2.0, rows).astype(np.float32)
+
+    def held(a):      # aligned (taken in place where the backend can) or 16 bytes off
+        out = aligned_empty(a.shape, a.dtype) if jit else np.empty_like(a)
+        out[...] = a
+        return out
+
+    partition = Window([held(x) for x in xs], [held(y) for y in ys], held(weights))
+    order = np.random.default_rng(5).permutation(rows)
+    window = IndexedWindow(partition, order).steps(STEPS)
+    reference = _compiled(portable, name, optimizer)
+    pick = lambda arrays: [a[order] for a in arrays]  # noqa: E731
+    reference.fit(*(v if len(v) > 1 else v[0] for v in (pick(xs), pick(ys))),
+                  sample_weight=weights[order], batch_size=BATCH, epochs=1, shuffle=False,
+                  verbose=0)
+
+    replica = Replica(_compiled(portable, name, optimizer), backend, jit)
+    start = replica.weights.get()
+    first = replica.train(window[:2], start=start)       # two lengths: 2 steps, then the rest
+    theta = replica.train(window[2:])
+    expected = backend.flat_weights(reference, replica.weights.layout).get()
+    assert np.abs(theta - first).max() > 1e-3
+    np.testing.assert_allclose(theta, expected, rtol=1e-5, atol=1e-6)
+
+    stepped = Replica(_compiled(portable, name, optimizer), backend, jit)
+    for i in range(STEPS):
+        stepped.apply_gradient(stepped.gradient(window, i, start=start if i == 0 else None))
+    np.testing.assert_allclose(stepped.read(), expected, rtol=1e-5, atol=1e-6)
+
+    gone = weakref.ref(partition.xs[0])
+    replica.release()
+    del partition, window
+    gc.collect()
+    assert gone() is None, "a released replica still holds its partition"
+
+
 def test_mixed_float16_window_is_keras_own_fit_with_its_loss_scaling():
     """Under mixed_float16 the workers' optimizer is Keras' LossScaleOptimizer on every backend,
     and a window still equals model.fit."""

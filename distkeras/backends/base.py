@@ -13,6 +13,11 @@ named as ``keras.backend.backend()`` names it):
 - :class:`Steps`: a compiled model's training calls.
     - ``window(xs, ys, sample_weight, start)``: λ local steps from ``start`` as one call,
       returning the flat weights after them;
+    - ``indexed(partition, index, start)``: the same for the mini-batches ``partition[index]``
+      (``index``: ``(steps, batch)`` rows of a partition held whole), gathered inside the
+      compiled window from the partition taken as tensors once (``held``; ``tensor``: one
+      array as the backend's tensor, in place where it can) until ``release()``; by default
+      gathered in numpy, then ``window``;
     - ``gradient(x, y, sample_weight, start)``: the flat gradient of one batch (AR-SGD);
     - ``apply(gradient)``: one optimizer step with it;
     - ``read()``: the flat weights now;
@@ -185,9 +190,38 @@ class Steps:
     def __init__(self, model, weights: FlatWeights, jit_compile: bool):
         self.model, self.weights, self.jit_compile = model, weights, jit_compile
         self.schedule = None     # what restart() forgets and plan() sets, where it is counted
+        self._held = None        # (partition, its arrays as tensors) until release()
 
     def window(self, xs: list, ys: list, sample_weight, start: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def indexed(self, partition, index: np.ndarray, start: np.ndarray) -> np.ndarray:
+        from distkeras.feed import IndexedWindow
+
+        window = IndexedWindow(partition, index).gathered
+        return self.window(list(window.xs), list(window.ys), window.sample_weight, start)
+
+    def held(self, partition) -> tuple[list, list, object]:
+        """``partition``'s inputs, targets and sample weights (or None) as tensors, converted
+        on its first window and kept until another partition comes or :meth:`release`."""
+        if self._held is None or self._held[0] is not partition:
+            self._held = None                  # the last partition's tensors go first
+            tensors = ([self.tensor(x) for x in partition.xs],
+                       [self.tensor(y) for y in partition.ys],
+                       None if partition.sample_weight is None
+                       else self.tensor(partition.sample_weight))
+            self._held = (partition, tensors)
+        return self._held[1]
+
+    def tensor(self, array: np.ndarray):
+        """``array`` as this backend's tensor (sharing its memory where the backend can)."""
+        import keras
+
+        return keras.ops.convert_to_tensor(array)
+
+    def release(self) -> None:
+        """Forget the partition held for :meth:`indexed` (the fit is over)."""
+        self._held = None
 
     def gradient(self, x: list, y: list, sample_weight, start: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError

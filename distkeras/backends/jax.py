@@ -75,15 +75,19 @@ class JAXSteps(Steps):
             _, state = model.train_step(state, data)
             return state
 
-        def window(state, start, xs, ys, sample_weight):
+        def window(state, start, xs, ys, sample_weight, index=None):
+            """Steps ``xs[i]`` (or, given ``index``, rows ``index[i]`` of the partition
+            ``xs``) for every step ``i``, from the flat weights ``start``."""
             state = load(state, start)
+            if index is None:
+                steps, batch = (xs, ys, sample_weight), (lambda b: b)
+            else:
+                steps, batch = index, (lambda rows: _rows(xs, ys, sample_weight, rows))
             if jit_compile:
-                state, _ = jax.lax.scan(lambda s, b: (step(s, b), None), state,
-                                        (xs, ys, sample_weight))
+                state, _ = jax.lax.scan(lambda s, b: (step(s, batch(b)), None), state, steps)
             else:        # eager, one step at a time (jit_compile=False: for debugging)
-                for i in range(len(xs[0])):
-                    state = step(state, ([x[i] for x in xs], [y[i] for y in ys],
-                                         None if sample_weight is None else sample_weight[i]))
+                for i in range(len(xs[0]) if index is None else len(index)):
+                    state = step(state, batch(jax.tree_util.tree_map(lambda t: t[i], steps)))
             return state, flat(state)
 
         def gradient(state, start, x, y, sample_weight):
@@ -119,10 +123,27 @@ class JAXSteps(Steps):
                            [v.value for v in model.metrics_variables])
         return self._state
 
-    def window(self, xs, ys, sample_weight, start):
-        self._state, vector = self._window(self._current(), start, xs, ys, sample_weight)
+    def window(self, xs, ys, sample_weight, start, index=None):
+        self._state, vector = self._window(self._current(), start, xs, ys, sample_weight,
+                                           index)
         self._synced = False
         return np.asarray(vector)
+
+    def indexed(self, partition, index, start):
+        import jax
+
+        if jax.default_backend() != "cpu":   # a partition held on the GPU could outgrow its
+            return super().indexed(partition, index, start)   # memory: the window travels
+        xs, ys, sample_weight = self.held(partition)
+        return self.window(xs, ys, sample_weight, start, index)
+
+    def tensor(self, array):
+        """In place (DLPack) where it can: C-contiguous, writable, numeric; else copied."""
+        import jax
+
+        if array.flags.c_contiguous and array.flags.writeable and array.dtype.kind in "fiu":
+            return jax.dlpack.from_dlpack(array)
+        return jax.numpy.asarray(array)
 
     def gradient(self, x, y, sample_weight, start):
         self._state, vector = self._gradient(self._current(), start, x, y, sample_weight)
@@ -149,3 +170,12 @@ class JAXSteps(Steps):
     def refresh(self):
         self._state = None          # read again from the model's variables at the next call
         self._synced = True
+
+
+def _rows(xs, ys, sample_weight, rows):
+    """Rows ``rows`` of a partition's arrays: one step's ``(xs, ys, sample_weight)``."""
+    import jax
+
+    take = lambda t: jax.numpy.take(t, rows, axis=0)  # noqa: E731
+    return ([take(x) for x in xs], [take(y) for y in ys],
+            None if sample_weight is None else take(sample_weight))

@@ -27,6 +27,7 @@ import numpy as np
 
 from distkeras.backends.base import (Backend, FlatWeights, Steps, compilation_cache,
                                      structure, warn_uncompiled)
+from distkeras.feed import ALIGNMENT
 
 
 XLA_AFTER_STEPS = 512   # steps a window length runs as a graph before XLA compiles it
@@ -121,13 +122,18 @@ class TFSteps(Steps):
 
         super().__init__(model, weights, jit_compile)
 
-        def run_steps(xs, ys, sample_weight, start):
+        def run_steps(xs, ys, sample_weight, start, index=None):
+            """Steps ``xs[i]`` (or, given ``index``, rows ``index[i]`` of the partition
+            ``xs``) for every step ``i``, from the flat weights ``start``."""
             weights._set.python_function(start)
-            for i in tf.range(tf.shape(xs[0])[0]):
-                x = structure([t[i] for t in xs])
-                y = structure([t[i] for t in ys])
+            steps = tf.shape(xs[0] if index is None else index)[0]
+            for i in tf.range(steps):
+                pick = ((lambda t: t[i]) if index is None  # noqa: E731 - one per trace
+                        else (lambda t: tf.gather(t, index[i])))
+                x = structure([pick(t) for t in xs])
+                y = structure([pick(t) for t in ys])
                 model.train_step((x, y) if sample_weight is None
-                                 else (x, y, sample_weight[i]))
+                                 else (x, y, pick(sample_weight)))
             return weights._get.python_function()
 
         self._run_steps = tf.function(run_steps, reduce_retracing=True, jit_compile=jit_compile)
@@ -136,6 +142,7 @@ class TFSteps(Steps):
         self._recurrent = any(isinstance(layer, keras.layers.RNN)
                               for layer in model._flatten_layers())
         self._windows, self._xla_ran = 0, False
+        self._accelerated = bool(tf.config.list_logical_devices("GPU"))
         self._gradient = None
         self._concrete: dict = {}
 
@@ -150,18 +157,37 @@ class TFSteps(Steps):
         return call(*args)
 
     def window(self, xs, ys, sample_weight, start):
-        run = self._for_length(int(xs[0].shape[0]))
+        return self._window(int(xs[0].shape[0]), xs, ys, sample_weight, start, None)
+
+    def indexed(self, partition, index, start):
+        if self._accelerated:      # a partition held on the GPU could outgrow its memory:
+            return super().indexed(partition, index, start)   # the window travels instead
+        xs, ys, sample_weight = self.held(partition)
+        return self._window(len(index), xs, ys, sample_weight, start, index)
+
+    def tensor(self, array):
+        """In place (DLPack) where TensorFlow can take the memory as it is: C-contiguous,
+        writable, 64-byte aligned (``feed.aligned_empty``); else copied."""
+        import tensorflow as tf
+
+        if (array.flags.c_contiguous and array.flags.writeable and array.size
+                and array.dtype.kind in "fiu" and array.ctypes.data % ALIGNMENT == 0):
+            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+        return tf.convert_to_tensor(array)
+
+    def _window(self, k: int, *args):
+        run = self._for_length(k)
         if not (self.jit_compile and run is not self._traced and self._windows
                 and not self._xla_ran):
-            out = self._call(run, xs, ys, sample_weight, start)   # a first call's failure:
-        else:                                                     # the Replica's
+            out = self._call(run, *args)   # a first call's failure: the Replica's
+        else:
             try:                    # XLA's first program, after windows that ran as graphs
-                out = self._call(run, xs, ys, sample_weight, start)
+                out = self._call(run, *args)
             except Exception as exc:  # noqa: BLE001 - the compiler's error, before any step ran
                 warn_uncompiled(TensorFlow.compiler, exc)
                 self.jit_compile, self._run_steps, self._traced = False, self._traced, None
                 run = self._run_steps
-                out = self._call(run, xs, ys, sample_weight, start)
+                out = self._call(run, *args)
         self._windows += 1
         self._xla_ran = self._xla_ran or (self.jit_compile and run is not self._traced)
         return out.numpy()

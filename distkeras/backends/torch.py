@@ -77,12 +77,34 @@ class TorchSteps(Steps):
     def window(self, xs, ys, sample_weight, start):
         from keras import ops
 
-        self.weights.set(start)
         xs, ys = [ops.convert_to_tensor(x) for x in xs], [ops.convert_to_tensor(y) for y in ys]
         sw = None if sample_weight is None else ops.convert_to_tensor(sample_weight)
-        for i in range(int(xs[0].shape[0])):
-            x, y = structure([t[i] for t in xs]), structure([t[i] for t in ys])
-            self._step((x, y) if sw is None else (x, y, sw[i]))
+        return self._run(xs, ys, sw, start, int(xs[0].shape[0]), lambda t, i: t[i])
+
+    def indexed(self, partition, index, start):
+        import torch
+        from keras.src.backend.torch.core import get_device
+
+        if get_device() != "cpu":        # a partition held on the GPU could outgrow its
+            return super().indexed(partition, index, start)   # memory: the window travels
+        xs, ys, sw = self.held(partition)
+        rows = torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64))
+        return self._run(xs, ys, sw, start, len(index), lambda t, i: t.index_select(0, rows[i]))
+
+    def tensor(self, array):
+        """In place (``torch.from_numpy``) where it can: writable and numeric; else copied."""
+        import torch
+
+        if array.flags.writeable and array.dtype.kind in "fiu":
+            return torch.from_numpy(array)
+        return super().tensor(array)
+
+    def _run(self, xs, ys, sw, start, steps: int, pick):
+        """``steps`` steps on ``pick(t, i)`` of each tensor, from the flat weights ``start``."""
+        self.weights.set(start)
+        for i in range(steps):
+            x, y = structure([pick(t, i) for t in xs]), structure([pick(t, i) for t in ys])
+            self._step((x, y) if sw is None else (x, y, pick(sw, i)))
         return self.weights.get()
 
     def gradient(self, x, y, sample_weight, start):

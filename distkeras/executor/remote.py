@@ -262,6 +262,7 @@ def _train_worker(spec: dict, source, worker: int, attempt: int, ctx) -> dict:
                 loop = _Loop(spec, replica, exchange, control, worker, attempt, where)
                 loop.run(source)
                 control.request(messages.DONE)
+        replica.release()
         REPLICAS.keep(key, replica)       # the next fit of this model reuses it
     except Exception as exc:
         _report_failure(spec, worker, control, exc, where)

@@ -119,11 +119,11 @@ class Replica:
     def train(self, window, start: np.ndarray | None = None) -> np.ndarray:
         """Run ``len(window)`` local steps from ``start`` (default: where the last window
         ended) and return the flat weights after them (``window``: an
-        :class:`~distkeras.feed.Window` with a step axis)."""
+        :class:`~distkeras.feed.Window` with a step axis, or an
+        :class:`~distkeras.feed.IndexedWindow` of a partition held whole)."""
         self._build(window)
         vector = np.ascontiguousarray(self.theta if start is None else start, dtype=np.float32)
-        self.theta = self._first(lambda: self.steps.window(
-            list(window.xs), list(window.ys), window.sample_weight, vector))
+        self.theta = self._first(lambda: window.run(self.steps, vector))
         return self.theta
 
     def gradient(self, window, step: int, start: np.ndarray | None = None) -> np.ndarray:
@@ -132,9 +132,14 @@ class Replica:
         training step."""
         self._build(window)
         vector = None if start is None else np.ascontiguousarray(start, dtype=np.float32)
-        weight = None if window.sample_weight is None else window.sample_weight[step]
-        return self._first(lambda: self.steps.gradient(
-            [x[step] for x in window.xs], [y[step] for y in window.ys], weight, vector))
+        xs, ys, weight = window.step(step)
+        return self._first(lambda: self.steps.gradient(xs, ys, weight, vector))
+
+    def release(self) -> None:
+        """Let go of the partition the last fit's windows were gathered from (a replica kept
+        for the next fit must not keep its data)."""
+        if self._steps is not None:
+            self._steps.release()
 
     def apply_gradient(self, gradient: np.ndarray) -> None:
         """One optimizer step with ``gradient`` (as returned by :meth:`gradient`)."""

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from distkeras.feed import FeedSpec, Window
+from distkeras.feed import FeedSpec, IndexedWindow, Window
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,14 @@ class MemorySource:
         self._order = np.random.default_rng([self.seed, self.worker, epoch]).permutation(self.rows)
         self._pos = 0
 
-    def take(self, n: int) -> Window:
+    def take(self, n: int) -> IndexedWindow:
+        """The next ``n`` rows of this epoch's order, named in the partition (gathered where
+        they are used: inside the backend's compiled window)."""
         idx = self._order[self._pos:self._pos + n]
         self._pos += n
         if len(idx) < n:
             idx = np.concatenate([idx, self._next_pass(n - len(idx))])
-        return self.data[idx]
+        return IndexedWindow(self.data, idx)
 
     def _next_pass(self, n: int) -> np.ndarray:
         """``n`` more rows from further passes over the partition, each in its own order."""
