@@ -8,7 +8,7 @@ wall times of ``fit``, the difference, and where each fit spent its time before 
 window ended: the model's construction before the fit (``build``: Keras' import and first
 model on the driver, the user's cell before the fit, not timed as the fit), this process' cost
 of fresh memory (``touch``: ms per 100 MB, the page faults a cold fit pays for its partition,
-windows and tensors), and ``history.startup`` (data checks, driver set-up, task start,
+and for its windows on a backend that copies them), and ``history.startup`` (data checks, driver set-up, task start,
 partition read, TensorFlow import and model build, first window with its XLA compilation) in
 four variants: nothing hidden (``none``: no compilation cache on disk, no warm-up), the
 compilation cache on disk (``cache``, the default: filled by the earlier runs, as on a machine
