@@ -127,13 +127,13 @@ class TFSteps(Steps):
             ``xs``) for every step ``i``, from the flat weights ``start``."""
             weights._set.python_function(start)
             steps = tf.shape(xs[0] if index is None else index)[0]
+            pick = ((lambda t, i: t[i]) if index is None
+                    else (lambda t, i: tf.gather(t, index[i])))
             for i in tf.range(steps):
-                pick = ((lambda t: t[i]) if index is None  # noqa: E731 - one per trace
-                        else (lambda t: tf.gather(t, index[i])))
-                x = structure([pick(t) for t in xs])
-                y = structure([pick(t) for t in ys])
+                x = structure([pick(t, i) for t in xs])
+                y = structure([pick(t, i) for t in ys])
                 model.train_step((x, y) if sample_weight is None
-                                 else (x, y, pick(sample_weight)))
+                                 else (x, y, pick(sample_weight, i)))
             return weights._get.python_function()
 
         self._run_steps = tf.function(run_steps, reduce_retracing=True, jit_compile=jit_compile)
