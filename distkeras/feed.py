@@ -146,9 +146,10 @@ class FeedSpec:
     def read(self, batches: Iterable[pa.RecordBatch], rows: int | None = None
              ) -> "Window | None":
         """What :meth:`window` makes of all of ``batches`` (None if they hold no row), read a
-        batch at a time into arrays of ``rows`` rows (the count the driver expects; grown if
-        more arrive; a tail left unused is never touched): each batch is freed once copied,
-        so a partition is held once, not as Arrow batches and their concatenation too.
+        batch at a time into arrays of :func:`capacity` ``(rows)`` rows (``rows``: the count
+        the driver expects; grown if more arrive; a tail left unused is never touched, and is
+        the window's ``storage``): each batch is freed once copied, so a partition is held
+        once, not as Arrow batches and their concatenation too.
 
         Example::
 
@@ -164,23 +165,57 @@ class FeedSpec:
                                           else [part.sample_weight])
             if out is None:
                 weighted = part.sample_weight is not None
-                out = [_grown(None, max(rows or 0, len(part)), a) for a in arrays]
+                out = [_grown(None, capacity(max(rows or 0, len(part))), a) for a in arrays]
             elif n + len(part) > len(out[0]):
-                out = [_grown(o[:n], max(2 * len(o), n + len(part)), o) for o in out]
+                out = [_grown(o[:n], capacity(n + len(part)), o) for o in out]
             for o, a in zip(out, arrays):
                 o[n:n + len(part)] = a
             n += len(part)
         if out is None:
             return None
-        out = [o[:n] for o in out]
-        xs, ys = out[:len(self.inputs)], out[len(self.inputs):len(out) - weighted]
-        return Window(xs, ys, out[-1] if weighted else None)
+        k = len(self.inputs)
+        window = lambda arrays, storage=None: Window(  # noqa: E731
+            arrays[:k], arrays[k:len(arrays) - weighted], arrays[-1] if weighted else None,
+            storage)
+        return window([o[:n] for o in out], window(out))
 
     def arrays(self, table: pa.Table) -> tuple[list[np.ndarray], Any]:
         """``(xs, y)``: the inputs and what Keras takes as ``y`` (one array for one output,
         a list for several; None without labels)."""
         return self.features(table), (keras_targets(self.labels(table)) if self.targets
                                       else None)
+
+
+ALIGNMENT = 64     # bytes: TensorFlow takes host memory as a tensor in place only so aligned
+
+
+def aligned_empty(shape: tuple, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an ``ALIGNMENT``-byte boundary,
+    so that a backend can take it as a tensor without a copy (TensorFlow aborts the process on
+    a misaligned one). NumPy's large arrays start 16 bytes into a page.
+
+    Example::
+
+        x = aligned_empty((60_000, 784), np.float32)
+    """
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(size + ALIGNMENT, np.uint8)
+    offset = -raw.ctypes.data % ALIGNMENT
+    return raw[offset:offset + size].view(dtype).reshape(shape)
+
+
+def capacity(rows: int) -> int:
+    """The rows a partition's arrays are made for: ``rows`` rounded up to a power of two. The
+    tail is never written (address space, not memory), and partitions of sizes within one
+    power of two are held by a backend as tensors of one shape, which one compiled window
+    serves: a fit on other data of a similar size reuses the compiled replica.
+
+    Example::
+
+        capacity(30_000)       # 32768
+    """
+    return 1 << max(0, rows - 1).bit_length()
 
 
 def _grown(kept: np.ndarray | None, rows: int, like: np.ndarray) -> np.ndarray:
@@ -228,6 +263,7 @@ class Window:
     xs: list[np.ndarray]
     ys: list[np.ndarray]
     sample_weight: np.ndarray | None = None
+    storage: "Window | None" = None   # arrays these rows start, with room past them (read)
 
     def __len__(self) -> int:
         return len(self.xs[0])
@@ -266,11 +302,17 @@ class Window:
 
     @staticmethod
     def concatenate(parts: list["Window"]) -> "Window":
+        """The rows of ``parts``, one after the other (in arrays aligned for a backend)."""
         first = parts[0]
-        return Window([np.concatenate([p.xs[j] for p in parts]) for j in range(len(first.xs))],
-                      [np.concatenate([p.ys[j] for p in parts]) for j in range(len(first.ys))],
+        return Window([_joined([p.xs[j] for p in parts]) for j in range(len(first.xs))],
+                      [_joined([p.ys[j] for p in parts]) for j in range(len(first.ys))],
                       None if first.sample_weight is None
-                      else np.concatenate([p.sample_weight for p in parts]))
+                      else _joined([p.sample_weight for p in parts]))
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+    out = aligned_empty((sum(len(a) for a in arrays),) + arrays[0].shape[1:], arrays[0].dtype)
+    return np.concatenate(arrays, out=out)
 
 
 @dataclass
@@ -334,25 +376,6 @@ class IndexedWindow:
     @property
     def sample_weight(self) -> np.ndarray | None:
         return self.gathered.sample_weight
-
-
-ALIGNMENT = 64     # bytes: TensorFlow takes host memory as a tensor in place only so aligned
-
-
-def aligned_empty(shape: tuple, dtype) -> np.ndarray:
-    """An uninitialised C-contiguous array whose data starts on an ``ALIGNMENT``-byte boundary,
-    so that a backend can take it as a tensor without a copy (TensorFlow aborts the process on
-    a misaligned one). NumPy's large arrays start 16 bytes into a page.
-
-    Example::
-
-        x = aligned_empty((60_000, 784), np.float32)
-    """
-    dtype = np.dtype(dtype)
-    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(size + ALIGNMENT, np.uint8)
-    offset = -raw.ctypes.data % ALIGNMENT
-    return raw[offset:offset + size].view(dtype).reshape(shape)
 
 
 def column_matrix(table: pa.Table, name: str) -> np.ndarray:

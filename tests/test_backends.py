@@ -158,6 +158,14 @@ def test_rows_gathered_inside_the_compiled_window_are_keras_own_fit_on_those_row
         stepped.apply_gradient(stepped.gradient(window, i, start=start if i == 0 else None))
     np.testing.assert_allclose(stepped.read(), expected, rtol=1e-5, atol=1e-6)
 
+    # a partition read from Arrow is held as its storage: a power of two of rows, so that
+    # partitions of similar sizes share one compiled window
+    read = Window([held(x)[:-1] for x in xs], [held(y)[:-1] for y in ys], None,
+                  storage=Window([held(x) for x in xs], [held(y) for y in ys]))
+    tensors, _, _ = replica.steps.held(read)
+    assert [tuple(t.shape) for t in tensors] == [x.shape for x in xs]
+    replica.train(IndexedWindow(read, order[order < rows - 1][:BATCH]).steps(1))
+
     gone = weakref.ref(partition.xs[0])
     replica.release()
     del partition, window

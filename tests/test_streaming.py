@@ -74,15 +74,53 @@ def test_a_partition_smaller_than_its_epoch_is_revisited_not_cut_short(caplog):
     np.testing.assert_array_equal(source.take(8).xs[0][:, 0], first)
 
 
+def test_shared_partitions_give_each_worker_its_own_rows_from_one_held_copy():
+    """``share`` (a simulation's workers, taking turns on one replica) puts every worker's
+    partition into one, aligned for a backend to hold in place: each worker still takes exactly
+    the rows and order it took from its own, revisits included, and all name the same arrays."""
+    import numpy as np
+
+    from distkeras.executor.sources import MemorySource, share
+    from distkeras.feed import ALIGNMENT, Window
+
+    sizes = (13, 10, 17)
+
+    def sources():
+        out, start = [], 0
+        for w, n in enumerate(sizes):
+            x = np.arange(start, start + n, dtype=np.float32)[:, None] * [1.0, -1.0]
+            out.append(MemorySource(Window([x], [np.arange(start, start + n)],
+                                           np.full(n, w, np.float32)), seed=3, worker=w))
+            start += n
+        return out
+
+    def takes(source):
+        source.start_epoch(1)
+        return [source.take(4).steps(2).gathered for _ in range(5)]   # 20 rows: revisits some
+
+    alone, shared = sources(), sources()
+    share(shared)
+    assert all(s.data is shared[0].data for s in shared)
+    assert len(shared[0].data) == sum(sizes)
+    assert shared[0].data.xs[0].ctypes.data % ALIGNMENT == 0
+    for own, one in zip(alone, shared):
+        for a, b in zip(takes(own), takes(one)):
+            np.testing.assert_array_equal(a.xs[0], b.xs[0])
+            np.testing.assert_array_equal(a.ys[0], b.ys[0])
+            np.testing.assert_array_equal(a.sample_weight, b.sample_weight)
+
+
 @pytest.mark.parametrize("rows", [None, 7, 1000, 1200])
 def test_a_partition_read_batch_by_batch_is_the_whole_tables_window(rows):
     """``FeedSpec.read`` copies each Arrow batch into arrays sized by the rows the driver
     counted (fewer: grown; more: the tail unused) and gives what ``window`` gives of the whole
-    table: two inputs, one-hot labels, class weights; no batches at all is None."""
+    table: two inputs, one-hot labels, class weights; no batches at all is None. The arrays
+    it wrote into are the window's ``storage``: a power of two of rows, aligned for a backend
+    to hold in place, starting with the window's own."""
     import numpy as np
     import pyarrow as pa
 
-    from distkeras.feed import FeedSpec, InputSpec, TargetSpec
+    from distkeras.feed import ALIGNMENT, FeedSpec, InputSpec, TargetSpec
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1000, 3)).astype(np.float32)
@@ -98,5 +136,11 @@ def test_a_partition_read_batch_by_batch_is_the_whole_tables_window(rows):
                          whole.xs + whole.ys + [whole.sample_weight]):
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+    storage = read.storage
+    assert len(storage) == (2048 if rows == 1200 else 1024)
+    for view, held in zip(read.xs + read.ys + [read.sample_weight],
+                          storage.xs + storage.ys + [storage.sample_weight]):
+        assert held.shape[1:] == view.shape[1:] and held.ctypes.data % ALIGNMENT == 0
+        assert view.ctypes.data == held.ctypes.data and np.shares_memory(view, held)
     empty = pa.RecordBatch.from_pylist([], schema=table.schema)
     assert feed.read(iter([empty]), rows) is None and feed.read(iter([]), rows) is None

@@ -203,13 +203,14 @@ class Steps:
 
     def held(self, partition) -> tuple[list, list, object]:
         """``partition``'s inputs, targets and sample weights (or None) as tensors, converted
-        on its first window and kept until another partition comes or :meth:`release`."""
+        on its first window and kept until another partition comes or :meth:`release`: its
+        ``storage`` where it has one (the tensors' shape is then its capacity, shared by
+        partitions of similar sizes, and so is the compiled window)."""
         if self._held is None or self._held[0] is not partition:
             self._held = None                  # the last partition's tensors go first
-            tensors = ([self.tensor(x) for x in partition.xs],
-                       [self.tensor(y) for y in partition.ys],
-                       None if partition.sample_weight is None
-                       else self.tensor(partition.sample_weight))
+            whole = partition if partition.storage is None else partition.storage
+            tensors = ([self.tensor(x) for x in whole.xs], [self.tensor(y) for y in whole.ys],
+                       None if whole.sample_weight is None else self.tensor(whole.sample_weight))
             self._held = (partition, tensors)
         return self._held[1]
 

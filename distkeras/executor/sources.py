@@ -31,6 +31,7 @@ class MemorySource:
     def __init__(self, rows: Window, seed: int, worker: int):
         self.data, self.seed, self.worker = rows, seed, worker
         self.rows = len(rows)
+        self.offset = 0          # where these rows start in ``data`` (see ``share``)
         self._warned = False
 
     def start_epoch(self, epoch: int) -> None:
@@ -45,7 +46,7 @@ class MemorySource:
         self._pos += n
         if len(idx) < n:
             idx = np.concatenate([idx, self._next_pass(n - len(idx))])
-        return IndexedWindow(self.data, idx)
+        return IndexedWindow(self.data, idx + self.offset if self.offset else idx)
 
     def _next_pass(self, n: int) -> np.ndarray:
         """``n`` more rows from further passes over the partition, each in its own order."""
@@ -65,6 +66,22 @@ class MemorySource:
             parts.append(self._order[:self._pos])
             n -= self._pos
         return np.concatenate(parts)
+
+
+def share(sources: list[MemorySource]) -> None:
+    """Put the rows of ``sources`` in one partition, each source reading its own part of it:
+    workers that take turns on one replica in one process (a simulation) then share one held
+    copy of the data and one compiled window (a backend compiles one per partition shape).
+
+    Example::
+
+        share(sources)      # sources[1] now takes rows from sources[0].data, past its rows
+    """
+    whole = Window.concatenate([s.data for s in sources])
+    offset = 0
+    for source in sources:
+        source.data, source.offset = whole, offset
+        offset += source.rows
 
 
 class StreamSource:

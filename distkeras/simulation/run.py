@@ -318,6 +318,7 @@ def train_simulated(run, startup: dict, began: float):
     from distkeras.driver.epochs import Resume, _EpochEnds
     from distkeras.driver.fit import start_services, task_spec
     from distkeras.executor.remote import _Loop, _source, _Where
+    from distkeras.executor.sources import share
     from distkeras.exchange import WorkerContext
 
     settings, algorithm = run.settings, run.algorithm
@@ -341,6 +342,7 @@ def train_simulated(run, startup: dict, began: float):
         pool = ReplicaPool(replica)
         sources = [_source(spec, iter(batches), w)
                    for w, batches in enumerate(_partitions(run.data.prepared, n))]
+        share(sources)         # one held partition, one compiled window for every worker
         size = run.user.flat.get().size
         time_model = _time_model(simulation, pool, sources[0], spec, algorithm, params, size)
         cluster = SimulatedCluster(simulation, n, ps, time_model, 4 * size)
