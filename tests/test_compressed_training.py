@@ -12,7 +12,11 @@ from tests.data import blobs, blobs_df
 EPOCHS = 3
 TOLERANCE = 0.02
 FAMILIES = {                      # trainer, its settings
-    "parameter server": ("ADAG", dict(learning_rate=0.03)),
+    # λ = 4: with top-1 % of a window's update and 5 commits an epoch (λ = 12), the compressed
+    # run ended 0.005-0.025 behind after 3 epochs, and 3 of 7 runs missed the 2 points (2 of
+    # 3 on the code before 2026-12-05's window change, 1 of 4 after); at λ = 4: within 0.003
+    # (3 runs)
+    "parameter server": ("ADAG", dict(learning_rate=0.03, communication_window=4)),
     "ring all-reduce": ("ARSGD", dict(learning_rate=0.01)),
     "gossip": ("DPSGD", dict(learning_rate=0.01)),
 }
