@@ -174,9 +174,11 @@ class FeedSpec:
         if out is None:
             return None
         k = len(self.inputs)
-        window = lambda arrays, storage=None: Window(  # noqa: E731
-            arrays[:k], arrays[k:len(arrays) - weighted], arrays[-1] if weighted else None,
-            storage)
+
+        def window(arrays, storage=None):
+            return Window(arrays[:k], arrays[k:len(arrays) - weighted],
+                          arrays[-1] if weighted else None, storage)
+
         return window([o[:n] for o in out], window(out))
 
     def arrays(self, table: pa.Table) -> tuple[list[np.ndarray], Any]:
@@ -263,7 +265,7 @@ class Window:
     xs: list[np.ndarray]
     ys: list[np.ndarray]
     sample_weight: np.ndarray | None = None
-    storage: "Window | None" = None   # arrays these rows start, with room past them (read)
+    storage: "Window | None" = None   # the arrays these rows begin, with room past them
 
     def __len__(self) -> int:
         return len(self.xs[0])
