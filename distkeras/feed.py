@@ -250,8 +250,17 @@ def keras_targets(ys: list[np.ndarray]):
     return ys[0] if len(ys) == 1 else list(ys)
 
 
+class _Batches:
+    """What both kinds of window give from their ``step(i)``."""
+
+    def batch(self, i: int) -> tuple[Any, Any, np.ndarray | None]:
+        """Step ``i`` as Keras' ``(x, y, sample_weight)``."""
+        xs, ys, weight = self.step(i)
+        return model_inputs(xs), keras_targets(ys), weight
+
+
 @dataclass
-class Window:
+class Window(_Batches):
     """Mini-batches for one call of local steps: every array has a leading step axis, then
     the batch (``xs[j]``: ``(steps, batch, *input_shape)``); ``sample_weight`` ``(steps,
     batch)`` or None. Without a step axis (``feed.window(table)``) it is a block of rows.
@@ -292,11 +301,6 @@ class Window:
         return ([x[i] for x in self.xs], [y[i] for y in self.ys],
                 None if self.sample_weight is None else self.sample_weight[i])
 
-    def batch(self, i: int) -> tuple[Any, Any, np.ndarray | None]:
-        """Step ``i`` as Keras' ``(x, y, sample_weight)``."""
-        xs, ys, weight = self.step(i)
-        return model_inputs(xs), keras_targets(ys), weight
-
     def run(self, steps, start: np.ndarray) -> np.ndarray:
         """These steps run by a backend's :class:`~distkeras.backends.Steps` from the flat
         weights ``start``; the weights after them."""
@@ -318,7 +322,7 @@ def _joined(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 @dataclass
-class IndexedWindow:
+class IndexedWindow(_Batches):
     """A :class:`Window` named by row indices into a partition held whole: ``partition[index]``,
     not yet gathered. Run on a backend (:meth:`run`), its rows are gathered inside the compiled
     window from the partition, taken as tensors once per fit: no window-sized copy in numpy
@@ -350,11 +354,6 @@ class IndexedWindow:
         """Step ``i``'s arrays, gathered: inputs, targets, sample weights (or None)."""
         rows = self.partition[self.index[i]]
         return list(rows.xs), list(rows.ys), rows.sample_weight
-
-    def batch(self, i: int) -> tuple[Any, Any, np.ndarray | None]:
-        """Step ``i`` as Keras' ``(x, y, sample_weight)``."""
-        xs, ys, weight = self.step(i)
-        return model_inputs(xs), keras_targets(ys), weight
 
     def run(self, steps, start: np.ndarray) -> np.ndarray:
         """These steps run by a backend's :class:`~distkeras.backends.Steps`, which gathers the

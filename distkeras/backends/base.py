@@ -11,13 +11,15 @@ named as ``keras.backend.backend()`` names it):
     - ``flat_weights(model, layout)``: read and write the flat vector of a model;
     - ``steps(model, weights, jit_compile)``: the model's compiled :class:`Steps`.
 - :class:`Steps`: a compiled model's training calls.
-    - ``window(xs, ys, sample_weight, start)``: λ local steps from ``start`` as one call,
-      returning the flat weights after them;
-    - ``indexed(partition, index, start)``: the same for the mini-batches ``partition[index]``
-      (``index``: ``(steps, batch)`` rows of a partition held whole), gathered inside the
-      compiled window from the partition taken as tensors once (``held``; ``tensor``: one
-      array as the backend's tensor, in place where it can) until ``release()``; by default
-      gathered in numpy, then ``window``;
+    - ``window(xs, ys, sample_weight, start, index=None)``: λ local steps from ``start`` as
+      one call, returning the flat weights after them; given ``index`` (``(steps, batch)``
+      rows), the steps take rows ``index[i]`` of the partition's tensors ``xs``, gathered
+      inside the compiled window;
+    - ``holds_partitions()``: whether the backend takes a partition as tensors once
+      (``tensor``: one array as the backend's tensor, in place where it can) and gathers each
+      window's rows from them (the framework computes on the CPU); then ``indexed(partition,
+      index, start)`` runs ``window`` on the held tensors until ``release()``, else it
+      gathers the rows in numpy and runs ``window`` on them;
     - ``gradient(x, y, sample_weight, start)``: the flat gradient of one batch (AR-SGD);
     - ``apply(gradient)``: one optimizer step with it;
     - ``read()``: the flat weights now;
@@ -192,10 +194,23 @@ class Steps:
         self.schedule = None     # what restart() forgets and plan() sets, where it is counted
         self._held = None        # (partition, its arrays as tensors) until release()
 
-    def window(self, xs: list, ys: list, sample_weight, start: np.ndarray) -> np.ndarray:
+    def window(self, xs: list, ys: list, sample_weight, start: np.ndarray,
+               index: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
 
+    def holds_partitions(self) -> bool:
+        """Whether :meth:`indexed` runs on the partition held as tensors (the framework
+        computes on the CPU). False: each window is gathered in numpy and travels alone (a
+        partition held in a GPU's memory could outgrow it; nothing here has tried)."""
+        return False
+
     def indexed(self, partition, index: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """Steps on rows ``index[i]`` of ``partition`` for every step ``i``: gathered inside
+        the compiled window from the held partition where the backend holds partitions,
+        else gathered here first."""
+        if self.holds_partitions():
+            xs, ys, sample_weight = self.held(partition)
+            return self.window(xs, ys, sample_weight, start, index)
         from distkeras.feed import IndexedWindow
 
         window = IndexedWindow(partition, index).gathered

@@ -129,13 +129,10 @@ class JAXSteps(Steps):
         self._synced = False
         return np.asarray(vector)
 
-    def indexed(self, partition, index, start):
+    def holds_partitions(self):
         import jax
 
-        if jax.default_backend() != "cpu":   # a partition held on the GPU could outgrow its
-            return super().indexed(partition, index, start)   # memory: the window travels
-        xs, ys, sample_weight = self.held(partition)
-        return self.window(xs, ys, sample_weight, start, index)
+        return jax.default_backend() == "cpu"
 
     def tensor(self, array):
         """In place (DLPack) where it can: C-contiguous, writable, numeric; else copied."""

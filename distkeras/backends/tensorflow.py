@@ -156,14 +156,12 @@ class TFSteps(Steps):
             call = self._concrete[key] = function.get_concrete_function(*args)
         return call(*args)
 
-    def window(self, xs, ys, sample_weight, start):
-        return self._window(int(xs[0].shape[0]), xs, ys, sample_weight, start, None)
+    def window(self, xs, ys, sample_weight, start, index=None):
+        steps = int(xs[0].shape[0]) if index is None else len(index)
+        return self._window(steps, xs, ys, sample_weight, start, index)
 
-    def indexed(self, partition, index, start):
-        if self._accelerated:      # a partition held on the GPU could outgrow its memory:
-            return super().indexed(partition, index, start)   # the window travels instead
-        xs, ys, sample_weight = self.held(partition)
-        return self._window(len(index), xs, ys, sample_weight, start, index)
+    def holds_partitions(self):
+        return not self._accelerated
 
     def tensor(self, array):
         """In place (DLPack) where TensorFlow can take the memory as it is: C-contiguous,

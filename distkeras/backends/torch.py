@@ -74,22 +74,22 @@ class TorchSteps(Steps):
             step = torch.compile(step)
         self._step = step
 
-    def window(self, xs, ys, sample_weight, start):
+    def window(self, xs, ys, sample_weight, start, index=None):
+        import torch
         from keras import ops
 
-        xs, ys = [ops.convert_to_tensor(x) for x in xs], [ops.convert_to_tensor(y) for y in ys]
-        sw = None if sample_weight is None else ops.convert_to_tensor(sample_weight)
-        return self._run(xs, ys, sw, start, int(xs[0].shape[0]), lambda t, i: t[i])
+        if index is None:
+            xs, ys = [ops.convert_to_tensor(x) for x in xs], [ops.convert_to_tensor(y) for y in ys]
+            sw = None if sample_weight is None else ops.convert_to_tensor(sample_weight)
+            return self._run(xs, ys, sw, start, int(xs[0].shape[0]), lambda t, i: t[i])
+        rows = torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64))
+        return self._run(xs, ys, sample_weight, start, len(index),
+                         lambda t, i: t.index_select(0, rows[i]))
 
-    def indexed(self, partition, index, start):
-        import torch
+    def holds_partitions(self):
         from keras.src.backend.torch.core import get_device
 
-        if get_device() != "cpu":        # a partition held on the GPU could outgrow its
-            return super().indexed(partition, index, start)   # memory: the window travels
-        xs, ys, sw = self.held(partition)
-        rows = torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64))
-        return self._run(xs, ys, sw, start, len(index), lambda t, i: t.index_select(0, rows[i]))
+        return get_device() == "cpu"
 
     def tensor(self, array):
         """In place (``torch.from_numpy``) where it can: writable and numeric; else copied."""
