@@ -118,7 +118,7 @@ def _builder(model: str):
 
 def summarise(model: str, args) -> None:
     from distkeras.study import load_runs, write_report
-    from distkeras.study.report import analyse
+    from distkeras.study.analysis import analyse
 
     records = []
     for link in args.links.split(","):

@@ -7,7 +7,8 @@ Example::
     Study(model="hlf", algorithms=["single", "arsgd", "adpsgd"], slowmo=["none", "avg"],
           num_workers=[1, 2], epochs=5, out="study-hlf").run(train_df, validation=test_df)
 """
-from distkeras.study.report import analyse, time_to_target, write_report
+from distkeras.study.analysis import analyse, time_to_target
+from distkeras.study.report import write_report
 from distkeras.study.sweep import (SLOWMO, SLOWMO_BASES, TRAINERS, WINDOWED, RunConfig, Study,
                                    load_runs)
 
