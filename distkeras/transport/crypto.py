@@ -69,8 +69,11 @@ class FrameMAC:
     def tag(self, header, payload=None) -> bytes:
         """The next frame's tag, its payload at hand (one AEAD call up to ``ONE_SHOT`` bytes)."""
         n = 0 if payload is None else len(payload)
-        if n <= self.ONE_SHOT:
-            return self._aead.encrypt(self._nonce(), bytes(header), payload if n else None)[-16:]
+        if n <= self.ONE_SHOT:                 # (the nonce inline: 4 tags per commit+pull)
+            count = self.counter
+            self.counter = count + 1
+            return self._aead.encrypt(count.to_bytes(12, "big"), bytes(header),
+                                      payload if n else None)[-16:]
         h = self.start(header, n)
         for i in range(0, n, _CHUNK):
             h.update(payload[i:i + _CHUNK])

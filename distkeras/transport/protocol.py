@@ -124,6 +124,9 @@ def encode_payload(payload: Payload) -> tuple[int, Optional[memoryview | bytes]]
     """Map a payload to (dtype, buffer) without copying float32 arrays or bytes."""
     if payload is None:
         return DT_NONE, None
+    if payload.__class__ is np.ndarray and payload.dtype == _WIRE_F32 \
+            and payload.flags.c_contiguous:   # the hot path: a model's vector, as it is
+        return DT_F32, memoryview(payload).cast("B")
     if isinstance(payload, np.ndarray):
         if payload.dtype == np.uint8:          # opaque bytes (a compressed vector)
             return DT_BYTES, memoryview(np.ascontiguousarray(payload).reshape(-1))
@@ -290,6 +293,19 @@ class FrameIO:
         """Fill ``view``; with ``mac``, hash it chunk by chunk as it arrives (still in cache)."""
         got, n = 0, len(view)
         sock, flags, in_kernel = self.sock, self._flags, self._send_timeout is not None
+        if mac is None and (in_kernel or deadline is None) and n:
+            try:                     # the common case first: it is all there, in one call
+                got = sock.recv_into(view, n, flags)
+            except BlockingIOError:
+                if not in_kernel:
+                    raise
+            if got == n:
+                return
+            if not in_kernel and got == 0:
+                raise PeerClosed(f"connection closed by peer after 0 of {n} bytes",
+                                 at_boundary=not started)
+            if deadline is not None and time.monotonic() > deadline:
+                raise socket.timeout("deadline passed")
         hashed = 0
         while got < n:
             if not in_kernel:
