@@ -194,7 +194,23 @@ class Client:
         Raises :class:`RemoteError` when the handler failed (the connection stays usable),
         :class:`TransportConnectionError` / :class:`TransportTimeoutError` when the connection broke.
         """
-        return self.request_many(op, [payload], [aux], flags, out)[0]
+        if self._broken:
+            raise TransportConnectionError(f"connection to {self.where} is broken or closed")
+        self._seq += 1
+        try:                    # request_many's steps for one frame (a commit's hot path)
+            self._io.send(op, worker_id=self.worker_id, seq=self._seq, aux=aux, flags=flags,
+                          payload=payload)
+            frame, _ = self._io.recv(None if self.io_timeout is None or not self._io.waits_in_kernel
+                                     else time.monotonic() + self.io_timeout, out=out)
+        except Exception as exc:
+            raise self._failure(exc) from None
+        if frame.seq != self._seq:
+            self._broken = True
+            raise TransportConnectionError(f"reply out of sequence from {self.where}: "
+                                           f"{frame.seq} != {self._seq}")
+        if frame.op == OP_ERROR:
+            self._raise_error(frame)
+        return frame
 
     def request_many(self, op: int, payloads: list, auxes: list[int], flags: int = 0,
                      out: Optional[np.ndarray] = None) -> list[Frame]:
@@ -219,26 +235,28 @@ class Client:
                     raise TransportConnectionError(f"reply out of sequence from {self.where}: "
                                             f"{frame.seq} != {first + i}")
                 replies.append(frame)
-        except ValueError:  # out= mismatch: reply consumed, stream still in sync
-            raise
-        except PeerClosed as exc:
-            self._broken = True
-            raise TransportConnectionError(f"{self.role} {self.where} closed the connection "
-                                    f"({exc})") from None
-        except (socket.timeout, TimeoutError):
-            self._broken = True
-            raise TransportTimeoutError(f"no reply from {self.where} within {self.io_timeout} s") \
-                from None
-        except ProtocolError as exc:
-            self._broken = True
-            raise TransportConnectionError(f"bad frame from {self.where}: {exc}") from None
-        except OSError as exc:
-            self._broken = True
-            raise TransportConnectionError(f"connection to {self.where} failed: {exc}") from None
+        except Exception as exc:
+            raise self._failure(exc) from None
         for frame in replies:
             if frame.op == OP_ERROR:
                 self._raise_error(frame)
         return replies
+
+    def _failure(self, exc: Exception) -> Exception:
+        """What a request raises for ``exc``; the connection is broken unless the stream is
+        still in step (an ``out=`` mismatch: the reply was read)."""
+        if isinstance(exc, ValueError) or not isinstance(
+                exc, (PeerClosed, socket.timeout, TimeoutError, ProtocolError, OSError)):
+            return exc
+        self._broken = True
+        if isinstance(exc, PeerClosed):
+            return TransportConnectionError(f"{self.role} {self.where} closed the connection "
+                                            f"({exc})")
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            return TransportTimeoutError(f"no reply from {self.where} within {self.io_timeout} s")
+        if isinstance(exc, ProtocolError):
+            return TransportConnectionError(f"bad frame from {self.where}: {exc}")
+        return TransportConnectionError(f"connection to {self.where} failed: {exc}")
 
     def close(self) -> None:
         """Say BYE (a clean disconnect for the server) and close the socket; idempotent."""
