@@ -83,3 +83,28 @@ def test_lost_synchronous_worker_fails_the_run_quickly():
             client(coord, 0)
         assert time.monotonic() - t0 < 5
         assert "worker 1 was lost" in coord.failure
+
+
+def test_a_synchronous_worker_that_says_goodbye_mid_run_names_the_peer_that_was_lost():
+    """A worker whose peer vanished leaves cleanly (BYE), and its goodbye can reach the driver
+    before the vanished peer's dropped connection does: the run names the peer, not the
+    worker that said goodbye. A goodbye with no other loss is named itself, after the grace."""
+    from distkeras.driver.coordinator import LOST_GRACE
+
+    with Coordinator(2, np.zeros(N, np.float32), synchronous=True, name="dpsgd") as coord:
+        vanished, leaving = client(coord, 1), client(coord, 0)
+        leaving.close()                        # BYE first: its peer failed it
+        time.sleep(0.2)
+        assert coord.failure is None           # not named yet: the grace runs
+        vanished._sock.close()                 # then the vanished worker's connection drops
+        assert coord.settled_failure().startswith("worker 1 was lost during training")
+        time.sleep(LOST_GRACE + 0.3)           # the goodbye's grace ends: the first cause stays
+        assert coord.failure.startswith("worker 1 was lost")
+    with Coordinator(2, np.zeros(N, np.float32), synchronous=True, name="dpsgd") as coord:
+        t0 = time.monotonic()
+        client(coord, 0).close()
+        time.sleep(0.2)                        # the goodbye reaches the coordinator
+        assert coord.settled_failure().startswith("worker 0 was lost during training")
+        assert LOST_GRACE - 0.5 < time.monotonic() - t0 < LOST_GRACE + 1.5
+    with Coordinator(2, np.zeros(N, np.float32), synchronous=True, name="dpsgd") as coord:
+        assert coord.settled_failure() is None         # nothing waiting: no wait

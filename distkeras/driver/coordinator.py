@@ -32,6 +32,9 @@ from distkeras.vectors import all_finite, mean_of
 
 log = logging.getLogger(__name__)
 
+LOST_GRACE = 2.0    # seconds before a synchronous worker that said goodbye mid-run is named
+                    # as lost: the peer whose loss made it leave is named first if that shows
+
 
 MAX_EPOCHS = 1_000_000
 MAX_SAMPLES_PER_REPORT = 1 << 40     # a report counts the samples since the last one
@@ -114,6 +117,7 @@ class Coordinator:
         self.samples_seen = 0
         self._learning_rate: tuple[int, float] = (0, 0.0)   # (version, value) for the workers
         self.failure: str | None = None
+        self._naming = 0         # goodbyes of workers mid-run, waiting to be named (LOST_GRACE)
         self.raised: list[tuple[int, dict]] = []    # (worker, report) of exceptions, in order
         self.unrecoverable: str | None = None  # a worker's error that a task retry cannot fix
         self._stop = False
@@ -271,6 +275,24 @@ class Coordinator:
             if self.data_service is not None:
                 self.data_service.fail(self.failure)
 
+    def _lose(self, message: str, named_late: bool = False) -> None:
+        """The synchronous run fails with ``message``, unless it failed already."""
+        with self._cond:
+            if named_late:
+                self._naming -= 1
+            if not self._stop or not named_late:
+                self.failure = self.failure or message
+            self._cond.notify_all()
+        if self.data_service is not None and self.failure:
+            self.data_service.fail(self.failure)
+
+    def settled_failure(self) -> str | None:
+        """:attr:`failure`, once the loss of a worker that said goodbye mid-run is named (at
+        most ``LOST_GRACE`` seconds; at once when none is waiting)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.failure or not self._naming, LOST_GRACE + 1.0)
+            return self.failure
+
     def worker_error(self) -> str | None:
         """The first exception a worker reported, said as the user needs it, or None."""
         return _said(*self.raised[0]) if self.raised else None
@@ -364,14 +386,19 @@ class Coordinator:
             return          # the worker is back on a newer connection: training goes on
         control.endpoint = None
         if self.synchronous and not self._stop:
-            with self._cond:
-                self.failure = self.failure or (
-                    f"worker {worker} was lost during training; {self.name} is synchronous and "
+            lost = (f"worker {worker} was lost during training; {self.name} is synchronous and "
                     "cannot continue without it (use an asynchronous algorithm, e.g. ADAG, "
                     "DOWNPOUR or ADPSGD, for fault-tolerant training)")
-                self._cond.notify_all()
-            if self.data_service is not None:
-                self.data_service.fail(self.failure)
+            if not clean:
+                self._lose(lost)
+                return
+            # It said goodbye: a peer or a service failed it (a worker that raised anything
+            # else reports it first). That one is named, if its own loss shows meanwhile.
+            with self._cond:
+                self._naming += 1
+            timer = threading.Timer(LOST_GRACE, self._lose, args=(lost, True))
+            timer.daemon = True
+            timer.start()
         else:
             log.warning("worker %d disconnected mid-training; Spark retries the task and it "
                         "rejoins", worker)

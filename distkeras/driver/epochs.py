@@ -177,7 +177,7 @@ def _raise_job_error(job, coordinator) -> None:
     try:
         job.result()
     except TrainingError as exc:
-        failure = coordinator.worker_error() or coordinator.failure or (
+        failure = coordinator.worker_error() or coordinator.settled_failure() or (
             coordinator.data_service.failure if coordinator.data_service is not None else None)
         raise TrainingError(f"{failure} (Spark: {exc})" if failure else str(exc)) from exc
 
