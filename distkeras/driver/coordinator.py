@@ -269,18 +269,15 @@ class Coordinator:
         if report.get("final") is True:
             self.unrecoverable = self.unrecoverable or _said(worker, raised)
         if self.synchronous or self.unrecoverable:
-            with self._cond:
-                self.failure = self.failure or self.worker_error()
-                self._cond.notify_all()
-            if self.data_service is not None:
-                self.data_service.fail(self.failure)
+            self._fail(self.worker_error())
 
-    def _lose(self, message: str, named_late: bool = False) -> None:
-        """The synchronous run fails with ``message``, unless it failed already."""
+    def _fail(self, message: str, named_late: bool = False) -> None:
+        """The run fails with ``message``, unless it failed already (or, ``named_late``: a
+        goodbye's grace ended, unless it stopped meanwhile); the data service's waits end."""
         with self._cond:
             if named_late:
                 self._naming -= 1
-            if not self._stop or not named_late:
+            if not (named_late and self._stop):
                 self.failure = self.failure or message
             self._cond.notify_all()
         if self.data_service is not None and self.failure:
@@ -390,13 +387,13 @@ class Coordinator:
                     "cannot continue without it (use an asynchronous algorithm, e.g. ADAG, "
                     "DOWNPOUR or ADPSGD, for fault-tolerant training)")
             if not clean:
-                self._lose(lost)
+                self._fail(lost)
                 return
             # It said goodbye: a peer or a service failed it (a worker that raised anything
             # else reports it first). That one is named, if its own loss shows meanwhile.
             with self._cond:
                 self._naming += 1
-            timer = threading.Timer(LOST_GRACE, self._lose, args=(lost, True))
+            timer = threading.Timer(LOST_GRACE, self._fail, args=(lost, True))
             timer.daemon = True
             timer.start()
         else:
