@@ -23,6 +23,7 @@ Example::
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -113,7 +114,7 @@ class PortableModel:
         import keras
 
         with keras.saving.custom_object_scope(self.custom_objects):
-            opt = keras.optimizers.deserialize(optimizer) if isinstance(optimizer, dict) \
+            opt = deserialize(keras.optimizers, optimizer) if isinstance(optimizer, dict) \
                 else keras.optimizers.get(optimizer or "adam")
             if self.loss_scaling and not isinstance(opt, keras.optimizers.LossScaleOptimizer):
                 opt = keras.optimizers.LossScaleOptimizer(opt)
@@ -131,11 +132,18 @@ def register(objects: dict[str, Any]) -> None:
         keras.saving.get_custom_objects().update(objects)
 
 
+def deserialize(module, config: dict):
+    """``module.deserialize(config)`` (``keras.optimizers``, ``keras.losses``...) on a copy:
+    some ``from_config`` consume their config (``LossScaleOptimizer`` pops its inner
+    optimizer), and the same config builds the driver's model and then every replica."""
+    return module.deserialize(copy.deepcopy(config))
+
+
 def deserialize_structure(value, module):
     """A loss or metric as ``compile`` takes it, from its serialised form: a name, a Keras
     config dict, or a list / dict per output of those."""
     if isinstance(value, dict) and "class_name" in value:
-        return module.deserialize(value)
+        return deserialize(module, value)
     if isinstance(value, dict):
         return {k: deserialize_structure(v, module) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -305,6 +305,54 @@ def test_the_ring_mean_that_overflows_fails_every_worker_at_once():
     assert all(o is not None and "all-reduced mean became non-finite" in o for o in out), out
 
 
+@pytest.mark.parametrize("bad", [2, 13])
+def test_a_nan_in_any_segment_of_the_ring_mean_fails_every_worker(bad):
+    """A NaN in one worker's vector, in either chunk of the ring (each cut into several
+    segments), fails every worker: none goes on with a poisoned mean."""
+    from distkeras.exchange import DivergedError
+
+    with workers(2, size=16) as (coord, contexts):
+        exchanges = [RingExchange(None, c) for c in contexts]
+
+        def worker(i):
+            with exchanges[i] as ex:
+                hello(contexts[i], ex)
+                ex.start(np.zeros(16, np.float32))
+                ex.ring.segment = 3             # chunks of 8 values in 3 segments
+                vector = np.ones(16, np.float32)
+                if i == 0:
+                    vector[bad] = np.nan
+                try:
+                    ex.mean(vector)
+                except DivergedError as exc:
+                    return str(exc)
+                return None
+
+        out = run_all([lambda i=i: worker(i) for i in range(2)])
+    assert all(o is not None and "all-reduced mean became non-finite" in o for o in out), out
+
+
+def test_a_ring_mean_unchecked_brings_an_overflow_to_every_worker_and_stays_in_step():
+    """Under loss scaling an overflow is expected, and handled (every replica skips the same
+    step): with ``check=False`` the non-finite mean reaches every worker, and the next round
+    is exact again."""
+    with workers(2, size=16) as (coord, contexts):
+        exchanges = [RingExchange(None, c) for c in contexts]
+
+        def worker(i):
+            with exchanges[i] as ex:
+                hello(contexts[i], ex)
+                ex.start(np.zeros(16, np.float32))
+                scaled = np.full(16, np.inf if i == 0 else 1.0, np.float32)
+                first = ex.mean(scaled, check=False).copy()
+                return first, ex.mean(np.full(16, float(i), np.float32)).copy()
+
+        out = run_all([lambda i=i: worker(i) for i in range(2)])
+    for first, second in out:
+        assert np.isposinf(first).all(), first
+        np.testing.assert_array_equal(second, np.full(16, 0.5, np.float32))
+
+
 def test_pairwise_gossip_of_extreme_replicas_stays_finite_and_keeps_the_mean():
     """(3e38 − (−3e38))/2 overflows as written; the gossip step computes x/2 − y/2: both
     sides land on the exact mean, 0, and every value stays finite."""

@@ -504,6 +504,39 @@ def test_mixed_precision_trains_with_float32_exchanges(data, policy):
         assert fitted.keras_model.layers[1].kernel.dtype == "float32"
 
 
+def test_ar_sgd_skips_the_steps_whose_scaled_loss_overflows_as_keras_does(data):
+    """mixed_float16 with a loss scale too large for float16 at first: Keras' loss scaling
+    skips each step that overflows and halves the scale. AR-SGD's replicas average the same
+    non-finite gradient, so they all skip the same steps and learn as ``model.fit`` does,
+    instead of stopping as if the loss had diverged."""
+    import keras
+
+    df, train, test = data
+
+    def build():
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            model = keras.Sequential([
+                keras.Input((DIM,)), keras.layers.Rescaling(UNIT),
+                keras.layers.Dense(32, activation="relu"),
+                keras.layers.Dense(CLASSES, activation="softmax", dtype="float32")])
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3),
+                                                        initial_scale=2.0 ** 40)
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model
+
+    overflowing = build()           # the premise: at this scale float16 overflows
+    gradient = overflowing.optimizer.scale_loss(keras.ops.convert_to_tensor(1.0))
+    assert not np.isfinite(host(keras.ops.cast(gradient, "float16")))
+    reference = keras_accuracy(build, train, test)
+    fitted = fit("ARSGD", build(), df)
+    acc = accuracy(lambda x: fitted.predict([x]), test)
+    assert acc >= reference - 0.03, (acc, reference)
+
+
 def test_mixed_float16_replicas_scale_the_loss():
     import keras
 
@@ -517,6 +550,34 @@ def test_mixed_float16_replicas_scale_the_loss():
         keras.mixed_precision.set_global_policy("float32")
     replica = build_model(PortableModel.of(model), "mse", {"class_name": "Adam", "config": {}})
     assert isinstance(replica.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_an_explicit_loss_scale_optimizer_builds_every_replica_as_compiled():
+    """Keras' ``LossScaleOptimizer.from_config`` pops the inner optimizer from the config it
+    is given: the one config must still build the driver's model and then every replica, with
+    the user's scale; a tuning trial's learning rate goes to the inner optimizer."""
+    import keras
+
+    from distkeras.executor.replica import build_model
+    from distkeras.portable import PortableModel
+    from distkeras.tuning.trial import make_optimizer
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential([keras.Input((DIM,)), keras.layers.Dense(CLASSES)])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model.compile(optimizer=keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.SGD(0.05), initial_scale=2.0 ** 40), loss="mse")
+    config = keras.optimizers.serialize(model.optimizer)
+    for _ in range(2):
+        replica = build_model(PortableModel.of(model), "mse", config)
+        assert isinstance(replica.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert float(replica.optimizer.initial_scale) == 2.0 ** 40
+        assert float(replica.optimizer.inner_optimizer.learning_rate) == pytest.approx(0.05)
+    tuned = make_optimizer(config, 0.2)
+    assert float(tuned.inner_optimizer.learning_rate) == pytest.approx(0.2)
+    assert float(tuned.initial_scale) == 2.0 ** 40
 
 
 # -- a worker that raises ----------------------------------------------------------------------

@@ -22,10 +22,10 @@ class GradientRing(RingExchange):
     _buffer = None
     averages_replicas = False     # gradients: compressed as they are, with error feedback
 
-    def mean(self, vector, out=None):
+    def mean(self, vector, out=None, check=True):
         if self._buffer is None or self._buffer.shape != vector.shape:
             self._buffer = np.empty(vector.shape, np.float32)
-        return super().mean(vector, self._buffer if out is None else out)
+        return super().mean(vector, self._buffer if out is None else out, check)
 
     def after_window(self, theta, steps):
         return None
@@ -55,10 +55,11 @@ class ARSGD(Algorithm):
             start = None
             # before the all-reduce: one diverged worker must not poison every replica (under
             # loss scaling an overflow is expected: every replica then skips the same step)
-            if not replica.loss_scaling:
+            overflow_skips = replica.loss_scaling
+            if not overflow_skips:
                 check_finite(gradient, "gradient",
                              f"worker {exchange.worker.worker}, AR-SGD step")
-            replica.apply_gradient(exchange.mean(gradient))
+            replica.apply_gradient(exchange.mean(gradient, check=not overflow_skips))
         return replica.read()
 
     def worker_send(self, theta, anchor):

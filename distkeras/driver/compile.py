@@ -51,8 +51,8 @@ class CompileSettings:
             optimizer = compiled.get("optimizer") or default_optimizer
         config = keras.optimizers.serialize(_optimizer(optimizer))
         if settings.learning_rate is not None:
-            _inner(config)["learning_rate"] = float(settings.learning_rate)
-        lr = _inner(config).get("learning_rate")
+            learning_rate_config(config)["learning_rate"] = float(settings.learning_rate)
+        lr = learning_rate_config(config).get("learning_rate")
         metrics = settings.metrics if settings.metrics is not None else compiled.get("metrics")
         if metrics is None:
             metrics = ["accuracy"] if len(getattr(model, "outputs", None) or [0]) == 1 else []
@@ -67,7 +67,7 @@ class CompileSettings:
     @property
     def scheduled(self) -> bool:
         """Whether the workers' learning rate is a schedule (which no factor scales)."""
-        return isinstance(_inner(self.optimizer).get("learning_rate"), dict)
+        return isinstance(learning_rate_config(self.optimizer).get("learning_rate"), dict)
 
 
     def scaled(self, factor: float) -> "CompileSettings":
@@ -80,8 +80,8 @@ class CompileSettings:
         if isinstance(inner, dict):
             config["config"]["inner_optimizer"] = {**inner, "config": dict(inner["config"])}
         lr = self.learning_rate * factor
-        if isinstance(_inner(config).get("learning_rate"), (int, float)):
-            _inner(config)["learning_rate"] = lr
+        if isinstance(learning_rate_config(config).get("learning_rate"), (int, float)):
+            learning_rate_config(config)["learning_rate"] = lr
         return CompileSettings(self.loss, config, self.metrics, self.loss_weights, lr,
                                self.factor * factor)
 
@@ -89,12 +89,14 @@ class CompileSettings:
 def _optimizer(value):
     import keras
 
+    from distkeras.portable import deserialize
+
     if isinstance(value, dict):
-        return keras.optimizers.deserialize(value)
+        return deserialize(keras.optimizers, value)
     return keras.optimizers.get(value) if isinstance(value, str) else value
 
 
-def _inner(config: dict) -> dict:
+def learning_rate_config(config: dict) -> dict:
     """The config holding the learning rate (a LossScaleOptimizer's inner optimizer's)."""
     inner = config["config"].get("inner_optimizer")
     return inner["config"] if isinstance(inner, dict) else config["config"]

@@ -260,14 +260,18 @@ class RingExchange(PeerExchange):
                                              theta if self.averages_replicas else None)
         return theta
 
-    def mean(self, vector: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """The mean over the workers (identical on each: if it overflowed, every worker
-        raises here, and the synchronous run fails at once); exact unless compressed."""
+    def mean(self, vector: np.ndarray, out: np.ndarray | None = None,
+             check: bool = True) -> np.ndarray:
+        """The mean over the workers, exact unless compressed. Identical on each worker: with
+        ``check``, if it overflowed, every worker raises here and the synchronous run fails at
+        once. ``check=False`` where an overflow is expected and handled: under loss scaling
+        every replica then skips the same step."""
         self.stats.exchanges += 1
         reduce = self.ring.mean if self.compressed is None else self.compressed
         mean = self.timed(reduce, vector, out)
-        check_finite(mean, "all-reduced mean", f"worker {self.worker.worker}, ring round "
-                                                f"{self.ring._round - 1}")
+        if check:
+            check_finite(mean, "all-reduced mean", f"worker {self.worker.worker}, ring round "
+                                                    f"{self.ring._round - 1}")
         return mean
 
     def after_window(self, theta: np.ndarray, steps: int) -> np.ndarray:

@@ -9,6 +9,7 @@ training when the driver says so: the trial ends as ``"pruned"`` after fewer epo
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -18,6 +19,8 @@ import traceback
 from typing import Any, Callable
 
 import numpy as np
+
+from distkeras.driver.compile import learning_rate_config
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +33,9 @@ def make_optimizer(optimizer: Any, learning_rate: float | None):
         optimizer = keras.optimizers.serialize(keras.optimizers.get(optimizer))
     elif not isinstance(optimizer, dict):
         optimizer = keras.optimizers.serialize(optimizer)
-    config = {**optimizer, "config": dict(optimizer.get("config", {}))}
-    if learning_rate is not None:
-        config["config"]["learning_rate"] = float(learning_rate)
+    config = copy.deepcopy(optimizer)
+    if learning_rate is not None:      # a LossScaleOptimizer's: its inner optimizer's
+        learning_rate_config(config)["learning_rate"] = float(learning_rate)
     return keras.optimizers.deserialize(config)
 
 
