@@ -231,6 +231,21 @@ class Subclassed:
         return TwoLayers
 
     @staticmethod
+    def own_step():
+        TwoLayers = Subclassed.serialisable()
+
+        class Reversed(TwoLayers):
+            """Its own train_step: it trains on the classes in reverse order (something no
+            loss says, so a trainer that skipped it would learn the classes as they are)."""
+
+            def train_step(self, *args):      # (data) on TF and PyTorch, (state, data) on JAX
+                *state, data = args
+                x, y, *rest = data
+                return super().train_step(*state, (x, (CLASSES - 1) - y, *rest))
+
+        return Reversed
+
+    @staticmethod
     def opaque():
         import keras
 
@@ -261,6 +276,29 @@ def test_a_subclassed_model_called_on_data_trains(data):
     acc, reference = accuracy(lambda x: fitted.predict([x]), test), keras_accuracy(build, train,
                                                                                    test)
     assert acc >= reference - 0.03, (acc, reference)
+
+
+def test_a_model_with_its_own_train_step_trains_with_it_or_is_refused(data):
+    """The windows run the model's own ``train_step``, as ``model.fit`` does; AR-SGD, which
+    computes gradients itself, refuses the model before reading the data instead of training
+    it as if it had no ``train_step``."""
+    df, train, test = data
+    Reversed = Subclassed.own_step()
+
+    def build():
+        model = Reversed()
+        model(train[0][:2])
+        return compiled(model)
+
+    reversed_test = (test[0], (CLASSES - 1) - test[1])
+    reference = keras_accuracy(build, train, reversed_test)
+    assert reference > 0.8, reference            # the premise: model.fit ran the train_step
+    fitted = fit("ADAG", build(), df)
+    assert accuracy(lambda x: fitted.predict([x]), reversed_test) >= reference - 0.03
+    t0 = time.monotonic()
+    with pytest.raises(dk.ModelError, match=r"ARSGD: Reversed overrides train_step.*LocalSGD"):
+        fit("ARSGD", build(), df)
+    assert time.monotonic() - t0 < 5
 
 
 def test_subclassed_models_keras_cannot_rebuild_are_refused_with_the_fix(data):

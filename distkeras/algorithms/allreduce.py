@@ -62,5 +62,24 @@ class ARSGD(Algorithm):
             replica.apply_gradient(exchange.mean(gradient, check=not overflow_skips))
         return replica.read()
 
+    def model_refusal(self, model):
+        owner = _train_step_owner(model)
+        if owner is None:
+            return None
+        return (f"{owner} overrides train_step, which AR-SGD would not run: it computes each "
+                "step's gradient itself, from the model's loss (compute_loss), then applies the "
+                "mean of the workers' gradients. Train this model with a trainer that runs "
+                "train_step (LocalSGD with communication_window=1 averages the replicas after "
+                "every step; ADAG, AveragingTrainer), or move what train_step adds into "
+                "compute_loss")
+
     def worker_send(self, theta, anchor):
         raise NotImplementedError("AR-SGD exchanges gradients, not weights")
+
+
+def _train_step_owner(model) -> str | None:
+    """The user's class that defines the ``train_step`` ``model`` runs (None: Keras' own)."""
+    for cls in type(model).__mro__:
+        if "train_step" in vars(cls):
+            return None if cls.__module__.split(".")[0] == "keras" else cls.__name__
+    return None

@@ -121,6 +121,12 @@ class Algorithm:
             return replica_refusal(compressor)       # it commits whole replicas
         return self.exchange_type.refusal(compressor)
 
+    def model_refusal(self, model) -> str | None:
+        """Why this rule cannot train ``model`` as ``model.fit`` would (None: it can); asked
+        on the driver before the data is read. Every windowed rule runs the model's own
+        ``train_step``."""
+        return None
+
     @property
     def can_overlap(self) -> bool:
         """Whether its commits can be in flight while the next window computes."""

@@ -27,6 +27,7 @@ from distkeras.driver.parameter_server import ParameterServer
 from distkeras.driver.resources import worker_cores
 from distkeras.driver.warm_up import warm_up
 from distkeras.ensemble import ensemble_model
+from distkeras.errors import ModelError
 from distkeras.executor import remote
 from distkeras.feed import FeedSpec, feed_spec_for
 from distkeras.model import KerasModel, describe_output
@@ -120,8 +121,11 @@ def run_training(estimator, df, validation_data, callbacks):
                  settings.learning_rate_scaling)
     compiled = compiled.scaled(factor)
     user = UserModel.of(settings, compiled)
-    barrier = (estimator.make_algorithm(compiled.learning_rate).synchronous
-               and settings.num_workers > 1 and not settings.simulate)   # simulated: no tasks
+    rule = estimator.make_algorithm(compiled.learning_rate)
+    problem = rule.model_refusal(user.original)
+    if problem:
+        raise ModelError(f"{type(estimator).__name__}: {problem}")
+    barrier = rule.synchronous and settings.num_workers > 1 and not settings.simulate
     cores = worker_cores(df.sparkSession, 1 if settings.simulate else settings.num_workers,
                          settings.cores_per_worker)      # simulated: all in this process
     KEEP_WARM.stop()      # the last fit's workers are this fit's: idle when its tasks start
