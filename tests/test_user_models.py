@@ -618,6 +618,22 @@ def test_an_explicit_loss_scale_optimizer_builds_every_replica_as_compiled():
     assert float(tuned.initial_scale) == 2.0 ** 40
 
 
+def test_an_optimizer_with_a_moving_average_is_told_the_model_returned_is_not_one(data, caplog):
+    """Keras' fit swaps the optimizer's moving average (use_ema=True) into the model at the
+    end; distkeras returns the trained weights, and says so instead of doing it silently."""
+    import keras
+
+    df, _, _ = data
+    model = keras.Sequential([keras.Input((DIM,)), keras.layers.Rescaling(UNIT),
+                              keras.layers.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3, use_ema=True),
+                  loss="sparse_categorical_crossentropy")
+    with caplog.at_level("WARNING", logger="distkeras"):
+        dk.trainers.SingleTrainer(model, batch_size=BATCH, epochs=1, verbose=False).fit(df)
+    assert any("use_ema=True" in r.getMessage() and "not a moving average" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
 # -- a worker that raises ----------------------------------------------------------------------
 def raising_layer():
     import keras

@@ -70,6 +70,11 @@ class CompileSettings:
         return isinstance(learning_rate_config(self.optimizer).get("learning_rate"), dict)
 
 
+    @property
+    def moving_average(self) -> bool:
+        """Whether the optimizer keeps a moving average of the weights (``use_ema=True``)."""
+        return bool(learning_rate_config(self.optimizer).get("use_ema"))
+
     def scaled(self, factor: float) -> "CompileSettings":
         """The same settings with the workers' learning rate multiplied by ``factor`` (not
         a schedule's: it runs as compiled)."""

@@ -120,6 +120,12 @@ def run_training(estimator, df, validation_data, callbacks):
                  compiled.learning_rate, factor, settings.num_workers,
                  settings.learning_rate_scaling)
     compiled = compiled.scaled(factor)
+    if compiled.moving_average:
+        log.warning("the optimizer has use_ema=True: each worker's optimizer keeps a moving "
+                    "average of its own replica's weights only, and the model returned holds "
+                    "the trained weights, not a moving average (Keras' fit swaps its average "
+                    "in at the end; distkeras does not). Compile with use_ema=False to say so, "
+                    "or average the model's weights yourself in a callback's on_epoch_end")
     user = UserModel.of(settings, compiled)
     rule = estimator.make_algorithm(compiled.learning_rate)
     problem = rule.model_refusal(user.original)
