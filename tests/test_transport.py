@@ -738,7 +738,7 @@ def test_dropped_connection_warnings_are_rate_limited(app, caplog):
 
 # ---------------------------------------------------------------------------- frame tags
 # sizes on either side of every path of the tag: read with the payload, one AEAD call, chunks,
-# tagged on the helper thread while the socket copies
+# hashed and sent a chunk at a time
 TAG_SIZES = [0, 4, (1 << 18) - 16, (1 << 18) + 4, 1 << 20, (1 << 20) + 4, (5 << 20) + 12]
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 import socket
 import ssl
 import struct
@@ -78,7 +77,11 @@ ERR_FULL = 2
 NONCE_SIZE = 32
 MAC_SIZE = 32
 TAG_SIZE = 16        # per-frame GCM tag
-MAC_CHUNK = 1 << 22  # payloads are received and hashed in chunks this size (cache-hot)
+MAC_CHUNK = 1 << 20  # a large payload is hashed and sent, and received and hashed, in chunks of
+                     # this size, each hashed while in cache (L2); a smaller last chunk is a
+                     # shorter wait after the last byte. Against the whole payload hashed on a
+                     # helper thread while the socket copied it, and 4 MB receive chunks:
+                     # commit+pull 0.94x -> ~1.0x raw at 10/100 MB, the ring the same or better
 ONE_READ = 1 << 18   # a payload up to this size is read with its tag in one call (a commit of a
                      # small model: one system call fewer per frame)
 DEFAULT_MAX_PAYLOAD = 2 * 1024 ** 3
@@ -235,13 +238,16 @@ class FrameIO:
             raise ValueError(f"header field out of range (op/flags u8, worker_id u32, seq u64, "
                              f"aux i64): {exc}") from None
         if self._send_mac is not None:
-            if n > OVERLAP_ABOVE:      # the tag is computed while the socket copies the payload
-                pending = _tagger().submit(self._send_mac.tag, header, body)
-                try:
-                    self._sendmsg_all([header, body], HEADER_SIZE + n)
-                finally:
-                    tag = pending.result()
-                self._sendmsg_all([tag], TAG_SIZE)
+            if n > MAC_CHUNK:     # hashed a chunk at a time, each sent while still in cache
+                h, body = self._send_mac.start(header, n), memoryview(body)
+                for at in range(0, n, MAC_CHUNK):
+                    piece = body[at:at + MAC_CHUNK]
+                    h.update(piece)
+                    if at:
+                        self._sendmsg_all([piece], len(piece))
+                    else:
+                        self._sendmsg_all([header, piece], HEADER_SIZE + len(piece))
+                self._sendmsg_all([h.finish()], TAG_SIZE)
             else:
                 tag = self._send_mac.tag(header, body)
                 self._sendmsg_all([header, body, tag] if n else [header, tag],
@@ -421,24 +427,6 @@ class FrameIO:
     def tag_size(self) -> int:
         """Bytes of tag after each frame received (0 outside a session, or under TLS)."""
         return TAG_SIZE if self._recv_mac is not None else 0
-
-
-OVERLAP_ABOVE = 1 << 20     # frames larger than this are tagged on a helper thread while the
-                            # socket copies them (a copy releases the GIL); on a network slower
-                            # than the tag (15 GB/s) the tag then costs the sender no time
-_TAGGER: tuple = (None, None)
-
-
-def _tagger():
-    """This process's tag thread (one per process: a fork does not inherit threads)."""
-    global _TAGGER
-    pid, pool = _TAGGER
-    if pid != os.getpid():
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(2, thread_name_prefix="distkeras-tags")
-        _TAGGER = (os.getpid(), pool)
-    return pool
 
 
 def _fits(out: np.ndarray, length: int) -> bool:
