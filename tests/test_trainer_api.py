@@ -55,6 +55,33 @@ def test_transform_equals_keras_predict(fitted, spark):
     np.testing.assert_array_equal(scored["prediction"].to_numpy(), expected.argmax(1))
 
 
+def test_a_predict_call_takes_more_rows_only_where_they_fit_the_budget():
+    """A small model predicts a whole Arrow batch per call (the call's overhead, not its rows,
+    is its cost); a wide one as many rows as fit the budget, never fewer than batch_size; a
+    model that does not say its layers' shapes, batch_size."""
+    import keras
+
+    from distkeras.model import PREDICT_BUDGET, rows_per_call
+
+    assert rows_per_call(mlp(), 1024) >= 10_000
+    width = PREDICT_BUDGET // 4 // 512
+    wide = keras.Sequential([keras.Input((8,)), keras.layers.Dense(width), keras.layers.Dense(3)])
+    assert rows_per_call(wide, 16) == PREDICT_BUDGET // (4 * (8 + width + 3)) < 512
+    assert rows_per_call(wide, 1024) == 1024
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Subclassed()
+    model(np.zeros((2, 8), np.float32))
+    assert rows_per_call(model, 64) == 64
+
+
 def test_save_load_round_trip(fitted, tmp_path, spark):
     fitted.save(str(tmp_path / "m"))
     again = dk.load_model(str(tmp_path / "m"))
