@@ -2,10 +2,10 @@
 
 ``transform(df)`` predicts inside the executors: Arrow batches → numpy → Keras → new columns,
 as pyspark.ml classifiers write them (a scalar ``arrow_udf`` of the feature columns on pyspark
-≥ 4.1, so the other columns stay in the JVM; ``mapInArrow`` before). The model travels as its ``.keras`` archive (config,
-every variable, assets; custom objects by value), is rebuilt once per Python worker and cached
-there. What the columns hold
-follows the model's output and loss (``output``, decided when the model was trained):
+≥ 4.1, so the other columns stay in the JVM; ``mapInArrow`` before). The model travels as its
+``.keras`` archive (config, every variable, assets; custom objects by value), is rebuilt once
+per Python worker and cached there. What the columns hold follows the model's output and loss
+(``output``, decided when the model was trained):
 
 - a classifier (a cross-entropy or hinge loss over classes, or binary cross-entropy with one
   output): ``prediction_col`` the class index as a double, ``probability_col`` the class
@@ -418,7 +418,7 @@ def _list_array(values: np.ndarray) -> pa.Array:
 
 
 PREDICT_BUDGET = 64 << 20    # bytes of inputs and layer outputs one predict call may hold
-_ROWS_PER_CALL: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_BUDGET_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model → rows (0: unknown)
 
 
 def rows_per_call(model, batch_size: int) -> int:
@@ -430,13 +430,19 @@ def rows_per_call(model, batch_size: int) -> int:
 
     Example::
 
-        rows_per_call(hlf_mlp, 1024)       # 83,000: a 10k-row Arrow batch in one call
+        rows_per_call(hlf_mlp, 1024)       # about 100,000: a 10k-row Arrow batch in one call
     """
-    rows = _ROWS_PER_CALL.get(model)
+    try:
+        rows = _BUDGET_ROWS.get(model)
+    except TypeError:                      # a model that cannot be weakly referenced
+        rows = None
     if rows is None:
         per_row = _floats_per_row(model)
-        rows = batch_size if not per_row else max(batch_size, PREDICT_BUDGET // (4 * per_row))
-        _ROWS_PER_CALL[model] = rows
+        rows = PREDICT_BUDGET // (4 * per_row) if per_row else 0
+        try:
+            _BUDGET_ROWS[model] = rows
+        except TypeError:
+            pass
     return max(rows, batch_size)
 
 

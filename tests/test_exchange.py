@@ -283,11 +283,8 @@ def test_lost_ring_peer_fails_the_round_quickly_naming_it():
 BIG = np.float32(3e38)
 
 
-def test_the_ring_mean_that_overflows_fails_every_worker_at_once():
-    """3e38 + 3e38 is not a float32: every worker gets the same non-finite mean and stops
-    with the overflow named, instead of training on (or sending) inf."""
-    from distkeras.exchange import DivergedError
-
+def on_a_ring(body) -> list:
+    """``body(i, exchange)`` on each of two workers of a started ring; what each returned."""
     with workers(2, size=16) as (coord, contexts):
         exchanges = [RingExchange(None, c) for c in contexts]
 
@@ -295,40 +292,35 @@ def test_the_ring_mean_that_overflows_fails_every_worker_at_once():
             with exchanges[i] as ex:
                 hello(contexts[i], ex)
                 ex.start(np.zeros(16, np.float32))
-                try:
-                    ex.mean(np.full(16, BIG, np.float32))
-                except DivergedError as exc:
-                    return str(exc)
-                return None
+                return body(i, ex)
 
-        out = run_all([lambda i=i: worker(i) for i in range(2)])
-    assert all(o is not None and "all-reduced mean became non-finite" in o for o in out), out
+        return run_all([lambda i=i: worker(i) for i in range(2)])
 
 
-@pytest.mark.parametrize("bad", [2, 13])
-def test_a_nan_in_any_segment_of_the_ring_mean_fails_every_worker(bad):
-    """A NaN in one worker's vector, in either chunk of the ring (each cut into several
-    segments), fails every worker: none goes on with a poisoned mean."""
+@pytest.mark.parametrize("case", ["overflow", "NaN in chunk 0", "NaN in chunk 1"])
+def test_a_non_finite_ring_mean_fails_every_worker_at_once(case):
+    """3e38 + 3e38 is not a float32, and a NaN in one worker's vector, in either chunk of the
+    ring (each cut into several segments), poisons the mean: every worker stops with it named,
+    instead of training on (or sending) it."""
     from distkeras.exchange import DivergedError
 
-    with workers(2, size=16) as (coord, contexts):
-        exchanges = [RingExchange(None, c) for c in contexts]
+    def vector(i):
+        if case == "overflow":
+            return np.full(16, BIG, np.float32)
+        v = np.ones(16, np.float32)
+        if i == 0:
+            v[2 if case.endswith("0") else 13] = np.nan
+        return v
 
-        def worker(i):
-            with exchanges[i] as ex:
-                hello(contexts[i], ex)
-                ex.start(np.zeros(16, np.float32))
-                ex.ring.segment = 3             # chunks of 8 values in 3 segments
-                vector = np.ones(16, np.float32)
-                if i == 0:
-                    vector[bad] = np.nan
-                try:
-                    ex.mean(vector)
-                except DivergedError as exc:
-                    return str(exc)
-                return None
+    def worker(i, ex):
+        ex.ring.segment = 3             # chunks of 8 values in 3 segments
+        try:
+            ex.mean(vector(i))
+        except DivergedError as exc:
+            return str(exc)
+        return None
 
-        out = run_all([lambda i=i: worker(i) for i in range(2)])
+    out = on_a_ring(worker)
     assert all(o is not None and "all-reduced mean became non-finite" in o for o in out), out
 
 
@@ -336,19 +328,12 @@ def test_a_ring_mean_unchecked_brings_an_overflow_to_every_worker_and_stays_in_s
     """Under loss scaling an overflow is expected, and handled (every replica skips the same
     step): with ``check=False`` the non-finite mean reaches every worker, and the next round
     is exact again."""
-    with workers(2, size=16) as (coord, contexts):
-        exchanges = [RingExchange(None, c) for c in contexts]
+    def worker(i, ex):
+        scaled = np.full(16, np.inf if i == 0 else 1.0, np.float32)
+        first = ex.mean(scaled, check=False).copy()
+        return first, ex.mean(np.full(16, float(i), np.float32)).copy()
 
-        def worker(i):
-            with exchanges[i] as ex:
-                hello(contexts[i], ex)
-                ex.start(np.zeros(16, np.float32))
-                scaled = np.full(16, np.inf if i == 0 else 1.0, np.float32)
-                first = ex.mean(scaled, check=False).copy()
-                return first, ex.mean(np.full(16, float(i), np.float32)).copy()
-
-        out = run_all([lambda i=i: worker(i) for i in range(2)])
-    for first, second in out:
+    for first, second in on_a_ring(worker):
         assert np.isposinf(first).all(), first
         np.testing.assert_array_equal(second, np.full(16, 0.5, np.float32))
 

@@ -69,7 +69,6 @@ class CompileSettings:
         """Whether the workers' learning rate is a schedule (which no factor scales)."""
         return isinstance(learning_rate_config(self.optimizer).get("learning_rate"), dict)
 
-
     @property
     def moving_average(self) -> bool:
         """Whether the optimizer keeps a moving average of the weights (``use_ema=True``)."""

@@ -81,7 +81,8 @@ MAC_CHUNK = 1 << 20  # a large payload is hashed and sent, and received and hash
                      # this size, each hashed while in cache (L2); a smaller last chunk is a
                      # shorter wait after the last byte. Against the whole payload hashed on a
                      # helper thread while the socket copied it, and 4 MB receive chunks:
-                     # commit+pull 0.94x -> ~1.0x raw at 10/100 MB, the ring the same or better
+                     # commit+pull 0.76-0.80x -> 0.92-1.06x raw at 10/100 MB, the ring the same
+                     # or better (benchmarks/ps_bandwidth.py, allreduce.py)
 ONE_READ = 1 << 18   # a payload up to this size is read with its tag in one call (a commit of a
                      # small model: one system call fewer per frame)
 DEFAULT_MAX_PAYLOAD = 2 * 1024 ** 3
