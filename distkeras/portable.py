@@ -108,7 +108,8 @@ class PortableModel:
         digest.update(b"loss_scaling" if self.loss_scaling else b"")
         return digest.hexdigest()
 
-    def compile(self, model, loss, optimizer, metrics=None, loss_weights=None) -> None:
+    def compile(self, model, loss, optimizer, metrics=None, loss_weights=None,
+                weighted_metrics=None) -> None:
         """``model.compile`` as Keras' ``fit`` would have it for this model: the optimizer
         wrapped for loss scaling under ``mixed_float16``."""
         import keras
@@ -120,7 +121,9 @@ class PortableModel:
                 opt = keras.optimizers.LossScaleOptimizer(opt)
             model.compile(optimizer=opt, loss=deserialize_structure(loss, keras.losses),
                           metrics=deserialize_structure(metrics or [], keras.metrics),
-                          loss_weights=loss_weights)
+                          loss_weights=loss_weights,
+                          weighted_metrics=None if weighted_metrics is None else
+                          deserialize_structure(weighted_metrics, keras.metrics))
 
 
 def register(objects: dict[str, Any]) -> None:

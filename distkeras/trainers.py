@@ -266,6 +266,7 @@ def clone_keras_model(model, custom_objects: dict | None = None):
     adapted preprocessing) and compile settings (a fresh optimizer). A model that would come
     back different (a ``get_config`` that forgets an argument) is refused, as ``fit`` refuses
     it: the clone is what a copied trainer trains."""
+    from distkeras.driver.compile import COMPILE_ARGUMENTS
     from distkeras.portable import PortableModel
     from distkeras.rebuild import verify_rebuild
 
@@ -275,8 +276,7 @@ def clone_keras_model(model, custom_objects: dict | None = None):
     if getattr(model, "compiled", False):
         config = model.get_compile_config()
         if config.get("loss") is not None:
-            portable.compile(clone, config["loss"], config.get("optimizer"),
-                             config.get("metrics"), config.get("loss_weights"))
+            portable.compile(clone, **{k: config.get(k) for k in COMPILE_ARGUMENTS})
     return clone
 
 

@@ -37,9 +37,9 @@ def train_in_process(algorithm, parts, initial_model, epochs=EPOCHS, batch=BATCH
     with Coordinator(n, initial, synchronous=algorithm.synchronous) as coord:
         spec = {"model": PortableModel.of(initial_model),
                 "layout": StateLayout.of(initial_model).to_dict(),
-                "loss": "categorical_crossentropy",
-                "optimizer": keras.optimizers.serialize(keras.optimizers.SGD(LR)),
-                "metrics": [], "seed": SEED, "batch_size": batch, "steps_per_epoch": steps,
+                "compile": {"loss": "categorical_crossentropy", "optimizer":
+                            keras.optimizers.serialize(keras.optimizers.SGD(LR)), "metrics": []},
+                "seed": SEED, "batch_size": batch, "steps_per_epoch": steps,
                 "epochs": epochs, "num_workers": n, "algorithm": algorithm,
                 "jit_compile": False,
                 "run": {"coordinator": list(coord.address), "ps": None, "secret": coord.secret,

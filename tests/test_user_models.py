@@ -493,20 +493,26 @@ def test_one_hot_label_columns_train_as_class_indices_do(data):
 
 def test_sample_and_class_weights_weigh_the_loss_as_in_keras(data):
     """A weight column and class_weight= tilt the model towards class 2 as Keras' own
-    sample_weight / class_weight do."""
+    sample_weight / class_weight do; the model's compiled ``weighted_metrics`` are reported
+    beside its metrics, as ``model.fit`` reports them."""
     import keras
 
     df, train, test = data
 
-    def build():
+    def build(**kw):
         return compiled(keras.Sequential([keras.Input((DIM,)), keras.layers.Rescaling(UNIT),
-                                          keras.layers.Dense(CLASSES, activation="softmax")]))
+                                          keras.layers.Dense(CLASSES, activation="softmax")]),
+                        **kw)
 
     def share_of_two(predict):
         return float((np.asarray(predict(test[0])).argmax(1) == 2).mean())
 
     plain = fit("DOWNPOUR", build(), df)
-    weighted = fit("DOWNPOUR", build(), df, weight_col="weight", class_weight={2: 4.0})
+    weighted = fit("DOWNPOUR", build(weighted_metrics=["accuracy"]), df, weight_col="weight",
+                   class_weight={2: 4.0})
+    assert "weighted_accuracy" not in plain.history
+    assert len(weighted.history["weighted_accuracy"]) == EPOCHS
+    assert weighted.history["weighted_accuracy"] != weighted.history["accuracy"]
     tilted = share_of_two(lambda x: weighted.predict([x]))
     assert tilted > share_of_two(lambda x: plain.predict([x])) + 0.05
     keras.utils.set_random_seed(1)

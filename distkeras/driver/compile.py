@@ -12,10 +12,12 @@ Example::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 DEFAULT_OPTIMIZER = "adam"
+#: what a replica is compiled with: ``compile``'s keyword arguments, each a field below
+COMPILE_ARGUMENTS = ("loss", "optimizer", "metrics", "loss_weights", "weighted_metrics")
 DEFAULT_LEARNING_RATE = 0.01      # for an optimizer config that does not say (a schedule)
 
 
@@ -27,6 +29,16 @@ class CompileSettings:
     loss_weights: Any = None        # a list or a dict by output name
     learning_rate: float = DEFAULT_LEARNING_RATE     # what the workers run with
     factor: float = 1.0             # learning_rate = the single-worker rate × factor
+    weighted_metrics: Any = None    # the model's compiled ones (weight_col, class_weight)
+
+    def arguments(self) -> dict:
+        """``compile``'s keyword arguments for a replica (JSON-able: they travel in the task).
+
+        Example::
+
+            portable.compile(model, **compiled.arguments())
+        """
+        return {name: getattr(self, name) for name in COMPILE_ARGUMENTS}
 
     @property
     def single_worker_rate(self) -> float:
@@ -60,9 +72,12 @@ class CompileSettings:
                         else compiled.get("loss_weights"))
         if isinstance(lr, dict):       # a schedule: the rate it starts from, where it says
             lr = lr.get("config", {}).get("initial_learning_rate")
+        weighted = compiled.get("weighted_metrics")
         return cls(serialize_structure(loss, keras.losses), config,
                    serialize_structure(metrics, keras.metrics), loss_weights,
-                   float(lr) if isinstance(lr, (int, float)) else DEFAULT_LEARNING_RATE)
+                   float(lr) if isinstance(lr, (int, float)) else DEFAULT_LEARNING_RATE,
+                   weighted_metrics=None if weighted is None else
+                   serialize_structure(weighted, keras.metrics))
 
     @property
     def scheduled(self) -> bool:
@@ -86,8 +101,7 @@ class CompileSettings:
         lr = self.learning_rate * factor
         if isinstance(learning_rate_config(config).get("learning_rate"), (int, float)):
             learning_rate_config(config)["learning_rate"] = lr
-        return CompileSettings(self.loss, config, self.metrics, self.loss_weights, lr,
-                               self.factor * factor)
+        return replace(self, optimizer=config, learning_rate=lr, factor=self.factor * factor)
 
 
 def _optimizer(value):

@@ -67,7 +67,7 @@ class UserModel:
         from distkeras.executor.replica import build_model
 
         model = settings.keras_model
-        configs = (compiled.loss, compiled.metrics, compiled.optimizer)
+        configs = tuple(compiled.arguments().values())
         portable = PortableModel.of(model, settings.custom_objects, extra_configs=configs)
         layout = StateLayout.of(model)
         wide = [model.weights[i].path for i in layout.order if str(model.weights[i].dtype)
@@ -78,8 +78,7 @@ class UserModel:
                         len(wide), wide[0])
         feed = feed_spec_for(model, settings.features_col, settings.label_col, compiled.loss,
                              settings.input_shapes, settings.weight_col, settings.class_weight)
-        driver = build_model(portable, compiled.loss, compiled.optimizer, compiled.metrics,
-                             compiled.loss_weights)
+        driver = build_model(portable, **compiled.arguments())
         return cls(model, portable, layout, feed, driver,
                    backends.current().flat_weights(driver, layout))
 
@@ -93,8 +92,7 @@ class UserModel:
         """The ensemble of ``members`` as one Keras model (the mean of their outputs), compiled
         as the workers were."""
         model = ensemble_model(members)
-        self.portable.compile(model, compiled.loss, compiled.optimizer, compiled.metrics,
-                              compiled.loss_weights)
+        self.portable.compile(model, **compiled.arguments())
         return model
 
 
@@ -382,9 +380,8 @@ def task_spec(run: "_Run", services: dict) -> dict:
     closure)."""
     settings, compiled, user = run.settings, run.compiled, run.user
     return {
-        "model": user.portable, "layout": user.layout.to_dict(), "loss": compiled.loss,
-        "optimizer": compiled.optimizer, "metrics": compiled.metrics,
-        "loss_weights": compiled.loss_weights, "feed": user.feed.to_dict(),
+        "model": user.portable, "layout": user.layout.to_dict(),
+        "compile": compiled.arguments(), "feed": user.feed.to_dict(),
         "seed": settings.seed, "batch_size": settings.batch_size,
         "steps_per_epoch": run.data.steps, "largest_partition": run.data.largest_partition,
         "epochs": settings.epochs,

@@ -219,8 +219,7 @@ def _serve(serve: dict, ctx) -> pa.RecordBatch:
         settings.tls_cert, settings.tls_key = (os.path.join(folder, n)
                                                for n in ("cert.pem", "key.pem"))
     layout = StateLayout.from_dict(serve["layout"])
-    driver = build_model(serve["portable"], compiled.loss, compiled.optimizer, compiled.metrics,
-                         compiled.loss_weights)
+    driver = build_model(serve["portable"], **compiled.arguments())
     flat = backend.flat_weights(driver, layout)
     flat.set(serve["initial"])
     algorithm, host = serve["algorithm"], _advertised_host(ctx)

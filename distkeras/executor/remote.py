@@ -229,8 +229,7 @@ def compiled_replica(spec: dict, model, backend, layout):
     from distkeras.executor.replica import Replica
     from distkeras.state import pace_statistics
 
-    spec["model"].compile(model, spec["loss"], spec["optimizer"], spec["metrics"],
-                          spec.get("loss_weights"))
+    spec["model"].compile(model, **spec["compile"])
     if not spec["algorithm"].exchange_type.run_model.ensemble:   # members: models on their own
         pace_statistics(model, int(spec["num_workers"]))
     return Replica(model, backend, spec.get("jit_compile", "auto"), layout)

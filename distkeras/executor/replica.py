@@ -13,12 +13,13 @@ from distkeras.backends.base import warn_uncompiled
 
 
 def build_model(portable, loss=None, optimizer: dict | None = None, metrics=None,
-                loss_weights=None):
+                loss_weights=None, weighted_metrics=None):
     """The user's model rebuilt from its :class:`~distkeras.portable.PortableModel` (never
-    from a pickle), compiled with ``loss``/``optimizer``/``metrics`` when a loss is given."""
+    from a pickle), compiled with ``loss``/``optimizer``/``metrics``... when a loss is given
+    (``build_model(portable, **compiled.arguments())``)."""
     model = portable.build()
     if loss is not None:
-        portable.compile(model, loss, optimizer, metrics, loss_weights)
+        portable.compile(model, loss, optimizer, metrics, loss_weights, weighted_metrics)
     return model
 
 

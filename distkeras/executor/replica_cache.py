@@ -38,10 +38,10 @@ def replica_key(spec: dict, model) -> str | None:
     if not spec.get("reuse_compiled", True):
         return None
     ensemble = spec["algorithm"].exchange_type.run_model.ensemble
-    settings = {key: spec.get(key) for key in ("loss", "optimizer", "metrics", "loss_weights",
-                                               "layout", "jit_compile", "backend")}
+    settings = {key: spec.get(key) for key in ("layout", "jit_compile", "backend")}
     settings["paced_for"] = 1 if ensemble else int(spec["num_workers"])   # pace_statistics
-    settings["optimizer"] = _unnamed(settings["optimizer"])    # "adam_3": a new optimizer
+    settings["compile"] = {**spec["compile"],      # "adam_3": a new optimizer, the same settings
+                           "optimizer": _unnamed(spec["compile"]["optimizer"])}
     digest = hashlib.sha256(spec["model"].architecture().encode())
     digest.update(json.dumps(settings, sort_keys=True, default=repr).encode())
     exchanged = set(spec["layout"]["parameters"]) | set(spec["layout"]["statistics"])
