@@ -156,36 +156,35 @@ class KerasModel(Model, MLReadable, MLWritable):
             raise ValueError("this model has no feed description; it was not made by a trainer")
         outputs = self.output_columns()
         dataset, feed, temp = self._feedable(dataset, [c for c, _, _ in outputs])
-        # pyspark 4 takes Spark ML vectors from Arrow as their struct; 3.5 gets arrays, made
-        # vectors by the JVM afterwards
-        native = _ARROW_VECTORS
+        # pyspark 4 takes Spark ML vectors from Arrow as their struct, from mapInArrow; an
+        # arrow_udf's vectors (and 3.5's) travel as arrays, made vectors by the JVM afterwards:
+        # Spark's columnar Arrow evaluation of a UDF (after a Parquet scan) refuses a UDT
+        native = _ARROW_VECTORS and not _ARROW_UDF
         arrow_names = [c if native or r == "prediction" else f"__distkeras_{r}_{i}"
                        for c, r, i in outputs]
         roles = [(r, i) for _, r, i in outputs]
         described = [o for _, o in self._outputs()]
-        if native and _ARROW_UDF:      # only the features travel to Python, only scores back
-            score = F.arrow_udf(_scalar_iterator(
-                _batch_predictor(dataset.sparkSession, self._models(), self.custom_objects,
-                                 feed, self.getBatchSize(), described, roles, arrow_names,
-                                 native, columns_only=True), len(_unique(feed.feature_columns))),
-                _scored_schema(None, arrow_names, roles, described, native))
-            struct = F.col("`__distkeras_scores`")
-            scored = dataset.withColumn("__distkeras_scores", score(
-                *[F.col(f"`{c}`") for c in _unique(feed.feature_columns)]))
-            keep = [F.col(f"`{f.name}`") for f in dataset.schema.fields if f.name not in temp]
-            return scored.select(*keep, *[struct.getField(n).alias(n) for n in arrow_names])
         predict = _batch_predictor(dataset.sparkSession, self._models(), self.custom_objects,
                                    feed, self.getBatchSize(), described, roles, arrow_names,
-                                   native)
-        scored = dataset.mapInArrow(predict, _scored_schema(dataset.schema, arrow_names, roles,
-                                                            described, native))
-        if native:
-            return scored.drop(*temp) if temp else scored
+                                   native, columns_only=_ARROW_UDF)
+        if _ARROW_UDF:      # only the features travel to Python, only the scores come back
+            features = _unique(feed.feature_columns)
+            score = F.arrow_udf(_scalar_iterator(predict, len(features)),
+                                _scored_schema(None, arrow_names, roles, described, native))
+            scored = dataset.withColumn("__distkeras_scores",
+                                        score(*[F.col(f"`{c}`") for c in features]))
+            column = F.col("`__distkeras_scores`").getField
+        else:
+            scored = dataset.mapInArrow(predict, _scored_schema(dataset.schema, arrow_names,
+                                                                roles, described, native))
+            if native:
+                return scored.drop(*temp) if temp else scored
+            column = lambda name: F.col(f"`{name}`")  # noqa: E731
         from pyspark.ml.functions import array_to_vector
 
         keep = [F.col(f"`{f.name}`") for f in dataset.schema.fields if f.name not in temp]
-        final = [array_to_vector(F.col(name)).alias(c) if r != "prediction" else F.col(name)
-                 for name, (c, r, _) in zip(arrow_names, outputs)]
+        final = [array_to_vector(column(name)).alias(c) if r != "prediction"
+                 else column(name).alias(c) for name, (c, r, _) in zip(arrow_names, outputs)]
         return scored.select(*keep, *final)
 
     def _feedable(self, dataset, outputs: list[str]):

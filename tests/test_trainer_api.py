@@ -55,6 +55,22 @@ def test_transform_equals_keras_predict(fitted, spark):
     np.testing.assert_array_equal(scored["prediction"].to_numpy(), expected.argmax(1))
 
 
+def test_transform_of_a_frame_read_from_parquet_feeds_the_evaluators(fitted, spark, tmp_path):
+    """After a Parquet scan Spark evaluates a Python UDF columnar; the scores must survive it
+    (a Spark ML vector inside the UDF's result did not: UNSUPPORTED_DATATYPE UDT)."""
+    import pandas as pd
+
+    from distkeras.evaluation import evaluate
+
+    x, y = blobs(300, seed=9)
+    spark.createDataFrame(pd.DataFrame({"features": list(x), "label": y}),
+                          schema="features array<float>, label bigint").write.parquet(
+        str(tmp_path / "test.parquet"))
+    scored = fitted.transform(spark.read.parquet(str(tmp_path / "test.parquet")))
+    expected = fitted.keras_model.predict(x, verbose=0).argmax(1)
+    assert evaluate(scored, label_col="label")["accuracy"] == pytest.approx((expected == y).mean())
+
+
 def test_a_predict_call_takes_more_rows_only_where_they_fit_the_budget():
     """A small model predicts a whole Arrow batch per call (the call's overhead, not its rows,
     is its cost); a wide one as many rows as fit the budget, never fewer than batch_size; a
