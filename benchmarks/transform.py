@@ -9,8 +9,6 @@ materialises every output column (``write.format("noop")``). Target: ≥ 0.8 per
 The floor, measured in the same run: the same cached DataFrame through ``mapInArrow`` with a
 function that returns its Arrow batches unchanged (no Keras, no output columns): what Spark's
 Arrow round trip to the Python workers alone allows, per core, against the driver's predict.
-On pyspark >= 4.1 also the floor of ``transform``'s own path: a scalar ``arrow_udf`` of the
-features column that returns one double per row.
 
     python benchmarks/transform.py [--rows 200000] [--models small,large] [--repeats 3]
 """
@@ -22,9 +20,6 @@ import os
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
-import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -67,20 +62,6 @@ def main() -> None:
     floor = max(floor[1:])
     print(f"Spark's Arrow round trip alone (mapInArrow returning its batches): {floor:,.0f} "
           f"rows/s")
-    from pyspark.sql import functions as F
-    if hasattr(F, "arrow_udf"):
-        @F.arrow_udf("double")
-        def first(column: pa.Array) -> pa.Array:
-            return pa.array(np.zeros(len(column)))
-
-        udf_floor = []
-        for _ in range(args.repeats + 1):
-            t0 = time.perf_counter()
-            df.withColumn("p", first("features")).write.format("noop").mode("overwrite").save()
-            udf_floor.append(args.rows / (time.perf_counter() - t0))
-        floor = max(udf_floor[1:])
-        print(f"the same through a scalar arrow_udf returning one double (transform's path): "
-              f"{floor:,.0f} rows/s (the floor below)")
     print(f"{'model':6} {'params':>8} {'predict rows/s':>15} {'transform rows/s':>17} "
           f"{'per core':>9} {'floor per core':>15}  target >= 0.8")
     for kind in args.models.split(","):

@@ -1,11 +1,10 @@
 """The fitted result of a trainer: a Spark ML Model around a plain Keras 3 model.
 
 ``transform(df)`` predicts inside the executors: Arrow batches → numpy → Keras → new columns,
-as pyspark.ml classifiers write them (a scalar ``arrow_udf`` of the feature columns on pyspark
-≥ 4.1, so the other columns stay in the JVM; ``mapInArrow`` before). The model travels as its
-``.keras`` archive (config, every variable, assets; custom objects by value), is rebuilt once
-per Python worker and cached there. What the columns hold follows the model's output and loss
-(``output``, decided when the model was trained):
+as pyspark.ml classifiers write them. The model travels as its ``.keras`` archive (config,
+every variable, assets; custom objects by value), is rebuilt once per Python worker and cached
+there. What the columns hold
+follows the model's output and loss (``output``, decided when the model was trained):
 
 - a classifier (a cross-entropy or hinge loss over classes, or binary cross-entropy with one
   output): ``prediction_col`` the class index as a double, ``probability_col`` the class
@@ -29,12 +28,10 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Iterator, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyspark
-import pyspark.sql.functions
 from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import MLReadable, MLWritable
@@ -47,7 +44,6 @@ from distkeras.signature import output_list
 log = logging.getLogger(__name__)
 _WORKER_CACHE: dict[str, list] = {}   # executor side: the models' content → them, read back
 _ARROW_VECTORS = int(pyspark.__version__.split(".")[0]) >= 4    # VectorUDT through Arrow
-_ARROW_UDF = _ARROW_VECTORS and hasattr(pyspark.sql.functions, "arrow_udf")   # pyspark >= 4.1
 CLASSIFICATION_LOSSES = frozenset({
     "categoricalcrossentropy", "sparsecategoricalcrossentropy", "categoricalfocalcrossentropy",
     "sparsecategoricalfocalcrossentropy", "categoricalhinge", "kldivergence"})
@@ -156,35 +152,25 @@ class KerasModel(Model, MLReadable, MLWritable):
             raise ValueError("this model has no feed description; it was not made by a trainer")
         outputs = self.output_columns()
         dataset, feed, temp = self._feedable(dataset, [c for c, _, _ in outputs])
-        # pyspark 4 takes Spark ML vectors from Arrow as their struct, from mapInArrow; an
-        # arrow_udf's vectors (and 3.5's) travel as arrays, made vectors by the JVM afterwards:
-        # Spark's columnar Arrow evaluation of a UDF (after a Parquet scan) refuses a UDT
-        native = _ARROW_VECTORS and not _ARROW_UDF
+        # pyspark 4 takes Spark ML vectors from Arrow as their struct; 3.5 gets arrays, made
+        # vectors by the JVM afterwards
+        native = _ARROW_VECTORS
         arrow_names = [c if native or r == "prediction" else f"__distkeras_{r}_{i}"
                        for c, r, i in outputs]
         roles = [(r, i) for _, r, i in outputs]
         described = [o for _, o in self._outputs()]
         predict = _batch_predictor(dataset.sparkSession, self._models(), self.custom_objects,
                                    feed, self.getBatchSize(), described, roles, arrow_names,
-                                   native, columns_only=_ARROW_UDF)
-        if _ARROW_UDF:      # only the features travel to Python, only the scores come back
-            features = _unique(feed.feature_columns)
-            score = F.arrow_udf(_scalar_iterator(predict, len(features)),
-                                _scored_schema(None, arrow_names, roles, described, native))
-            scored = dataset.withColumn("__distkeras_scores",
-                                        score(*[F.col(f"`{c}`") for c in features]))
-            column = F.col("`__distkeras_scores`").getField
-        else:
-            scored = dataset.mapInArrow(predict, _scored_schema(dataset.schema, arrow_names,
-                                                                roles, described, native))
-            if native:
-                return scored.drop(*temp) if temp else scored
-            column = lambda name: F.col(f"`{name}`")  # noqa: E731
+                                   native)
+        scored = dataset.mapInArrow(predict, _scored_schema(dataset.schema, arrow_names, roles,
+                                                            described, native))
+        if native:
+            return scored.drop(*temp) if temp else scored
         from pyspark.ml.functions import array_to_vector
 
         keep = [F.col(f"`{f.name}`") for f in dataset.schema.fields if f.name not in temp]
-        final = [array_to_vector(column(name)).alias(c) if r != "prediction"
-                 else column(name).alias(c) for name, (c, r, _) in zip(arrow_names, outputs)]
+        final = [array_to_vector(F.col(name)).alias(c) if r != "prediction" else F.col(name)
+                 for name, (c, r, _) in zip(arrow_names, outputs)]
         return scored.select(*keep, *final)
 
     def _feedable(self, dataset, outputs: list[str]):
@@ -276,12 +262,10 @@ def load_model(path: str, custom_objects: dict | None = None) -> KerasModel:
 
 def _batch_predictor(spark, models: list, custom_objects: dict, feed: FeedSpec, batch_size: int,
                      described: list[dict], roles: list[tuple[str, int]], names: list[str],
-                     native: bool, columns_only: bool = False):
-    """The function that scores Arrow data in the executors: the models travel as a broadcast
-    of their ``.keras`` archives (in the closure on Spark Connect), and are read back once per
-    Python worker (``worker_models``). For ``mapInArrow``: batches in, each batch with the
-    output columns after its own out; ``columns_only``, for a scalar iterator ``arrow_udf``:
-    the feature columns in, one struct of the output columns out."""
+                     native: bool):
+    """The ``mapInArrow`` function that scores Arrow batches in the executors: the models
+    travel as a broadcast of their ``.keras`` archives (in the closure on Spark Connect), and
+    are read back once per Python worker (``worker_models``)."""
     from distkeras.portable import PortableModel
     from distkeras.spark_api import spark_api
 
@@ -292,45 +276,17 @@ def _batch_predictor(spark, models: list, custom_objects: dict, feed: FeedSpec, 
     objects = [p.custom_objects for p in portable]     # those given and those found
     feed_dict = feed.to_dict()
 
-    def scores(spec: FeedSpec, models: list, table: pa.Table) -> list[pa.Array]:
-        outs = _predict(models, spec.features(table), batch_size)
-        return [_output_array(outs[i].reshape(len(outs[i]), -1), described[i], role, native)
-                for role, i in roles]
-
     def predict_batches(batches):
         spec = FeedSpec.from_dict(feed_dict)
         models = worker_models(key, payload, objects, backend)
         for batch in batches:
-            columns = scores(spec, models, pa.Table.from_batches([batch]))
+            outs = _predict(models, spec.features(pa.Table.from_batches([batch])), batch_size)
+            columns = [_output_array(outs[i].reshape(len(outs[i]), -1), described[i], role,
+                                     native) for role, i in roles]
             yield pa.RecordBatch.from_arrays(list(batch.columns) + columns,
                                              names=list(batch.schema.names) + names)
 
-    def predict_columns(batches):
-        spec = FeedSpec.from_dict(feed_dict)
-        models = worker_models(key, payload, objects, backend)
-        for arrays in batches:
-            arrays = arrays if isinstance(arrays, tuple) else (arrays,)
-            table = pa.Table.from_arrays(list(arrays), names=_unique(spec.feature_columns))
-            yield pa.StructArray.from_arrays(scores(spec, models, table), names=names)
-
-    return predict_columns if columns_only else predict_batches
-
-
-def _unique(columns: list[str]) -> list[str]:
-    """``columns`` in order, each once (two inputs may read the same column)."""
-    return list(dict.fromkeys(columns))
-
-
-def _scalar_iterator(predict_columns, arguments: int):
-    """``predict_columns`` with the type hints by which ``arrow_udf`` knows a scalar iterator
-    UDF of ``arguments`` columns (resolved in this module's globals)."""
-    if arguments == 1:
-        def distkeras_predict(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-            return predict_columns(batches)
-    else:
-        def distkeras_predict(batches: Iterator[Tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
-            return predict_columns(batches)
-    return distkeras_predict      # (the name Spark's plan and UI show)
+    return predict_batches
 
 
 def worker_models(key: str, payload, custom_objects: list[dict], backend: str) -> list:
@@ -358,9 +314,8 @@ def worker_models(key: str, payload, custom_objects: list[dict], backend: str) -
 
 def _scored_schema(schema, names: list[str], roles: list[tuple[str, int]], described: list[dict],
                    native: bool):
-    """``schema`` (or nothing, for None) and the output columns: Spark ML vectors (or arrays
-    before pyspark 4) for raw and probability, a double (classifier, regressor) or an array
-    for the prediction."""
+    """``schema`` and the output columns: Spark ML vectors (or arrays before pyspark 4) for
+    raw and probability, a double (classifier, regressor) or an array for the prediction."""
     from pyspark.ml.linalg import VectorUDT
     from pyspark.sql.types import ArrayType, DoubleType, FloatType, StructField, StructType
 
@@ -371,7 +326,7 @@ def _scored_schema(schema, names: list[str], roles: list[tuple[str, int]], descr
         else:
             extra.append(StructField(name, DoubleType() if described[i]["kind"] in (
                 "classifier", "regressor") else ArrayType(FloatType())))
-    return StructType((schema.fields if schema is not None else []) + extra)
+    return StructType(schema.fields + extra)
 
 
 def _output_array(out: np.ndarray, output: dict, role: str, native: bool = True) -> pa.Array:
