@@ -135,6 +135,17 @@ def register(objects: dict[str, Any]) -> None:
         keras.saving.get_custom_objects().update(objects)
 
 
+#: what a replica is compiled with: the keyword arguments of :meth:`PortableModel.compile`
+#: (``CompileSettings.arguments()`` gives them, the task carries them)
+COMPILE_ARGUMENTS = ("loss", "optimizer", "metrics", "loss_weights", "weighted_metrics")
+
+
+def learning_rate_config(config: dict) -> dict:
+    """The config holding the learning rate (a LossScaleOptimizer's inner optimizer's)."""
+    inner = config["config"].get("inner_optimizer")
+    return inner["config"] if isinstance(inner, dict) else config["config"]
+
+
 def deserialize(module, config: dict):
     """``module.deserialize(config)`` (``keras.optimizers``, ``keras.losses``...) on a copy:
     some ``from_config`` consume their config (``LossScaleOptimizer`` pops its inner

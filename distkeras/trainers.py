@@ -266,8 +266,7 @@ def clone_keras_model(model, custom_objects: dict | None = None):
     adapted preprocessing) and compile settings (a fresh optimizer). A model that would come
     back different (a ``get_config`` that forgets an argument) is refused, as ``fit`` refuses
     it: the clone is what a copied trainer trains."""
-    from distkeras.driver.compile import COMPILE_ARGUMENTS
-    from distkeras.portable import PortableModel
+    from distkeras.portable import COMPILE_ARGUMENTS, PortableModel
     from distkeras.rebuild import verify_rebuild
 
     portable = PortableModel.of(model, custom_objects, check=False)

@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from distkeras.portable import (COMPILE_ARGUMENTS, deserialize, learning_rate_config,
+                                serialize_structure)
+
 DEFAULT_OPTIMIZER = "adam"
-#: what a replica is compiled with: ``compile``'s keyword arguments, each a field below
-COMPILE_ARGUMENTS = ("loss", "optimizer", "metrics", "loss_weights", "weighted_metrics")
 DEFAULT_LEARNING_RATE = 0.01      # for an optimizer config that does not say (a schedule)
 
 
@@ -49,8 +50,6 @@ class CompileSettings:
     def of(cls, settings, default_optimizer: Any = DEFAULT_OPTIMIZER) -> "CompileSettings":
         """``settings``: the run's settings (``Trainer.settings()``)."""
         import keras
-
-        from distkeras.portable import serialize_structure
 
         model = settings.keras_model
         compiled = model.get_compile_config() if getattr(model, "compiled", False) else None
@@ -107,14 +106,6 @@ class CompileSettings:
 def _optimizer(value):
     import keras
 
-    from distkeras.portable import deserialize
-
     if isinstance(value, dict):
         return deserialize(keras.optimizers, value)
     return keras.optimizers.get(value) if isinstance(value, str) else value
-
-
-def learning_rate_config(config: dict) -> dict:
-    """The config holding the learning rate (a LossScaleOptimizer's inner optimizer's)."""
-    inner = config["config"].get("inner_optimizer")
-    return inner["config"] if isinstance(inner, dict) else config["config"]

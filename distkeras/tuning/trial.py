@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from distkeras.driver.compile import learning_rate_config
+from distkeras.portable import learning_rate_config
 
 log = logging.getLogger(__name__)
 
